@@ -1,0 +1,1 @@
+"""Exporters: each translates runtel records into one backend (``runtel.exporters.<name>``)."""

@@ -1,0 +1,66 @@
+"""Exceptions raised by runtel.
+
+Each error subclasses the built-in type a caller would expect (``TypeError`` for a
+wrong type, ``ValueError`` for a bad value), so ``except ValueError`` keeps working,
+and every message names the offending key or value and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class RuntelError(Exception):
+    """Base class of every error runtel raises on purpose."""
+
+
+class InvalidMetricError(RuntelError, TypeError):
+    """A metric value is not a real scalar (str, None, list, multi-element tensor...)."""
+
+
+class InvalidNameError(RuntelError, ValueError):
+    """A metric, parameter or artifact name is empty, too long, or not allowed."""
+
+
+class InvalidStepError(RuntelError, ValueError):
+    """A step is negative, not an integer, or out of range."""
+
+
+class InvalidParamError(RuntelError, TypeError):
+    """A hyperparameter value cannot be stored as JSON."""
+
+
+class InvalidValueError(RuntelError, ValueError):
+    """A metric value cannot be stored exactly (e.g. an int beyond 2**53)."""
+
+
+class RunFinishedError(RuntelError, RuntimeError):
+    """The run has already finished; start a new run or resume this one."""
+
+
+class RunNotFoundError(RuntelError, KeyError):
+    """No run in the store matches the given id or name."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable.
+        return str(self.args[0]) if self.args else ""
+
+
+class MetricNotFoundError(RuntelError, KeyError):
+    """The run has no series with the given metric name."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigError(RuntelError, ValueError):
+    """A keyword argument or ``RUNTEL_*`` environment variable has a bad value."""
+
+
+class ArtifactError(RuntelError, ValueError):
+    """An artifact name is unsafe, a source path is missing, or a stored file failed its checksum."""
+
+
+class ChecksumMismatchError(ArtifactError):
+    """A stored artifact no longer matches the SHA-256 recorded when it was logged."""
+
+
+class MissingExtraError(RuntelError, ImportError):
+    """An optional backend is not installed; the message names the ``pip install runtel[...]`` to run."""

@@ -1,0 +1,156 @@
+"""The typed, immutable records every exporter reads.
+
+A run is recorded as an ordered stream of these records. The local store writes them
+as they come, and replaying a stored run re-creates the very same stream, so live
+export and ``runtel export`` go through one code path in each exporter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+import numpy as np
+import numpy.typing as npt
+
+RunStatus = Literal["running", "completed", "failed", "crashed", "killed"]
+SpanKind = Literal["run", "epoch", "phase"]
+
+#: One metric point as the store keeps it: little-endian, fixed width, ``numpy.fromfile``-readable.
+SERIES_DTYPE = np.dtype([("step", "<i8"), ("time", "<f8"), ("value", "<f8"), ("span_id", "<u8")])
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    run_id: str
+    name: str
+    project: str
+    start_time: float
+    config: dict[str, Any]
+    tags: tuple[str, ...] = ()
+    resource: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ParamsLogged:
+    """Hyperparameters, nested as the user gave them (flatten with ``flatten_params``)."""
+
+    params: dict[str, Any]
+    time: float
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class MetricPoints:
+    """A batch of points in logging order, as columns.
+
+    ``series[i]`` is the metric name of point ``i``'s index ``index[i]``; ``steps``,
+    ``times`` (Unix seconds), ``values`` and ``span_ids`` are parallel arrays.
+    """
+
+    names: tuple[str, ...]
+    index: npt.NDArray[np.int32]
+    steps: npt.NDArray[np.int64]
+    times: npt.NDArray[np.float64]
+    values: npt.NDArray[np.float64]
+    span_ids: npt.NDArray[np.uint64]
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+    def by_name(self) -> dict[str, npt.NDArray[np.intp]]:
+        """Positions of each metric's points, each in logging order."""
+        order = np.argsort(self.index, kind="stable")
+        sorted_index = self.index[order]
+        bounds = np.flatnonzero(np.diff(sorted_index)) + 1
+        groups = np.split(order, bounds)
+        return {self.names[int(self.index[g[0]])]: g for g in groups if g.size}
+
+
+@dataclass(frozen=True, slots=True)
+class SpanEnded:
+    """An epoch, phase or the run itself, once it has ended (OTel ids as hex)."""
+
+    name: str
+    kind: SpanKind
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    start_time: float
+    end_time: float
+    attributes: dict[str, Any]
+    status: Literal["ok", "error", "unset"] = "unset"
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactLogged:
+    name: str
+    version: int
+    sha256: str
+    size: int
+    path: str
+    time: float
+    step: int | None
+    kind: str = "artifact"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FigureLogged:
+    name: str
+    path: str
+    step: int | None
+    time: float
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class HistogramLogged:
+    name: str
+    step: int
+    time: float
+    bin_edges: npt.NDArray[np.float64]
+    counts: npt.NDArray[np.int64]
+    min: float
+    max: float
+    mean: float
+    std: float
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """Sent about every few seconds so a reader can tell a live run from a dead one."""
+
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnded:
+    status: RunStatus
+    end_time: float
+    error: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+Record = Union[
+    RunStarted,
+    ParamsLogged,
+    MetricPoints,
+    SpanEnded,
+    ArtifactLogged,
+    FigureLogged,
+    HistogramLogged,
+    Heartbeat,
+    RunEnded,
+]
+
+
+def flatten_params(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one flat dict with ``/``-joined keys (``{"model": {"depth": 4}}`` → ``model/depth``)."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten_params(value, f"{full}/"))
+        else:
+            flat[full] = value
+    return flat
