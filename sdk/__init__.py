@@ -1,3 +1,50 @@
-"""runtel: OpenTelemetry-native experiment tracking for machine learning."""
+"""runtel: OpenTelemetry-native experiment tracking for machine learning.
+
+``runtel.init(...)`` starts a :class:`Run` (a trace; epochs and phases are spans; metrics
+go through OpenTelemetry instruments) recorded exactly into a local store, and
+``runtel.Store(...)`` reads runs back, live or finished.
+"""
+
+from runtel.api import available_exporters, finish, init
+from runtel.errors import (
+    ArtifactError,
+    ChecksumMismatchError,
+    ConfigError,
+    InvalidMetricError,
+    InvalidNameError,
+    InvalidParamError,
+    InvalidStepError,
+    InvalidValueError,
+    MetricNotFoundError,
+    MissingExtraError,
+    RunFinishedError,
+    RunNotFoundError,
+    RuntelError,
+)
+from runtel.run import Run
+from runtel.store.query import Store, StoredRun
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "ArtifactError",
+    "ChecksumMismatchError",
+    "ConfigError",
+    "InvalidMetricError",
+    "InvalidNameError",
+    "InvalidParamError",
+    "InvalidStepError",
+    "InvalidValueError",
+    "MetricNotFoundError",
+    "MissingExtraError",
+    "Run",
+    "RunFinishedError",
+    "RunNotFoundError",
+    "RuntelError",
+    "Store",
+    "StoredRun",
+    "__version__",
+    "available_exporters",
+    "finish",
+    "init",
+]

@@ -1,0 +1,162 @@
+"""Fan-out of a run's records to its exporters, each on its own thread behind a bounded queue.
+
+Like OpenTelemetry's batch processors: the flush thread only enqueues; an exporter that
+raises is retried with back-off and then marked failed; one that hangs fills its queue
+and is marked failed once the queue stays full past a bound. Neither stops training nor
+the other exporters, and the local store (source of truth) is never given up on.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtel.exporters.base import Exporter, ExportResult
+from runtel.records import MetricPoints, Record
+
+logger = logging.getLogger("runtel")
+
+_STOP = object()
+
+
+@dataclass
+class ExporterReport:
+    """What happened to one exporter during a run; written into the run's summary."""
+
+    name: str
+    status: str = "ok"  # ok | failed
+    error: str | None = None
+    batches_exported: int = 0
+    records_undelivered: int = 0
+    points_undelivered: int = 0
+    retries: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {key: value for key, value in self.__dict__.items() if value is not None}
+
+
+@dataclass
+class _Worker:
+    exporter: Exporter
+    queue: queue.Queue[Any]
+    critical: bool
+    retries: int
+    report: ExporterReport
+    thread: threading.Thread = field(init=False)
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._loop, name=f"runtel-export-{self.report.name}", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            batch = self.queue.get()
+            if batch is _STOP:
+                break
+            if self.report.status == "failed":
+                self._count_undelivered(batch)
+                continue
+            self._export_with_retries(batch)
+        try:
+            self.exporter.shutdown()
+        except Exception:
+            logger.exception("runtel: exporter %r failed to shut down", self.report.name)
+
+    def _export_with_retries(self, batch: Sequence[Record]) -> None:
+        delay = 0.2
+        error = "export returned FAILURE"
+        for attempt in range(self.retries + 1):
+            try:
+                if self.exporter.export(batch) is ExportResult.SUCCESS:
+                    self.report.batches_exported += 1
+                    return
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                logger.warning("runtel: exporter %r raised %s (attempt %d)", self.report.name, error, attempt + 1)
+            if attempt < self.retries:
+                self.report.retries += 1
+                time.sleep(delay)
+                delay = min(delay * 4, 5.0)
+        if self.critical:
+            logger.error("runtel: the local store failed to write a batch: %s", error)
+            self.report.error = error
+            self._count_undelivered(batch)
+            return
+        self.mark_failed(f"gave up after {self.retries + 1} attempts: {error}")
+        self._count_undelivered(batch)
+
+    def mark_failed(self, error: str) -> None:
+        if self.report.status != "failed":
+            logger.error(
+                "runtel: exporter %r failed (%s); training goes on, the local store keeps everything, "
+                "replay later with `runtel export`",
+                self.report.name,
+                error,
+            )
+        self.report.status = "failed"
+        self.report.error = self.report.error or error
+
+    def _count_undelivered(self, batch: Sequence[Record]) -> None:
+        self.report.records_undelivered += len(batch)
+        self.report.points_undelivered += sum(len(r) for r in batch if isinstance(r, MetricPoints))
+
+
+class Dispatcher:
+    """Delivers record batches to exporters; ``exporters[0]`` is the critical local store."""
+
+    def __init__(
+        self,
+        exporters: Sequence[Exporter],
+        *,
+        queue_size: int,
+        block_timeout: float,
+        retries: int,
+    ) -> None:
+        self._block_timeout = block_timeout
+        self._workers = [
+            _Worker(
+                exporter=exporter,
+                queue=queue.Queue(maxsize=0 if index == 0 else queue_size),
+                critical=index == 0,
+                retries=retries,
+                report=ExporterReport(name=getattr(exporter, "name", type(exporter).__name__)),
+            )
+            for index, exporter in enumerate(exporters)
+        ]
+        for worker in self._workers:
+            worker.start()
+
+    def submit(self, batch: Sequence[Record]) -> None:
+        """Enqueue ``batch`` for every exporter; blocks at most ``block_timeout`` per slow exporter."""
+        if not batch:
+            return
+        for worker in self._workers:
+            if worker.report.status == "failed" and not worker.critical:
+                worker._count_undelivered(batch)
+                continue
+            try:
+                worker.queue.put(batch, timeout=None if worker.critical else self._block_timeout)
+            except queue.Full:
+                worker.mark_failed(f"queue stayed full for {self._block_timeout}s (exporter hung or too slow)")
+                worker._count_undelivered(batch)
+
+    def shutdown(self, timeout: float) -> list[ExporterReport]:
+        """Drain and stop every worker, waiting at most ``timeout`` seconds for each non-critical one."""
+        for worker in self._workers:
+            try:
+                worker.queue.put(_STOP, timeout=None if worker.critical else 0.1)
+            except queue.Full:
+                worker.mark_failed("still busy at shutdown (queue full)")
+        deadline = time.monotonic() + timeout
+        for worker in self._workers[1:]:
+            worker.thread.join(max(0.0, deadline - time.monotonic()))
+            if worker.thread.is_alive():
+                worker.mark_failed(f"did not finish within {timeout}s of finish(); abandoned")
+                worker.report.records_undelivered += worker.queue.qsize()
+        self._workers[0].thread.join()
+        return [worker.report for worker in self._workers]

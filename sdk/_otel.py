@@ -1,0 +1,175 @@
+"""Everything runtel needs from OpenTelemetry, in one place, through public APIs only.
+
+A run owns a ``TracerProvider`` (the run is the root span of a trace; its trace id is
+the run id) and a ``MeterProvider`` (one gauge per run metric, mirrored from the
+background flush, plus the user's own instruments collected at every flush).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.metrics import (
+    Counter,
+    Histogram,
+    MeterProvider,
+    ObservableCounter,
+    ObservableGauge,
+    ObservableUpDownCounter,
+    UpDownCounter,
+)
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    ExponentialHistogram,
+    Gauge,
+    InMemoryMetricReader,
+    MetricReader,
+    Sum,
+)
+from opentelemetry.sdk.metrics.export import Histogram as HistogramData
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from runtel.records import SpanEnded
+
+#: Scope of the gauges that mirror logged series; our own reader skips it (they are series already).
+RUN_METRICS_SCOPE = "runtel.metrics"
+#: Scope of ``run.meter``: the user's own instruments, recorded as series at every flush.
+USER_METRICS_SCOPE = "runtel.user"
+SPAN_KIND_ATTRIBUTE = "runtel.span.kind"
+
+_INSTRUMENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_./\-]{0,254}")
+
+
+def remote_parent(environ: Mapping[str, str]) -> Context | None:
+    """The W3C ``TRACEPARENT`` (and ``TRACESTATE``) of the environment as a parent context."""
+    carrier = {key.lower(): value for key, value in environ.items() if key in ("TRACEPARENT", "TRACESTATE")}
+    if "traceparent" not in carrier:
+        return None
+    context = TraceContextTextMapPropagator().extract(carrier)
+    span_context = trace.get_current_span(context).get_span_context()
+    return context if span_context.is_valid else None
+
+
+def make_resource(attributes: Mapping[str, Any]) -> Resource:
+    return Resource.create(dict(attributes))
+
+
+def make_tracer_provider(resource: Resource, processors: Iterable[SpanProcessor]) -> TracerProvider:
+    provider = TracerProvider(resource=resource)
+    for processor in processors:
+        provider.add_span_processor(processor)
+    return provider
+
+
+def make_meter_provider(
+    resource: Resource, readers: Sequence[MetricReader]
+) -> tuple[MeterProvider, InMemoryMetricReader]:
+    """The run's provider and the delta reader runtel collects user instruments with."""
+    own = InMemoryMetricReader(preferred_temporality=_DELTA)
+    return MeterProvider(resource=resource, metric_readers=[own, *readers]), own
+
+
+_DELTA: dict[type, AggregationTemporality] = {
+    Counter: AggregationTemporality.DELTA,
+    UpDownCounter: AggregationTemporality.DELTA,
+    Histogram: AggregationTemporality.DELTA,
+    ObservableCounter: AggregationTemporality.DELTA,
+    ObservableUpDownCounter: AggregationTemporality.DELTA,
+    ObservableGauge: AggregationTemporality.DELTA,
+}
+try:  # The synchronous Gauge's SDK class is not exported (1.45); without DELTA it re-reports stale values.
+    from opentelemetry.sdk.metrics._internal.instrument import Gauge as _SdkSyncGauge
+
+    _DELTA[_SdkSyncGauge] = AggregationTemporality.DELTA
+except ImportError:  # pragma: no cover - a future SDK moved it; stale gauge values then repeat per flush
+    pass
+
+
+def span_id_hex(span_id: int) -> str:
+    return format(span_id, "016x")
+
+
+def trace_id_hex(trace_id: int) -> str:
+    return format(trace_id, "032x")
+
+
+class RecordingSpanProcessor(SpanProcessor):
+    """Turns each ended span into a :class:`SpanEnded` record; keeps nothing in memory."""
+
+    def __init__(self, emit: Callable[[SpanEnded], None]) -> None:
+        self._emit = emit
+
+    def on_end(self, span: ReadableSpan) -> None:
+        context = span.get_span_context()
+        if context is None:
+            return
+        attributes = dict(span.attributes or {})
+        kind = attributes.pop(SPAN_KIND_ATTRIBUTE, "phase")
+        status = {0: "unset", 1: "ok", 2: "error"}[span.status.status_code.value]
+        self._emit(
+            SpanEnded(
+                name=span.name,
+                kind=kind if kind in ("run", "epoch", "phase") else "phase",
+                trace_id=trace_id_hex(context.trace_id),
+                span_id=span_id_hex(context.span_id),
+                parent_span_id=span_id_hex(span.parent.span_id) if span.parent else None,
+                start_time=(span.start_time or 0) / 1e9,
+                end_time=(span.end_time or 0) / 1e9,
+                attributes=attributes,
+                status=status,  # type: ignore[arg-type]
+            )
+        )
+
+
+def instrument_name(metric: str) -> str:
+    """A valid OTel instrument name for any metric name (the original goes in an attribute)."""
+    if _INSTRUMENT_NAME.fullmatch(metric):
+        return metric
+    cleaned = re.sub(r"[^A-Za-z0-9_./\-]", "_", metric)
+    if not cleaned[:1].isalpha():
+        cleaned = "m_" + cleaned
+    return cleaned[:255]
+
+
+def user_points(reader: InMemoryMetricReader, totals: dict[str, float]) -> list[tuple[str, float, float]]:
+    """Collect the user's instruments as ``(series name, time, value)``.
+
+    Readings are delta; sums are accumulated in ``totals`` so a counter's series is its
+    running total, as a user reading a chart expects. Histograms give count/sum/min/max
+    of each flush window.
+    """
+    data = reader.get_metrics_data()
+    out: list[tuple[str, float, float]] = []
+    if data is None:
+        return out
+    for resource_metrics in data.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            if scope_metrics.scope.name == RUN_METRICS_SCOPE:
+                continue
+            for metric in scope_metrics.metrics:
+                for point in metric.data.data_points:
+                    name = metric.name + _attribute_suffix(point.attributes)
+                    when = point.time_unix_nano / 1e9
+                    if isinstance(metric.data, Sum):
+                        totals[name] = totals.get(name, 0.0) + float(point.value)
+                        out.append((name, when, totals[name]))
+                    elif isinstance(metric.data, Gauge):
+                        out.append((name, when, float(point.value)))
+                    elif isinstance(metric.data, HistogramData | ExponentialHistogram):
+                        out.append((f"{name}/count", when, float(point.count)))
+                        out.append((f"{name}/sum", when, float(point.sum)))
+                        out.append((f"{name}/min", when, float(point.min)))
+                        out.append((f"{name}/max", when, float(point.max)))
+    return out
+
+
+def _attribute_suffix(attributes: Mapping[str, Any] | None) -> str:
+    if not attributes:
+        return ""
+    return "{" + ",".join(f"{key}={attributes[key]}" for key in sorted(attributes)) + "}"

@@ -1,0 +1,98 @@
+"""Validation of what ``run.log`` accepts: names, steps and scalar values.
+
+The common cases (a str name already seen, a Python float or int) are checked inline
+in :meth:`runtel.Run.log`; the rarer ones land here. Values are stored as float64, so
+an int beyond 2**53 is refused rather than rounded silently.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from runtel.errors import InvalidMetricError, InvalidNameError, InvalidStepError, InvalidValueError
+
+#: Longest metric name accepted (characters). Backends with tighter limits get a reported adaptation.
+MAX_NAME_LENGTH = 256
+MAX_EXACT_INT = 2**53
+MAX_STEP = 2**63 - 1
+
+
+def check_name(name: object, what: str = "metric") -> str:
+    """``name`` if it is a usable name; raises InvalidNameError otherwise."""
+    if not isinstance(name, str):
+        raise InvalidNameError(f"{what} names must be str, got {type(name).__name__} {name!r}")
+    if not name or name.isspace():
+        raise InvalidNameError(f"{what} name must not be empty or blank, got {name!r}")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidNameError(
+            f"{what} name {name[:40]!r}... is {len(name)} characters; the limit is {MAX_NAME_LENGTH}"
+        )
+    if any(ord(char) < 32 or ord(char) == 127 for char in name):
+        raise InvalidNameError(f"{what} name {name!r} contains a control character")
+    return name
+
+
+def coerce_value(name: str, value: Any) -> float:
+    """``value`` as a float64, exactly; raises for anything that is not a real scalar."""
+    if isinstance(value, bool | np.bool_):
+        return 1.0 if value else 0.0
+    if isinstance(value, int | np.integer):
+        return exact_int(name, int(value))
+    if isinstance(value, float | np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        if value.size != 1 or value.dtype.kind not in "biuf":
+            raise InvalidMetricError(
+                f"metric {name!r}: expected a scalar, got a numpy array of shape {value.shape} "
+                f"and dtype {value.dtype}"
+            )
+        return coerce_value(name, value.reshape(()).item())
+    if _is_torch_tensor(value):
+        if value.numel() != 1:
+            raise InvalidMetricError(
+                f"metric {name!r}: expected a 0-d or one-element tensor, got shape {tuple(value.shape)}; "
+                "log a reduction such as .mean() instead"
+            )
+        if value.is_complex():
+            raise InvalidMetricError(f"metric {name!r}: complex tensors are not real scalars")
+        return coerce_value(name, value.item())
+    raise InvalidMetricError(
+        f"metric {name!r}: expected int, float, bool, a numpy scalar or a one-element tensor, "
+        f"got {type(value).__name__} {_preview(value)}"
+    )
+
+
+def exact_int(name: str, value: int) -> float:
+    if -MAX_EXACT_INT <= value <= MAX_EXACT_INT:
+        return float(value)
+    raise InvalidValueError(
+        f"metric {name!r}: {value} cannot be stored exactly as float64 (|value| > 2**53); "
+        "log float(value) if rounding is acceptable"
+    )
+
+
+def check_step(step: Any) -> int:
+    """A validated explicit step: a non-negative integer (Python or numpy, not bool)."""
+    if isinstance(step, bool) or not isinstance(step, int | np.integer):
+        if _is_torch_tensor(step) and step.numel() == 1 and not step.is_floating_point():
+            return check_step(int(step.item()))
+        raise InvalidStepError(f"step must be a non-negative int, got {type(step).__name__} {step!r}")
+    step = int(step)
+    if step < 0:
+        raise InvalidStepError(f"step must be >= 0, got {step}")
+    if step > MAX_STEP:
+        raise InvalidStepError(f"step {step} does not fit in int64")
+    return step
+
+
+def _is_torch_tensor(value: Any) -> bool:
+    """Duck-typed check, so torch is never imported when the user does not use it."""
+    module = type(value).__module__
+    return module.startswith("torch") and hasattr(value, "numel") and hasattr(value, "item")
+
+
+def _preview(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

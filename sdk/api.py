@@ -1,0 +1,122 @@
+"""``runtel.init`` and ``runtel.finish``: starting runs, and making sure none is left unfinished."""
+
+from __future__ import annotations
+
+import atexit
+import sys
+import threading
+import traceback
+from collections.abc import Iterable, Mapping, Sequence
+from importlib.metadata import entry_points
+from types import TracebackType
+from typing import Any
+
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.trace import SpanProcessor
+
+from runtel.config import resolve_settings
+from runtel.errors import ConfigError
+from runtel.exporters.base import ENTRY_POINT_GROUP, Exporter
+from runtel.run import Run, _remember, active_runs
+
+_hooks_installed = False
+_hooks_lock = threading.Lock()
+_uncaught: str | None = None
+
+
+def init(
+    project: str | None = None,
+    name: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    base_dir: str | None = None,
+    exporters: Sequence[str | Exporter] | None = None,
+    *,
+    tags: Sequence[str] | None = None,
+    flush_interval: float | None = None,
+    system_interval: float | None = None,
+    span_processors: Iterable[SpanProcessor] = (),
+    metric_readers: Sequence[MetricReader] = (),
+    **settings: Any,
+) -> Run:
+    """Start a run recorded in the local store (always) and in the given ``exporters``.
+
+    Every argument left as None falls back to its ``RUNTEL_*`` environment variable
+    (see docs/configuration.md), then to its default.
+    """
+    resolved = resolve_settings(
+        {
+            "project": project,
+            "name": name,
+            "base_dir": base_dir,
+            "tags": tuple(tags) if tags is not None else None,
+            "flush_interval": flush_interval,
+            "system_interval": system_interval,
+            **settings,
+        }
+    )
+    chosen: list[str | Exporter] = list(exporters) if exporters is not None else list(resolved.exporters)
+    run = Run(
+        resolved,
+        config=config,
+        exporters=[_resolve_exporter(item) for item in chosen if item != "local"],
+        span_processors=span_processors,
+        metric_readers=metric_readers,
+    )
+    _remember(run)
+    _install_hooks()
+    return run
+
+
+def finish(status: str = "completed") -> None:
+    """Finish the most recently started run that is still open (no-op when there is none)."""
+    runs = active_runs()
+    if runs:
+        runs[-1].finish(status)
+
+
+def available_exporters() -> dict[str, str]:
+    """Exporter names registered in the ``runtel.exporters`` entry-point group, with their targets."""
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _resolve_exporter(item: str | Exporter) -> Exporter:
+    if not isinstance(item, str):
+        if not isinstance(item, Exporter):
+            raise ConfigError(
+                f"exporters must be names or objects with export/force_flush/shutdown, got {item!r}"
+            )
+        return item
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == item:
+            factory = ep.load()
+            exporter: Exporter = factory()
+            return exporter
+    raise ConfigError(f"unknown exporter {item!r}; available: {sorted(available_exporters())}")
+
+
+def _install_hooks() -> None:
+    """At exit, finish runs a script forgot; an uncaught exception marks them failed."""
+    global _hooks_installed
+    with _hooks_lock:
+        if _hooks_installed:
+            return
+        _hooks_installed = True
+    previous = sys.excepthook
+
+    def excepthook(
+        exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+    ) -> None:
+        global _uncaught
+        _uncaught = "".join(traceback.format_exception(exc_type, exc, tb))
+        previous(exc_type, exc, tb)
+
+    sys.excepthook = excepthook
+    atexit.register(_finish_all_at_exit)
+
+
+def _finish_all_at_exit() -> None:
+    for run in reversed(active_runs()):
+        if _uncaught is None:
+            run.finish("completed")
+        else:
+            run.finish("failed", error=_uncaught)

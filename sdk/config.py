@@ -1,0 +1,107 @@
+"""Run settings: keyword arguments first, then ``RUNTEL_*`` environment variables, then defaults.
+
+Every knob is listed once in :data:`ENVIRONMENT` (documented in docs/configuration.md);
+a bad value raises :class:`runtel.errors.ConfigError` naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from runtel.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    base_dir: str = "runtel_runs"
+    project: str = "default"
+    name: str | None = None
+    exporters: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    flush_interval: float = 1.0
+    system_interval: float = 10.0
+    queue_size: int = 256
+    queue_block_timeout: float = 2.0
+    export_timeout: float = 30.0
+    export_retries: int = 3
+    heartbeat_interval: float = 5.0
+    global_otel: bool = False
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected true/false, got {raw!r}")
+
+
+def _parse_list(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _parse_nonneg_float(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0:
+        raise ValueError(f"expected a number >= 0, got {raw!r}")
+    return value
+
+
+def _parse_pos_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError(f"expected an integer >= 1, got {raw!r}")
+    return value
+
+
+#: field name -> (environment variable, parser, description)
+ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any], str]] = {
+    "base_dir": ("RUNTEL_BASE_DIR", str, "Folder holding run folders."),
+    "project": ("RUNTEL_PROJECT", str, "Project name when init() gets none."),
+    "name": ("RUNTEL_NAME", str, "Run name when init() gets none (default: generated)."),
+    "exporters": ("RUNTEL_EXPORTERS", _parse_list, "Comma-separated exporter names besides the local store."),
+    "tags": ("RUNTEL_TAGS", _parse_list, "Comma-separated tags for the run."),
+    "flush_interval": ("RUNTEL_FLUSH_INTERVAL", _parse_nonneg_float, "Seconds between background flushes."),
+    "system_interval": ("RUNTEL_SYSTEM_INTERVAL", _parse_nonneg_float, "Seconds between system samples; 0 = off."),
+    "queue_size": ("RUNTEL_QUEUE_SIZE", _parse_pos_int, "Batches queued per exporter before it blocks."),
+    "queue_block_timeout": (
+        "RUNTEL_QUEUE_BLOCK_TIMEOUT",
+        _parse_nonneg_float,
+        "Seconds the flush thread waits on a full exporter queue before marking that exporter failed.",
+    ),
+    "export_timeout": ("RUNTEL_EXPORT_TIMEOUT", _parse_nonneg_float, "Seconds finish() waits per exporter."),
+    "export_retries": ("RUNTEL_EXPORT_RETRIES", int, "Retries of a failing export (with back-off)."),
+    "heartbeat_interval": ("RUNTEL_HEARTBEAT_INTERVAL", _parse_nonneg_float, "Seconds between heartbeats."),
+    "global_otel": (
+        "RUNTEL_GLOBAL_OTEL",
+        _parse_bool,
+        "Also install the run's tracer and meter providers as OpenTelemetry's global ones.",
+    ),
+}
+
+
+def resolve_settings(overrides: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from keyword ``overrides`` (None means unset), falling back to the environment."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for spec in fields(Settings):
+        given = overrides.get(spec.name)
+        if given is not None:
+            values[spec.name] = given
+            continue
+        variable, parse, _ = ENVIRONMENT[spec.name]
+        raw = env.get(variable)
+        if raw is None:
+            continue
+        try:
+            values[spec.name] = parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{variable}={raw!r} is invalid: {exc}") from None
+    unknown = set(overrides) - {spec.name for spec in fields(Settings)}
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(ENVIRONMENT)}")
+    return Settings(**values)

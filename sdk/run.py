@@ -1,0 +1,399 @@
+"""The Run: what training code talks to.
+
+``log`` is the hot path: it validates, stamps (step, time, span) and appends to an
+in-memory buffer under a lock held for one ``list.extend``; no I/O, no backend call.
+A background flush thread turns the buffer into records about once a second and hands
+them to the dispatcher, which feeds the local store and every other exporter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import platform
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+from opentelemetry import context as otel_context
+from opentelemetry import metrics as otel_metrics
+from opentelemetry import trace
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.trace import SpanProcessor
+from opentelemetry.trace import Status, StatusCode
+
+from runtel import _otel
+from runtel._dispatch import Dispatcher
+from runtel._params import check_params
+from runtel._values import MAX_EXACT_INT, check_name, check_step, coerce_value
+from runtel.config import Settings
+from runtel.errors import ConfigError, InvalidMetricError, RunFinishedError
+from runtel.exporters.base import Exporter
+from runtel.exporters.local import LocalStoreExporter
+from runtel.records import (
+    Heartbeat,
+    MetricPoints,
+    ParamsLogged,
+    Record,
+    RunEnded,
+    RunStarted,
+    flatten_params,
+)
+from runtel.store._layout import create_run_dir, folder_name
+
+logger = logging.getLogger("runtel")
+
+_POINT_DTYPE = np.dtype([("series", "<i4"), ("step", "<i8"), ("time", "<f8"), ("value", "<f8"), ("span", "<u8")])
+_WAKE_AT_POINTS = 250_000
+
+
+class Run:
+    """One training run: a trace, its spans, its metric series, parameters and artifacts.
+
+    Create it with :func:`runtel.init`. Use it as a context manager, or call
+    :meth:`finish`; an ``atexit`` hook finishes a run a script forgot.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        config: Mapping[str, Any] | None,
+        exporters: Sequence[Exporter],
+        span_processors: Iterable[SpanProcessor] = (),
+        metric_readers: Sequence[MetricReader] = (),
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        env = os.environ if environ is None else environ
+        self._settings = settings
+        self.project = settings.project
+        self.name = settings.name or f"run-{uuid.uuid4().hex[:6]}"
+        self._lock = threading.Lock()
+        self._points: list[tuple[int, int, float, float, int]] = []
+        self._events: list[tuple[int, Record]] = []
+        self._series_ids: dict[str, int] = {}
+        self._series_names: list[str] = []
+        self._next_step = 0
+        self._finished = False
+        self._user_totals: dict[str, float] = {}
+        self._mirrors: dict[str, Any] = {}
+
+        from runtel import __version__
+
+        resource = _otel.make_resource(
+            {
+                "service.name": self.project,
+                "host.name": platform.node(),
+                "process.pid": os.getpid(),
+                "runtel.run.name": self.name,
+                "runtel.version": __version__,
+            }
+        )
+        self._tracer_provider = _otel.make_tracer_provider(
+            resource, [_otel.RecordingSpanProcessor(self._emit), *span_processors]
+        )
+        self._meter_provider, self._user_reader = _otel.make_meter_provider(resource, metric_readers)
+        if settings.global_otel:
+            trace.set_tracer_provider(self._tracer_provider)
+            otel_metrics.set_meter_provider(self._meter_provider)
+        self._tracer = self._tracer_provider.get_tracer("runtel")
+        self._mirror_meter = self._meter_provider.get_meter(_otel.RUN_METRICS_SCOPE)
+        self.meter = self._meter_provider.get_meter(_otel.USER_METRICS_SCOPE)
+
+        parent = _otel.remote_parent(env)
+        self._root = self._tracer.start_span(
+            f"run {self.name}",
+            context=parent,
+            attributes={_otel.SPAN_KIND_ATTRIBUTE: "run", "runtel.run.name": self.name},
+        )
+        root_context = self._root.get_span_context()
+        self.id = _otel.trace_id_hex(root_context.trace_id)
+        self._span_id = root_context.span_id
+        self._span_stack: list[tuple[trace.Span, object]] = []
+
+        base_dir = Path(settings.base_dir)
+        if (base_dir / folder_name(self.name, self.id)).exists():
+            raise ConfigError(
+                f"run {self.id} already has a folder in {base_dir} (TRACEPARENT joins an existing trace); "
+                "use another base_dir for this process"
+            )
+        self.dir = create_run_dir(base_dir, self.name, self.id)
+        self._local = LocalStoreExporter(self.dir)
+        self._dispatcher = Dispatcher(
+            [self._local, *exporters],
+            queue_size=settings.queue_size,
+            block_timeout=settings.queue_block_timeout,
+            retries=settings.export_retries,
+        )
+        started = RunStarted(
+            run_id=self.id,
+            name=self.name,
+            project=self.project,
+            start_time=time.time(),
+            config=dict(config or {}),
+            tags=settings.tags,
+            resource=dict(resource.attributes),
+        )
+        self._dispatcher.submit([started])
+        if config:
+            self.log_params(config)
+
+        self._wake = threading.Event()
+        self._flush_thread = threading.Thread(target=self._flush_loop, name="runtel-flush", daemon=True)
+        self._flush_thread.start()
+
+    # ------------------------------------------------------------------ hot path
+    def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Record ``metrics`` at ``step`` (default: previous step + 1, starting at 0).
+
+        Values: int, float, bool, numpy scalars, one-element tensors; NaN and ±inf are
+        kept exactly. A bad name, value or step raises and records nothing of the call.
+        """
+        if self._finished:
+            raise RunFinishedError(f"run {self.name} ({self.id}) has finished; log() is no longer possible")
+        at = self._next_step if step is None else check_step(step)
+        now = time.time()
+        span = self._span_id
+        ids = self._series_ids
+        try:
+            items = metrics.items()
+        except AttributeError:
+            raise InvalidMetricError(
+                f"log() takes a mapping of metric name to value, got {type(metrics).__name__}"
+            ) from None
+        batch = []
+        for key, value in items:
+            series = ids.get(key)
+            if series is None:
+                series = self._register(key)
+            kind = type(value)
+            if kind is float:
+                pass
+            elif kind is int and -MAX_EXACT_INT <= value <= MAX_EXACT_INT:
+                value = float(value)
+            else:
+                value = coerce_value(key, value)
+            batch.append((series, at, now, value, span))
+        with self._lock:
+            self._points.extend(batch)
+            pending = len(self._points)
+        self._next_step = at + 1
+        if pending >= _WAKE_AT_POINTS:
+            self._wake.set()
+
+    @property
+    def step(self) -> int:
+        """The step of the last ``log`` call (0 before the first)."""
+        return max(self._next_step - 1, 0)
+
+    def _register(self, key: object) -> int:
+        name = check_name(key)
+        with self._lock:
+            series = self._series_ids.get(name)
+            if series is None:
+                series = len(self._series_names)
+                self._series_names.append(name)
+                self._series_ids[name] = series
+        return series
+
+    # ------------------------------------------------------------------ params and spans
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Record hyperparameters (nested dicts stay nested; merged with earlier calls)."""
+        self._check_open()
+        clean = check_params(params)
+        self._emit(ParamsLogged(params=clean, time=time.time()))
+        for key, value in _flat_attributes(clean).items():
+            self._root.set_attribute(f"runtel.param.{key}", value)
+
+    @contextlib.contextmanager
+    def span(self, name: str, *, kind: str = "phase", **attributes: Any) -> Iterator[trace.Span]:
+        """A phase of training (``validate``, ``checkpoint``...) as a child span; points logged inside carry its id."""
+        self._check_open()
+        span = self._start_span(name, kind, attributes)
+        try:
+            yield span
+        except BaseException as exc:
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            raise
+        finally:
+            self._end_span(span)
+
+    def epochs(self, n: int, start: int = 0) -> Iterator[int]:
+        """``range(start, n)`` where each epoch is a child span of the run."""
+        for epoch in range(start, n):
+            with self.span(f"epoch {epoch}", kind="epoch", epoch=epoch):
+                yield epoch
+
+    def _start_span(self, name: str, kind: str, attributes: Mapping[str, Any]) -> trace.Span:
+        parent = self._span_stack[-1][0] if self._span_stack else self._root
+        span = self._tracer.start_span(
+            name,
+            context=trace.set_span_in_context(parent),
+            attributes={
+                _otel.SPAN_KIND_ATTRIBUTE: kind,
+                "runtel.step_start": self.step,
+                **_flat_attributes(dict(attributes)),
+            },
+        )
+        token = otel_context.attach(trace.set_span_in_context(span))
+        self._span_stack.append((span, token))
+        self._span_id = span.get_span_context().span_id
+        return span
+
+    def _end_span(self, span: trace.Span) -> None:
+        while self._span_stack:
+            top, token = self._span_stack.pop()
+            with contextlib.suppress(ValueError):
+                otel_context.detach(token)  # type: ignore[arg-type]
+            top.set_attribute("runtel.step_end", self.step)
+            top.end()
+            if top is span:
+                break
+        self._span_id = (
+            self._span_stack[-1][0].get_span_context().span_id
+            if self._span_stack
+            else self._root.get_span_context().span_id
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+    def finish(self, status: str = "completed", *, error: str | None = None) -> None:
+        """Flush everything, end the trace and close every exporter. Safe to call twice."""
+        if self._finished:
+            return
+        if status not in ("completed", "failed", "crashed", "killed"):
+            raise ConfigError(f"status must be completed, failed, crashed or killed; got {status!r}")
+        while self._span_stack:
+            self._end_span(self._span_stack[-1][0])
+        self._root.set_attribute("runtel.step_end", self.step)
+        self._root.set_status(Status(StatusCode.OK if status == "completed" else StatusCode.ERROR, error))
+        self._root.end()
+        self._finished = True
+        self._wake.set()
+        self._flush_thread.join()
+        self._flush()
+        self._dispatcher.submit([RunEnded(status=status, end_time=time.time(), error=error)])  # type: ignore[arg-type]
+        reports = self._dispatcher.shutdown(self._settings.export_timeout)
+        self._local.write_exporter_reports({r.name: r.as_dict() for r in reports})
+        self._meter_provider.shutdown()
+        self._tracer_provider.shutdown()
+        _forget(self)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.finish()
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.finish("killed", error="KeyboardInterrupt")
+        else:
+            self.finish("failed", error="".join(traceback.format_exception(exc_type, exc, tb)))
+
+    def _check_open(self) -> None:
+        if self._finished:
+            raise RunFinishedError(f"run {self.name} ({self.id}) has finished")
+
+    # ------------------------------------------------------------------ background flush
+    def _emit(self, record: Record) -> None:
+        """Queue a non-metric record in order with the points logged before it."""
+        with self._lock:
+            self._events.append((len(self._points), record))
+
+    def _flush_loop(self) -> None:
+        interval = self._settings.flush_interval
+        next_heartbeat = time.monotonic() + self._settings.heartbeat_interval
+        while not self._finished:
+            self._wake.wait(interval)
+            self._wake.clear()
+            if self._finished:
+                break
+            try:
+                self._flush()
+                if time.monotonic() >= next_heartbeat:
+                    self._dispatcher.submit([Heartbeat(time=time.time())])
+                    next_heartbeat = time.monotonic() + self._settings.heartbeat_interval
+            except Exception:
+                logger.exception("runtel: background flush failed; will retry")
+
+    def _flush(self) -> None:
+        for name, when, value in _otel.user_points(self._user_reader, self._user_totals):
+            series = self._register(name)
+            with self._lock:
+                self._points.append((series, self.step, when, value, self._span_id))
+        with self._lock:
+            points, self._points = self._points, []
+            events, self._events = self._events, []
+            names = tuple(self._series_names)
+        batch: list[Record] = []
+        start = 0
+        for position, record in events:
+            if position > start:
+                batch.append(self._columns(points[start:position], names))
+                start = position
+            batch.append(record)
+        if len(points) > start:
+            batch.append(self._columns(points[start:], names))
+        self._dispatcher.submit(batch)
+        self._mirror(batch)
+
+    @staticmethod
+    def _columns(points: list[tuple[int, int, float, float, int]], names: tuple[str, ...]) -> MetricPoints:
+        table = np.array(points, dtype=_POINT_DTYPE)
+        return MetricPoints(
+            names=names,
+            index=table["series"].copy(),
+            steps=table["step"].copy(),
+            times=table["time"].copy(),
+            values=table["value"].copy(),
+            span_ids=table["span"].copy(),
+        )
+
+    def _mirror(self, batch: Sequence[Record]) -> None:
+        """Set each run metric's OTel gauge to its latest value, for any attached MetricReader."""
+        for record in batch:
+            if not isinstance(record, MetricPoints):
+                continue
+            for name, positions in record.by_name().items():
+                gauge = self._mirrors.get(name)
+                if gauge is None:
+                    gauge = self._mirrors[name] = self._mirror_meter.create_gauge(_otel.instrument_name(name))
+                gauge.set(float(record.values[positions[-1]]), {"runtel.metric": name})
+
+
+def _flat_attributes(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameters as OTel attribute values (str/bool/int/float; anything else as JSON)."""
+    out: dict[str, Any] = {}
+    for key, value in flatten_params(dict(params)).items():
+        out[key] = value if isinstance(value, str | bool | int | float) else json.dumps(value, default=str)
+    return out
+
+
+_ACTIVE: list[Run] = []
+_ACTIVE_LOCK = threading.Lock()
+
+
+def _remember(run: Run) -> None:
+    with _ACTIVE_LOCK:
+        _ACTIVE.append(run)
+
+
+def _forget(run: Run) -> None:
+    with _ACTIVE_LOCK:
+        if run in _ACTIVE:
+            _ACTIVE.remove(run)
+
+
+def active_runs() -> list[Run]:
+    with _ACTIVE_LOCK:
+        return list(_ACTIVE)
+

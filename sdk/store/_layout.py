@@ -1,0 +1,33 @@
+"""Where things live in a run folder. Names never become paths directly: see the series index."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+METADATA = "metadata.json"
+HYPERPARAMETERS = "hyperparameters.json"
+SUMMARY = "summary.json"
+ARTIFACTS = "artifacts.json"
+EVENTS = "events.jsonl"
+METRICS_DIR = "metrics"
+SERIES_INDEX = "index.json"
+SUBDIRS = ("metrics", "artifacts", "plots", "versions")
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def folder_name(name: str, run_id: str) -> str:
+    """``<name>_<id8>`` as in the seed layout, with the name reduced to portable characters."""
+    slug = _UNSAFE.sub("-", name).strip("-.")[:64] or "run"
+    return f"{slug}_{run_id[:8]}"
+
+
+def create_run_dir(base_dir: Path, name: str, run_id: str) -> Path:
+    """A new, empty run folder; refuses to reuse one (two runs never share files)."""
+    base_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = base_dir / folder_name(name, run_id)
+    run_dir.mkdir()
+    for sub in SUBDIRS:
+        (run_dir / sub).mkdir()
+    return run_dir
