@@ -131,11 +131,11 @@ class Dispatcher:
         for worker in self._workers:
             worker.start()
 
-    def submit(self, batch: Sequence[Record]) -> None:
+    def submit(self, batch: Sequence[Record], *, include_critical: bool = True) -> None:
         """Enqueue ``batch`` for every exporter; blocks at most ``block_timeout`` per slow exporter."""
         if not batch:
             return
-        for worker in self._workers:
+        for worker in self._workers if include_critical else self._workers[1:]:
             if worker.report.status == "failed" and not worker.critical:
                 worker._count_undelivered(batch)
                 continue

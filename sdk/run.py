@@ -126,13 +126,6 @@ class Run:
                 "use another base_dir for this process"
             )
         self.dir = create_run_dir(base_dir, self.name, self.id)
-        self._local = LocalStoreExporter(self.dir)
-        self._dispatcher = Dispatcher(
-            [self._local, *exporters],
-            queue_size=settings.queue_size,
-            block_timeout=settings.queue_block_timeout,
-            retries=settings.export_retries,
-        )
         started = RunStarted(
             run_id=self.id,
             name=self.name,
@@ -142,7 +135,15 @@ class Run:
             tags=settings.tags,
             resource=dict(resource.attributes),
         )
-        self._dispatcher.submit([started])
+        self._local = LocalStoreExporter(self.dir)
+        self._local.export([started])  # written before init() returns: the run is visible at once
+        self._dispatcher = Dispatcher(
+            [self._local, *exporters],
+            queue_size=settings.queue_size,
+            block_timeout=settings.queue_block_timeout,
+            retries=settings.export_retries,
+        )
+        self._dispatcher.submit([started], include_critical=False)
         if config:
             self.log_params(config)
 

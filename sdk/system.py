@@ -53,9 +53,8 @@ from typing import Any
 
 import psutil
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.metrics import MeterProvider, ObservableGauge
+from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
-    AggregationTemporality,
     Gauge,
     MetricExporter,
     MetricExportResult,
@@ -64,7 +63,6 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 
-from runtel import __version__
 from runtel.errors import ConfigError
 
 __all__ = ["SystemMetrics"]
@@ -95,9 +93,14 @@ _GAUGES = (
     _GaugeSpec("system.cpu.utilization", "1", "CPU busy time over the interval.", {None: "cpu.utilization"}),
     _GaugeSpec("system.memory.usage", "By", "Memory in use by state.", {"used": "memory.used"}),
     _GaugeSpec(
-        "system.memory.linux.available", "By", "Memory available without swapping.", {None: "memory.available"}
+        "system.memory.linux.available",
+        "By",
+        "Memory available without swapping.",
+        {None: "memory.available"},
     ),
-    _GaugeSpec("process.memory.usage", "By", "Resident set size of this process.", {None: "process.memory.rss"}),
+    _GaugeSpec(
+        "process.memory.usage", "By", "Resident set size of this process.", {None: "process.memory.rss"}
+    ),
     _GaugeSpec("process.thread.count", "{thread}", "Threads of this process.", {None: "process.threads"}),
     _GaugeSpec(
         "system.disk.io",
@@ -120,10 +123,15 @@ _GAUGES = (
         "torch.cuda.memory.allocated", "By", "Memory held by torch tensors.", {None: "torch.cuda.allocated"}
     ),
     _GaugeSpec(
-        "torch.cuda.memory.reserved", "By", "Memory held by torch's caching allocator.", {None: "torch.cuda.reserved"}
+        "torch.cuda.memory.reserved",
+        "By",
+        "Memory held by torch's caching allocator.",
+        {None: "torch.cuda.reserved"},
     ),
 )
-_QUANTITIES = {(spec.name, qualifier): quantity for spec in _GAUGES for qualifier, quantity in spec.quantities.items()}
+_QUANTITIES = {
+    (spec.name, qualifier): quantity for spec in _GAUGES for qualifier, quantity in spec.quantities.items()
+}
 
 
 def _series_name(instrument: str, attributes: Mapping[str, Any]) -> str:
@@ -275,7 +283,9 @@ class _Sensors:
             "hw.gpu.memory.limit": lambda: self._per_gpu(
                 "gpu.memory.total", lambda h: nvml.nvml.nvmlDeviceGetMemoryInfo(h).total
             ),
-            "hw.power": lambda: self._per_gpu("gpu.power", lambda h: nvml.nvml.nvmlDeviceGetPowerUsage(h) / 1000),
+            "hw.power": lambda: self._per_gpu(
+                "gpu.power", lambda h: nvml.nvml.nvmlDeviceGetPowerUsage(h) / 1000
+            ),
             "hw.temperature": lambda: self._per_gpu(
                 "gpu.temperature",
                 lambda h: nvml.nvml.nvmlDeviceGetTemperature(h, nvml.nvml.NVML_TEMPERATURE_GPU),
@@ -317,7 +327,9 @@ class _Sensors:
         if now is None or self._network_start is None:
             raise RuntimeError("psutil.net_io_counters() found no interfaces")
         return [
-            Observation(now.bytes_sent - self._network_start.bytes_sent, {"network.io.direction": "transmit"}),
+            Observation(
+                now.bytes_sent - self._network_start.bytes_sent, {"network.io.direction": "transmit"}
+            ),
             Observation(now.bytes_recv - self._network_start.bytes_recv, {"network.io.direction": "receive"}),
         ]
 
@@ -330,7 +342,12 @@ class _Sensors:
             except Exception as exc:
                 self._debug_once(f"{sensor}/gpu{gpu.index}", exc)
                 continue
-            attributes = {"hw.type": _GPU, "hw.id": gpu.uuid, "hw.name": gpu.name, "runtel.gpu.index": gpu.index}
+            attributes: dict[str, str | int] = {
+                "hw.type": _GPU,
+                "hw.id": gpu.uuid,
+                "hw.name": gpu.name,
+                "runtel.gpu.index": gpu.index,
+            }
             observations.append(Observation(value, attributes))
         return observations
 
@@ -355,15 +372,16 @@ class _SampleExporter(MetricExporter):
     """Flattens each collection into ``{series: value}`` and hands it to ``on_sample``."""
 
     def __init__(self, on_sample: OnSample) -> None:
-        # DELTA: a gauge reports only what its callback observed at this collect, never a stale value.
-        super().__init__(preferred_temporality={ObservableGauge: AggregationTemporality.DELTA})
+        super().__init__()
         self._on_sample = on_sample
         self._pid = os.getpid()
         self._closed = False
         self._local = threading.local()
         self._callback_failed = False
 
-    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
         if self._closed or os.getpid() != self._pid:
             return MetricExportResult.SUCCESS
         sample: dict[str, float] = {}
@@ -386,7 +404,9 @@ class _SampleExporter(MetricExporter):
         except Exception:
             if not self._callback_failed:
                 self._callback_failed = True
-                _LOGGER.warning("system metrics: on_sample raised; later failures are not logged", exc_info=True)
+                _LOGGER.warning(
+                    "system metrics: on_sample raised; later failures are not logged", exc_info=True
+                )
             return MetricExportResult.FAILURE
         return MetricExportResult.SUCCESS
 
@@ -435,6 +455,7 @@ class SystemMetrics:
         self._provider: MeterProvider | None = None
         self._reader: PeriodicExportingMetricReader | None = None
         self._shut_down = False
+        self._pid = os.getpid()
 
     def start(self) -> None:
         """Begin periodic sampling; the first sample arrives one interval later. Idempotent."""
@@ -443,8 +464,12 @@ class SystemMetrics:
                 raise RuntimeError("SystemMetrics was shut down; create a new one to sample again")
             if self._provider is not None:
                 return
+            from runtel import __version__  # here, not at import: runtel/__init__ may be importing us
+
             # The reader's thread starts here: OTel offers no way to attach a reader to a built provider.
-            reader = PeriodicExportingMetricReader(self._exporter, export_interval_millis=self._interval * 1000)
+            reader = PeriodicExportingMetricReader(
+                self._exporter, export_interval_millis=self._interval * 1000
+            )
             provider = MeterProvider(
                 resource=Resource.create(self._resource_attributes),
                 metric_readers=[reader],
@@ -461,10 +486,11 @@ class SystemMetrics:
     def sample_now(self) -> dict[str, float]:
         """Collect immediately on this thread, deliver the sample to ``on_sample`` and return it.
 
-        Returns ``{}`` after :meth:`shutdown`; raises ``RuntimeError`` before :meth:`start`.
+        Returns ``{}`` after :meth:`shutdown` and in a forked child;
+        raises ``RuntimeError`` before :meth:`start`.
         """
         with self._lock:
-            if self._shut_down:
+            if self._shut_down or os.getpid() != self._pid:  # a forked child may hold OTel's locks
                 return {}
             if self._reader is None:
                 raise RuntimeError("call SystemMetrics.start() before sample_now()")
@@ -475,7 +501,10 @@ class SystemMetrics:
             return self._exporter.take_sample()
 
     def shutdown(self) -> None:
-        """Stop the reader thread (waiting at most 5 s for a collection in progress). Idempotent, never raises."""
+        """Stop the reader thread, waiting at most 5 s for a collection in progress.
+
+        Idempotent and never raises, so it is safe in ``finally`` blocks and ``atexit`` handlers.
+        """
         with self._lock:
             if self._shut_down:
                 return

@@ -1,0 +1,290 @@
+"""Exports a run to MLflow through ``MlflowClient``.
+
+Only the explicit client is used, never ``mlflow.start_run``'s process-global active
+run, so two runs (or two exporters) in one process cannot clash. ``mlflow`` is
+imported when an exporter is constructed, not when this module is imported.
+
+Layout of one runtel run in MLflow:
+
+- run name = runtel name, tags ``runtel.run_id``, ``runtel.project``, ``runtel.tags``;
+- params: the run's config and every ``ParamsLogged``, flattened to ``/`` keys, ``str(value)``;
+- metrics: every point with its step and its time in whole milliseconds; epoch spans as
+  the ``epoch`` metric (value = epoch number, step = the run's step when the epoch ended);
+- artifacts: ``<name>/v<version>/<file>``, models ``models/<name>/v<version>/<file>``,
+  figures ``figures/<name>[/step_<n>]/<file>``, histograms ``histograms/<name>/step_<n>.json``;
+- at the end: ``summary.json``, ``error.txt`` (if any), tag ``runtel.status``, and the run
+  terminated with the mapped status.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+
+from runtel.errors import MissingExtraError, RuntelError
+from runtel.exporters.base import Capabilities, ExportResult
+from runtel.records import (
+    ArtifactLogged,
+    FigureLogged,
+    HistogramLogged,
+    MetricPoints,
+    ParamsLogged,
+    Record,
+    RunEnded,
+    RunStarted,
+    SpanEnded,
+    flatten_params,
+)
+
+if TYPE_CHECKING:
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+#: MLflow's rule for metric, param and tag keys on POSIX (``mlflow/utils/validation.py``:
+#: ``validate_param_and_metric_name`` allows ``[/\w.\- :]``, and ``path_not_unique`` rejects names
+#: that ``posixpath.normpath`` would change: empty, leading ``/`` or ``..``, ``//``, trailing ``/``,
+#: ``.`` or ``..`` segments). Apply with ``re.fullmatch``. On a Windows tracking server ``:`` is
+#: also refused.
+KEY_PATTERN = r"(?!\.\.)(?!(?:.*/)?\.\.?(?:/|$))[\w.\- :]+(?:/[\w.\- :]+)*"
+
+CAPABILITIES = Capabilities(
+    step_rule="any",
+    # Params are strings in MLflow; the exporter writes ``str(value)``, as ``mlflow.log_params`` does.
+    param_types=(bool, int, float, str, list, dict, type(None)),
+    max_param_length=6000,  # MAX_PARAM_VAL_LENGTH, mlflow/utils/validation.py; longer is cut by MLflow.
+    max_key_length=250,  # MAX_ENTITY_KEY_LENGTH (metric names, param and tag keys).
+    key_pattern=KEY_PATTERN,
+)
+
+#: Not yet a ``Capabilities`` field: MLflow's SQL stores keep NaN exactly (an ``is_nan`` column)
+#: but store +inf/-inf as +/-``sys.float_info.max`` (``SqlAlchemyStore.sanitize_metric_value``),
+#: and read them back as that finite number.
+INF_STORED_AS = sys.float_info.max
+#: Not yet a ``Capabilities`` field: metric timestamps are whole milliseconds (int64).
+TIME_RESOLUTION_S = 1e-3
+#: Not yet a ``Capabilities`` field: two points of one metric with the same step, millisecond and
+#: value are one row (the metrics table's primary key); the second is dropped by MLflow.
+DEDUPLICATES_IDENTICAL_POINTS = True
+#: Not yet a ``Capabilities`` field: a param, once logged, cannot change value in an MLflow run
+#: ("Changing param values is not allowed").
+PARAMS_IMMUTABLE = True
+
+#: ``log_batch`` limits (mlflow/utils/validation.py: MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH);
+#: each chunk also stays under MAX_BATCH_LOG_REQUEST_SIZE (1 MB) for a REST server.
+_METRICS_PER_CALL = 1000
+_PARAMS_PER_CALL = 100
+
+_STATUS = {"completed": "FINISHED", "failed": "FAILED", "crashed": "KILLED", "killed": "KILLED"}
+
+_T = TypeVar("_T")
+
+
+def _chunks(items: list[_T], size: int) -> Iterator[list[_T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _ms(seconds: float) -> int:
+    """Unix seconds as MLflow's integer milliseconds, rounded to the nearest."""
+    return int(round(seconds * 1000.0))
+
+
+class MlflowExporter:
+    """Writes each runtel run as one MLflow run.
+
+    ``experiment_name`` defaults to the run's project. ``artifact_location`` is used only
+    when the exporter creates the experiment. Exporting a run whose ``runtel.run_id`` tag
+    already exists in the experiment raises :class:`RuntelError`; with ``force=True`` the
+    earlier MLflow run(s) are soft-deleted (restorable with ``MlflowClient.restore_run``
+    until ``mlflow gc``) and a fresh run is written.
+    """
+
+    name = "mlflow"
+    capabilities = CAPABILITIES
+
+    def __init__(
+        self,
+        tracking_uri: str | None = None,
+        experiment_name: str | None = None,
+        *,
+        force: bool = False,
+        artifact_location: str | None = None,
+    ) -> None:
+        try:
+            from mlflow.tracking import MlflowClient
+        except ImportError as exc:
+            raise MissingExtraError(
+                "the MLflow exporter needs the mlflow package: pip install runtel[mlflow]"
+            ) from exc
+        self._client: MlflowClient = MlflowClient(tracking_uri=tracking_uri)
+        self._experiment_name = experiment_name
+        self._artifact_location = artifact_location
+        self._force = force
+        self._runtel_id: str | None = None
+        self._mlflow_id: str | None = None
+        self._is_shutdown = False
+
+    @property
+    def mlflow_run_id(self) -> str | None:
+        """The MLflow run written for the current runtel run (``None`` before ``RunStarted``)."""
+        return self._mlflow_id
+
+    def export(self, records: Sequence[Record]) -> ExportResult:
+        """Write a batch; metrics and params of the batch go out in ``log_batch`` chunks.
+
+        Safe to call again with the same batch after a failure: MLflow ignores a metric point
+        it already holds and a param logged again with the same value.
+        """
+        if self._is_shutdown:
+            return ExportResult.FAILURE
+        from mlflow.entities import Metric
+
+        metrics: list[Metric] = []
+        params: dict[str, Any] = {}
+        for record in records:
+            if isinstance(record, MetricPoints):
+                metrics.extend(self._metrics(record))
+            elif isinstance(record, ParamsLogged):
+                params.update(flatten_params(record.params))
+            elif isinstance(record, SpanEnded):
+                if record.kind == "epoch":
+                    metrics.append(self._epoch_metric(record))
+            elif isinstance(record, RunStarted):
+                self._start(record)
+                params.update(flatten_params(record.config))
+            elif isinstance(record, RunEnded):
+                self._log_batch(metrics, params)
+                metrics, params = [], {}
+                self._end(record)
+            elif isinstance(record, ArtifactLogged):
+                self._artifact(record)
+            elif isinstance(record, FigureLogged):
+                path = f"figures/{record.name}" + (f"/step_{record.step}" if record.step is not None else "")
+                self._client.log_artifact(self._run(), record.path, path)
+            elif isinstance(record, HistogramLogged):
+                self._histogram(record)
+        self._log_batch(metrics, params)
+        return ExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Every call to MLflow is synchronous, so nothing is ever pending here."""
+        return True
+
+    def shutdown(self) -> None:
+        self._is_shutdown = True
+
+    def _run(self) -> str:
+        if self._mlflow_id is None:
+            raise RuntelError("the MLflow exporter got a record before RunStarted; records must start a run")
+        return self._mlflow_id
+
+    def _start(self, record: RunStarted) -> None:
+        if record.run_id == self._runtel_id:
+            return  # The same batch again after a failure: the MLflow run already exists.
+        experiment_id = self._experiment_id(self._experiment_name or record.project)
+        existing = self._client.search_runs(
+            [experiment_id], filter_string=f"tags.`runtel.run_id` = '{record.run_id}'"
+        )
+        if existing and not self._force:
+            ids = ", ".join(run.info.run_id for run in existing)
+            raise RuntelError(
+                f"run {record.run_id} was already exported to MLflow experiment {experiment_id} "
+                f"(MLflow run {ids}); pass MlflowExporter(..., force=True) to replace it"
+            )
+        for run in existing:
+            self._client.delete_run(run.info.run_id)
+        run = self._client.create_run(
+            experiment_id,
+            start_time=_ms(record.start_time),
+            run_name=record.name,
+            tags={
+                "runtel.run_id": record.run_id,
+                "runtel.project": record.project,
+                "runtel.tags": json.dumps(list(record.tags)),
+            },
+        )
+        self._runtel_id = record.run_id
+        self._mlflow_id = run.info.run_id
+
+    def _experiment_id(self, name: str) -> str:
+        from mlflow.exceptions import MlflowException
+
+        experiment = self._client.get_experiment_by_name(name)
+        if experiment is None:
+            try:
+                return self._client.create_experiment(name, artifact_location=self._artifact_location)
+            except MlflowException:  # Created meanwhile by another run: use that one.
+                experiment = self._client.get_experiment_by_name(name)
+                if experiment is None:
+                    raise
+        if experiment.lifecycle_stage == "deleted":
+            raise RuntelError(
+                f"MLflow experiment {name!r} is deleted; restore it (mlflow experiments restore) "
+                "or pass another experiment_name"
+            )
+        return str(experiment.experiment_id)
+
+    def _metrics(self, points: MetricPoints) -> list[Metric]:
+        from mlflow.entities import Metric
+
+        stamps = np.rint(points.times * 1000.0).astype(np.int64)
+        out: list[Metric] = []
+        for name, positions in points.by_name().items():
+            values = points.values[positions].tolist()
+            steps = points.steps[positions].tolist()
+            times = stamps[positions].tolist()
+            out.extend(Metric(name, v, t, s) for v, t, s in zip(values, times, steps))
+        return out
+
+    def _epoch_metric(self, span: SpanEnded) -> Metric:
+        from mlflow.entities import Metric
+
+        attributes = span.attributes
+        return Metric("epoch", float(attributes["epoch"]), _ms(span.end_time), int(attributes["runtel.step_end"]))
+
+    def _log_batch(self, metrics: list[Metric], params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        run_id = self._run() if metrics or params else ""
+        param_list: list[Param] = [Param(key, str(value)) for key, value in params.items()]
+        for chunk in _chunks(param_list, _PARAMS_PER_CALL):
+            self._client.log_batch(run_id, params=chunk)
+        for metric_chunk in _chunks(metrics, _METRICS_PER_CALL):
+            self._client.log_batch(run_id, metrics=metric_chunk)
+
+    def _artifact(self, record: ArtifactLogged) -> None:
+        prefix = "models/" if record.kind == "model" else ""
+        artifact_path = f"{prefix}{record.name}/v{record.version}"
+        if os.path.isdir(record.path):
+            self._client.log_artifacts(self._run(), record.path, artifact_path)
+        else:
+            self._client.log_artifact(self._run(), record.path, artifact_path)
+
+    def _histogram(self, record: HistogramLogged) -> None:
+        document = {
+            "name": record.name,
+            "step": record.step,
+            "time": record.time,
+            "bin_edges": record.bin_edges.tolist(),
+            "counts": record.counts.tolist(),
+            "min": record.min,
+            "max": record.max,
+            "mean": record.mean,
+            "std": record.std,
+            "count": record.count,
+        }
+        self._client.log_dict(self._run(), document, f"histograms/{record.name}/step_{record.step}.json")
+
+    def _end(self, record: RunEnded) -> None:
+        run_id = self._run()
+        if record.summary:
+            self._client.log_dict(run_id, record.summary, "summary.json")
+        if record.error:
+            self._client.log_text(run_id, record.error, "error.txt")
+        self._client.set_tag(run_id, "runtel.status", record.status)
+        self._client.set_terminated(run_id, status=_STATUS.get(record.status, "FINISHED"), end_time=_ms(record.end_time))

@@ -1,0 +1,285 @@
+"""Weights & Biases exporter: replays runtel records into one ``wandb.Run``.
+
+Facts this translation relies on (wandb 0.31, checked against its source and its
+offline transaction log):
+
+- Steps are one counter per run, not per metric. ``run.log(..., step=s)`` with ``s``
+  lower than the run's current step is dropped (wandb-core logs ``ignoring partial
+  history record``; nothing reaches the user with ``WANDB_SILENT``). Equal steps merge
+  into one history row, and a key logged twice at one step keeps the last value.
+- ``_timestamp`` in the logged dict is kept as the row's time, so each row carries the
+  runtel time of its points (the latest one when several metrics share a step).
+  ``_runtime`` is always export wall time; the run's start time cannot be set.
+- NaN and ±inf survive exactly (JSON ``NaN``/``Infinity``); floats round-trip bit-exact.
+- The run id is the runtel run id. Online, ``resume="never"`` makes the server refuse a
+  second export of the same run. Offline, wandb would silently write a second folder
+  (``offline-run-...-<id>-1``) that ``wandb sync`` merges into the same run, so this
+  exporter refuses when ``<dir>/wandb`` already holds a run with that id.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from runtel.errors import MissingExtraError, RuntelError
+from runtel.exporters.base import Capabilities, ExportResult
+from runtel.records import (
+    ArtifactLogged,
+    FigureLogged,
+    Heartbeat,
+    HistogramLogged,
+    MetricPoints,
+    ParamsLogged,
+    Record,
+    RunEnded,
+    RunStarted,
+    SpanEnded,
+)
+
+if TYPE_CHECKING:
+    import wandb as wandb_module
+
+#: Per series, a (metric, step) pair is kept once (a second value overwrites the first),
+#: so each series must be strictly increasing; see ``RUN_STEP_RULE`` for the run-wide rule.
+CAPABILITIES = Capabilities(
+    step_rule="strictly_increasing",
+    param_types=(bool, int, float, str, list, dict, type(None)),
+    max_param_length=None,
+    max_key_length=None,
+    # Top-level config keys lose leading/trailing "-" (wandb_config._sanitize) and keys
+    # starting with "_" are wandb-internal (hidden from run.config.keys()).
+    key_pattern=r"^(?![_-])(?!.*-$).+$",
+    spans=False,
+    artifacts=True,
+    figures=True,
+    histograms=True,
+)
+
+#: Across all series, steps must not decrease in logging order: W&B has one step per run.
+RUN_STEP_RULE = "non_decreasing"
+#: ``wandb.Histogram`` raises above this many bins.
+MAX_HISTOGRAM_BINS = 512
+#: ``wandb.Artifact`` names: at most 128 characters, no "/".
+MAX_ARTIFACT_NAME_LENGTH = 128
+ARTIFACT_NAME_PATTERN = r"^[^/]{1,128}$"
+#: Run tags: 1 to 64 characters each (wandb_settings.validate_run_tags).
+MAX_TAG_LENGTH = 64
+
+#: W&B knows only an exit code; the exact runtel status also goes to the summary.
+EXIT_CODES: dict[str, int] = {"completed": 0, "running": 0, "failed": 1, "crashed": 1, "killed": 143}
+
+
+class AlreadyExportedError(RuntelError, FileExistsError):
+    """The target already holds a W&B run with this run's id; a second export would merge into it."""
+
+
+def _import_wandb() -> Any:
+    try:
+        import wandb
+    except ImportError as exc:
+        raise MissingExtraError(
+            "the W&B exporter needs the wandb package: pip install runtel[wandb]"
+        ) from exc
+    return wandb
+
+
+class WandbExporter:
+    """Writes one runtel run as one W&B run, through the ``wandb.Run`` object's own methods.
+
+    The API key, if given, is handed to wandb in memory (``wandb.Settings(api_key=...)``)
+    and never written anywhere by this exporter.
+    """
+
+    name = "wandb"
+    capabilities = CAPABILITIES
+
+    def __init__(
+        self,
+        *,
+        project: str | None = None,
+        entity: str | None = None,
+        mode: str | None = None,
+        dir: str | None = None,
+        api_key: str | None = None,
+        **init_kwargs: Any,
+    ) -> None:
+        self._wandb = _import_wandb()
+        self._project = project
+        self._entity = entity
+        self._mode = mode
+        self._dir = dir
+        self._api_key = api_key
+        self._init_kwargs = init_kwargs
+        self._run: wandb_module.Run | None = None
+        self._params: dict[str, Any] = {}
+        self._row_step: int | None = None
+        self._row_time = -math.inf
+        self._lock = threading.Lock()
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            RunStarted: self._start,
+            ParamsLogged: self._log_params,
+            MetricPoints: self._log_points,
+            SpanEnded: self._log_span,
+            ArtifactLogged: self._log_artifact,
+            FigureLogged: self._log_figure,
+            HistogramLogged: self._log_histogram,
+            Heartbeat: lambda _record: None,
+            RunEnded: self._end,
+        }
+
+    def export(self, records: Sequence[Record]) -> ExportResult:
+        with self._lock:
+            for record in records:
+                self._handlers[type(record)](record)
+        return ExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Everything exported is already in wandb's hands; wandb has no public flush."""
+        return True
+
+    def shutdown(self) -> None:
+        """Finish a run that never got its ``RunEnded`` as crashed, so W&B does not leave it running."""
+        with self._lock:
+            if self._run is not None:
+                self._run.summary["runtel/status"] = "crashed"
+                self._run.finish(exit_code=EXIT_CODES["crashed"])
+                self._run = None
+
+    @property
+    def run(self) -> wandb_module.Run | None:
+        """The live ``wandb.Run`` between ``RunStarted`` and ``RunEnded``."""
+        return self._run
+
+    def _active(self) -> wandb_module.Run:
+        if self._run is None:
+            raise RuntelError("wandb exporter got a record before RunStarted or after RunEnded")
+        return self._run
+
+    def _start(self, record: RunStarted) -> None:
+        if self._run is not None:
+            raise RuntelError(f"wandb exporter got a second RunStarted ({record.run_id}) in one run")
+        self._refuse_offline_duplicate(record.run_id)
+        settings = self._wandb.Settings(console="off", x_disable_stats=True)
+        user_settings = self._init_kwargs.get("settings")
+        if user_settings is not None:
+            settings.update_from_settings(user_settings)
+        if self._api_key is not None:
+            settings.api_key = self._api_key
+        kwargs = {k: v for k, v in self._init_kwargs.items() if k != "settings"}
+        self._params = _deep_merge({}, record.config)
+        self._run = self._wandb.init(
+            project=self._project or record.project,
+            entity=self._entity,
+            mode=self._mode,
+            dir=self._dir,
+            id=record.run_id,
+            name=record.name,
+            config=record.config,
+            tags=list(record.tags),
+            resume="never",
+            reinit="create_new",
+            settings=settings,
+            **kwargs,
+        )
+
+    def _refuse_offline_duplicate(self, run_id: str) -> None:
+        mode = self._mode or os.environ.get("WANDB_MODE", "online")
+        if mode not in ("offline", "dryrun"):
+            return
+        root = self._dir or os.environ.get("WANDB_DIR") or os.getcwd()
+        pattern = os.path.join(glob.escape(root), "wandb", f"*run-*-{run_id}*", f"run-{run_id}.wandb")
+        existing = glob.glob(pattern)
+        if existing:
+            raise AlreadyExportedError(
+                f"run {run_id} was already exported to W&B offline at {os.path.dirname(existing[0])}; "
+                "sync or delete that folder, or export to another dir"
+            )
+
+    def _log_params(self, record: ParamsLogged) -> None:
+        self._params = _deep_merge(self._params, record.params)
+        changed = {key: self._params[key] for key in record.params}
+        self._active().config.update(changed, allow_val_change=True)
+
+    def _log_points(self, points: MetricPoints) -> None:
+        """One ``run.log`` per run of consecutive points sharing a step, in logging order."""
+        if len(points) == 0:
+            return
+        names = np.asarray(points.names, dtype=object)[points.index]
+        starts = np.concatenate(([0], np.flatnonzero(np.diff(points.steps)) + 1, [len(points)]))
+        values = points.values.tolist()
+        for lo, hi in zip(starts[:-1].tolist(), starts[1:].tolist()):
+            row: dict[str, Any] = dict(zip(names[lo:hi].tolist(), values[lo:hi]))
+            self._log_row(row, int(points.steps[lo]), float(points.times[lo:hi].max()))
+
+    def _log_span(self, span: SpanEnded) -> None:
+        if span.kind != "epoch":
+            return
+        self._log_row({"epoch": int(span.attributes["epoch"])}, int(span.attributes["runtel.step_end"]), span.end_time)
+
+    def _log_artifact(self, record: ArtifactLogged) -> None:
+        run = self._active()
+        artifact = self._wandb.Artifact(
+            record.name,
+            type="model" if record.kind == "model" else "artifact",
+            metadata={
+                **record.metadata,
+                "runtel_version": record.version,
+                "sha256": record.sha256,
+                "size": record.size,
+            },
+        )
+        if os.path.isdir(record.path):
+            artifact.add_dir(record.path)
+        else:
+            artifact.add_file(record.path)
+        run.log_artifact(artifact, aliases=["latest", f"runtel-v{record.version}"])
+
+    def _log_figure(self, record: FigureLogged) -> None:
+        self._log_row({record.name: self._wandb.Image(record.path)}, record.step, record.time)
+
+    def _log_histogram(self, record: HistogramLogged) -> None:
+        histogram = self._wandb.Histogram(np_histogram=(record.counts.tolist(), record.bin_edges.tolist()))
+        self._log_row({record.name: histogram}, record.step, record.time)
+
+    def _log_row(self, row: dict[str, Any], step: int | None, time: float) -> None:
+        """Log into the row of ``step`` (W&B's current row when None) with the row's latest time.
+
+        Every ``run.log`` call sets the row's ``_timestamp`` (wandb stamps the export time when
+        none is given), so a row logged in several calls is given the latest runtel time seen.
+        """
+        if step is not None and step != self._row_step:
+            self._row_step, self._row_time = step, time
+        else:
+            self._row_time = max(self._row_time, time)
+        row["_timestamp"] = self._row_time
+        if step is None:
+            self._active().log(row, commit=False)
+        else:
+            self._active().log(row, step=step)
+
+    def _end(self, record: RunEnded) -> None:
+        run = self._active()
+        run.summary.update(record.summary)
+        run.summary["runtel/status"] = record.status
+        if record.error is not None:
+            run.summary["runtel/error"] = record.error
+        run.finish(exit_code=EXIT_CODES[record.status])
+        self._run = None
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``update``, nested dicts merged key by key (later values win)."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

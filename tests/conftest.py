@@ -1,0 +1,48 @@
+"""Shared fixtures: every test gets its own store folder and a clean RUNTEL_* environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import runtel
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("RUNTEL_") or key in ("TRACEPARENT", "TRACESTATE"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("RUNTEL_SYSTEM_INTERVAL", "0")
+
+
+@pytest.fixture
+def base_dir(tmp_path: Path) -> Path:
+    return tmp_path / "runs"
+
+
+@pytest.fixture
+def run(base_dir: Path) -> Iterator[runtel.Run]:
+    active = runtel.init(project="tests", name="fixture-run", base_dir=str(base_dir))
+    yield active
+    active.finish()
+
+
+def run_python(code: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> str:
+    """Run ``code`` in a fresh interpreter (a real second process); return its stdout."""
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout

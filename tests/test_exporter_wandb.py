@@ -1,0 +1,254 @@
+"""The W&B exporter against real wandb in offline mode, read back from its transaction log."""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("wandb")
+
+from tests.readers.wandb_log import WandbLog, read_log  # noqa: E402
+
+from runtel.exporters.base import Exporter, ExportResult  # noqa: E402
+from runtel.exporters.wandb import CAPABILITIES, AlreadyExportedError, WandbExporter  # noqa: E402
+from runtel.records import (  # noqa: E402
+    ArtifactLogged,
+    Heartbeat,
+    HistogramLogged,
+    MetricPoints,
+    ParamsLogged,
+    Record,
+    RunEnded,
+    RunStarted,
+    SpanEnded,
+)
+
+RUN_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+METRICS = ("train/loss", "train/acc", "lr")
+STEPS = 1500
+API_KEY = "local-" + "k3y" * 20
+
+
+def metric_points(steps: range, t0: float) -> MetricPoints:
+    """The three metrics at every step, in the order a training loop logs them; NaN at a few steps."""
+    n = len(steps)
+    step_col = np.repeat(np.asarray(steps, dtype=np.int64), len(METRICS))
+    index = np.tile(np.arange(len(METRICS), dtype=np.int32), n)
+    values = np.sin(step_col * 0.01 + index) * (index + 1)
+    values[(step_col % 97 == 0) & (index == 0)] = math.nan
+    return MetricPoints(
+        names=METRICS,
+        index=index,
+        steps=step_col,
+        times=t0 + step_col * 0.125 + index * 0.001,
+        values=values,
+        span_ids=np.zeros(len(index), dtype=np.uint64),
+    )
+
+
+def epoch_span(epoch: int, step_end: int, t: float) -> SpanEnded:
+    return SpanEnded(
+        name=f"epoch {epoch}",
+        kind="epoch",
+        trace_id=RUN_ID,
+        span_id=f"{epoch + 1:016x}",
+        parent_span_id="00f067aa0ba902b7",
+        start_time=t - 10,
+        end_time=t,
+        attributes={"epoch": epoch, "runtel.step_end": step_end},
+    )
+
+
+def run_stream(tmp_path: Path) -> list[Record]:
+    t0 = 1_700_000_000.0
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(os.urandom(4096))
+    half = STEPS // 2
+    return [
+        RunStarted(
+            run_id=RUN_ID,
+            name="resnet-baseline",
+            project="runtel-tests",
+            start_time=t0,
+            config={"model": {"depth": 18, "width": 64}, "seed": 7},
+            tags=("baseline", "cifar"),
+        ),
+        ParamsLogged(params={"optimizer": {"name": "adam", "lr": 3e-4, "betas": [0.9, 0.999]}}, time=t0),
+        metric_points(range(half), t0),
+        epoch_span(0, half - 1, t0 + half * 0.125),
+        Heartbeat(time=t0 + 100),
+        metric_points(range(half, STEPS), t0),
+        epoch_span(1, STEPS - 1, t0 + STEPS * 0.125),
+        ParamsLogged(params={"optimizer": {"lr": 1e-4}}, time=t0 + 200),
+        HistogramLogged(
+            name="weights/conv1",
+            step=STEPS - 1,
+            time=t0 + 300,
+            bin_edges=np.linspace(-1.0, 1.0, 9),
+            counts=np.array([1, 4, 9, 16, 16, 9, 4, 1], dtype=np.int64),
+            min=-1.0,
+            max=1.0,
+            mean=0.0,
+            std=0.4,
+            count=60,
+        ),
+        ArtifactLogged(
+            name="checkpoint",
+            version=1,
+            sha256="0" * 64,
+            size=4096,
+            path=str(weights),
+            time=t0 + 400,
+            step=STEPS - 1,
+            kind="model",
+        ),
+        RunEnded(status="failed", end_time=t0 + 500, error="ValueError: boom", summary={"best_acc": 0.93}),
+    ]
+
+
+def export_offline(tmp_path: Path, records: list[Record], batch: int = 3) -> WandbLog:
+    exporter = WandbExporter(mode="offline", dir=str(tmp_path), api_key=API_KEY)
+    for lo in range(0, len(records), batch):
+        assert exporter.export(records[lo : lo + batch]) is ExportResult.SUCCESS
+    assert exporter.force_flush()
+    exporter.shutdown()
+    (log_file,) = glob.glob(str(tmp_path / "wandb" / f"offline-run-*-{RUN_ID}" / f"run-{RUN_ID}.wandb"))
+    return read_log(log_file)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_wandb(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Record], WandbLog]:
+    tmp_path = tmp_path_factory.mktemp("wandb")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_SILENT", "true")
+        records = run_stream(tmp_path)
+        return tmp_path, records, export_offline(tmp_path, records)
+
+
+def same(a: Any, b: float) -> bool:
+    return (isinstance(a, float) and math.isnan(a) and math.isnan(b)) or a == b
+
+
+def test_exporter_satisfies_protocol() -> None:
+    exporter = WandbExporter(mode="offline")
+    assert isinstance(exporter, Exporter)
+    assert exporter.name == "wandb"
+    assert exporter.capabilities is CAPABILITIES
+
+
+def test_every_metric_point_is_a_history_value_at_its_step(exported: tuple[Path, list[Record], WandbLog]) -> None:
+    _, records, log = exported
+    for batch in (r for r in records if isinstance(r, MetricPoints)):
+        for i in range(len(batch)):
+            row = log.history[int(batch.steps[i])]
+            assert same(row[METRICS[batch.index[i]]], float(batch.values[i]))
+    assert sorted(log.history) == list(range(STEPS))
+
+
+def test_history_row_time_is_the_latest_time_logged_at_its_step(
+    exported: tuple[Path, list[Record], WandbLog],
+) -> None:
+    _, _, log = exported
+    t0 = 1_700_000_000.0
+    for step in (0, 1, 1234):
+        assert log.history[step]["_timestamp"] == t0 + step * 0.125 + 0.002
+    assert log.history[STEPS // 2 - 1]["_timestamp"] == t0 + STEPS // 2 * 0.125  # the epoch's end
+
+
+def test_nan_points_survive(exported: tuple[Path, list[Record], WandbLog]) -> None:
+    _, _, log = exported
+    assert all(math.isnan(log.history[s]["train/loss"]) for s in range(0, STEPS, 97))
+
+
+def test_epoch_spans_become_a_step_indexed_epoch_series(exported: tuple[Path, list[Record], WandbLog]) -> None:
+    _, _, log = exported
+    epochs = {step: row["epoch"] for step, row in log.history.items() if "epoch" in row}
+    assert epochs == {STEPS // 2 - 1: 0, STEPS - 1: 1}
+
+
+def test_config_holds_nested_config_and_merged_params(exported: tuple[Path, list[Record], WandbLog]) -> None:
+    _, _, log = exported
+    assert log.config["model"] == {"depth": 18, "width": 64}
+    assert log.config["seed"] == 7
+    assert log.config["optimizer"] == {"name": "adam", "lr": 1e-4, "betas": [0.9, 0.999]}
+
+
+def test_run_identity_and_tags(exported: tuple[Path, list[Record], WandbLog]) -> None:
+    _, _, log = exported
+    assert log.run is not None
+    assert log.run.run_id == RUN_ID
+    assert log.run.display_name == "resnet-baseline"
+    assert log.run.project == "runtel-tests"
+    assert list(log.run.tags) == ["baseline", "cifar"]
+
+
+def test_summary_status_and_exit_code(exported: tuple[Path, list[Record], WandbLog]) -> None:
+    _, _, log = exported
+    assert log.summary["best_acc"] == 0.93
+    assert log.summary["runtel/status"] == "failed"
+    assert log.summary["runtel/error"] == "ValueError: boom"
+    assert log.exit_code == 1
+
+
+def test_histogram_is_logged_at_its_step(exported: tuple[Path, list[Record], WandbLog]) -> None:
+    _, _, log = exported
+    row = log.history[STEPS - 1]  # wandb-core stores a histogram as nested keys under its name
+    assert row["weights/conv1/_type"] == "histogram"
+    assert row["weights/conv1/values"] == [1, 4, 9, 16, 16, 9, 4, 1]
+    assert row["weights/conv1/bins"] == np.linspace(-1.0, 1.0, 9).tolist()
+
+
+def test_model_artifact_is_logged_with_its_file(exported: tuple[Path, list[Record], WandbLog]) -> None:
+    _, _, log = exported
+    (artifact,) = log.artifacts
+    assert (artifact.name, artifact.type) == ("checkpoint", "model")
+    assert [entry.path for entry in artifact.manifest.contents] == ["weights.bin"]
+    assert set(artifact.aliases) >= {"latest", "runtel-v1"}
+
+
+def test_api_key_is_written_nowhere(exported: tuple[Path, list[Record], WandbLog]) -> None:
+    tmp_path, _, _ = exported
+    leaks = [p for p in tmp_path.rglob("*") if p.is_file() and API_KEY.encode() in p.read_bytes()]
+    assert leaks == []
+
+
+def test_second_offline_export_of_a_run_is_refused(exported: tuple[Path, list[Record], WandbLog]) -> None:
+    tmp_path, records, _ = exported
+    exporter = WandbExporter(mode="offline", dir=str(tmp_path))
+    with pytest.raises(AlreadyExportedError, match=RUN_ID):
+        exporter.export(records[:1])
+
+
+def test_two_runs_in_one_process_do_not_clash(tmp_path: Path) -> None:
+    first, second = WandbExporter(mode="offline", dir=str(tmp_path)), WandbExporter(mode="offline", dir=str(tmp_path))
+    ids = ["a" * 32, "b" * 32]
+    for exporter, run_id in zip((first, second), ids):
+        exporter.export([RunStarted(run_id=run_id, name=run_id[:4], project="p", start_time=0.0, config={})])
+    for exporter, run_id in zip((first, second), ids):
+        points = MetricPoints(
+            names=("x",),
+            index=np.zeros(1, dtype=np.int32),
+            steps=np.array([3], dtype=np.int64),
+            times=np.array([1.0]),
+            values=np.array([float(int(run_id[0], 16))]),
+            span_ids=np.zeros(1, dtype=np.uint64),
+        )
+        exporter.export([points, RunEnded(status="completed", end_time=2.0)])
+    for run_id in ids:
+        (path,) = glob.glob(str(tmp_path / "wandb" / f"offline-run-*-{run_id}" / f"run-{run_id}.wandb"))
+        log = read_log(path)
+        assert log.history[3]["x"] == int(run_id[0], 16)
+        assert log.exit_code == 0

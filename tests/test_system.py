@@ -1,0 +1,220 @@
+"""System metrics: real psutil, real OpenTelemetry SDK, sampled on the reader's thread."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from runtel.errors import ConfigError
+from runtel.system import SystemMetrics, _parse_cuda_visible_devices, _series_name
+
+CORE_SERIES = ("system/cpu.utilization", "system/memory.used", "system/process.memory.rss")
+BYTE_COUNTERS = (
+    "system/disk.read_bytes",
+    "system/disk.write_bytes",
+    "system/network.sent_bytes",
+    "system/network.recv_bytes",
+)
+
+
+class Samples:
+    """Records every ``on_sample`` call with the thread that made it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.calls: list[tuple[int, float, dict[str, float]]] = []
+
+    def __call__(self, unix_time: float, sample: dict[str, float]) -> None:
+        with self.lock:
+            self.calls.append((threading.get_ident(), unix_time, sample))
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.calls)
+
+    def wait_for(self, n: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.count() < n and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def periodic_run() -> Samples:
+    """A 3-second run sampled every 0.5 s, shared by the tests that read its samples."""
+    samples = Samples()
+    system = SystemMetrics(0.5, samples)
+    system.start()
+    time.sleep(3.0)
+    system.shutdown()
+    return samples
+
+
+@pytest.fixture
+def started() -> Iterator[tuple[SystemMetrics, Samples]]:
+    """A started SystemMetrics whose interval is too long to tick during a test."""
+    samples = Samples()
+    system = SystemMetrics(60.0, samples)
+    system.start()
+    yield system, samples
+    system.shutdown()
+
+
+def nvml_works() -> bool:
+    import pynvml
+
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return False
+    pynvml.nvmlShutdown()
+    return True
+
+
+def test_periodic_sampling_delivers_at_least_five_samples(periodic_run: Samples) -> None:
+    assert periodic_run.count() >= 5
+    for _, _, sample in periodic_run.calls:
+        assert set(CORE_SERIES) <= sample.keys()
+
+
+def test_periodic_samples_arrive_on_a_thread_other_than_the_callers(periodic_run: Samples) -> None:
+    threads = {thread for thread, _, _ in periodic_run.calls}
+    assert threading.get_ident() not in threads
+    assert threading.main_thread().ident not in threads
+
+
+def test_periodic_samples_are_timestamped_in_order(periodic_run: Samples) -> None:
+    times = [unix_time for _, unix_time, _ in periodic_run.calls]
+    assert times == sorted(times)
+    assert abs(times[-1] - time.time()) < 60
+
+
+def test_sample_values_are_sane(periodic_run: Samples) -> None:
+    for _, _, sample in periodic_run.calls:
+        assert 0 <= sample["system/cpu.utilization"] <= 100
+        assert sample["system/memory.used"] > 0
+        assert sample["system/memory.available"] > 0
+        assert sample["system/process.memory.rss"] > 0
+        assert sample["system/process.threads"] >= 2  # this thread and the reader's
+        per_cpu = [v for k, v in sample.items() if k.startswith("system/cpu.utilization/cpu")]
+        assert per_cpu and all(0 <= v <= 100 for v in per_cpu)
+
+
+def test_disk_and_network_bytes_count_up_from_zero(periodic_run: Samples) -> None:
+    for series in BYTE_COUNTERS:
+        values = [sample[series] for _, _, sample in periodic_run.calls]
+        assert values[0] >= 0
+        assert values == sorted(values)
+
+
+def test_first_cpu_reading_covers_the_time_since_construction(started: tuple[SystemMetrics, Samples]) -> None:
+    system, _ = started
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:  # busy: without priming psutil the first reading is 0.0
+        pass
+    assert system.sample_now()["system/cpu.utilization"] > 0
+
+
+def test_sample_now_returns_the_periodic_keys_and_delivers_them(
+    periodic_run: Samples, started: tuple[SystemMetrics, Samples]
+) -> None:
+    system, samples = started
+    sample = system.sample_now()
+    assert sample.keys() == periodic_run.calls[-1][2].keys()
+    assert samples.calls == [(threading.get_ident(), samples.calls[0][1], sample)]
+
+
+def test_shutdown_is_idempotent_and_stops_sampling() -> None:
+    samples = Samples()
+    system = SystemMetrics(0.1, samples)
+    system.start()
+    samples.wait_for(1, timeout=2.0)
+    system.shutdown()
+    system.shutdown()
+    delivered = samples.count()
+    time.sleep(0.4)
+    assert delivered >= 1
+    assert samples.count() == delivered
+    assert system.sample_now() == {}
+
+
+def test_start_after_shutdown_is_refused() -> None:
+    system = SystemMetrics(1.0, Samples())
+    system.shutdown()
+    with pytest.raises(RuntimeError, match="shut down"):
+        system.start()
+
+
+def test_a_forked_child_does_not_sample() -> None:
+    """OTel restarts the reader thread in a forked child (a DataLoader worker); it must deliver nothing."""
+    samples = Samples()
+    system = SystemMetrics(0.1, samples)
+    system.start()
+    context = multiprocessing.get_context("fork")
+    result = context.Queue()
+
+    def child() -> None:
+        before = samples.count()
+        time.sleep(0.5)
+        result.put((samples.count() - before, system.sample_now()))
+
+    process = context.Process(target=child)
+    process.start()
+    delivered_in_child, sampled_now = result.get(timeout=10)
+    process.join(timeout=10)
+    system.shutdown()
+    assert (delivered_in_child, sampled_now) == (0, {})
+
+
+def test_gpu_series_are_absent_without_nvml(started: tuple[SystemMetrics, Samples]) -> None:
+    system, _ = started
+    gpu_series = {name for name in system.sample_now() if "gpu" in name}
+    if nvml_works():
+        assert "system/gpu.utilization/gpu0" in gpu_series
+    else:
+        assert gpu_series == set()
+
+
+@pytest.mark.parametrize("interval", [0, -1.0, math.nan, math.inf])
+def test_interval_must_be_positive_and_finite(interval: float) -> None:
+    with pytest.raises(ConfigError, match="RUNTEL_SYSTEM_INTERVAL=0"):
+        SystemMetrics(interval, Samples())
+
+
+@pytest.mark.parametrize(
+    ("value", "devices"),
+    [
+        (None, None),
+        ("0,2", (0, 2)),
+        ("GPU-abc", ("GPU-abc",)),
+        ("", ()),
+        ("-1", ()),
+        ("1, 0", (1, 0)),
+        ("1,-1,0", (1,)),
+    ],
+)
+def test_cuda_visible_devices_parsing(value: str | None, devices: tuple[int | str, ...] | None) -> None:
+    assert _parse_cuda_visible_devices(value) == devices
+
+
+@pytest.mark.parametrize(
+    ("instrument", "attributes", "series"),
+    [
+        ("system.cpu.utilization", {}, "system/cpu.utilization"),
+        ("system.cpu.utilization", {"cpu.logical_number": 3}, "system/cpu.utilization/cpu3"),
+        ("system.memory.usage", {"system.memory.state": "used"}, "system/memory.used"),
+        ("system.network.io", {"network.io.direction": "transmit"}, "system/network.sent_bytes"),
+        (
+            "hw.power",
+            {"hw.type": "gpu", "hw.id": "GPU-1", "hw.name": "H100", "runtel.gpu.index": 1},
+            "system/gpu.power/gpu1",
+        ),
+        ("torch.cuda.memory.reserved", {"runtel.gpu.index": 0}, "system/torch.cuda.reserved/gpu0"),
+    ],
+)
+def test_series_names(instrument: str, attributes: dict[str, object], series: str) -> None:
+    assert _series_name(instrument, attributes) == series
