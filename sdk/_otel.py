@@ -33,6 +33,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from runtel.records import SpanEnded
@@ -60,8 +61,27 @@ def make_resource(attributes: Mapping[str, Any]) -> Resource:
     return Resource.create(dict(attributes))
 
 
-def make_tracer_provider(resource: Resource, processors: Iterable[SpanProcessor]) -> TracerProvider:
-    provider = TracerProvider(resource=resource)
+def run_trace_id(parent: Context | None) -> int:
+    """The run's trace id: the joined trace's, or a new random one."""
+    if parent is not None:
+        return trace.get_current_span(parent).get_span_context().trace_id
+    return RandomIdGenerator().generate_trace_id()
+
+
+class _RunIdGenerator(RandomIdGenerator):
+    """Gives the run span the trace id chosen before the providers exist (it names the resource)."""
+
+    def __init__(self, trace_id: int) -> None:
+        self._trace_id = trace_id
+
+    def generate_trace_id(self) -> int:
+        return self._trace_id
+
+
+def make_tracer_provider(
+    resource: Resource, processors: Iterable[SpanProcessor], trace_id: int
+) -> TracerProvider:
+    provider = TracerProvider(resource=resource, id_generator=_RunIdGenerator(trace_id))
     for processor in processors:
         provider.add_span_processor(processor)
     return provider

@@ -88,17 +88,21 @@ class Run:
 
         from runtel import __version__
 
+        parent = _otel.remote_parent(env)
+        trace_id = _otel.run_trace_id(parent)
+        self.id = _otel.trace_id_hex(trace_id)
         resource = _otel.make_resource(
             {
                 "service.name": self.project,
                 "host.name": platform.node(),
                 "process.pid": os.getpid(),
+                "runtel.run.id": self.id,
                 "runtel.run.name": self.name,
                 "runtel.version": __version__,
             }
         )
         self._tracer_provider = _otel.make_tracer_provider(
-            resource, [_otel.RecordingSpanProcessor(self._emit), *span_processors]
+            resource, [_otel.RecordingSpanProcessor(self._emit), *span_processors], trace_id
         )
         self._meter_provider, self._user_reader = _otel.make_meter_provider(resource, metric_readers)
         if settings.global_otel:
@@ -108,15 +112,12 @@ class Run:
         self._mirror_meter = self._meter_provider.get_meter(_otel.RUN_METRICS_SCOPE)
         self.meter = self._meter_provider.get_meter(_otel.USER_METRICS_SCOPE)
 
-        parent = _otel.remote_parent(env)
         self._root = self._tracer.start_span(
             f"run {self.name}",
             context=parent,
             attributes={_otel.SPAN_KIND_ATTRIBUTE: "run", "runtel.run.name": self.name},
         )
-        root_context = self._root.get_span_context()
-        self.id = _otel.trace_id_hex(root_context.trace_id)
-        self._span_id = root_context.span_id
+        self._span_id = self._root.get_span_context().span_id
         self._span_stack: list[tuple[trace.Span, object]] = []
 
         base_dir = Path(settings.base_dir)

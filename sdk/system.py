@@ -164,6 +164,17 @@ def _parse_cuda_visible_devices(value: str | None) -> tuple[int | str, ...] | No
     return tuple(devices)
 
 
+def _busy_and_total(times: Any) -> tuple[float, float]:
+    """Busy and total seconds of one ``psutil.cpu_times()`` entry; iowait counts as idle."""
+    # Linux already counts guest time inside user and nice.
+    total = sum(times) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
+    return total - times.idle - getattr(times, "iowait", 0.0), total
+
+
+def _fraction(busy: float, total: float) -> float:
+    return min(max(busy / total, 0.0), 1.0) if total > 0 else 0.0
+
+
 class _DebugOnce:
     """Logs each failing sensor once at debug level: a missing sensor is normal, not news every interval."""
 
@@ -250,7 +261,10 @@ class _Sensors:
         self._gpus = _NvmlGpus(visible_gpus, self._debug_once)
         self._process = psutil.Process(self._pid)
         # Baselines, so the first sample covers the first interval and byte counts start at zero.
-        psutil.cpu_percent(percpu=True)
+        self._cpu_lock = threading.Lock()
+        self._cpu_last = self._baseline(
+            "cpu", lambda: [_busy_and_total(t) for t in psutil.cpu_times(percpu=True)]
+        )
         self._disk_start = self._baseline("disk", psutil.disk_io_counters)
         self._network_start = self._baseline("network", psutil.net_io_counters)
 
@@ -308,9 +322,23 @@ class _Sensors:
         return callback
 
     def _cpu(self) -> list[Observation]:
-        per_cpu = psutil.cpu_percent(percpu=True)
-        observations = [Observation(sum(per_cpu) / len(per_cpu) / 100)]
-        observations += [Observation(p / 100, {"cpu.logical_number": i}) for i, p in enumerate(per_cpu)]
+        """Busy fraction of each CPU since the previous sample, whichever thread took it.
+
+        Computed from ``cpu_times`` rather than ``psutil.cpu_percent``, whose baseline is kept per
+        calling thread: priming it here would not prime the reader's thread.
+        """
+        with self._cpu_lock:
+            now = [_busy_and_total(t) for t in psutil.cpu_times(percpu=True)]
+            last, self._cpu_last = self._cpu_last, now
+        if last is None or len(last) != len(now):  # no baseline, or CPUs came online: start over
+            raise RuntimeError("no CPU time baseline yet")
+        deltas = [
+            (busy - busy0, total - total0) for (busy, total), (busy0, total0) in zip(now, last, strict=True)
+        ]
+        observations = [Observation(_fraction(sum(b for b, _ in deltas), sum(t for _, t in deltas)))]
+        observations += [
+            Observation(_fraction(b, t), {"cpu.logical_number": i}) for i, (b, t) in enumerate(deltas)
+        ]
         return observations
 
     def _disk(self) -> list[Observation]:

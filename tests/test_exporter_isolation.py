@@ -1,0 +1,114 @@
+"""A failing or hanging exporter never stops training, the store, or the other exporters."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+import runtel
+from runtel.exporters.base import Capabilities, ExportResult
+from runtel.records import MetricPoints, Record, RunEnded, RunStarted
+
+
+class CollectingExporter:
+    """A real in-process exporter: keeps every record it is given."""
+
+    name = "collecting"
+    capabilities = Capabilities()
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+
+    def export(self, records: Sequence[Record]) -> ExportResult:
+        self.records.extend(records)
+        return ExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        pass
+
+
+class FailingExporter(CollectingExporter):
+    name = "failing"
+
+    def export(self, records: Sequence[Record]) -> ExportResult:
+        raise ConnectionError("backend unreachable")
+
+
+class HangingExporter(CollectingExporter):
+    name = "hanging"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def export(self, records: Sequence[Record]) -> ExportResult:
+        self.release.wait()
+        return ExportResult.SUCCESS
+
+
+def log_many(run: runtel.Run, n: int) -> float:
+    start = time.perf_counter()
+    for i in range(n):
+        run.log({"loss": float(i), "acc": i / n})
+    return time.perf_counter() - start
+
+
+def test_failing_and_hanging_exporters_do_not_stop_training_or_others(base_dir: Path) -> None:
+    collecting, failing, hanging = CollectingExporter(), FailingExporter(), HangingExporter()
+    run = runtel.init(
+        project="iso",
+        name="iso",
+        base_dir=str(base_dir),
+        exporters=[failing, hanging, collecting],
+        flush_interval=0.05,
+        queue_size=2,
+        queue_block_timeout=0.2,
+        export_retries=1,
+        export_timeout=1.0,
+    )
+    for _ in range(20):
+        log_many(run, 5_000)
+        time.sleep(0.02)
+    started = time.perf_counter()
+    run.finish()
+    assert time.perf_counter() - started < 10
+    hanging.release.set()
+
+    stored = runtel.Store(base_dir).run(run.id)
+    assert stored.status == "completed"
+    assert stored.history("loss")[0].size == 100_000
+    report = stored.summary()["exporters"]
+    assert report["local"]["status"] == "ok"
+    assert report["collecting"]["status"] == "ok"
+    assert report["failing"]["status"] == "failed"
+    assert "ConnectionError: backend unreachable" in report["failing"]["error"]
+    assert report["failing"]["points_undelivered"] > 0
+    assert report["hanging"]["status"] == "failed"
+    assert report["hanging"]["records_undelivered"] > 0
+
+    received = sum(len(r) for r in collecting.records if isinstance(r, MetricPoints))
+    assert received == 200_000
+    assert isinstance(collecting.records[0], RunStarted)
+    assert isinstance(collecting.records[-1], RunEnded)
+
+
+def test_unknown_exporter_name_is_a_clear_error(base_dir: Path) -> None:
+    with pytest.raises(runtel.ConfigError, match="unknown exporter 'nope'"):
+        runtel.init(project="p", base_dir=str(base_dir), exporters=["nope"])
+
+
+def test_exporter_names_come_from_the_environment(base_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNTEL_EXPORTERS", "local,nope")
+    with pytest.raises(runtel.ConfigError, match="'nope'"):
+        runtel.init(project="p", base_dir=str(base_dir))
+
+
+def test_local_exporter_is_registered_as_an_entry_point() -> None:
+    assert runtel.available_exporters()["local"] == "runtel.exporters.local:LocalStoreExporter"

@@ -1,0 +1,91 @@
+"""The run is an OpenTelemetry trace: epochs and phases are child spans, metrics carry span ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import runtel
+
+
+@pytest.fixture
+def spans() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+def test_run_span_is_parent_of_epoch_spans_and_trace_id_is_run_id(
+    base_dir: Path, spans: InMemorySpanExporter
+) -> None:
+    with runtel.init(
+        project="otel", name="traced", base_dir=str(base_dir), span_processors=[SimpleSpanProcessor(spans)]
+    ) as run:
+        for epoch in run.epochs(3):
+            run.log({"loss": float(epoch)})
+            with run.span("validate", dataset="val"):
+                run.log({"val/acc": 0.5}, step=run.step)
+    finished = spans.get_finished_spans()
+    root = next(s for s in finished if s.parent is None)
+    epochs = [s for s in finished if s.name.startswith("epoch")]
+    validates = [s for s in finished if s.name == "validate"]
+    assert format(root.context.trace_id, "032x") == run.id
+    assert [s.attributes["epoch"] for s in epochs] == [0, 1, 2]
+    assert all(s.parent.span_id == root.context.span_id for s in epochs)
+    assert all(s.context.trace_id == root.context.trace_id for s in finished)
+    assert [s.parent.span_id for s in validates] == [s.context.span_id for s in epochs]
+    assert all(s.attributes["dataset"] == "val" for s in validates)
+
+    stored = runtel.Store(base_dir).run(run.id)
+    assert stored.span_ids("loss").tolist() == [s.context.span_id for s in epochs]
+    assert stored.span_ids("val/acc").tolist() == [s.context.span_id for s in validates]
+    assert [(s.name, s.kind) for s in stored.spans()][-1] == ("run traced", "run")
+
+
+def test_params_are_attributes_of_the_run_span(base_dir: Path, spans: InMemorySpanExporter) -> None:
+    with runtel.init(
+        project="otel",
+        base_dir=str(base_dir),
+        config={"lr": 0.1, "model": {"depth": 4, "layers": [1, 2]}},
+        span_processors=[SimpleSpanProcessor(spans)],
+    ):
+        pass
+    root = spans.get_finished_spans()[-1]
+    assert root.attributes["runtel.param.lr"] == 0.1
+    assert root.attributes["runtel.param.model/depth"] == 4
+    assert root.attributes["runtel.param.model/layers"] == "[1, 2]"
+
+
+def test_traceparent_in_environment_joins_the_trace(
+    base_dir: Path, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    monkeypatch.setenv("TRACEPARENT", f"00-{trace_id}-00f067aa0ba902b7-01")
+    with runtel.init(project="otel", base_dir=str(base_dir), span_processors=[SimpleSpanProcessor(spans)]) as run:
+        pass
+    assert run.id == trace_id
+    root = spans.get_finished_spans()[-1]
+    assert root.parent is not None and format(root.parent.span_id, "016x") == "00f067aa0ba902b7"
+
+
+def test_logged_metrics_are_otel_gauges_for_attached_readers(base_dir: Path) -> None:
+    reader = InMemoryMetricReader()
+    with runtel.init(project="otel", base_dir=str(base_dir), metric_readers=[reader]) as run:
+        run.log({"train/loss": 0.75, "weird name ü": 3.0})
+        run._flush()
+        data = reader.get_metrics_data()
+    points = {
+        (metric.name, point.attributes["runtel.metric"]): point.value
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        if sm.scope.name == "runtel.metrics"
+        for metric in sm.metrics
+        for point in metric.data.data_points
+    }
+    assert points == {("train/loss", "train/loss"): 0.75, ("weird_name__", "weird name ü"): 3.0}
+    resource = data.resource_metrics[0].resource.attributes
+    assert resource["service.name"] == "otel"
+    assert resource["runtel.run.name"] == run.name
+    assert resource["runtel.run.id"] == run.id
