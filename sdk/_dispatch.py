@@ -50,7 +50,9 @@ class _Worker:
     thread: threading.Thread = field(init=False)
 
     def start(self) -> None:
-        self.thread = threading.Thread(target=self._loop, name=f"runtel-export-{self.report.name}", daemon=True)
+        self.thread = threading.Thread(
+            target=self._loop, name=f"runtel-export-{self.report.name}", daemon=True
+        )
         self.thread.start()
 
     def _loop(self) -> None:
@@ -77,7 +79,9 @@ class _Worker:
                     return
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
-                logger.warning("runtel: exporter %r raised %s (attempt %d)", self.report.name, error, attempt + 1)
+                logger.warning(
+                    "runtel: exporter %r raised %s (attempt %d)", self.report.name, error, attempt + 1
+                )
             if attempt < self.retries:
                 self.report.retries += 1
                 time.sleep(delay)
@@ -142,7 +146,9 @@ class Dispatcher:
             try:
                 worker.queue.put(batch, timeout=None if worker.critical else self._block_timeout)
             except queue.Full:
-                worker.mark_failed(f"queue stayed full for {self._block_timeout}s (exporter hung or too slow)")
+                worker.mark_failed(
+                    f"queue stayed full for {self._block_timeout}s (exporter hung or too slow)"
+                )
                 worker._count_undelivered(batch)
 
     def shutdown(self, timeout: float) -> list[ExporterReport]:

@@ -24,13 +24,11 @@ from opentelemetry.sdk.metrics import (
 )
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
-    ExponentialHistogram,
-    Gauge,
     InMemoryMetricReader,
     MetricReader,
+    NumberDataPoint,
     Sum,
 )
-from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
@@ -176,12 +174,12 @@ def user_points(reader: InMemoryMetricReader, totals: dict[str, float]) -> list[
                 for point in metric.data.data_points:
                     name = metric.name + _attribute_suffix(point.attributes)
                     when = point.time_unix_nano / 1e9
-                    if isinstance(metric.data, Sum):
-                        totals[name] = totals.get(name, 0.0) + float(point.value)
-                        out.append((name, when, totals[name]))
-                    elif isinstance(metric.data, Gauge):
-                        out.append((name, when, float(point.value)))
-                    elif isinstance(metric.data, HistogramData | ExponentialHistogram):
+                    if isinstance(point, NumberDataPoint):
+                        value = float(point.value)
+                        if isinstance(metric.data, Sum):
+                            value = totals[name] = totals.get(name, 0.0) + value
+                        out.append((name, when, value))
+                    else:
                         out.append((f"{name}/count", when, float(point.count)))
                         out.append((f"{name}/sum", when, float(point.sum)))
                         out.append((f"{name}/min", when, float(point.min)))

@@ -75,16 +75,16 @@ def exact_int(name: str, value: int) -> float:
 
 def check_step(step: Any) -> int:
     """A validated explicit step: a non-negative integer (Python or numpy, not bool)."""
+    if _is_torch_tensor(step) and step.numel() == 1 and not step.is_floating_point():
+        return check_step(int(step.item()))
     if isinstance(step, bool) or not isinstance(step, int | np.integer):
-        if _is_torch_tensor(step) and step.numel() == 1 and not step.is_floating_point():
-            return check_step(int(step.item()))
         raise InvalidStepError(f"step must be a non-negative int, got {type(step).__name__} {step!r}")
-    step = int(step)
-    if step < 0:
-        raise InvalidStepError(f"step must be >= 0, got {step}")
-    if step > MAX_STEP:
-        raise InvalidStepError(f"step {step} does not fit in int64")
-    return step
+    value = int(step)
+    if value < 0:
+        raise InvalidStepError(f"step must be >= 0, got {value}")
+    if value > MAX_STEP:
+        raise InvalidStepError(f"step {value} does not fit in int64")
+    return value
 
 
 def _is_torch_tensor(value: Any) -> bool:

@@ -103,9 +103,7 @@ def _install_hooks() -> None:
         _hooks_installed = True
     previous = sys.excepthook
 
-    def excepthook(
-        exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
-    ) -> None:
+    def excepthook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
         global _uncaught
         _uncaught = "".join(traceback.format_exception(exc_type, exc, tb))
         previous(exc_type, exc, tb)

@@ -14,7 +14,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"runtel {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run a small real training loop logged to the local store")
-    demo.add_argument("--base-dir", default=None, help="store folder (default: runtel_runs or RUNTEL_BASE_DIR)")
+    demo.add_argument(
+        "--base-dir", default=None, help="store folder (default: runtel_runs or RUNTEL_BASE_DIR)"
+    )
     demo.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args(argv)
 

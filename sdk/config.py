@@ -66,7 +66,11 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "exporters": ("RUNTEL_EXPORTERS", _parse_list, "Comma-separated exporter names besides the local store."),
     "tags": ("RUNTEL_TAGS", _parse_list, "Comma-separated tags for the run."),
     "flush_interval": ("RUNTEL_FLUSH_INTERVAL", _parse_nonneg_float, "Seconds between background flushes."),
-    "system_interval": ("RUNTEL_SYSTEM_INTERVAL", _parse_nonneg_float, "Seconds between system samples; 0 = off."),
+    "system_interval": (
+        "RUNTEL_SYSTEM_INTERVAL",
+        _parse_nonneg_float,
+        "Seconds between system samples; 0 = off.",
+    ),
     "queue_size": ("RUNTEL_QUEUE_SIZE", _parse_pos_int, "Batches queued per exporter before it blocks."),
     "queue_block_timeout": (
         "RUNTEL_QUEUE_BLOCK_TIMEOUT",

@@ -54,9 +54,10 @@ def train(run: Run, epochs: int = 3, batch_size: int = 32, lr: float = 0.5, seed
 
 
 def main(base_dir: str | None = None, epochs: int = 3) -> runtel.StoredRun:
-    config = {"model": {"kind": "softmax-regression", "classes": 3}, "lr": 0.5, "batch_size": 32, "epochs": epochs}
+    lr, batch_size = 0.5, 32
+    config = {"model": {"kind": "softmax-regression", "classes": 3}, "lr": lr, "batch_size": batch_size}
     with runtel.init(project="demo", name="softmax-demo", config=config, base_dir=base_dir) as run:
-        val_accuracy = train(run, epochs=epochs, batch_size=config["batch_size"], lr=config["lr"])
+        val_accuracy = train(run, epochs=epochs, batch_size=batch_size, lr=lr)
     stored = runtel.Store(run.dir.parent).run(run.id)
     best, step = stored.best("val/acc", mode="max")
     print(f"runtel demo: {epochs} epochs, final val/acc {val_accuracy:.3f} (best {best:.3f} at step {step})")

@@ -8,7 +8,7 @@ export and ``runtel export`` go through one code path in each exporter.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -131,21 +131,21 @@ class RunEnded:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-Record = Union[
-    RunStarted,
-    ParamsLogged,
-    MetricPoints,
-    SpanEnded,
-    ArtifactLogged,
-    FigureLogged,
-    HistogramLogged,
-    Heartbeat,
-    RunEnded,
-]
+Record: TypeAlias = (
+    RunStarted
+    | ParamsLogged
+    | MetricPoints
+    | SpanEnded
+    | ArtifactLogged
+    | FigureLogged
+    | HistogramLogged
+    | Heartbeat
+    | RunEnded
+)
 
 
 def flatten_params(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dicts as one flat dict with ``/``-joined keys (``{"model": {"depth": 4}}`` → ``model/depth``)."""
+    """Nested dicts as one flat dict with ``/``-joined keys: ``{"model": {"depth": 4}}`` → ``model/depth``."""
     flat: dict[str, Any] = {}
     for key, value in params.items():
         full = f"{prefix}{key}"

@@ -51,7 +51,9 @@ from runtel.store._layout import create_run_dir, folder_name
 
 logger = logging.getLogger("runtel")
 
-_POINT_DTYPE = np.dtype([("series", "<i4"), ("step", "<i8"), ("time", "<f8"), ("value", "<f8"), ("span", "<u8")])
+_POINT_DTYPE = np.dtype(
+    [("series", "<i4"), ("step", "<i8"), ("time", "<f8"), ("value", "<f8"), ("span", "<u8")]
+)
 _WAKE_AT_POINTS = 250_000
 
 
@@ -217,7 +219,10 @@ class Run:
 
     @contextlib.contextmanager
     def span(self, name: str, *, kind: str = "phase", **attributes: Any) -> Iterator[trace.Span]:
-        """A phase of training (``validate``, ``checkpoint``...) as a child span; points logged inside carry its id."""
+        """A phase of training (``validate``, ``checkpoint``...) as a child span.
+
+        Points logged inside carry its span id.
+        """
         self._check_open()
         span = self._start_span(name, kind, attributes)
         try:
@@ -398,4 +403,3 @@ def _forget(run: Run) -> None:
 def active_runs() -> list[Run]:
     with _ACTIVE_LOCK:
         return list(_ACTIVE)
-

@@ -181,7 +181,7 @@ class _DebugOnce:
     def __init__(self) -> None:
         self._seen: set[str] = set()
 
-    def __call__(self, sensor: str, error: BaseException | str) -> None:
+    def __call__(self, sensor: str, error: Exception) -> None:
         if sensor not in self._seen:
             self._seen.add(sensor)
             _LOGGER.debug("system metrics: no %s series (%s)", sensor, error)
@@ -216,7 +216,7 @@ class _NvmlGpus:
                 try:
                     self._gpus = self._open()
                 except Exception as exc:  # no pynvml, no driver, NVML error: no GPU series
-                    self._debug_once("gpu", exc)
+                    self._debug_once("GPU", exc)
                     self._gpus = ()
             return self._gpus
 
@@ -248,7 +248,7 @@ class _NvmlGpus:
                 try:
                     self._nvml.nvmlShutdown()
                 except Exception as exc:
-                    self._debug_once("nvml shutdown", exc)
+                    _LOGGER.debug("system metrics: nvmlShutdown failed (%s)", exc)
             self._gpus = ()
 
 
@@ -263,10 +263,10 @@ class _Sensors:
         # Baselines, so the first sample covers the first interval and byte counts start at zero.
         self._cpu_lock = threading.Lock()
         self._cpu_last = self._baseline(
-            "cpu", lambda: [_busy_and_total(t) for t in psutil.cpu_times(percpu=True)]
+            "system.cpu.utilization", lambda: [_busy_and_total(t) for t in psutil.cpu_times(percpu=True)]
         )
-        self._disk_start = self._baseline("disk", psutil.disk_io_counters)
-        self._network_start = self._baseline("network", psutil.net_io_counters)
+        self._disk_start = self._baseline("system.disk.io", psutil.disk_io_counters)
+        self._network_start = self._baseline("system.network.io", psutil.net_io_counters)
 
     def _baseline(self, sensor: str, read: Callable[[], Any]) -> Any:
         try:
@@ -277,7 +277,6 @@ class _Sensors:
 
     def callbacks(self) -> dict[str, _Callback]:
         """One guarded callback per gauge name in ``_GAUGES``."""
-        nvml = self._gpus
         readers: dict[str, Callable[[], list[Observation]]] = {
             "system.cpu.utilization": self._cpu,
             "system.memory.usage": lambda: [
@@ -289,20 +288,19 @@ class _Sensors:
             "system.disk.io": self._disk,
             "system.network.io": self._network,
             "hw.gpu.utilization": lambda: self._per_gpu(
-                "gpu.utilization", lambda h: nvml.nvml.nvmlDeviceGetUtilizationRates(h).gpu / 100
+                "hw.gpu.utilization", lambda nvml, h: nvml.nvmlDeviceGetUtilizationRates(h).gpu / 100
             ),
             "hw.gpu.memory.usage": lambda: self._per_gpu(
-                "gpu.memory.used", lambda h: nvml.nvml.nvmlDeviceGetMemoryInfo(h).used
+                "hw.gpu.memory.usage", lambda nvml, h: nvml.nvmlDeviceGetMemoryInfo(h).used
             ),
             "hw.gpu.memory.limit": lambda: self._per_gpu(
-                "gpu.memory.total", lambda h: nvml.nvml.nvmlDeviceGetMemoryInfo(h).total
+                "hw.gpu.memory.limit", lambda nvml, h: nvml.nvmlDeviceGetMemoryInfo(h).total
             ),
             "hw.power": lambda: self._per_gpu(
-                "gpu.power", lambda h: nvml.nvml.nvmlDeviceGetPowerUsage(h) / 1000
+                "hw.power", lambda nvml, h: nvml.nvmlDeviceGetPowerUsage(h) / 1000
             ),
             "hw.temperature": lambda: self._per_gpu(
-                "gpu.temperature",
-                lambda h: nvml.nvml.nvmlDeviceGetTemperature(h, nvml.nvml.NVML_TEMPERATURE_GPU),
+                "hw.temperature", lambda nvml, h: nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU)
             ),
             "torch.cuda.memory.allocated": lambda: self._torch("memory_allocated"),
             "torch.cuda.memory.reserved": lambda: self._torch("memory_reserved"),
@@ -361,12 +359,12 @@ class _Sensors:
             Observation(now.bytes_recv - self._network_start.bytes_recv, {"network.io.direction": "receive"}),
         ]
 
-    def _per_gpu(self, sensor: str, read: Callable[[Any], float]) -> list[Observation]:
+    def _per_gpu(self, sensor: str, read: Callable[[Any, Any], float]) -> list[Observation]:
         """One point per visible GPU; a GPU that does not support the reading (NVML error) is skipped."""
         observations = []
         for gpu in self._gpus.devices():
             try:
-                value = read(gpu.handle)
+                value = read(self._gpus.nvml, gpu.handle)
             except Exception as exc:
                 self._debug_once(f"{sensor}/gpu{gpu.index}", exc)
                 continue

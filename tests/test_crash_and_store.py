@@ -97,7 +97,9 @@ with runtel.init(project="parallel", name=sys.argv[2], base_dir=sys.argv[1]) as 
 print(run.id)
 """
     processes = [
-        subprocess.Popen([sys.executable, "-c", script, str(base_dir), name], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(base_dir), name], stdout=subprocess.PIPE, text=True
+        )
         for name in ("first", "second")
     ]
     ids = [process.communicate(timeout=120)[0].strip() for process in processes]

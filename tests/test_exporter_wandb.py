@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +119,22 @@ def export_offline(tmp_path: Path, records: list[Record], batch: int = 3) -> Wan
         assert exporter.export(records[lo : lo + batch]) is ExportResult.SUCCESS
     assert exporter.force_flush()
     exporter.shutdown()
-    (log_file,) = glob.glob(str(tmp_path / "wandb" / f"offline-run-*-{RUN_ID}" / f"run-{RUN_ID}.wandb"))
-    return read_log(log_file)
+    return read_finished_log(tmp_path, RUN_ID)
+
+
+def read_finished_log(tmp_path: Path, run_id: str, timeout: float = 10.0) -> WandbLog:
+    """The run's log once wandb-core has closed it.
+
+    ``run.finish()`` returns before wandb-core closes the stream, and the log's last
+    (partial) 32 KiB block reaches the disk only at that close, a moment later.
+    """
+    (path,) = glob.glob(str(tmp_path / "wandb" / f"offline-run-*-{run_id}" / f"run-{run_id}.wandb"))
+    deadline = time.monotonic() + timeout
+    while True:
+        log = read_log(path)
+        if log.exit_code is not None or time.monotonic() > deadline:
+            return log
+        time.sleep(0.05)
 
 
 @pytest.fixture(autouse=True)
@@ -149,7 +164,9 @@ def test_exporter_satisfies_protocol() -> None:
     assert exporter.capabilities is CAPABILITIES
 
 
-def test_every_metric_point_is_a_history_value_at_its_step(exported: tuple[Path, list[Record], WandbLog]) -> None:
+def test_every_metric_point_is_a_history_value_at_its_step(
+    exported: tuple[Path, list[Record], WandbLog],
+) -> None:
     _, records, log = exported
     for batch in (r for r in records if isinstance(r, MetricPoints)):
         for i in range(len(batch)):
@@ -173,7 +190,9 @@ def test_nan_points_survive(exported: tuple[Path, list[Record], WandbLog]) -> No
     assert all(math.isnan(log.history[s]["train/loss"]) for s in range(0, STEPS, 97))
 
 
-def test_epoch_spans_become_a_step_indexed_epoch_series(exported: tuple[Path, list[Record], WandbLog]) -> None:
+def test_epoch_spans_become_a_step_indexed_epoch_series(
+    exported: tuple[Path, list[Record], WandbLog],
+) -> None:
     _, _, log = exported
     epochs = {step: row["epoch"] for step, row in log.history.items() if "epoch" in row}
     assert epochs == {STEPS // 2 - 1: 0, STEPS - 1: 1}
@@ -233,7 +252,10 @@ def test_second_offline_export_of_a_run_is_refused(exported: tuple[Path, list[Re
 
 
 def test_two_runs_in_one_process_do_not_clash(tmp_path: Path) -> None:
-    first, second = WandbExporter(mode="offline", dir=str(tmp_path)), WandbExporter(mode="offline", dir=str(tmp_path))
+    first, second = (
+        WandbExporter(mode="offline", dir=str(tmp_path)),
+        WandbExporter(mode="offline", dir=str(tmp_path)),
+    )
     ids = ["a" * 32, "b" * 32]
     for exporter, run_id in zip((first, second), ids):
         exporter.export([RunStarted(run_id=run_id, name=run_id[:4], project="p", start_time=0.0, config={})])
@@ -248,7 +270,6 @@ def test_two_runs_in_one_process_do_not_clash(tmp_path: Path) -> None:
         )
         exporter.export([points, RunEnded(status="completed", end_time=2.0)])
     for run_id in ids:
-        (path,) = glob.glob(str(tmp_path / "wandb" / f"offline-run-*-{run_id}" / f"run-{run_id}.wandb"))
-        log = read_log(path)
+        log = read_finished_log(tmp_path, run_id)
         assert log.history[3]["x"] == int(run_id[0], 16)
         assert log.exit_code == 0

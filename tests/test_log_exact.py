@@ -111,7 +111,16 @@ def test_accepted_value_types_are_stored_exactly(run: runtel.Run) -> None:
 
 
 def test_odd_metric_names_round_trip(run: runtel.Run) -> None:
-    names = ["train/loss", "with space", "Ünïcødé/λ", "Loss", "loss", "a" * 256, "../../etc/passwd", "x\\y:z*?"]
+    names = [
+        "train/loss",
+        "with space",
+        "Ünïcødé/λ",
+        "Loss",
+        "loss",
+        "a" * 256,
+        "../../etc/passwd",
+        "x\\y:z*?",
+    ]
     for i, name in enumerate(names):
         run.log({name: float(i)}, step=i)
     run.finish()

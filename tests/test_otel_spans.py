@@ -63,7 +63,9 @@ def test_traceparent_in_environment_joins_the_trace(
 ) -> None:
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     monkeypatch.setenv("TRACEPARENT", f"00-{trace_id}-00f067aa0ba902b7-01")
-    with runtel.init(project="otel", base_dir=str(base_dir), span_processors=[SimpleSpanProcessor(spans)]) as run:
+    with runtel.init(
+        project="otel", base_dir=str(base_dir), span_processors=[SimpleSpanProcessor(spans)]
+    ) as run:
         pass
     assert run.id == trace_id
     root = spans.get_finished_spans()[-1]

@@ -111,12 +111,16 @@ def test_disk_and_network_bytes_count_up_from_zero(periodic_run: Samples) -> Non
         assert values == sorted(values)
 
 
-def test_first_cpu_reading_covers_the_time_since_construction(started: tuple[SystemMetrics, Samples]) -> None:
-    system, _ = started
-    deadline = time.monotonic() + 0.3
-    while time.monotonic() < deadline:  # busy: without priming psutil the first reading is 0.0
+def test_first_periodic_cpu_reading_covers_the_whole_interval() -> None:
+    """The reader thread's first reading measures the interval, not the instant since its own first call."""
+    samples = Samples()
+    system = SystemMetrics(0.3, samples)
+    system.start()
+    deadline = time.monotonic() + 2.0
+    while samples.count() == 0 and time.monotonic() < deadline:  # keep one CPU busy meanwhile
         pass
-    assert system.sample_now()["system/cpu.utilization"] > 0
+    system.shutdown()
+    assert samples.calls[0][2]["system/cpu.utilization"] > 0
 
 
 def test_sample_now_returns_the_periodic_keys_and_delivers_them(

@@ -39,7 +39,7 @@ def is_event(record: Record) -> bool:
 def to_line(record: Record) -> str:
     """One JSON line; NaN and ±inf are kept (JSON's ``NaN``/``Infinity`` extension)."""
     document: dict[str, Any] = {"type": _NAMES[type(record)]}
-    for spec in dataclasses.fields(record):  # type: ignore[arg-type]
+    for spec in dataclasses.fields(record):
         value = getattr(record, spec.name)
         document[spec.name] = value.tolist() if isinstance(value, np.ndarray) else value
     return json.dumps(document, ensure_ascii=False, allow_nan=True, default=str)

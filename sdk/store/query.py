@@ -78,7 +78,7 @@ class StoredRun:
         return np.ascontiguousarray(self._records(metric)["span_id"])
 
     def best(self, metric: str, mode: Mode = "auto") -> tuple[float, int]:
-        """``(value, step)`` of the best point; NaN points are skipped (all NaN gives ``(nan, first step)``)."""
+        """``(value, step)`` of the best point; NaN points are skipped (all NaN: ``(nan, first step)``)."""
         steps, _, values = self.history(metric)
         if values.size == 0:
             raise MetricNotFoundError(f"metric {metric!r} of run {self.name} has no points yet")
@@ -129,7 +129,7 @@ class Store:
         self, *, project: str | None = None, status: str | None = None, name: str | None = None
     ) -> list[StoredRun]:
         """Runs with a readable ``metadata.json``, oldest first; folders that are not runs are skipped."""
-        found = []
+        found: list[StoredRun] = []
         if not self.base_dir.is_dir():
             return found
         for entry in sorted(self.base_dir.iterdir()):
@@ -175,7 +175,7 @@ class Store:
             run = item if isinstance(item, StoredRun) else self.run(item)
             for metric in metrics if metrics is not None else run.metrics():
                 try:
-                    steps, _, values = run.history(metric)
+                    values = run.history(metric)[2]
                 except MetricNotFoundError:
                     continue
                 if values.size == 0:
