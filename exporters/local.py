@@ -36,8 +36,8 @@ class LocalStoreExporter:
         self._events = (self.run_dir / _layout.EVENTS).open("a", encoding="utf-8")
         self._metadata: dict[str, Any] = read_json(self.run_dir / _layout.METADATA, default={})
         self._params: dict[str, Any] = read_json(self.run_dir / _layout.HYPERPARAMETERS, default={})
-        self._stats: dict[str, dict[str, Any]] = (
-            read_json(self.run_dir / _layout.SUMMARY, default={}).get("metrics", {})
+        self._stats: dict[str, dict[str, Any]] = read_json(self.run_dir / _layout.SUMMARY, default={}).get(
+            "metrics", {}
         )
 
     def export(self, records: Sequence[Record]) -> ExportResult:
