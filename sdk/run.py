@@ -48,6 +48,7 @@ from runtel.records import (
     flatten_params,
 )
 from runtel.store._layout import create_run_dir, folder_name
+from runtel.system import SystemMetrics
 
 logger = logging.getLogger("runtel")
 
@@ -153,6 +154,12 @@ class Run:
         self._wake = threading.Event()
         self._flush_thread = threading.Thread(target=self._flush_loop, name="runtel-flush", daemon=True)
         self._flush_thread.start()
+        self._system: SystemMetrics | None = None
+        if settings.system_interval > 0:
+            self._system = SystemMetrics(
+                settings.system_interval, self._record_sample, resource_attributes=dict(resource.attributes)
+            )
+            self._system.start()
 
     # ------------------------------------------------------------------ hot path
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
@@ -192,6 +199,17 @@ class Run:
         self._next_step = at + 1
         if pending >= _WAKE_AT_POINTS:
             self._wake.set()
+
+    def _record_sample(self, when: float, values: Mapping[str, float]) -> None:
+        """System gauges' readings (on the sampler's thread) as series at the current step."""
+        entries = [(self._register(name), value) for name, value in values.items()]
+        at, span = self.step, self._span_id
+        with self._lock:
+            self._points.extend((series, at, when, float(value), span) for series, value in entries)
+
+    def sample_system(self) -> dict[str, float]:
+        """Take a system-metrics sample now (recorded in the run too); empty when sampling is off."""
+        return self._system.sample_now() if self._system is not None else {}
 
     @property
     def step(self) -> int:
@@ -277,6 +295,8 @@ class Run:
             return
         if status not in ("completed", "failed", "crashed", "killed"):
             raise ConfigError(f"status must be completed, failed, crashed or killed; got {status!r}")
+        if self._system is not None:
+            self._system.shutdown()
         while self._span_stack:
             self._end_span(self._span_stack[-1][0])
         self._root.set_attribute("runtel.step_end", self.step)

@@ -7,6 +7,7 @@ import multiprocessing
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -222,3 +223,21 @@ def test_cuda_visible_devices_parsing(value: str | None, devices: tuple[int | st
 )
 def test_series_names(instrument: str, attributes: dict[str, object], series: str) -> None:
     assert _series_name(instrument, attributes) == series
+
+
+def test_a_run_records_system_series_on_the_sampler_thread(tmp_path: Path) -> None:
+    import runtel
+
+    with runtel.init(project="sys", base_dir=str(tmp_path), system_interval=0.5) as run:
+        for step in range(30):
+            run.log({"loss": 1.0 / (step + 1)})
+            time.sleep(0.1)
+        immediate = run.sample_system()
+    stored = runtel.Store(tmp_path).run(run.id)
+    steps, _, cpu = stored.history("system/cpu.utilization")
+    assert cpu.size >= 5
+    assert ((cpu >= 0) & (cpu <= 100)).all()
+    assert (stored.history("system/memory.used")[2] > 0).all()
+    assert "system/cpu.utilization" in immediate
+    assert steps.min() >= 0 and steps.max() <= 29
+    assert not any(name.startswith("system/gpu") for name in stored.metrics())
