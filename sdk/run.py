@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import platform
+import tempfile
 import threading
 import time
 import traceback
@@ -32,6 +33,8 @@ from opentelemetry.trace import Status, StatusCode
 
 from runtel import _otel
 from runtel._dispatch import Dispatcher
+from runtel._histogram import make_histogram
+from runtel._models import save_torch_module
 from runtel._params import check_params
 from runtel._values import MAX_EXACT_INT, check_name, check_step, coerce_value
 from runtel.config import Settings
@@ -39,6 +42,8 @@ from runtel.errors import ConfigError, InvalidMetricError, RunFinishedError
 from runtel.exporters.base import Exporter
 from runtel.exporters.local import LocalStoreExporter
 from runtel.records import (
+    ArtifactLogged,
+    FigureLogged,
     Heartbeat,
     MetricPoints,
     ParamsLogged,
@@ -48,6 +53,7 @@ from runtel.records import (
     flatten_params,
 )
 from runtel.store._layout import create_run_dir, folder_name
+from runtel.store.artifacts import ArtifactStore, ArtifactVersion, check_artifact_name
 from runtel.system import SystemMetrics
 
 logger = logging.getLogger("runtel")
@@ -130,6 +136,7 @@ class Run:
                 "use another base_dir for this process"
             )
         self.dir = create_run_dir(base_dir, self.name, self.id)
+        self.artifacts = ArtifactStore(self.dir)
         started = RunStarted(
             run_id=self.id,
             name=self.name,
@@ -287,6 +294,68 @@ class Run:
             if self._span_stack
             else self._root.get_span_context().span_id
         )
+
+    # ------------------------------------------------------------------ artifacts, models, figures
+    def log_artifact(
+        self,
+        path: str | os.PathLike[str],
+        name: str | None = None,
+        version: bool = True,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        kind: str = "artifact",
+    ) -> ArtifactVersion:
+        """Copy a file or directory into the run now (SHA-256 checked, deduplicated, versioned)."""
+        self._check_open()
+        stored = self.artifacts.add(
+            path, name, version=version, step=self.step, kind=kind, metadata=dict(metadata or {})
+        )
+        self._emit(
+            ArtifactLogged(
+                name=stored.name,
+                version=stored.version,
+                sha256=stored.checksum,
+                size=stored.size,
+                path=stored.path,
+                time=time.time(),
+                step=stored.step,
+                kind=stored.kind,
+                metadata=stored.metadata,
+            )
+        )
+        return stored
+
+    def log_model(
+        self, model: Any, name: str, framework: str | None = None, metadata: Mapping[str, Any] | None = None
+    ) -> ArtifactVersion:
+        """A model file or directory, or a torch ``nn.Module`` (its ``state_dict``), as a new version."""
+        details = {**dict(metadata or {}), "framework": framework}
+        if isinstance(model, str | os.PathLike):
+            return self.log_artifact(model, name, metadata=details, kind="model")
+        with tempfile.TemporaryDirectory(prefix="runtel-model-") as scratch:
+            saved, file_format = save_torch_module(model, Path(scratch), check_artifact_name(name)[-1])
+            details.update(framework=framework or "pytorch", format=file_format)
+            return self.log_artifact(saved, name, metadata=details, kind="model")
+
+    def log_figure(self, figure: Any, name: str, step: int | None = None) -> Path:
+        """A matplotlib figure as a PNG in ``plots/``, one file per step (``<name>_step<N>.png``)."""
+        self._check_open()
+        parts = check_artifact_name(name)
+        at = self.step if step is None else check_step(step)
+        stem, _, suffix = parts[-1].rpartition(".") if "." in parts[-1] else (parts[-1], "", "png")
+        target = self.dir.joinpath("plots", *parts[:-1], f"{stem}_step{at}.{suffix or 'png'}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(target, format=suffix or "png")
+        self._emit(FigureLogged(name=name, path=str(target), step=at, time=time.time()))
+        return target
+
+    def log_histogram(self, name: str, values: Any, step: int | None = None, bins: int = 64) -> None:
+        """A distribution (numpy or torch) as bin edges and counts, with exact min/max/mean/std."""
+        self._check_open()
+        record = make_histogram(
+            check_name(name, "histogram"), values, self.step if step is None else check_step(step), bins
+        )
+        self._emit(record)
 
     # ------------------------------------------------------------------ lifecycle
     def finish(self, status: str = "completed", *, error: str | None = None) -> None:

@@ -303,6 +303,17 @@ class ArtifactStore:
                 blob.unlink()
 
 
+def check_artifact_name(name: object) -> list[str]:
+    """The parts of a safe relative name such as ``models/best.pt``; ``ArtifactError`` otherwise."""
+    parts = name.split("/") if isinstance(name, str) else []
+    rule = _name_rule(name, parts)
+    if rule is not None:
+        raise ArtifactError(
+            f"unsafe artifact name {name!r}: {rule}; use a relative name such as 'model.pt' or 'models/best.pt'"
+        )
+    return parts
+
+
 def _name_rule(name: object, parts: list[str]) -> str | None:
     """The first rule ``name`` breaks, in words, or None when it is safe."""
     if not isinstance(name, str):
