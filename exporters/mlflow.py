@@ -91,7 +91,7 @@ def _chunks(items: list[_T], size: int) -> Iterator[list[_T]]:
 
 def _ms(seconds: float) -> int:
     """Unix seconds as MLflow's integer milliseconds, rounded to the nearest."""
-    return int(round(seconds * 1000.0))
+    return round(seconds * 1000.0)
 
 
 class MlflowExporter:
@@ -142,8 +142,6 @@ class MlflowExporter:
         """
         if self._is_shutdown:
             return ExportResult.FAILURE
-        from mlflow.entities import Metric
-
         metrics: list[Metric] = []
         params: dict[str, Any] = {}
         for record in records:
@@ -238,19 +236,23 @@ class MlflowExporter:
             values = points.values[positions].tolist()
             steps = points.steps[positions].tolist()
             times = stamps[positions].tolist()
-            out.extend(Metric(name, v, t, s) for v, t, s in zip(values, times, steps))
+            out.extend(Metric(name, v, t, s) for v, t, s in zip(values, times, steps, strict=True))
         return out
 
     def _epoch_metric(self, span: SpanEnded) -> Metric:
         from mlflow.entities import Metric
 
         attributes = span.attributes
-        return Metric("epoch", float(attributes["epoch"]), _ms(span.end_time), int(attributes["runtel.step_end"]))
+        return Metric(
+            "epoch", float(attributes["epoch"]), _ms(span.end_time), int(attributes["runtel.step_end"])
+        )
 
     def _log_batch(self, metrics: list[Metric], params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        run_id = self._run() if metrics or params else ""
+        if not metrics and not params:
+            return
+        run_id = self._run()
         param_list: list[Param] = [Param(key, str(value)) for key, value in params.items()]
         for chunk in _chunks(param_list, _PARAMS_PER_CALL):
             self._client.log_batch(run_id, params=chunk)
@@ -287,4 +289,4 @@ class MlflowExporter:
         if record.error:
             self._client.log_text(run_id, record.error, "error.txt")
         self._client.set_tag(run_id, "runtel.status", record.status)
-        self._client.set_terminated(run_id, status=_STATUS.get(record.status, "FINISHED"), end_time=_ms(record.end_time))
+        self._client.set_terminated(run_id, status=_STATUS[record.status], end_time=_ms(record.end_time))

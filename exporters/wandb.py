@@ -205,7 +205,7 @@ class WandbExporter:
     def _log_params(self, record: ParamsLogged) -> None:
         self._params = _deep_merge(self._params, record.params)
         changed = {key: self._params[key] for key in record.params}
-        self._active().config.update(changed, allow_val_change=True)
+        self._active().config.update(changed, allow_val_change=True)  # type: ignore[no-untyped-call]
 
     def _log_points(self, points: MetricPoints) -> None:
         """One ``run.log`` per run of consecutive points sharing a step, in logging order."""
@@ -214,14 +214,16 @@ class WandbExporter:
         names = np.asarray(points.names, dtype=object)[points.index]
         starts = np.concatenate(([0], np.flatnonzero(np.diff(points.steps)) + 1, [len(points)]))
         values = points.values.tolist()
-        for lo, hi in zip(starts[:-1].tolist(), starts[1:].tolist()):
-            row: dict[str, Any] = dict(zip(names[lo:hi].tolist(), values[lo:hi]))
+        for lo, hi in zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True):
+            row: dict[str, Any] = dict(zip(names[lo:hi].tolist(), values[lo:hi], strict=True))
             self._log_row(row, int(points.steps[lo]), float(points.times[lo:hi].max()))
 
     def _log_span(self, span: SpanEnded) -> None:
         if span.kind != "epoch":
             return
-        self._log_row({"epoch": int(span.attributes["epoch"])}, int(span.attributes["runtel.step_end"]), span.end_time)
+        self._log_row(
+            {"epoch": int(span.attributes["epoch"])}, int(span.attributes["runtel.step_end"]), span.end_time
+        )
 
     def _log_artifact(self, record: ArtifactLogged) -> None:
         run = self._active()

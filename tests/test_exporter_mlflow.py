@@ -15,12 +15,12 @@ import pytest
 
 pytest.importorskip("mlflow")
 
-from mlflow.tracking import MlflowClient  # noqa: E402
+from mlflow.tracking import MlflowClient
 
-from runtel.errors import MissingExtraError, RuntelError  # noqa: E402
-from runtel.exporters.base import Exporter, ExportResult  # noqa: E402
-from runtel.exporters.mlflow import INF_STORED_AS, MlflowExporter  # noqa: E402
-from runtel.records import (  # noqa: E402
+from runtel.errors import MissingExtraError, RuntelError
+from runtel.exporters.base import Exporter, ExportResult
+from runtel.exporters.mlflow import INF_STORED_AS, MlflowExporter
+from runtel.records import (
     ArtifactLogged,
     FigureLogged,
     HistogramLogged,
@@ -51,7 +51,10 @@ def _png(path: Path, width: int = 3, height: int = 2) -> Path:
     rows = b"".join(b"\x00" + bytes(range(3 * width)) for _ in range(height))
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
     )
     return path
 
@@ -192,7 +195,11 @@ def test_run_has_name_tags_times_and_status(exported: tuple[Stream, str], client
     assert (run.info.start_time, run.info.end_time) == (1_700_000_000_000, 1_700_000_040_000)
     tags = run.data.tags
     assert tags["runtel.run_id"] == "0af7651916cd43dd8448eb211c80319c"
-    assert (tags["runtel.project"], tags["runtel.tags"], tags["runtel.status"]) == ("vision", '["smoke"]', "completed")
+    assert (tags["runtel.project"], tags["runtel.tags"], tags["runtel.status"]) == (
+        "vision",
+        '["smoke"]',
+        "completed",
+    )
 
 
 def test_artifacts_models_figures_and_summary_are_stored(
@@ -227,8 +234,12 @@ def test_histogram_json_is_exact(exported: tuple[Stream, str], client: MlflowCli
     )
 
 
-def test_failed_crashed_and_killed_status_map(tracking: tuple[str, str], tmp_path: Path, client: MlflowClient) -> None:
-    for i, (status, expected) in enumerate([("failed", "FAILED"), ("crashed", "KILLED"), ("killed", "KILLED")]):
+def test_failed_crashed_and_killed_status_map(
+    tracking: tuple[str, str], tmp_path: Path, client: MlflowClient
+) -> None:
+    for i, (status, expected) in enumerate(
+        [("failed", "FAILED"), ("crashed", "KILLED"), ("killed", "KILLED")]
+    ):
         run_id = f"{i:032x}"
         exporter = _exporter(tracking, "status")
         exporter.export([RunStarted(run_id, "r", "p", T0, {}), RunEnded(status, T0 + 1, error="boom")])
@@ -256,13 +267,17 @@ def test_infinity_is_stored_as_the_largest_float(tracking: tuple[str, str], clie
     assert [m.value for m in history] == [INF_STORED_AS, -INF_STORED_AS, 1.0]
 
 
-def test_second_export_of_the_same_run_is_refused(exported: tuple[Stream, str], tracking: tuple[str, str]) -> None:
+def test_second_export_of_the_same_run_is_refused(
+    exported: tuple[Stream, str], tracking: tuple[str, str]
+) -> None:
     stream, _ = exported
     with pytest.raises(RuntelError, match=r"already exported.*force=True"):
         _exporter(tracking, "main").export(stream.records[:1])
 
 
-def test_force_replaces_the_earlier_run(tracking: tuple[str, str], tmp_path: Path, client: MlflowClient) -> None:
+def test_force_replaces_the_earlier_run(
+    tracking: tuple[str, str], tmp_path: Path, client: MlflowClient
+) -> None:
     records = make_stream(tmp_path, run_id="e" * 32).records
     first = _exporter(tracking, "force")
     first.export(records)
@@ -275,7 +290,9 @@ def test_force_replaces_the_earlier_run(tracking: tuple[str, str], tmp_path: Pat
     assert client.get_run(str(first.mlflow_run_id)).info.lifecycle_stage == "deleted"
 
 
-def test_a_retried_batch_adds_nothing(tracking: tuple[str, str], tmp_path: Path, client: MlflowClient) -> None:
+def test_a_retried_batch_adds_nothing(
+    tracking: tuple[str, str], tmp_path: Path, client: MlflowClient
+) -> None:
     stream = make_stream(tmp_path, run_id="d" * 32)
     exporter = _exporter(tracking, "retry")
     batch = stream.records[:3]  # RunStarted, ParamsLogged, MetricPoints

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +14,12 @@ import pytest
 
 pytest.importorskip("neptune")
 
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from runtel.exporters.base import Exporter, ExportResult  # noqa: E402
-from runtel.exporters.neptune import CAPABILITIES, NeptuneExporter  # noqa: E402
-from runtel.records import (  # noqa: E402
+from runtel.errors import MissingExtraError
+from runtel.exporters.base import Exporter, ExportResult
+from runtel.exporters.neptune import CAPABILITIES, NeptuneExporter
+from runtel.records import (
     ArtifactLogged,
     FigureLogged,
     Heartbeat,
@@ -28,7 +31,7 @@ from runtel.records import (  # noqa: E402
     RunStarted,
     SpanEnded,
 )
-from tests.readers.neptune_offline import NeptuneRun, offline_runs, read_run  # noqa: E402
+from tests.readers.neptune_offline import NeptuneRun, offline_runs, read_run
 
 RUN_ID = "0af7651916cd43dd8448eb211c80319c"
 METRICS = ("train/loss", "train/acc", "lr")
@@ -216,3 +219,14 @@ def test_api_token_is_written_nowhere(tmp_path: Path) -> None:
     exporter.export([RunEnded(status="completed", end_time=T0 + 1)])
     leaks = [p for p in tmp_path.rglob("*") if p.is_file() and token.encode() in p.read_bytes()]
     assert leaks == []
+
+
+def test_module_import_leaves_neptune_unimported() -> None:
+    code = "import sys, runtel.exporters.neptune; sys.exit('neptune' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_missing_neptune_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "neptune", None)
+    with pytest.raises(MissingExtraError, match=r"pip install runtel\[neptune\]"):
+        NeptuneExporter()

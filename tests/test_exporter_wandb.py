@@ -5,6 +5,8 @@ from __future__ import annotations
 import glob
 import math
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,11 +16,10 @@ import pytest
 
 pytest.importorskip("wandb")
 
-from tests.readers.wandb_log import WandbLog, read_log  # noqa: E402
-
-from runtel.exporters.base import Exporter, ExportResult  # noqa: E402
-from runtel.exporters.wandb import CAPABILITIES, AlreadyExportedError, WandbExporter  # noqa: E402
-from runtel.records import (  # noqa: E402
+from runtel.errors import MissingExtraError
+from runtel.exporters.base import Exporter, ExportResult
+from runtel.exporters.wandb import CAPABILITIES, AlreadyExportedError, WandbExporter
+from runtel.records import (
     ArtifactLogged,
     Heartbeat,
     HistogramLogged,
@@ -29,6 +30,7 @@ from runtel.records import (  # noqa: E402
     RunStarted,
     SpanEnded,
 )
+from tests.readers.wandb_log import WandbLog, read_log
 
 RUN_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 METRICS = ("train/loss", "train/acc", "lr")
@@ -257,9 +259,9 @@ def test_two_runs_in_one_process_do_not_clash(tmp_path: Path) -> None:
         WandbExporter(mode="offline", dir=str(tmp_path)),
     )
     ids = ["a" * 32, "b" * 32]
-    for exporter, run_id in zip((first, second), ids):
+    for exporter, run_id in zip((first, second), ids, strict=True):
         exporter.export([RunStarted(run_id=run_id, name=run_id[:4], project="p", start_time=0.0, config={})])
-    for exporter, run_id in zip((first, second), ids):
+    for exporter, run_id in zip((first, second), ids, strict=True):
         points = MetricPoints(
             names=("x",),
             index=np.zeros(1, dtype=np.int32),
@@ -273,3 +275,14 @@ def test_two_runs_in_one_process_do_not_clash(tmp_path: Path) -> None:
         log = read_finished_log(tmp_path, run_id)
         assert log.history[3]["x"] == int(run_id[0], 16)
         assert log.exit_code == 0
+
+
+def test_module_import_leaves_wandb_unimported() -> None:
+    code = "import sys, runtel.exporters.wandb; sys.exit('wandb' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_missing_wandb_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    with pytest.raises(MissingExtraError, match=r"pip install runtel\[wandb\]"):
+        WandbExporter()

@@ -309,7 +309,8 @@ def check_artifact_name(name: object) -> list[str]:
     rule = _name_rule(name, parts)
     if rule is not None:
         raise ArtifactError(
-            f"unsafe artifact name {name!r}: {rule}; use a relative name such as 'model.pt' or 'models/best.pt'"
+            f"unsafe artifact name {name!r}: {rule}; "
+            "use a relative name such as 'model.pt' or 'models/best.pt'"
         )
     return parts
 
