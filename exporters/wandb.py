@@ -10,7 +10,13 @@ offline transaction log):
 - ``_timestamp`` in the logged dict is kept as the row's time, so each row carries the
   runtel time of its points (the latest one when several metrics share a step).
   ``_runtime`` is always export wall time; the run's start time cannot be set.
-- NaN and ±inf survive exactly (JSON ``NaN``/``Infinity``); floats round-trip bit-exact.
+- NaN and ±inf in history and summary survive exactly (JSON ``NaN``/``Infinity``);
+  floats round-trip bit-exact. In the config a NaN becomes ``null``.
+- Config keys lose leading and trailing "-" ("-lr-" becomes "lr"); keys starting
+  with "_" are kept but treated as wandb-internal. Re-logged params change the config
+  with ``allow_val_change=True``; nested params are merged key by key.
+- ``run.finish()`` returns before wandb-core closes the transaction log: its last
+  (partial) 32 KiB block reaches the disk when the stream closes a moment later.
 - The run id is the runtel run id. Online, ``resume="never"`` makes the server refuse a
   second export of the same run. Offline, wandb would silently write a second folder
   (``offline-run-...-<id>-1``) that ``wandb sync`` merges into the same run, so this

@@ -1,0 +1,268 @@
+"""Neptune 1.x exporter: replays runtel records into one Neptune run.
+
+Neptune's SaaS closed in March 2026. This exporter targets ``mode="offline"`` (the run
+is written under ``<data_directory>/offline/`` and can be sent later with
+``neptune sync``) and self-hosted Neptune servers, reached through Neptune's own
+settings (``project``, ``api_token`` or ``NEPTUNE_API_TOKEN``, the server named by
+the token).
+
+Layout of the run: ``parameters/...`` (config and params, nested), ``metrics/<name>``
+(float series with runtel's steps and times), ``epoch`` (float series indexed by the
+run's step at each epoch's end), ``artifacts/<name>/v<N>`` and ``models/<name>/v<N>``,
+``figures/<name>`` (image series when stepped), ``histograms/<name>/step_<N>`` (JSON
+files), ``summary/...``, ``runtel/...`` (run id, status, error, times), ``sys/failed``.
+
+Facts this translation relies on (neptune 1.14, checked against its source):
+
+- NaN and ±inf in a float series are skipped by the client with a warning
+  (``FloatSeries.is_unsupported_float_with_warn``); a non-finite float param is not
+  assigned at all (``Float.assign``). Neither reaches the offline log.
+- Series steps must be strictly increasing and timestamps non-decreasing per series;
+  the client does not check (offline logs keep anything), the server rejects the
+  offending points at sync ("X-coordinates (step) must be strictly increasing").
+- Params accept bool, int, float, str (nested dicts become namespaces); lists, tuples
+  and None are dropped with a ``NeptuneUnsupportedType`` warning. Strings longer than
+  16384 characters are truncated (``String.MAX_VALUE_LENGTH``).
+- ``custom_run_id`` (at most 36 characters) is the runtel run id: a self-hosted server
+  resumes the run holding it, so a second export appends to the same run, whose series
+  then reject every repeated step. The offline backend ignores ``custom_run_id``: each
+  export is a new offline run; ``runtel/run_id`` tells them apart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from runtel.errors import MissingExtraError, RuntelError
+from runtel.exporters.base import Capabilities, ExportResult
+from runtel.records import (
+    ArtifactLogged,
+    FigureLogged,
+    Heartbeat,
+    HistogramLogged,
+    MetricPoints,
+    ParamsLogged,
+    Record,
+    RunEnded,
+    RunStarted,
+    SpanEnded,
+)
+
+if TYPE_CHECKING:
+    import neptune as neptune_module
+
+CAPABILITIES = Capabilities(
+    step_rule="strictly_increasing",
+    param_types=(bool, int, float, str, dict),
+    max_param_length=16384,
+    max_key_length=None,
+    # A path is split on "/"; empty segments vanish, so "a//b" and "a/b/" become "a/b".
+    key_pattern=r"^[^/]+(/[^/]+)*$",
+    spans=False,
+    artifacts=True,
+    figures=True,
+    histograms=True,
+)
+
+#: Float series and float params drop NaN and ±inf (client-side, with a warning).
+ACCEPTS_NON_FINITE = False
+#: Per series, timestamps must not decrease (server-side).
+TIME_RULE = "non_decreasing"
+
+#: ``NEPTUNE_DATA_DIRECTORY`` is read from the environment when a run opens its
+#: storage; the lock keeps two exporters from opening runs under each other's setting.
+_ENV_LOCK = threading.Lock()
+
+
+def _import_neptune() -> Any:
+    try:
+        import neptune
+    except ImportError as exc:
+        raise MissingExtraError(
+            "the Neptune exporter needs the neptune package (1.x): pip install runtel[neptune]"
+        ) from exc
+    return neptune
+
+
+class NeptuneExporter:
+    """Writes one runtel run as one Neptune run; the API token stays in memory."""
+
+    name = "neptune"
+    capabilities = CAPABILITIES
+
+    def __init__(
+        self,
+        *,
+        project: str | None = None,
+        mode: str = "offline",
+        api_token: str | None = None,
+        data_directory: str | None = None,
+        **init_kwargs: Any,
+    ) -> None:
+        self._neptune = _import_neptune()
+        self._project = project
+        self._mode = mode
+        self._api_token = api_token
+        self._data_directory = data_directory
+        self._init_kwargs = init_kwargs
+        self._run: neptune_module.Run | None = None
+        self._lock = threading.Lock()
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            RunStarted: self._start,
+            ParamsLogged: self._log_params,
+            MetricPoints: self._log_points,
+            SpanEnded: self._log_span,
+            ArtifactLogged: self._log_artifact,
+            FigureLogged: self._log_figure,
+            HistogramLogged: self._log_histogram,
+            Heartbeat: lambda _record: None,
+            RunEnded: self._end,
+        }
+
+    def export(self, records: Sequence[Record]) -> ExportResult:
+        with self._lock:
+            for record in records:
+                self._handlers[type(record)](record)
+        return ExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Wait until Neptune has processed every operation queued so far."""
+        with self._lock:
+            if self._run is not None:
+                self._run.wait()
+        return True
+
+    def shutdown(self) -> None:
+        """Stop a run that never got its ``RunEnded`` as crashed, so it is not left running."""
+        with self._lock:
+            if self._run is not None:
+                self._run["runtel/status"] = "crashed"
+                self._run["sys/failed"] = True
+                self._run.stop()
+                self._run = None
+
+    @property
+    def run(self) -> neptune_module.Run | None:
+        """The live ``neptune.Run`` between ``RunStarted`` and ``RunEnded``."""
+        return self._run
+
+    def _active(self) -> neptune_module.Run:
+        if self._run is None:
+            raise RuntelError("neptune exporter got a record before RunStarted or after RunEnded")
+        return self._run
+
+    def _start(self, record: RunStarted) -> None:
+        if self._run is not None:
+            raise RuntelError(f"neptune exporter got a second RunStarted ({record.run_id}) in one run")
+        kwargs: dict[str, Any] = {
+            "capture_stdout": False,
+            "capture_stderr": False,
+            "capture_hardware_metrics": False,
+            "capture_traceback": False,
+            "source_files": [],
+            **self._init_kwargs,
+        }
+        if self._api_token is not None:
+            kwargs["api_token"] = self._api_token
+        with _ENV_LOCK:
+            previous = os.environ.get("NEPTUNE_DATA_DIRECTORY")
+            if self._data_directory is not None:
+                os.environ["NEPTUNE_DATA_DIRECTORY"] = self._data_directory
+            try:
+                run = self._neptune.init_run(
+                    project=self._project,
+                    mode=self._mode,
+                    custom_run_id=record.run_id,
+                    name=record.name,
+                    tags=list(record.tags),
+                    **kwargs,
+                )
+            finally:
+                if previous is None:
+                    os.environ.pop("NEPTUNE_DATA_DIRECTORY", None)
+                else:
+                    os.environ["NEPTUNE_DATA_DIRECTORY"] = previous
+        run["runtel/run_id"] = record.run_id
+        run["runtel/project"] = record.project
+        run["runtel/start_time"] = record.start_time
+        if record.config:
+            run["parameters"] = record.config
+        self._run = run
+
+    def _log_params(self, record: ParamsLogged) -> None:
+        """Assigning a dict to a namespace sets each leaf, so earlier params are kept."""
+        self._active()["parameters"] = record.params
+
+    def _log_points(self, points: MetricPoints) -> None:
+        """One ``extend`` per metric and batch: one operation with every point of the series."""
+        run = self._active()
+        for name, positions in points.by_name().items():
+            run[f"metrics/{name}"].extend(
+                points.values[positions].tolist(),
+                steps=points.steps[positions].tolist(),
+                timestamps=points.times[positions].tolist(),
+            )
+
+    def _log_span(self, span: SpanEnded) -> None:
+        if span.kind != "epoch":
+            return
+        self._active()["epoch"].append(
+            int(span.attributes["epoch"]),
+            step=int(span.attributes["runtel.step_end"]),
+            timestamp=span.end_time,
+        )
+
+    def _log_artifact(self, record: ArtifactLogged) -> None:
+        """Files are referenced by path and read at sync: the runtel store keeps them in place."""
+        namespace = "models" if record.kind == "model" else "artifacts"
+        field = self._active()[f"{namespace}/{record.name}/v{record.version}"]
+        if os.path.isdir(record.path):
+            field["files"].upload_files(os.path.join(record.path, "**"))
+        else:
+            field["file"].upload(record.path)
+        field["sha256"] = record.sha256
+        field["size"] = record.size
+        field["time"] = record.time
+
+    def _log_figure(self, record: FigureLogged) -> None:
+        run = self._active()
+        image = self._neptune.types.File(record.path)
+        if record.step is None:
+            run[f"figures/{record.name}"].upload(image)
+        else:
+            run[f"figures/{record.name}"].append(image, step=record.step, timestamp=record.time)
+
+    def _log_histogram(self, record: HistogramLogged) -> None:
+        """Neptune has no histogram type: one JSON file per step, as a person would read it."""
+        content = json.dumps(
+            {
+                "step": record.step,
+                "time": record.time,
+                "bin_edges": record.bin_edges.tolist(),
+                "counts": record.counts.tolist(),
+                "min": record.min,
+                "max": record.max,
+                "mean": record.mean,
+                "std": record.std,
+                "count": record.count,
+            },
+            allow_nan=True,
+        )
+        file = self._neptune.types.File.from_content(content, extension="json")
+        self._active()[f"histograms/{record.name}/step_{record.step}"].upload(file)
+
+    def _end(self, record: RunEnded) -> None:
+        run = self._active()
+        if record.summary:
+            run["summary"] = record.summary
+        run["runtel/status"] = record.status
+        run["runtel/end_time"] = record.end_time
+        if record.error is not None:
+            run["runtel/error"] = record.error
+        run["sys/failed"] = record.status != "completed"
+        run.stop()
+        self._run = None

@@ -1,0 +1,327 @@
+"""Exports a run to TensorBoard event files, one directory per run.
+
+Events are built with tensorboardX's protos and summary helpers and written synchronously
+by its ``EventsWriter`` on the exporter's own worker thread. ``SummaryWriter`` is not used:
+it pickles every event through a ``multiprocessing.Queue``, its ``flush()`` does not drain
+that queue, ``add_scalar`` rewrites tags (``_clean_tag``) and ``add_hparams`` writes into a
+new sub-directory.
+
+Layout of ``<log_dir>/<name>_<id8>/``:
+
+- ``events.out.tfevents.*``: every metric as a scalar (tag = metric name, exact step and wall
+  time, value as float32); epoch spans as the ``epoch`` scalar; figures as images
+  ``figures/<name>`` (the PNG bytes unchanged); histograms ``histograms/<name>``; text
+  ``params``, ``artifacts``, ``summary`` and ``error``; at the end the hparams session
+  (``_hparams_/*``) with every param, every scalar tag as a metric, and the run's status;
+- ``artifacts/[models/]<name>/v<version>/<file>``: copies of the logged artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from runtel.errors import ArtifactError, MissingExtraError, RuntelError
+from runtel.exporters.base import Capabilities, ExportResult
+from runtel.records import (
+    ArtifactLogged,
+    FigureLogged,
+    HistogramLogged,
+    MetricPoints,
+    ParamsLogged,
+    Record,
+    RunEnded,
+    RunStarted,
+    SpanEnded,
+    flatten_params,
+)
+
+if TYPE_CHECKING:
+    from tensorboardX.event_file_writer import EventsWriter
+    from tensorboardX.proto.event_pb2 import Event
+    from tensorboardX.proto.summary_pb2 import Summary
+
+CAPABILITIES = Capabilities(
+    # TensorBoard's data server (the default loader) keeps, per tag, only points whose step is
+    # above every earlier one: a point at step s evicts all earlier points at steps >= s
+    # (tensorboard/data/server/reservoir.rs, "Preemption").
+    step_rule="strictly_increasing",
+    # The hparams plugin holds only these (tensorboardX.summary.hparams: str, bool, int/float).
+    param_types=(bool, int, float, str),
+)
+
+#: Not yet a ``Capabilities`` field: scalar values reach TensorBoard as float32. The data server
+#: turns only ``simple_value`` and DT_FLOAT tensors into scalars and drops DT_DOUBLE ones
+#: (tensorboard/data/server/data_compat.rs, ``tensor_proto_to_scalar``). NaN and +/-inf are kept;
+#: finite values beyond float32's range become +/-inf.
+METRIC_VALUE_DTYPE = "float32"
+
+_HPARAMS_STATUS = {
+    "completed": "STATUS_SUCCESS",
+    "failed": "STATUS_FAILURE",
+    "crashed": "STATUS_ABORTED",
+    "killed": "STATUS_ABORTED",
+}
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: PNG colour type -> channels, as ``Summary.Image.colorspace`` counts them.
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
+
+
+class TensorBoardExporter:
+    """Writes each runtel run into ``<log_dir>/<name>_<id8>``.
+
+    A run directory that already holds event files is refused with :class:`RuntelError`,
+    since a second export would duplicate every point; ``force=True`` deletes that run
+    directory first. Events are fsynced at most every ``flush_secs`` seconds, and always at
+    ``force_flush``, at the end of the run and at ``shutdown``.
+    """
+
+    name = "tensorboard"
+    capabilities = CAPABILITIES
+
+    def __init__(self, log_dir: str = "./runs", *, flush_secs: int = 1, force: bool = False) -> None:
+        try:
+            import tensorboardX  # noqa: F401
+        except ImportError as exc:
+            raise MissingExtraError(
+                "the TensorBoard exporter needs tensorboardX: pip install runtel[tensorboard]"
+            ) from exc
+        self._log_dir = log_dir
+        self._flush_secs = flush_secs
+        self._force = force
+        self._run_id: str | None = None
+        self._run_dir: str | None = None
+        self._writer: EventsWriter | None = None
+        self._last_flush = 0.0
+        self._params: dict[str, Any] = {}
+        self._artifact_rows: dict[tuple[str, int], str] = {}
+        self._scalar_tags: set[str] = set()
+        self._is_shutdown = False
+
+    @property
+    def run_dir(self) -> str | None:
+        """The directory of the current run (``None`` before ``RunStarted``)."""
+        return self._run_dir
+
+    def export(self, records: Sequence[Record]) -> ExportResult:
+        """Write a batch. Events are built first and written together at the end, so a batch
+        that fails (e.g. a missing artifact file) writes nothing and can simply be retried.
+        """
+        if self._is_shutdown:
+            return ExportResult.FAILURE
+        events: list[Event] = []
+        ended: RunEnded | None = None
+        for record in records:
+            if isinstance(record, MetricPoints):
+                events.extend(self._scalars(record))
+            elif isinstance(record, ParamsLogged):
+                events.append(self._params_text(record.params, record.time))
+            elif isinstance(record, SpanEnded):
+                if record.kind == "epoch":
+                    attributes = record.attributes
+                    step = int(attributes["runtel.step_end"])
+                    events.append(self._scalar("epoch", step, record.end_time, float(attributes["epoch"])))
+            elif isinstance(record, RunStarted):
+                self._start(record)
+                events.append(self._params_text(record.config, record.start_time))
+            elif isinstance(record, ArtifactLogged):
+                events.append(self._artifact(record))
+            elif isinstance(record, FigureLogged):
+                events.append(self._figure(record))
+            elif isinstance(record, HistogramLogged):
+                events.append(self._histogram(record))
+            elif isinstance(record, RunEnded):
+                events.extend(self._end(record))
+                ended = record
+        if events:
+            writer = self._open_writer()
+            for event in events:
+                writer.write_event(event)
+            if ended is not None or time.monotonic() - self._last_flush >= self._flush_secs:
+                self._flush()
+        if ended is not None:
+            self._close()
+        return ExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Write what is buffered to disk (fsync); TensorBoard sees it at its next reload."""
+        self._flush()
+        return True
+
+    def shutdown(self) -> None:
+        self._close()
+        self._is_shutdown = True
+
+    def _start(self, record: RunStarted) -> None:
+        if record.run_id == self._run_id:
+            return  # The same batch again after a failure: the run directory is already ours.
+        self._close()
+        run_dir = os.path.join(self._log_dir, f"{record.name}_{record.run_id[:8]}")
+        if os.path.isdir(run_dir) and any(f.startswith("events.out.tfevents.") for f in os.listdir(run_dir)):
+            if not self._force:
+                raise RuntelError(
+                    f"run {record.run_id} was already exported to TensorBoard in {run_dir}; "
+                    "pass TensorBoardExporter(..., force=True) to replace it"
+                )
+            shutil.rmtree(run_dir)
+        self._run_id, self._run_dir = record.run_id, run_dir
+        self._params, self._artifact_rows, self._scalar_tags = {}, {}, set()
+
+    def _open_writer(self) -> EventsWriter:
+        if self._writer is None:
+            from tensorboardX.event_file_writer import EventsWriter
+
+            os.makedirs(self._directory(), exist_ok=True)
+            self._writer = EventsWriter(os.path.join(self._directory(), "events"))
+        return self._writer
+
+    def _directory(self) -> str:
+        if self._run_dir is None:
+            raise RuntelError(
+                "the TensorBoard exporter got a record before RunStarted; records must start a run"
+            )
+        return self._run_dir
+
+    def _flush(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+        self._last_flush = time.monotonic()
+
+    def _close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    @staticmethod
+    def _event(summary: Summary, step: int, wall_time: float) -> Event:
+        from tensorboardX.proto.event_pb2 import Event
+
+        return Event(wall_time=wall_time, step=step, summary=summary)
+
+    def _scalar(self, tag: str, step: int, wall_time: float, value: float) -> Event:
+        from tensorboardX.proto.summary_pb2 import Summary
+
+        self._scalar_tags.add(tag)
+        return self._event(Summary(value=[Summary.Value(tag=tag, simple_value=value)]), step, wall_time)
+
+    def _scalars(self, points: MetricPoints) -> list[Event]:
+        events: list[Event] = []
+        for name, positions in points.by_name().items():
+            steps = points.steps[positions].tolist()
+            times = points.times[positions].tolist()
+            values = points.values[positions].tolist()
+            events.extend(self._scalar(name, s, t, v) for s, t, v in zip(steps, times, values, strict=True))
+        return events
+
+    def _text(self, tag: str, text: str, wall_time: float) -> Event:
+        from tensorboardX.summary import text as text_summary
+
+        return self._event(text_summary(tag, text), 0, wall_time)
+
+    def _params_text(self, params: dict[str, Any], wall_time: float) -> Event:
+        """The table of every param so far, at step 0, so the text plugin shows the full set."""
+        self._params.update(flatten_params(params))
+        rows = [f"| {_cell(key)} | {_cell(repr(value))} |" for key, value in self._params.items()]
+        return self._text("params", "\n".join(["| param | value |", "|---|---|", *rows]), wall_time)
+
+    def _artifact(self, record: ArtifactLogged) -> Event:
+        prefix = "models/" if record.kind == "model" else ""
+        relative = os.path.join("artifacts", f"{prefix}{record.name}", f"v{record.version}")
+        target = os.path.join(self._directory(), relative)
+        if os.path.isdir(record.path):
+            shutil.copytree(record.path, target, dirs_exist_ok=True)
+        else:
+            os.makedirs(target, exist_ok=True)
+            shutil.copy2(record.path, target)
+            relative = os.path.join(relative, os.path.basename(record.path))
+        self._artifact_rows[record.name, record.version] = (
+            f"| {_cell(record.name)} | {record.version} | {record.kind} | {record.size} "
+            f"| {record.sha256} | {_cell(relative)} |"
+        )
+        header = ["| name | version | kind | bytes | sha256 | path |", "|---|---|---|---|---|---|"]
+        return self._text("artifacts", "\n".join([*header, *self._artifact_rows.values()]), record.time)
+
+    def _figure(self, record: FigureLogged) -> Event:
+        """The PNG as written, without decoding: width, height and channels come from its header."""
+        from tensorboardX.proto.summary_pb2 import Summary
+
+        with open(record.path, "rb") as file:
+            png = file.read()
+        if png[:8] != _PNG_SIGNATURE or png[12:16] != b"IHDR":
+            raise ArtifactError(f"figure {record.name!r}: {record.path} is not a PNG file")
+        image = Summary.Image(
+            width=int.from_bytes(png[16:20], "big"),
+            height=int.from_bytes(png[20:24], "big"),
+            colorspace=_PNG_CHANNELS.get(png[25], 3),
+            encoded_image_string=png,
+        )
+        summary = Summary(value=[Summary.Value(tag=f"figures/{record.name}", image=image)])
+        return self._event(summary, record.step if record.step is not None else 0, record.time)
+
+    def _histogram(self, record: HistogramLogged) -> Event:
+        """Bucket right edges and counts as given; ``sum``/``sum_squares`` follow from mean and std."""
+        from tensorboardX.summary import histogram_raw
+
+        summary = histogram_raw(
+            f"histograms/{record.name}",
+            min=record.min,
+            max=record.max,
+            num=record.count,
+            sum=record.mean * record.count,
+            sum_squares=record.count * (record.std**2 + record.mean**2),
+            bucket_limits=record.bin_edges[1:].tolist(),
+            bucket_counts=record.counts.tolist(),
+        )
+        return self._event(summary, record.step, record.time)
+
+    def _end(self, record: RunEnded) -> list[Event]:
+        events = [self._event(summary, 0, record.end_time) for summary in self._hparams(record)]
+        if record.summary:
+            text = "```json\n" + json.dumps(record.summary, indent=2, default=str) + "\n```"
+            events.append(self._text("summary", text, record.end_time))
+        if record.error:
+            events.append(self._text("error", "```\n" + record.error + "\n```", record.end_time))
+        return events
+
+    def _hparams(self, record: RunEnded) -> list[Summary]:
+        """The hparams session in the run's own directory, with the run's real end status."""
+        from tensorboardX.proto.api_pb2 import Status
+        from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData, SessionEndInfo
+        from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
+        from tensorboardX.proto.tensor_pb2 import TensorProto
+        from tensorboardX.proto.tensor_shape_pb2 import TensorShapeProto
+        from tensorboardX.summary import hparams
+
+        experiment, start, _ = hparams(self._params, dict.fromkeys(sorted(self._scalar_tags), 0.0))
+        end_info = SessionEndInfo(
+            status=Status.Value(_HPARAMS_STATUS[record.status]), end_time_secs=record.end_time
+        )
+        plugin_data = SummaryMetadata.PluginData(
+            plugin_name="hparams", content=HParamsPluginData(session_end_info=end_info).SerializeToString()
+        )
+        end = Summary(
+            value=[
+                Summary.Value(
+                    tag="_hparams_/session_end_info", metadata=SummaryMetadata(plugin_data=plugin_data)
+                )
+            ]
+        )
+        # TensorBoard's own hparams writer attaches an empty float tensor (metadata.NULL_TENSOR) so
+        # that loaders which expect a value on every summary keep these metadata-only ones.
+        empty = TensorProto(
+            dtype="DT_FLOAT", tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=0)])
+        )
+        summaries = [experiment, start, end]
+        for summary in summaries:
+            summary.value[0].tensor.CopyFrom(empty)
+        return summaries
+
+
+def _cell(text: str) -> str:
+    """Text safe inside one markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
