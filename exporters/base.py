@@ -27,15 +27,32 @@ class ExportResult(enum.Enum):
     FAILURE = "failure"
 
 
+NonFinite = Literal["exact", "clamp", "drop"]
+
+
 @dataclass(frozen=True, slots=True)
 class Capabilities:
-    """What a backend accepts, read by the SDK's adaptation step."""
+    """What a backend can hold; the SDK's adaptation step (``runtel._adapt``) fits records to it.
+
+    Step and time rules apply per metric series; ``run_step_rule`` applies to the steps of all
+    series together in logging order (W&B's single step counter). ``non_finite_values``: NaN and
+    ±inf kept (``exact``), ±inf replaced by ±max float (``clamp``), or refused (``drop``).
+    ``key_pattern`` is a regular expression a valid metric or parameter key must match in full;
+    ``max_param_length`` counts characters of the value's string form.
+    """
 
     step_rule: StepRule = "any"
+    run_step_rule: StepRule = "any"
+    time_rule: StepRule = "any"
+    non_finite_values: NonFinite = "exact"
+    value_dtype: Literal["float64", "float32"] = "float64"
     param_types: tuple[type, ...] = (bool, int, float, str, list, dict, type(None))
+    non_finite_params: bool = True
+    params_immutable: bool = False
     max_param_length: int | None = None
     max_key_length: int | None = None
     key_pattern: str | None = None
+    max_histogram_bins: int | None = None
     spans: bool = True
     artifacts: bool = True
     figures: bool = True

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -54,25 +53,20 @@ KEY_PATTERN = r"(?!\.\.)(?!(?:.*/)?\.\.?(?:/|$))[\w.\- :]+(?:/[\w.\- :]+)*"
 
 CAPABILITIES = Capabilities(
     step_rule="any",
+    # MLflow's SQL stores keep NaN (an ``is_nan`` column) but store +/-inf as +/-max float64
+    # (``SqlAlchemyStore.sanitize_metric_value``) and read that finite number back.
+    non_finite_values="clamp",
     # Params are strings in MLflow; the exporter writes ``str(value)``, as ``mlflow.log_params`` does.
     param_types=(bool, int, float, str, list, dict, type(None)),
+    # A param, once logged, cannot change value ("Changing param values is not allowed").
+    params_immutable=True,
     max_param_length=6000,  # MAX_PARAM_VAL_LENGTH, mlflow/utils/validation.py; longer is cut by MLflow.
     max_key_length=250,  # MAX_ENTITY_KEY_LENGTH (metric names, param and tag keys).
     key_pattern=KEY_PATTERN,
 )
 
-#: Not yet a ``Capabilities`` field: MLflow's SQL stores keep NaN exactly (an ``is_nan`` column)
-#: but store +inf/-inf as +/-``sys.float_info.max`` (``SqlAlchemyStore.sanitize_metric_value``),
-#: and read them back as that finite number.
-INF_STORED_AS = sys.float_info.max
-#: Not yet a ``Capabilities`` field: metric timestamps are whole milliseconds (int64).
-TIME_RESOLUTION_S = 1e-3
-#: Not yet a ``Capabilities`` field: two points of one metric with the same step, millisecond and
-#: value are one row (the metrics table's primary key); the second is dropped by MLflow.
-DEDUPLICATES_IDENTICAL_POINTS = True
-#: Not yet a ``Capabilities`` field: a param, once logged, cannot change value in an MLflow run
-#: ("Changing param values is not allowed").
-PARAMS_IMMUTABLE = True
+# Metric timestamps are whole milliseconds (int64); two points of one metric with the same step,
+# millisecond and value are one row (the metrics table's primary key).
 
 #: ``log_batch`` limits (mlflow/utils/validation.py: MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH);
 #: each chunk also stays under MAX_BATCH_LOG_REQUEST_SIZE (1 MB) for a REST server.

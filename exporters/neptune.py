@@ -57,21 +57,17 @@ if TYPE_CHECKING:
 
 CAPABILITIES = Capabilities(
     step_rule="strictly_increasing",
+    # Per series, timestamps must not decrease (server-side, "Timestamp must be non-decreasing").
+    time_rule="non_decreasing",
+    # Float series and float params drop NaN and +/-inf (client-side, with a warning).
+    non_finite_values="drop",
+    non_finite_params=False,
     param_types=(bool, int, float, str, dict),
     max_param_length=16384,
-    max_key_length=None,
     # A path is split on "/"; empty segments vanish, so "a//b" and "a/b/" become "a/b".
     key_pattern=r"^[^/]+(/[^/]+)*$",
     spans=False,
-    artifacts=True,
-    figures=True,
-    histograms=True,
 )
-
-#: Float series and float params drop NaN and ±inf (client-side, with a warning).
-ACCEPTS_NON_FINITE = False
-#: Per series, timestamps must not decrease (server-side).
-TIME_RULE = "non_decreasing"
 
 #: ``NEPTUNE_DATA_DIRECTORY`` is read from the environment when a run opens its
 #: storage; the lock keeps two exporters from opening runs under each other's setting.

@@ -50,15 +50,13 @@ CAPABILITIES = Capabilities(
     # above every earlier one: a point at step s evicts all earlier points at steps >= s
     # (tensorboard/data/server/reservoir.rs, "Preemption").
     step_rule="strictly_increasing",
+    # Scalars reach TensorBoard as float32: the data server turns only ``simple_value`` and
+    # DT_FLOAT tensors into scalars and drops DT_DOUBLE ones (data_compat.rs,
+    # ``tensor_proto_to_scalar``). NaN and +/-inf are kept.
+    value_dtype="float32",
     # The hparams plugin holds only these (tensorboardX.summary.hparams: str, bool, int/float).
     param_types=(bool, int, float, str),
 )
-
-#: Not yet a ``Capabilities`` field: scalar values reach TensorBoard as float32. The data server
-#: turns only ``simple_value`` and DT_FLOAT tensors into scalars and drops DT_DOUBLE ones
-#: (tensorboard/data/server/data_compat.rs, ``tensor_proto_to_scalar``). NaN and +/-inf are kept;
-#: finite values beyond float32's range become +/-inf.
-METRIC_VALUE_DTYPE = "float32"
 
 _HPARAMS_STATUS = {
     "completed": "STATUS_SUCCESS",

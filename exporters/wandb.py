@@ -52,26 +52,22 @@ from runtel.records import (
 if TYPE_CHECKING:
     import wandb as wandb_module
 
-#: Per series, a (metric, step) pair is kept once (a second value overwrites the first),
-#: so each series must be strictly increasing; see ``RUN_STEP_RULE`` for the run-wide rule.
 CAPABILITIES = Capabilities(
+    # Per series a (metric, step) pair is kept once (a second value overwrites the first), and
+    # W&B has one step counter per run: a step below the current one is dropped with only a
+    # debug-log warning ("ignoring partial history record").
     step_rule="strictly_increasing",
+    run_step_rule="non_decreasing",
     param_types=(bool, int, float, str, list, dict, type(None)),
-    max_param_length=None,
-    max_key_length=None,
+    # NaN in the config becomes null.
+    non_finite_params=False,
     # Top-level config keys lose leading/trailing "-" (wandb_config._sanitize) and keys
     # starting with "_" are wandb-internal (hidden from run.config.keys()).
     key_pattern=r"^(?![_-])(?!.*-$).+$",
+    max_histogram_bins=512,  # wandb.Histogram raises above this.
     spans=False,
-    artifacts=True,
-    figures=True,
-    histograms=True,
 )
 
-#: Across all series, steps must not decrease in logging order: W&B has one step per run.
-RUN_STEP_RULE = "non_decreasing"
-#: ``wandb.Histogram`` raises above this many bins.
-MAX_HISTOGRAM_BINS = 512
 #: ``wandb.Artifact`` names: at most 128 characters, no "/".
 MAX_ARTIFACT_NAME_LENGTH = 128
 ARTIFACT_NAME_PATTERN = r"^[^/]{1,128}$"

@@ -14,8 +14,10 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from runtel._adapt import Adapter
 from runtel.exporters.base import Exporter, ExportResult
 from runtel.records import MetricPoints, Record
 
@@ -35,6 +37,7 @@ class ExporterReport:
     records_undelivered: int = 0
     points_undelivered: int = 0
     retries: int = 0
+    adaptations: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {key: value for key, value in self.__dict__.items() if value is not None}
@@ -47,6 +50,7 @@ class _Worker:
     critical: bool
     retries: int
     report: ExporterReport
+    adapter: Adapter | None
     thread: threading.Thread = field(init=False)
 
     def start(self) -> None:
@@ -63,6 +67,14 @@ class _Worker:
             if self.report.status == "failed":
                 self._count_undelivered(batch)
                 continue
+            if self.adapter is not None:
+                try:
+                    batch = self.adapter.adapt(batch)
+                except Exception as exc:
+                    logger.exception("runtel: adapting records for %r failed", self.report.name)
+                    self.mark_failed(f"adaptation failed: {type(exc).__name__}: {exc}")
+                    self._count_undelivered(batch)
+                    continue
             self._export_with_retries(batch)
         try:
             self.exporter.shutdown()
@@ -120,18 +132,25 @@ class Dispatcher:
         queue_size: int,
         block_timeout: float,
         retries: int,
+        scratch_dir: Path,
     ) -> None:
         self._block_timeout = block_timeout
-        self._workers = [
-            _Worker(
-                exporter=exporter,
-                queue=queue.Queue(maxsize=0 if index == 0 else queue_size),
-                critical=index == 0,
-                retries=retries,
-                report=ExporterReport(name=getattr(exporter, "name", type(exporter).__name__)),
+        self._workers = []
+        for index, exporter in enumerate(exporters):
+            name = getattr(exporter, "name", type(exporter).__name__)
+            capabilities = getattr(exporter, "capabilities", None)
+            self._workers.append(
+                _Worker(
+                    exporter=exporter,
+                    queue=queue.Queue(maxsize=0 if index == 0 else queue_size),
+                    critical=index == 0,
+                    retries=retries,
+                    report=ExporterReport(name=name),
+                    adapter=None
+                    if index == 0 or capabilities is None
+                    else Adapter(name, capabilities, scratch_dir / name),
+                )
             )
-            for index, exporter in enumerate(exporters)
-        ]
         for worker in self._workers:
             worker.start()
 
@@ -165,4 +184,7 @@ class Dispatcher:
                 worker.mark_failed(f"did not finish within {timeout}s of finish(); abandoned")
                 worker.report.records_undelivered += worker.queue.qsize()
         self._workers[0].thread.join()
+        for worker in self._workers:
+            if worker.adapter is not None:
+                worker.report.adaptations = worker.adapter.report()
         return [worker.report for worker in self._workers]

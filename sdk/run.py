@@ -153,6 +153,7 @@ class Run:
             queue_size=settings.queue_size,
             block_timeout=settings.queue_block_timeout,
             retries=settings.export_retries,
+            scratch_dir=self.dir / "adapted",
         )
         self._dispatcher.submit([started], include_critical=False)
         if config:

@@ -11,6 +11,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+
 from runtel.errors import ArtifactError, ChecksumMismatchError
 from runtel.store.artifacts import ArtifactStore, ArtifactVersion
 

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from runtel.errors import MissingExtraError, RuntelError
 from runtel.exporters.base import Exporter, ExportResult
-from runtel.exporters.mlflow import INF_STORED_AS, MlflowExporter
+from runtel.exporters.mlflow import MlflowExporter
 from runtel.records import (
     ArtifactLogged,
     FigureLogged,
@@ -264,7 +264,7 @@ def test_infinity_is_stored_as_the_largest_float(tracking: tuple[str, str], clie
     exporter.export([RunStarted("f" * 32, "r", "p", T0, {}), points])
     assert exporter.mlflow_run_id is not None
     history = client.get_metric_history(exporter.mlflow_run_id, "x")
-    assert [m.value for m in history] == [INF_STORED_AS, -INF_STORED_AS, 1.0]
+    assert [m.value for m in history] == [sys.float_info.max, -sys.float_info.max, 1.0]
 
 
 def test_second_export_of_the_same_run_is_refused(

@@ -1,0 +1,255 @@
+"""Metric plots drawn with matplotlib's object API (no pyplot): safe on a worker thread, nothing leaks.
+
+Every series is drawn from at most a few thousand points picked by :func:`minmax_downsample`, so a
+1,000,000-point series renders in well under a second and a single spike still shows. Figures are
+``matplotlib.figure.Figure`` objects attached to an Agg canvas whatever the user's backend is, and are
+not registered with pyplot: save them with ``fig.savefig(...)``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+from runtel.errors import MissingExtraError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+FloatArray: TypeAlias = npt.NDArray[np.float64]
+#: ``{name: [{"step": s, "value": v, ...}, ...]}`` (the seed's shape) or ``{name: (steps, values)}``.
+MetricsHistory: TypeAlias = Mapping[str, Any]
+
+#: Points kept per series when drawing: two per bucket, about one bucket per horizontal pixel.
+DEFAULT_BUCKETS = 1500
+_DPI = 100
+_HIST_BINS = 50
+_ANNOTATE_UP_TO = 12
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def require_matplotlib() -> None:
+    """Raise ``MissingExtraError`` with the fix before any plotting work starts."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise MissingExtraError("plotting needs matplotlib: pip install runtel[viz]")
+
+
+def minmax_downsample(
+    x: npt.ArrayLike, y: npt.ArrayLike, buckets: int = DEFAULT_BUCKETS
+) -> tuple[FloatArray, FloatArray]:
+    """At most ``2 * buckets + 2`` points of ``(x, y)`` that draw the same line at that width.
+
+    The points between the first and the last are cut into ``buckets`` consecutive runs; each run
+    keeps its minimum and its maximum, in their original order, and the first and last points are
+    always kept, so no spike disappears. NaN is never picked over a number (an all-NaN run keeps a
+    NaN, which draws as a gap).
+    """
+    xs = np.asarray(x, dtype=np.float64)
+    ys = np.asarray(y, dtype=np.float64)
+    n = ys.size
+    if n <= 2 * buckets + 2:
+        return xs, ys
+    inner = ys[1:-1]
+    size = inner.size // buckets
+    starts = np.arange(buckets) * size
+    picked = [*_extremes(inner[: size * buckets].reshape(buckets, size), starts)]
+    if inner.size > size * buckets:
+        picked.extend(_extremes(inner[size * buckets :].reshape(1, -1), np.array([size * buckets])))
+    chosen = np.unique(np.concatenate([[-1, inner.size], *picked])) + 1
+    return xs[chosen], ys[chosen]
+
+
+def _extremes(rows: FloatArray, starts: npt.NDArray[np.int64]) -> tuple[Any, Any]:
+    """Positions of each row's minimum and maximum (NaN loses to any number; an all-NaN row gives 0)."""
+    nan = np.isnan(rows)
+    return (
+        np.argmin(np.where(nan, np.inf, rows), axis=1) + starts,
+        np.argmax(np.where(nan, -np.inf, rows), axis=1) + starts,
+    )
+
+
+def as_arrays(metrics_history: MetricsHistory) -> dict[str, tuple[FloatArray, FloatArray]]:
+    """``{name: (steps, values)}`` float arrays from either accepted shape of ``metrics_history``."""
+    out: dict[str, tuple[FloatArray, FloatArray]] = {}
+    for name, series in metrics_history.items():
+        if isinstance(series, tuple) and len(series) == 2:
+            steps, values = series
+        else:
+            points: Sequence[Mapping[str, Any]] = series
+            steps = [point["step"] for point in points]
+            values = [point["value"] for point in points]
+        out[str(name)] = (np.asarray(steps, dtype=np.float64), np.asarray(values, dtype=np.float64))
+    return out
+
+
+def plot_names(metric_names: Sequence[str]) -> dict[str, str]:
+    """A distinct file-safe stem per metric name (``train/loss`` -> ``train-loss``; clashes get ``-2``)."""
+    stems: dict[str, str] = {}
+    used: set[str] = set()
+    for name in metric_names:
+        base = _UNSAFE.sub("-", name).strip("-.")[:80] or "metric"
+        stem, count = base, 1
+        while stem in used:
+            count += 1
+            stem = f"{base}-{count}"
+        used.add(stem)
+        stems[name] = stem
+    return stems
+
+
+class MetricVisualizer:
+    """Builds the figures of a run's metrics; :meth:`save_plots` writes them as PNGs."""
+
+    @staticmethod
+    def create_metric_plots(
+        metrics_history: MetricsHistory, figsize: tuple[float, float] = (15, 10)
+    ) -> dict[str, Figure]:
+        """``{"metric_<name>": Figure, ..., "all_metrics_combined": Figure}`` (empty without metrics).
+
+        One figure per metric, then a grid with every metric in its own panel at ``figsize``.
+        """
+        series = as_arrays(metrics_history)
+        if not series:
+            return {}
+        stems = plot_names(list(series))
+        width = min(figsize[0], 10.0)
+        figures: dict[str, Figure] = {}
+        for name, (steps, values) in series.items():
+            figure = _new_figure((width, width * 0.55))
+            _draw_line(figure.add_subplot(), name, steps, values, int(width * _DPI))
+            figures[f"metric_{stems[name]}"] = figure
+        combined = _new_figure(figsize)
+        rows, cols = _grid(len(series))
+        for position, (name, (steps, values)) in enumerate(series.items(), start=1):
+            _draw_line(
+                combined.add_subplot(rows, cols, position), name, steps, values, int(figsize[0] * _DPI / cols)
+            )
+        combined.suptitle("All metrics")
+        figures["all_metrics_combined"] = combined
+        return figures
+
+    @staticmethod
+    def create_distribution_plots(
+        metrics_history: MetricsHistory, figsize: tuple[float, float] = (15, 10)
+    ) -> dict[str, Figure]:
+        """``{"all_metrics_distributions": Figure}`` (a histogram per metric, finite values only),
+        plus ``"all_metrics_correlation"`` (Pearson over shared steps) when there are two or more metrics.
+        """
+        series = as_arrays(metrics_history)
+        if not series:
+            return {}
+        figures: dict[str, Figure] = {}
+        histograms = _new_figure(figsize)
+        rows, cols = _grid(len(series))
+        for position, (name, (_, values)) in enumerate(series.items(), start=1):
+            axes = histograms.add_subplot(rows, cols, position)
+            finite = values[np.isfinite(values)]
+            if finite.size:
+                counts, edges = np.histogram(finite, bins=_HIST_BINS)
+                axes.stairs(counts, edges, fill=True, alpha=0.7)
+            axes.set_title(name, fontsize=9)
+        histograms.suptitle("Distributions")
+        figures["all_metrics_distributions"] = histograms
+        if len(series) >= 2:
+            figures["all_metrics_correlation"] = _correlation_figure(series, figsize)
+        return figures
+
+    @staticmethod
+    def save_plots(
+        metrics_history: MetricsHistory, directory: str | Path, prefix: str = ""
+    ) -> dict[str, Path]:
+        """Write every figure above as ``<directory>/<prefix><plot name>.png``; returns name -> path."""
+        target = Path(directory)
+        target.mkdir(parents=True, exist_ok=True)
+        series = as_arrays(metrics_history)
+        figures = {
+            **MetricVisualizer.create_metric_plots(series),
+            **MetricVisualizer.create_distribution_plots(series),
+        }
+        saved: dict[str, Path] = {}
+        for name, figure in figures.items():
+            path = target / f"{prefix}{name}.png"
+            figure.savefig(path, dpi=_DPI)
+            saved[f"{prefix}{name}"] = path
+        return saved
+
+
+def _new_figure(figsize: tuple[float, float]) -> Figure:
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=figsize, dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _grid(count: int) -> tuple[int, int]:
+    cols = math.ceil(math.sqrt(count))
+    return math.ceil(count / cols), cols
+
+
+def _draw_line(axes: Any, name: str, steps: FloatArray, values: FloatArray, pixels: int) -> None:
+    """The downsampled series; ±inf becomes a gap like NaN (an axis cannot reach infinity)."""
+    x, y = minmax_downsample(steps, np.where(np.isinf(values), np.nan, values), max(pixels, 100))
+    axes.plot(x, y, linewidth=1.0, marker="o" if y.size <= 50 else None, markersize=3)
+    axes.set_title(name, fontsize=10)
+    axes.set_xlabel("step")
+    axes.grid(alpha=0.3)
+
+
+def _correlation_figure(
+    series: dict[str, tuple[FloatArray, FloatArray]], figsize: tuple[float, float]
+) -> Figure:
+    names = list(series)
+    last = {name: _last_per_step(*series[name]) for name in names}
+    matrix = np.full((len(names), len(names)), np.nan)
+    for i, first in enumerate(names):
+        for j in range(i, len(names)):
+            matrix[i, j] = matrix[j, i] = _pearson(last[first], last[names[j]])
+    side = min(min(figsize), 4.0 + 0.5 * len(names))
+    figure = _new_figure((side + 1.5, side))
+    axes = figure.add_subplot()
+    image = axes.imshow(np.ma.masked_invalid(matrix), cmap="RdBu_r", vmin=-1.0, vmax=1.0)
+    axes.set_xticks(range(len(names)), labels=names, rotation=45, ha="right", fontsize=8)
+    axes.set_yticks(range(len(names)), labels=names, fontsize=8)
+    if len(names) <= _ANNOTATE_UP_TO:
+        for (i, j), value in np.ndenumerate(matrix):
+            text, color = ("n/a", "black") if math.isnan(value) else (f"{value:.2f}", _ink(value))
+            axes.text(j, i, text, ha="center", va="center", fontsize=8, color=color)
+    figure.colorbar(image, ax=axes)
+    axes.set_title("Metric correlation (shared steps)")
+    return figure
+
+
+def _ink(correlation: float) -> str:
+    """Label colour readable on the cell's colour (dark cells at strong correlations)."""
+    return "white" if abs(correlation) > 0.6 else "black"
+
+
+def _last_per_step(steps: FloatArray, values: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Steps in ascending order with the last value logged at each (a re-logged step counts once)."""
+    reversed_steps = steps[::-1]
+    unique, first_from_end = np.unique(reversed_steps, return_index=True)
+    return unique, values[::-1][first_from_end]
+
+
+def _pearson(a: tuple[FloatArray, FloatArray], b: tuple[FloatArray, FloatArray]) -> float:
+    """Correlation over the steps both series have finite values at; NaN with fewer than 2 or no spread."""
+    _, in_a, in_b = np.intersect1d(a[0], b[0], assume_unique=True, return_indices=True)
+    x, y = a[1][in_a], b[1][in_b]
+    keep = np.isfinite(x) & np.isfinite(y)
+    if keep.sum() < 2:
+        return math.nan
+    x, y = x[keep] - x[keep].mean(), y[keep] - y[keep].mean()
+    denominator = math.sqrt(float(np.dot(x, x)) * float(np.dot(y, y)))
+    if denominator == 0.0:
+        return math.nan
+    return float(np.clip(np.dot(x, y) / denominator, -1.0, 1.0))

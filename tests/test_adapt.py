@@ -1,0 +1,135 @@
+"""The shared adaptation step: every change a backend forces is made in one place and reported."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from runtel._adapt import Adapter
+from runtel.exporters.base import Capabilities
+from runtel.records import ArtifactLogged, HistogramLogged, MetricPoints, ParamsLogged
+
+
+def points(names: tuple[str, ...], index: list[int], steps: list[int], values: list[float]) -> MetricPoints:
+    n = len(index)
+    return MetricPoints(
+        names=names,
+        index=np.asarray(index, dtype=np.int32),
+        steps=np.asarray(steps, dtype=np.int64),
+        times=np.arange(n, dtype=np.float64) + 1000.0,
+        values=np.asarray(values, dtype=np.float64),
+        span_ids=np.zeros(n, dtype=np.uint64),
+    )
+
+
+def adapt_one(adapter: Adapter, record: MetricPoints) -> MetricPoints:
+    (out,) = adapter.adapt([record])
+    assert isinstance(out, MetricPoints)
+    return out
+
+
+def test_backwards_segment_is_shifted_per_series_and_reported(tmp_path: Path) -> None:
+    adapter = Adapter("neptune-like", Capabilities(step_rule="strictly_increasing"), tmp_path)
+    out = adapt_one(adapter, points(("loss",), [0] * 6, [0, 1, 2, 1, 2, 3], [1, 2, 3, 4, 5, 6]))
+    assert out.steps.tolist() == [0, 1, 2, 3, 4, 5]
+    assert out.values.tolist() == [1, 2, 3, 4, 5, 6]
+    later = adapt_one(adapter, points(("loss",), [0], [4], [7]))
+    assert later.steps.tolist() == [6]  # the shift carries on: spacing is kept
+    report = adapter.report()["step_shifted"]
+    assert report["count"] == 4
+    assert report["examples"][0] == {
+        "metric": "loss",
+        "step": 1,
+        "sent_as": 3,
+        "reason": "step went backwards",
+    }
+
+
+def test_run_wide_rule_allows_equal_steps_across_series_but_not_within_one(tmp_path: Path) -> None:
+    caps = Capabilities(step_rule="strictly_increasing", run_step_rule="non_decreasing")
+    adapter = Adapter("wandb-like", caps, tmp_path)
+    names = ("train/loss", "val/acc")
+    out = adapt_one(adapter, points(names, [0, 0, 1, 0, 1], [0, 1, 1, 0, 0], [1, 2, 3, 4, 5]))
+    assert out.steps.tolist() == [0, 1, 1, 2, 2]
+    assert adapter.report()["step_shifted"]["count"] == 2
+
+
+def test_steps_already_fitting_are_untouched_and_nothing_is_reported(tmp_path: Path) -> None:
+    caps = Capabilities(step_rule="strictly_increasing", run_step_rule="non_decreasing")
+    adapter = Adapter("wandb-like", caps, tmp_path)
+    record = points(("a", "b"), [0, 1, 0, 1], [0, 0, 1, 1], [1, 2, 3, 4])
+    assert adapt_one(adapter, record).steps.tolist() == [0, 0, 1, 1]
+    assert adapter.report() == {}
+
+
+def test_non_finite_values_dropped_or_clamped_with_a_count(tmp_path: Path) -> None:
+    record = points(("x",), [0, 0, 0, 0], [0, 1, 2, 3], [1.0, math.nan, math.inf, -math.inf])
+    dropped = adapt_one(Adapter("n", Capabilities(non_finite_values="drop"), tmp_path), record)
+    assert dropped.steps.tolist() == [0] and dropped.values.tolist() == [1.0]
+    clamper = Adapter("m", Capabilities(non_finite_values="clamp"), tmp_path)
+    clamped = adapt_one(clamper, record)
+    big = np.finfo(np.float64).max
+    assert clamped.values[2:].tolist() == [big, -big] and math.isnan(clamped.values[1])
+    assert clamper.report()["infinity_clamped"]["count"] == 2
+
+
+def test_float32_rounding_is_counted(tmp_path: Path) -> None:
+    adapter = Adapter("tb", Capabilities(value_dtype="float32"), tmp_path)
+    adapt_one(adapter, points(("x",), [0, 0, 0], [0, 1, 2], [0.5, 0.1, math.nan]))
+    assert adapter.report()["value_rounded_to_float32"]["count"] == 1
+
+
+def test_keys_that_break_the_backend_pattern_are_renamed(tmp_path: Path) -> None:
+    caps = Capabilities(key_pattern=r"[\w.\- :]+(?:/[\w.\- :]+)*", max_key_length=20)
+    adapter = Adapter("mlflow-like", caps, tmp_path)
+    out = adapt_one(
+        adapter, points(("ok/name", "bad*name", "/lead", "x" * 30), [0, 1, 2, 3], [0, 0, 0, 0], [1] * 4)
+    )
+    assert out.names[:3] == ("ok/name", "bad_name", "lead")
+    assert len(out.names[3]) == 20
+    assert adapter.report()["key_renamed"]["count"] == 3
+
+
+def test_long_param_is_truncated_and_its_full_value_attached(tmp_path: Path) -> None:
+    adapter = Adapter("mlflow-like", Capabilities(max_param_length=6000), tmp_path)
+    long_value = "x" * 10_000
+    params, artifact = adapter.adapt([ParamsLogged(params={"prompt": long_value, "lr": 0.1}, time=1.0)])
+    assert isinstance(params, ParamsLogged) and isinstance(artifact, ArtifactLogged)
+    assert params.params == {"prompt": "x" * 6000, "lr": 0.1}
+    assert Path(artifact.path).read_text() == long_value
+    assert adapter.report()["param_truncated"]["examples"][0]["length"] == 10_000
+
+
+def test_params_of_unsupported_types_are_stringified_and_flattened(tmp_path: Path) -> None:
+    caps = Capabilities(param_types=(bool, int, float, str), non_finite_params=False)
+    adapter = Adapter("tb-like", caps, tmp_path)
+    (params,) = adapter.adapt(
+        [
+            ParamsLogged(
+                params={"layers": [64, 32], "none": None, "model": {"depth": 4}, "eps": math.inf}, time=0.0
+            )
+        ]
+    )
+    assert isinstance(params, ParamsLogged)
+    assert params.params == {"layers": "[64, 32]", "none": "null", "model/depth": 4, "eps": "inf"}
+    assert set(adapter.report()) == {"param_stringified", "params_flattened"}
+
+
+def test_changed_value_of_a_write_once_param_gets_a_new_key(tmp_path: Path) -> None:
+    adapter = Adapter("mlflow-like", Capabilities(params_immutable=True), tmp_path)
+    first = adapter.adapt([ParamsLogged(params={"lr": 0.1}, time=0.0)])
+    second = adapter.adapt([ParamsLogged(params={"lr": 0.01}, time=1.0)])
+    same = adapter.adapt([ParamsLogged(params={"lr": 0.1}, time=2.0)])
+    assert [r.params for r in (*first, *second, *same)] == [{"lr": 0.1}, {"lr@2": 0.01}, {"lr": 0.1}]
+    assert adapter.report()["param_changed"]["count"] == 1
+
+
+def test_histogram_with_too_many_bins_is_merged_exactly(tmp_path: Path) -> None:
+    counts, edges = np.histogram(np.random.default_rng(0).normal(size=10_000), bins=1000)
+    record = HistogramLogged("w", 0, 0.0, edges, counts.astype(np.int64), -4.0, 4.0, 0.0, 1.0, 10_000)
+    (out,) = Adapter("wandb-like", Capabilities(max_histogram_bins=512), tmp_path).adapt([record])
+    assert isinstance(out, HistogramLogged)
+    assert out.counts.size == 500 and out.counts.sum() == 10_000
+    assert out.bin_edges.size == 501 and out.bin_edges[0] == edges[0] and out.bin_edges[-1] == edges[-1]
