@@ -80,6 +80,8 @@ class LocalStoreExporter:
         write_json_atomic(self.run_dir / _layout.SUMMARY, summary)
 
     def _start(self, record: RunStarted) -> None:
+        _deep_merge(self._params, record.config)
+        write_json_atomic(self.run_dir / _layout.HYPERPARAMETERS, self._params)
         pid = int(record.resource.get("process.pid", os.getpid()))
         self._metadata.update(
             {

@@ -6,7 +6,7 @@ import atexit
 import sys
 import threading
 import traceback
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib.metadata import entry_points
 from types import TracebackType
 from typing import Any
@@ -36,10 +36,14 @@ def init(
     system_interval: float | None = None,
     span_processors: Iterable[SpanProcessor] = (),
     metric_readers: Sequence[MetricReader] = (),
+    exporter_options: Mapping[str, Mapping[str, Any]] | None = None,
     **settings: Any,
 ) -> Run:
     """Start a run recorded in the local store (always) and in the given ``exporters``.
 
+    ``exporters`` are names registered in the ``runtel.exporters`` entry-point group (built in:
+    wandb, mlflow, tensorboard, neptune) or exporter objects; ``exporter_options`` gives a named
+    exporter its keyword arguments, e.g. ``{"mlflow": {"tracking_uri": "sqlite:///mlflow.db"}}``.
     Every argument left as None falls back to its ``RUNTEL_*`` environment variable
     (see docs/configuration.md), then to its default.
     """
@@ -58,7 +62,7 @@ def init(
     run = Run(
         resolved,
         config=config,
-        exporters=[_resolve_exporter(item) for item in chosen if item != "local"],
+        exporters=[_resolve_exporter(item, exporter_options or {}) for item in chosen if item != "local"],
         span_processors=span_processors,
         metric_readers=metric_readers,
     )
@@ -79,19 +83,23 @@ def available_exporters() -> dict[str, str]:
     return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
-def _resolve_exporter(item: str | Exporter) -> Exporter:
+def exporter_factory(name: str) -> Callable[..., Exporter]:
+    """The class registered as ``name`` in the ``runtel.exporters`` entry-point group."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            factory: Callable[..., Exporter] = ep.load()
+            return factory
+    raise ConfigError(f"unknown exporter {name!r}; available: {sorted(available_exporters())}")
+
+
+def _resolve_exporter(item: str | Exporter, options: Mapping[str, Mapping[str, Any]]) -> Exporter:
     if not isinstance(item, str):
         if not isinstance(item, Exporter):
             raise ConfigError(
                 f"exporters must be names or objects with export/force_flush/shutdown, got {item!r}"
             )
         return item
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name == item:
-            factory = ep.load()
-            exporter: Exporter = factory()
-            return exporter
-    raise ConfigError(f"unknown exporter {item!r}; available: {sorted(available_exporters())}")
+    return exporter_factory(item)(**options.get(item, {}))
 
 
 def _install_hooks() -> None:

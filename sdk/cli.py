@@ -1,30 +1,105 @@
-"""The ``runtel`` command line."""
+"""The ``runtel`` command line: ``demo`` and ``export`` (replay stored runs to a backend)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from runtel import __version__
+from runtel.errors import RuntelError
+
+#: CLI flags that become keyword arguments of the chosen exporter's constructor.
+_EXPORTER_FLAGS = {
+    "tracking_uri": "--tracking-uri",
+    "experiment_name": "--experiment-name",
+    "log_dir": "--log-dir",
+    "project": "--project",
+    "entity": "--entity",
+    "mode": "--mode",
+    "dir": "--dir",
+    "data_directory": "--data-directory",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="runtel", description="OpenTelemetry-native experiment tracking.")
     parser.add_argument("--version", action="version", version=f"runtel {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+
     demo = commands.add_parser("demo", help="run a small real training loop logged to the local store")
     demo.add_argument(
         "--base-dir", default=None, help="store folder (default: runtel_runs or RUNTEL_BASE_DIR)"
     )
     demo.add_argument("--epochs", type=int, default=3)
+
+    export = commands.add_parser("export", help="replay stored runs to a backend (wandb, mlflow, ...)")
+    export.add_argument("runs", nargs="*", help="run ids, id prefixes or names")
+    export.add_argument("--all", action="store_true", help="every run in the store")
+    export.add_argument("--to", required=True, help="exporter name, e.g. mlflow, wandb, tensorboard, neptune")
+    export.add_argument("--base-dir", default=None)
+    export.add_argument("--force", action="store_true", help="replace a run the target already holds")
+    for keyword, flag in _EXPORTER_FLAGS.items():
+        export.add_argument(flag, dest=keyword, default=None)
+    export.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
 
-    if args.command == "demo":
-        from runtel.demo import main as run_demo
+    try:
+        if args.command == "demo":
+            from runtel.demo import main as run_demo
 
-        run_demo(base_dir=args.base_dir, epochs=args.epochs)
-    return 0
+            run_demo(base_dir=args.base_dir, epochs=args.epochs)
+            return 0
+        return _export(args)
+    except RuntelError as exc:
+        print(f"runtel: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _export(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from runtel.api import exporter_factory
+    from runtel.errors import ConfigError
+    from runtel.replay import count_points, export_run
+    from runtel.store.query import Store
+
+    store = Store(args.base_dir)
+    if args.all == bool(args.runs):
+        raise ConfigError("name the runs to export, or pass --all (not both)")
+    runs = store.runs() if args.all else [store.run(key) for key in args.runs]
+    options: dict[str, Any] = {key: getattr(args, key) for key in _EXPORTER_FLAGS if getattr(args, key)}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--option takes KEY=VALUE, got {item!r}")
+        options[key] = value
+    if args.force:
+        options["force"] = True
+    factory = exporter_factory(args.to)
+    console = Console(stderr=True)
+    failures = 0
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        for run in runs:
+            task = progress.add_task(f"{run.name} → {args.to}", total=count_points(run))
+            try:
+                result = export_run(
+                    run, factory(**options), progress=lambda n, t=task: progress.advance(t, n)
+                )
+            except Exception as exc:
+                failures += 1
+                console.print(f"[red]{run.name} ({run.id[:8]}): not exported: {type(exc).__name__}: {exc}")
+                continue
+            rate = result["points"] / result["seconds"] if result["seconds"] else 0.0
+            adapted = ", ".join(f"{k} {v['count']}" for k, v in result["adaptations"].items()) or "none"
+            console.print(
+                f"{run.name} ({run.id[:8]}): {result['points']} points in {result['seconds']:.2f}s "
+                f"({rate:,.0f}/s); adaptations: {adapted}"
+            )
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

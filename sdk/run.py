@@ -82,6 +82,7 @@ class Run:
         environ: Mapping[str, str] | None = None,
     ) -> None:
         env = os.environ if environ is None else environ
+        clean_config = check_params(config or {})
         self._settings = settings
         self.project = settings.project
         self.name = settings.name or f"run-{uuid.uuid4().hex[:6]}"
@@ -142,7 +143,7 @@ class Run:
             name=self.name,
             project=self.project,
             start_time=time.time(),
-            config=dict(config or {}),
+            config=clean_config,
             tags=settings.tags,
             resource=dict(resource.attributes),
         )
@@ -156,8 +157,7 @@ class Run:
             scratch_dir=self.dir / "adapted",
         )
         self._dispatcher.submit([started], include_critical=False)
-        if config:
-            self.log_params(config)
+        self._set_param_attributes(clean_config)
 
         self._wake = threading.Event()
         self._flush_thread = threading.Thread(target=self._flush_loop, name="runtel-flush", daemon=True)
@@ -240,7 +240,10 @@ class Run:
         self._check_open()
         clean = check_params(params)
         self._emit(ParamsLogged(params=clean, time=time.time()))
-        for key, value in _flat_attributes(clean).items():
+        self._set_param_attributes(clean)
+
+    def _set_param_attributes(self, params: Mapping[str, Any]) -> None:
+        for key, value in _flat_attributes(params).items():
             self._root.set_attribute(f"runtel.param.{key}", value)
 
     @contextlib.contextmanager

@@ -1,0 +1,234 @@
+"""One run, four real backends at once, through runtel.init; then replay with `runtel export`."""
+
+from __future__ import annotations
+
+import glob
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import runtel
+from runtel.cli import main as cli
+
+from .readers.neptune_offline import offline_runs, read_run
+from .readers.wandb_log import WandbLog, read_log
+
+METRICS = [f"m{k}" for k in range(10)]
+FORWARD, REPLAYED = 7000, 3000  # steps 0..6999, then a re-run of steps 4000..6999
+
+
+@pytest.fixture(autouse=True)
+def _offline_backends(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+
+
+def value(step: int, k: int, segment: int) -> float:
+    if k == 0 and step == 100:
+        return float("nan")
+    if k == 0 and step == 200:
+        return float("inf")
+    return segment * 1000.0 + k + step / 7.0
+
+
+def backend_options(tmp: Path) -> dict[str, dict[str, Any]]:
+    return {
+        "wandb": {"mode": "offline", "dir": str(tmp / "wandb-root")},
+        "mlflow": {
+            "tracking_uri": f"sqlite:///{tmp}/mlflow.db",
+            "artifact_location": str(tmp / "mlartifacts"),
+        },
+        "tensorboard": {"log_dir": str(tmp / "tb")},
+        "neptune": {"mode": "offline", "data_directory": str(tmp / "neptune")},
+    }
+
+
+def wandb_log(root: Path, run_id: str) -> WandbLog:
+    (path,) = glob.glob(str(root / "wandb" / f"offline-run-*-{run_id}" / f"run-{run_id}.wandb"))
+    deadline = time.monotonic() + 15
+    log = read_log(path)
+    while log.exit_code is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        log = read_log(path)
+    return log
+
+
+@pytest.fixture(scope="module")
+def all_four(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, runtel.StoredRun]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WANDB_SILENT", "true")
+        patch.setenv("WANDB_MODE", "offline")
+        run = runtel.init(
+            project="e2e",
+            name="all-four",
+            base_dir=str(tmp / "runs"),
+            config={"lr": 0.1, "prompt": "x" * 10_000, "layers": [64, 32]},
+            exporters=["wandb", "mlflow", "tensorboard", "neptune"],
+            exporter_options=backend_options(tmp),
+            export_timeout=300,
+            system_interval=0,
+        )
+        for segment, steps in enumerate((range(FORWARD), range(FORWARD - REPLAYED, FORWARD))):
+            for step in steps:
+                run.log({name: value(step, k, segment) for k, name in enumerate(METRICS)}, step=step)
+        run.finish()
+    return tmp, runtel.Store(tmp / "runs").run(run.id)
+
+
+def stored_series(stored: runtel.StoredRun, name: str) -> tuple[np.ndarray, np.ndarray]:
+    steps, _, values = stored.history(name)
+    return steps, values
+
+
+def test_every_exporter_finished_ok_and_the_store_has_every_point(
+    all_four: tuple[Path, runtel.StoredRun],
+) -> None:
+    _, stored = all_four
+    report = stored.summary()["exporters"]
+    assert {name: r["status"] for name, r in report.items()} == dict.fromkeys(
+        ["local", "wandb", "mlflow", "tensorboard", "neptune"], "ok"
+    )
+    assert all(r["points_undelivered"] == 0 for r in report.values())
+    for name in METRICS:
+        assert stored_series(stored, name)[0].size == FORWARD + REPLAYED
+
+
+def test_mlflow_holds_every_point_with_infinity_clamped_as_reported(
+    all_four: tuple[Path, runtel.StoredRun],
+) -> None:
+    tmp, stored = all_four
+    client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+    experiment = client.get_experiment_by_name("e2e")
+    (mlrun,) = client.search_runs([experiment.experiment_id], f"tags.`runtel.run_id` = '{stored.id}'")
+    adaptations = stored.summary()["exporters"]["mlflow"]["adaptations"]
+    assert adaptations["infinity_clamped"]["count"] == 1
+    assert adaptations["param_truncated"]["count"] == 1
+    assert mlrun.data.params["prompt"] == "x" * 6000
+    for name in METRICS:
+        history = client.get_metric_history(mlrun.info.run_id, name)
+        steps, values = stored_series(stored, name)
+        expected = np.nan_to_num(values, nan=np.nan, posinf=np.finfo(np.float64).max)
+        got = sorted((m.step, m.value) for m in history)
+        want = sorted(zip(steps.tolist(), expected.tolist(), strict=True))
+        assert len(got) == len(want) == FORWARD + REPLAYED
+        assert all(
+            g[0] == w[0] and (g[1] == w[1] or (np.isnan(g[1]) and np.isnan(w[1]))) for g, w in zip(got, want)
+        )
+
+
+def test_tensorboard_holds_every_point_with_shifted_steps_as_reported(
+    all_four: tuple[Path, runtel.StoredRun],
+) -> None:
+    tmp, stored = all_four
+    (run_dir,) = (tmp / "tb").iterdir()
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
+    accumulator.Reload()
+    adaptations = stored.summary()["exporters"]["tensorboard"]["adaptations"]
+    assert adaptations["step_shifted"]["count"] == REPLAYED * len(METRICS)
+    for name in METRICS:
+        events = accumulator.Scalars(name)
+        steps, values = stored_series(stored, name)
+        assert len(events) == FORWARD + REPLAYED
+        assert [e.step for e in events] == list(range(FORWARD + REPLAYED))  # the replayed segment follows on
+        assert np.array_equal(
+            np.array([e.value for e in events], dtype=np.float32), values.astype(np.float32), equal_nan=True
+        )
+
+
+def test_wandb_holds_every_point_with_shifted_steps_as_reported(
+    all_four: tuple[Path, runtel.StoredRun],
+) -> None:
+    tmp, stored = all_four
+    log = wandb_log(tmp / "wandb-root", stored.id)
+    adaptations = stored.summary()["exporters"]["wandb"]["adaptations"]
+    assert adaptations["step_shifted"]["count"] == REPLAYED * len(METRICS)
+    for name in METRICS:
+        got = [(step, row[name]) for step, row in sorted(log.history.items()) if name in row]
+        _, values = stored_series(stored, name)
+        assert [step for step, _ in got] == list(range(FORWARD + REPLAYED))
+        assert np.array_equal(np.array([v for _, v in got], dtype=np.float64), values, equal_nan=True)
+    assert log.config["lr"] == 0.1
+
+
+def test_neptune_holds_every_finite_point_and_reports_the_dropped_ones(
+    all_four: tuple[Path, runtel.StoredRun],
+) -> None:
+    tmp, stored = all_four
+    (directory,) = offline_runs(tmp / "neptune")
+    neptune_run = read_run(directory)
+    adaptations = stored.summary()["exporters"]["neptune"]["adaptations"]
+    assert adaptations["non_finite_dropped"]["count"] == 2
+    for name in METRICS:
+        points = neptune_run.series[f"metrics/{name}"]
+        _, values = stored_series(stored, name)
+        finite = values[np.isfinite(values)]
+        assert len(points) + (values.size - finite.size) == FORWARD + REPLAYED
+        assert [p[1] for p in points] == finite.tolist()
+        steps = [p[0] for p in points]
+        assert steps == sorted(set(steps))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_dead_mlflow_server_does_not_slow_training_and_the_run_replays_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    dead = f"http://127.0.0.1:{free_port()}"
+    run = runtel.init(
+        project="dead",
+        name="dead-server",
+        base_dir=str(tmp_path / "runs"),
+        exporters=["mlflow"],
+        exporter_options={"mlflow": {"tracking_uri": dead}},
+        export_retries=1,
+        export_timeout=5,
+    )
+    started = time.perf_counter()
+    for step in range(50_000):
+        run.log({"loss": 1.0 / (step + 1)})
+    per_call = (time.perf_counter() - started) / 50_000
+    run.finish()
+    assert per_call < 50e-6  # normal speed: the backend's failures never reach the loop
+    stored = runtel.Store(tmp_path / "runs").run(run.id)
+    assert stored.history("loss")[0].size == 50_000
+    mlflow_report = stored.summary()["exporters"]["mlflow"]
+    assert mlflow_report["status"] == "failed"
+    assert mlflow_report["error"]
+
+    target = f"sqlite:///{tmp_path}/later.db"
+    argv = [
+        "export",
+        run.id,
+        "--to",
+        "mlflow",
+        "--base-dir",
+        str(tmp_path / "runs"),
+        "--tracking-uri",
+        target,
+    ]
+    argv += ["-o", f"artifact_location={tmp_path / 'art'}"]
+    assert cli(argv) == 0
+    client = MlflowClient(target)
+    (mlrun,) = client.search_runs([client.get_experiment_by_name("dead").experiment_id])
+    history = client.get_metric_history(mlrun.info.run_id, "loss")
+    assert sorted(m.step for m in history) == list(range(50_000))
+
+    assert cli(argv) == 1  # a second replay to the same target is refused ...
+    assert "already" in capsys.readouterr().err
+    assert cli([*argv, "--force"]) == 0  # ... unless forced
+    runs = client.search_runs([client.get_experiment_by_name("dead").experiment_id])
+    assert len(runs) == 1
