@@ -162,6 +162,42 @@ class MetricVisualizer:
         return figures
 
     @staticmethod
+    def create_comparison_plots(
+        runs: Mapping[str, MetricsHistory],
+        metrics: Sequence[str] | None = None,
+        figsize: tuple[float, float] = (10, 6),
+    ) -> dict[str, Figure]:
+        """``{metric: Figure}`` with one line per run (``runs`` maps a label to its history).
+
+        ``metrics`` defaults to every metric of any run, in first-seen order; a run lacking one is left out
+        of that figure.
+        """
+        histories = {label: as_arrays(history) for label, history in runs.items()}
+        names = (
+            list(metrics)
+            if metrics is not None
+            else list(dict.fromkeys(n for h in histories.values() for n in h))
+        )
+        figures: dict[str, Figure] = {}
+        for name in names:
+            figure = _new_figure(figsize)
+            axes = figure.add_subplot()
+            for label, history in histories.items():
+                if name in history:
+                    steps, values = history[name]
+                    x, y = minmax_downsample(
+                        steps, np.where(np.isinf(values), np.nan, values), int(figsize[0] * _DPI)
+                    )
+                    axes.plot(x, y, linewidth=1.0, label=label)
+            axes.set_title(name)
+            axes.set_xlabel("step")
+            axes.grid(alpha=0.3)
+            if axes.lines:
+                axes.legend(fontsize=8)
+            figures[name] = figure
+        return figures
+
+    @staticmethod
     def save_plots(
         metrics_history: MetricsHistory, directory: str | Path, prefix: str = ""
     ) -> dict[str, Path]:
