@@ -38,7 +38,8 @@ class Capabilities:
     series together in logging order (W&B's single step counter). ``non_finite_values``: NaN and
     ±inf kept (``exact``), ±inf replaced by ±max float (``clamp``), or refused (``drop``).
     ``key_pattern`` is a regular expression a valid metric or parameter key must match in full;
-    ``max_param_length`` counts characters of the value's string form.
+    ``max_param_length`` counts characters of the value's string form; ``artifact_name_pattern``
+    is the full-match rule for artifact names (others get their odd characters replaced by ``-``).
     """
 
     step_rule: StepRule = "any"
@@ -53,6 +54,7 @@ class Capabilities:
     max_key_length: int | None = None
     key_pattern: str | None = None
     max_histogram_bins: int | None = None
+    artifact_name_pattern: str | None = None
     spans: bool = True
     artifacts: bool = True
     figures: bool = True

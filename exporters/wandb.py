@@ -65,14 +65,10 @@ CAPABILITIES = Capabilities(
     # starting with "_" are wandb-internal (hidden from run.config.keys()).
     key_pattern=r"^(?![_-])(?!.*-$).+$",
     max_histogram_bins=512,  # wandb.Histogram raises above this.
+    # wandb.Artifact names: alphanumerics, dashes, underscores and dots, at most 128 characters.
+    artifact_name_pattern=r"[A-Za-z0-9_.\-]{1,128}",
     spans=False,
 )
-
-#: ``wandb.Artifact`` names: at most 128 characters, no "/".
-MAX_ARTIFACT_NAME_LENGTH = 128
-ARTIFACT_NAME_PATTERN = r"^[^/]{1,128}$"
-#: Run tags: 1 to 64 characters each (wandb_settings.validate_run_tags).
-MAX_TAG_LENGTH = 64
 
 #: W&B knows only an exit code; the exact runtel status also goes to the summary.
 EXIT_CODES: dict[str, int] = {"completed": 0, "running": 0, "failed": 1, "crashed": 1, "killed": 143}
@@ -116,7 +112,8 @@ class WandbExporter:
         self._project = project
         self._entity = entity
         self._mode = mode
-        self._dir = dir
+        # Resolved now: wandb caches its first run's folder process-wide, so later runs would follow it.
+        self._dir = dir or os.environ.get("WANDB_DIR") or os.getcwd()
         self._api_key = api_key
         self._init_kwargs = init_kwargs
         self._run: wandb_module.Run | None = None
@@ -195,7 +192,7 @@ class WandbExporter:
         mode = self._mode or os.environ.get("WANDB_MODE", "online")
         if mode not in ("offline", "dryrun"):
             return
-        root = self._dir or os.environ.get("WANDB_DIR") or os.getcwd()
+        root = self._dir
         pattern = os.path.join(glob.escape(root), "wandb", f"*run-*-{run_id}*", f"run-{run_id}.wandb")
         existing = glob.glob(pattern)
         if existing:

@@ -52,6 +52,8 @@ class Adapter:
         self._scratch = scratch_dir
         self._kinds: dict[str, _Kind] = {}
         self._key_pattern = re.compile(capabilities.key_pattern) if capabilities.key_pattern else None
+        pattern = capabilities.artifact_name_pattern
+        self._artifact_pattern = re.compile(pattern) if pattern else None
         self._keys: dict[str, str] = {}
         self._series_last: dict[str, int] = {}
         self._run_last: int | None = None
@@ -77,6 +79,8 @@ class Adapter:
                 out.extend([dataclasses.replace(record, config=config), *extra])
             elif isinstance(record, HistogramLogged):
                 out.append(self._histogram(record))
+            elif isinstance(record, ArtifactLogged) and self._artifact_pattern is not None:
+                out.append(self._artifact(record, self._artifact_pattern))
             else:
                 out.append(record)
         return out
@@ -281,6 +285,15 @@ class Adapter:
         edges = np.append(record.bin_edges[:-1:factor], record.bin_edges[-1])
         self._note("histogram_rebinned", 1, {"name": record.name, "bins": bins, "sent_as": int(counts.size)})
         return dataclasses.replace(record, bin_edges=edges, counts=counts)
+
+    def _artifact(self, record: ArtifactLogged, pattern: re.Pattern[str]) -> ArtifactLogged:
+        if pattern.fullmatch(record.name):
+            return record
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", record.name).strip("-.")[:100] or "artifact"
+        if not pattern.fullmatch(name):
+            name = "artifact-" + hashlib.sha256(record.name.encode()).hexdigest()[:16]
+        self._note("artifact_renamed", 1, {"from": record.name, "to": name})
+        return dataclasses.replace(record, name=name)
 
     def _key(self, key: str, what: str) -> str:
         cached = self._keys.get(key)

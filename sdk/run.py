@@ -253,14 +253,14 @@ class Run:
         Points logged inside carry its span id.
         """
         self._check_open()
-        span = self._start_span(name, kind, attributes)
+        span = self.start_span(name, kind=kind, **attributes)
         try:
             yield span
         except BaseException as exc:
             span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
             raise
         finally:
-            self._end_span(span)
+            self.end_span(span)
 
     def epochs(self, n: int, start: int = 0) -> Iterator[int]:
         """``range(start, n)`` where each epoch is a child span of the run."""
@@ -268,7 +268,8 @@ class Run:
             with self.span(f"epoch {epoch}", kind="epoch", epoch=epoch):
                 yield epoch
 
-    def _start_span(self, name: str, kind: str, attributes: Mapping[str, Any]) -> trace.Span:
+    def start_span(self, name: str, *, kind: str = "phase", **attributes: Any) -> trace.Span:
+        """Open a child span without a ``with`` block (end it with :meth:`end_span`)."""
         parent = self._span_stack[-1][0] if self._span_stack else self._root
         span = self._tracer.start_span(
             name,
@@ -284,7 +285,8 @@ class Run:
         self._span_id = span.get_span_context().span_id
         return span
 
-    def _end_span(self, span: trace.Span) -> None:
+    def end_span(self, span: trace.Span) -> None:
+        """End ``span`` (and any span opened inside it that is still open)."""
         while self._span_stack:
             top, token = self._span_stack.pop()
             with contextlib.suppress(ValueError):
@@ -371,7 +373,7 @@ class Run:
         if self._system is not None:
             self._system.shutdown()
         while self._span_stack:
-            self._end_span(self._span_stack[-1][0])
+            self.end_span(self._span_stack[-1][0])
         self._root.set_attribute("runtel.step_end", self.step)
         self._root.set_status(Status(StatusCode.OK if status == "completed" else StatusCode.ERROR, error))
         self._root.end()

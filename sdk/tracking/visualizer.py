@@ -57,22 +57,17 @@ def minmax_downsample(
     if n <= 2 * buckets + 2:
         return xs, ys
     inner = ys[1:-1]
-    size = inner.size // buckets
+    size = -(-inner.size // buckets)
+    rows = np.full(size * buckets, np.nan)  # NaN padding is never picked over a number
+    rows[: inner.size] = inner
+    table = rows.reshape(buckets, size)
+    nan = np.isnan(table)
     starts = np.arange(buckets) * size
-    picked = [*_extremes(inner[: size * buckets].reshape(buckets, size), starts)]
-    if inner.size > size * buckets:
-        picked.extend(_extremes(inner[size * buckets :].reshape(1, -1), np.array([size * buckets])))
-    chosen = np.unique(np.concatenate([[-1, inner.size], *picked])) + 1
+    low = np.argmin(np.where(nan, np.inf, table), axis=1) + starts
+    high = np.argmax(np.where(nan, -np.inf, table), axis=1) + starts
+    picked = np.minimum(np.concatenate([low, high]), inner.size - 1)  # an all-padding row points past the end
+    chosen = np.unique(np.concatenate([[-1, inner.size], picked])) + 1
     return xs[chosen], ys[chosen]
-
-
-def _extremes(rows: FloatArray, starts: npt.NDArray[np.int64]) -> tuple[Any, Any]:
-    """Positions of each row's minimum and maximum (NaN loses to any number; an all-NaN row gives 0)."""
-    nan = np.isnan(rows)
-    return (
-        np.argmin(np.where(nan, np.inf, rows), axis=1) + starts,
-        np.argmax(np.where(nan, -np.inf, rows), axis=1) + starts,
-    )
 
 
 def as_arrays(metrics_history: MetricsHistory) -> dict[str, tuple[FloatArray, FloatArray]]:
@@ -184,11 +179,7 @@ class MetricVisualizer:
             axes = figure.add_subplot()
             for label, history in histories.items():
                 if name in history:
-                    steps, values = history[name]
-                    x, y = minmax_downsample(
-                        steps, np.where(np.isinf(values), np.nan, values), int(figsize[0] * _DPI)
-                    )
-                    axes.plot(x, y, linewidth=1.0, label=label)
+                    axes.plot(*_drawable(*history[name], int(figsize[0] * _DPI)), linewidth=1.0, label=label)
             axes.set_title(name)
             axes.set_xlabel("step")
             axes.grid(alpha=0.3)
@@ -232,9 +223,13 @@ def _grid(count: int) -> tuple[int, int]:
     return math.ceil(count / cols), cols
 
 
+def _drawable(steps: FloatArray, values: FloatArray, pixels: int) -> tuple[FloatArray, FloatArray]:
+    """The points to draw at ``pixels`` width; ±inf becomes a gap like NaN (an axis cannot reach infinity)."""
+    return minmax_downsample(steps, np.where(np.isinf(values), np.nan, values), max(pixels, 100))
+
+
 def _draw_line(axes: Any, name: str, steps: FloatArray, values: FloatArray, pixels: int) -> None:
-    """The downsampled series; ±inf becomes a gap like NaN (an axis cannot reach infinity)."""
-    x, y = minmax_downsample(steps, np.where(np.isinf(values), np.nan, values), max(pixels, 100))
+    x, y = _drawable(steps, values, pixels)
     axes.plot(x, y, linewidth=1.0, marker="o" if y.size <= 50 else None, markersize=3)
     axes.set_title(name, fontsize=10)
     axes.set_xlabel("step")
