@@ -79,7 +79,7 @@ def test_custom_base_tracker_subclass() -> None:
         def log_params(self, params: dict) -> None:
             calls.append(("params", params))
 
-        def log_metrics(self, metrics: dict, step: int = None) -> None:  # type: ignore[assignment]
+        def log_metrics(self, metrics: dict, step: int = None) -> None:  # noqa: RUF013  (the seed, verbatim)
             calls.append(("metrics", (metrics, step)))
 
         def log_artifact(self, path: str) -> None:  # type: ignore[override]
