@@ -19,6 +19,7 @@ from runtel.errors import (
     MissingExtraError,
     RunFinishedError,
     RunNotFoundError,
+    RunStillRunningError,
     RuntelError,
 )
 from runtel.run import Run
@@ -40,6 +41,7 @@ __all__ = [
     "Run",
     "RunFinishedError",
     "RunNotFoundError",
+    "RunStillRunningError",
     "RuntelError",
     "Store",
     "StoredRun",

@@ -26,6 +26,13 @@ logger = logging.getLogger("runtel")
 _STOP = object()
 
 
+class _Barrier:
+    """Queued behind everything before it; set once the worker reaches it."""
+
+    def __init__(self) -> None:
+        self.reached = threading.Event()
+
+
 @dataclass
 class ExporterReport:
     """What happened to one exporter during a run; written into the run's summary."""
@@ -64,6 +71,9 @@ class _Worker:
             batch = self.queue.get()
             if batch is _STOP:
                 break
+            if isinstance(batch, _Barrier):
+                batch.reached.set()
+                continue
             if self.report.status == "failed":
                 self._count_undelivered(batch)
                 continue
@@ -169,6 +179,12 @@ class Dispatcher:
                     f"queue stayed full for {self._block_timeout}s (exporter hung or too slow)"
                 )
                 worker._count_undelivered(batch)
+
+    def wait_for_store(self, timeout: float | None = None) -> bool:
+        """Block until the local store has written everything submitted so far."""
+        barrier = _Barrier()
+        self._workers[0].queue.put(barrier)
+        return barrier.reached.wait(timeout)
 
     def shutdown(self, timeout: float) -> list[ExporterReport]:
         """Drain and stop every worker, waiting at most ``timeout`` seconds for each non-critical one."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from runtel import __version__
@@ -86,9 +87,7 @@ def _export(args: argparse.Namespace) -> int:
         for run in runs:
             task = progress.add_task(f"{run.name} → {args.to}", total=count_points(run))
             try:
-                result = export_run(
-                    run, factory(**options), progress=lambda n, t=task: progress.advance(t, n)
-                )
+                result = export_run(run, factory(**options), progress=partial(progress.advance, task))
             except Exception as exc:
                 failures += 1
                 console.print(f"[red]{run.name} ({run.id[:8]}): not exported: {type(exc).__name__}: {exc}")

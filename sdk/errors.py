@@ -36,6 +36,10 @@ class RunFinishedError(RuntelError, RuntimeError):
     """The run has already finished; start a new run or resume this one."""
 
 
+class RunStillRunningError(RuntelError, RuntimeError):
+    """The run's writer is still alive; finish it before deleting it."""
+
+
 class RunNotFoundError(RuntelError, KeyError):
     """No run in the store matches the given id or name."""
 

@@ -46,19 +46,12 @@ def records_of(run: StoredRun, batch_points: int = DEFAULT_BATCH_POINTS) -> Iter
     names = tuple(run.metrics())
     columns = [run.history(name) for name in names]
     sizes = [steps.size for steps, _, _ in columns]
-    if sum(sizes):
-        index = np.repeat(np.arange(len(names), dtype=np.int32), sizes)
-        steps = np.concatenate([c[0] for c in columns])
-        times = np.concatenate([c[1] for c in columns])
-        values = np.concatenate([c[2] for c in columns])
-        spans = np.concatenate([run.span_ids(name) for name in names])
-        order = np.argsort(times, kind="stable")
-        index, steps, times, values, spans = (a[order] for a in (index, steps, times, values, spans))
-    else:
-        index = np.empty(0, dtype=np.int32)
-        steps = np.empty(0, dtype=np.int64)
-        times = values = np.empty(0, dtype=np.float64)
-        spans = np.empty(0, dtype=np.uint64)
+    order = np.argsort(np.concatenate([np.empty(0), *[c[1] for c in columns]]), kind="stable")
+    index = np.repeat(np.arange(len(names), dtype=np.int32), sizes)[order]
+    steps = np.concatenate([np.empty(0, dtype=np.int64), *[c[0] for c in columns]])[order]
+    times = np.concatenate([np.empty(0), *[c[1] for c in columns]])[order]
+    values = np.concatenate([np.empty(0), *[c[2] for c in columns]])[order]
+    spans = np.concatenate([np.empty(0, dtype=np.uint64), *[run.span_ids(name) for name in names]])[order]
 
     def point_batches() -> Iterator[tuple[float, int, Record]]:
         for start in range(0, index.size, batch_points):

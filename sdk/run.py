@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import platform
 import tempfile
@@ -130,7 +131,7 @@ class Run:
         self._span_id = self._root.get_span_context().span_id
         self._span_stack: list[tuple[trace.Span, object]] = []
 
-        base_dir = Path(settings.base_dir)
+        base_dir = Path(settings.base_dir).absolute()
         if (base_dir / folder_name(self.name, self.id)).exists():
             raise ConfigError(
                 f"run {self.id} already has a folder in {base_dir} (TRACEPARENT joins an existing trace); "
@@ -160,6 +161,7 @@ class Run:
         self._set_param_attributes(clean_config)
 
         self._wake = threading.Event()
+        self._flush_lock = threading.Lock()
         self._flush_thread = threading.Thread(target=self._flush_loop, name="runtel-flush", daemon=True)
         self._flush_thread.start()
         self._system: SystemMetrics | None = None
@@ -332,16 +334,21 @@ class Run:
         return stored
 
     def log_model(
-        self, model: Any, name: str, framework: str | None = None, metadata: Mapping[str, Any] | None = None
+        self,
+        model: Any,
+        name: str,
+        framework: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        version: bool = True,
     ) -> ArtifactVersion:
         """A model file or directory, or a torch ``nn.Module`` (its ``state_dict``), as a new version."""
         details = {**dict(metadata or {}), "framework": framework}
         if isinstance(model, str | os.PathLike):
-            return self.log_artifact(model, name, metadata=details, kind="model")
+            return self.log_artifact(model, name, version, details, kind="model")
         with tempfile.TemporaryDirectory(prefix="runtel-model-") as scratch:
             saved, file_format = save_torch_module(model, Path(scratch), check_artifact_name(name)[-1])
             details.update(framework=framework or "pytorch", format=file_format)
-            return self.log_artifact(saved, name, metadata=details, kind="model")
+            return self.log_artifact(saved, name, version, details, kind="model")
 
     def log_figure(self, figure: Any, name: str, step: int | None = None) -> Path:
         """A matplotlib figure as a PNG in ``plots/``, one file per step (``<name>_step<N>.png``)."""
@@ -427,7 +434,22 @@ class Run:
             except Exception:
                 logger.exception("runtel: background flush failed; will retry")
 
+    def flush(self, timeout: float | None = None) -> bool:
+        """Write everything logged so far to the local store now; False if ``timeout`` ran out.
+
+        For readers that must see the latest points at once (the store is otherwise at most
+        ``flush_interval`` seconds behind). It does I/O: keep it out of the hot loop.
+        """
+        if self._finished:
+            return True
+        self._flush()
+        return self._dispatcher.wait_for_store(timeout)
+
     def _flush(self) -> None:
+        with self._flush_lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
         for name, when, value in _otel.user_points(self._user_reader, self._user_totals):
             series = self._register(name)
             with self._lock:
@@ -469,7 +491,9 @@ class Run:
                 gauge = self._mirrors.get(name)
                 if gauge is None:
                     gauge = self._mirrors[name] = self._mirror_meter.create_gauge(_otel.instrument_name(name))
-                gauge.set(float(record.values[positions[-1]]), {"runtel.metric": name})
+                latest = float(record.values[positions[-1]])
+                if math.isfinite(latest):  # OTel gauges refuse NaN/inf; the store keeps them
+                    gauge.set(latest, {"runtel.metric": name})
 
 
 def _flat_attributes(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -164,3 +164,11 @@ def test_live_run_is_readable_while_logging(run: runtel.Run) -> None:
         time.sleep(0.1)
     assert stored.status == "running"
     assert stored.history("live")[2].tolist() == [float(i) for i in range(1000)]
+
+
+def test_flush_makes_every_point_readable_at_once(base_dir: Path) -> None:
+    with runtel.init(project="p", base_dir=str(base_dir), flush_interval=3600) as run:
+        for i in range(5000):
+            run.log({"x": float(i)})
+        assert run.flush(timeout=30)
+        assert runtel.Store(base_dir).run(run.id).history("x")[0].size == 5000

@@ -5,9 +5,10 @@ docs/trackers.md) and the experiment API (``ExperimentTracker``, ``ExperimentMan
 ``MetricVisualizer``; see docs/experiment-api.md).
 """
 
+from runtel.errors import RunStillRunningError
 from runtel.tracking.experiment import ArtifactVersion, ExperimentTracker
 from runtel.tracking.logger import ExperimentLogger
-from runtel.tracking.manager import Comparison, ExperimentManager, ExperimentRunningError
+from runtel.tracking.manager import Comparison, ExperimentManager
 from runtel.tracking.trackers import (
     BaseTracker,
     MLflowTracker,
@@ -27,12 +28,12 @@ __all__ = [
     "Comparison",
     "ExperimentLogger",
     "ExperimentManager",
-    "ExperimentRunningError",
     "ExperimentTracker",
     "MLflowTracker",
     "MetricVisualizer",
     "MultiTracker",
     "NeptuneTracker",
+    "RunStillRunningError",
     "RunTracker",
     "TensorBoardTracker",
     "WandbTracker",

@@ -13,13 +13,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from runtel.errors import MetricNotFoundError
 from runtel.store.query import StoredRun
 from runtel.tracking.visualizer import MetricVisualizer
 
@@ -29,9 +28,6 @@ logger = logging.getLogger("runtel")
 SYSTEM_PREFIX = "system/"
 PREFIX = "auto_"
 _REST_FACTOR = 4.0
-_POLL_SECONDS = 0.02
-#: How long a reader waits for the background flush before going on with what is stored.
-STORE_WAIT_SECONDS = 30.0
 
 
 def plotted_series(
@@ -48,40 +44,14 @@ def plotted_series(
     return series
 
 
-def wait_for_points(
-    run: StoredRun, targets: Mapping[str, int], timeout: float = STORE_WAIT_SECONDS
-) -> list[str]:
-    """Poll until the store holds ``targets[name]`` points of each metric; the names still behind at
-    ``timeout`` are returned (and logged), so a reader never hangs on a stalled writer."""
-    deadline = time.monotonic() + timeout
-    behind = [name for name, count in targets.items() if count > 0]
-    while behind:
-        behind = [name for name in behind if _stored_count(run, name) < targets[name]]
-        if behind and time.monotonic() > deadline:
-            logger.warning(
-                "runtel: the store of %s is still behind after %ss for %s", run.dir, timeout, behind
-            )
-            break
-        if behind:
-            time.sleep(_POLL_SECONDS)
-    return behind
-
-
-def _stored_count(run: StoredRun, metric: str) -> int:
-    try:
-        return int(run.history(metric)[0].size)
-    except MetricNotFoundError:
-        return 0
-
-
 class AutoVisualizer:
     """Owns the render thread of one run; ``render_threads`` and ``failures`` say what it did."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, flush: Callable[[], object]) -> None:
         self._run_dir = run_dir
+        self._flush = flush
         self._wake = threading.Condition()
         self._pending = False
-        self._targets: Mapping[str, int] = {}
         self._closing = False
         self.renders = 0
         self.failures = 0
@@ -89,14 +59,10 @@ class AutoVisualizer:
         self._thread = threading.Thread(target=self._loop, name="runtel-autoviz", daemon=True)
         self._thread.start()
 
-    def request(self, targets: Mapping[str, int]) -> None:
-        """Ask for a render of at least ``targets`` (points per metric); returns at once.
-
-        A request still waiting is replaced by this one.
-        """
+    def request(self) -> None:
+        """Ask for a render of everything logged so far; returns at once (waiting requests merge)."""
         with self._wake:
             self._pending = True
-            self._targets = targets
             self._wake.notify()
 
     def close(self) -> None:
@@ -113,19 +79,20 @@ class AutoVisualizer:
                 while not self._pending or (not self._closing and time.monotonic() < not_before):
                     self._wake.wait(None if not self._pending else not_before - time.monotonic())
                 self._pending = False
-                closing, targets = self._closing, self._targets
+                closing = self._closing
             started = time.monotonic()
-            self._render(targets)
+            self._render(closing)
             not_before = time.monotonic() + _REST_FACTOR * (time.monotonic() - started)
             if closing:
                 return
 
-    def _render(self, targets: Mapping[str, int]) -> None:
+    def _render(self, closing: bool) -> None:
         """A failed render is logged and counted, never raised: plots must not stop training."""
         self.render_threads.add(threading.get_ident())
         try:
+            if not closing:
+                self._flush()  # on this thread: the store then holds every point logged so far
             run = StoredRun(self._run_dir)
-            wait_for_points(run, targets)
             series = plotted_series(run)
             if series:
                 MetricVisualizer.save_plots(series, self._run_dir / "plots", prefix=PREFIX)

@@ -7,8 +7,7 @@ from the store (``runtel.StoredRun``), so a tracker keeps no copy of the points 
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -17,12 +16,11 @@ import numpy as np
 import numpy.typing as npt
 
 import runtel
-from runtel._models import save_torch_module
 from runtel.errors import ConfigError, RunFinishedError
 from runtel.run import Run
-from runtel.store.artifacts import ArtifactStore, ArtifactVersion, check_artifact_name
+from runtel.store.artifacts import ArtifactStore, ArtifactVersion
 from runtel.store.query import Store, StoredRun
-from runtel.tracking._autoviz import SYSTEM_PREFIX, AutoVisualizer, plotted_series, wait_for_points
+from runtel.tracking._autoviz import SYSTEM_PREFIX, AutoVisualizer, plotted_series
 from runtel.tracking.visualizer import MetricVisualizer, require_matplotlib
 
 __all__ = ["ArtifactVersion", "ExperimentTracker"]
@@ -62,8 +60,8 @@ class ExperimentTracker:
             base_dir=None if base_dir is None else os.fspath(base_dir),
             exporters=None if backend is None else [backend],
         )
-        run_dir = run.dir.absolute()  # plots keep landing in the right place if the script changes directory
-        self._attach(StoredRun(run_dir), run, AutoVisualizer(run_dir) if auto_visualize else None, every)
+        autoviz = AutoVisualizer(run.dir, run.flush) if auto_visualize else None
+        self._attach(StoredRun(run.dir), run, autoviz, every)
 
     @classmethod
     def open(cls, experiment_id: str, base_dir: str | os.PathLike[str] | None = None) -> ExperimentTracker:
@@ -91,8 +89,6 @@ class ExperimentTracker:
         self._started = False
         self._finished = run is None
         self._calls = 0
-        self._logged: dict[str, int] = {}  # points logged per metric: what the store must reach
-        self._seen: dict[str, int] = {}  # points per metric the store was last seen to hold
 
     # ------------------------------------------------------------------ identity and state
     @property
@@ -129,7 +125,7 @@ class ExperimentTracker:
     @property
     def metrics_history(self) -> dict[str, list[dict[str, Any]]]:
         """``{metric: get_metrics(metric)}`` for every metric, built from the store on each access."""
-        self._catch_up(list(self._logged))
+        self._catch_up()
         names = [name for name in self._stored.metrics() if not name.startswith(SYSTEM_PREFIX)]
         return {name: points for name in names if (points := _as_points(*self._stored.history(name)))}
 
@@ -141,11 +137,9 @@ class ExperimentTracker:
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Record ``metrics`` at ``step`` (default: previous step + 1); see ``Run.log``."""
         self._writable().log(metrics, step)
-        for name in metrics:
-            self._logged[name] = self._logged.get(name, 0) + 1
         self._calls += 1
         if self._autoviz is not None and self._calls % self._every == 0:
-            self._autoviz.request(dict(self._logged))
+            self._autoviz.request()
 
     def log_artifact(
         self, path: str | os.PathLike[str], name: str | None = None, version: bool = True
@@ -166,14 +160,8 @@ class ExperimentTracker:
         The version's ``metadata`` holds ``framework`` and, for a module, the ``format`` written
         (``safetensors`` when installed, else ``torch``).
         """
-        run = self._writable()
-        if isinstance(model, str | os.PathLike):
-            return run.log_artifact(model, name, version, metadata={"framework": framework}, kind="model")
-        label = name or "model"
-        with tempfile.TemporaryDirectory(prefix="runtel-model-") as scratch:
-            saved, file_format = save_torch_module(model, Path(scratch), check_artifact_name(label)[-1])
-            details = {"framework": framework or "pytorch", "format": file_format}
-            return run.log_artifact(saved, label, version, metadata=details, kind="model")
+        label = name or (Path(model).name if isinstance(model, str | os.PathLike) else "model")
+        return self._writable().log_model(model, label, framework, version=version)
 
     def log_figure(self, figure: Any, name: str, step: int | None = None) -> Path:
         """Save a matplotlib figure as ``plots/<name>_step<N>.png`` (N: ``step`` or the current step)."""
@@ -191,14 +179,14 @@ class ExperimentTracker:
         self, metric_name: str
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """``(steps, timestamps, values)`` as numpy arrays, straight from the store."""
-        self._catch_up([metric_name])
+        self._catch_up()
         return self._stored.history(metric_name)
 
     def get_best_metric(self, metric_name: str, mode: Literal["max", "min"] = "max") -> tuple[float, int]:
         """``(value, step)`` of the highest (``max``) or lowest (``min``) point; NaN points are skipped."""
         if mode not in ("max", "min"):
             raise ConfigError(f"mode must be 'max' or 'min', got {mode!r}")
-        self._catch_up([metric_name])
+        self._catch_up()
         return self._stored.best(metric_name, mode)
 
     def get_artifact_version(self, name: str, version: int = -1) -> ArtifactVersion:
@@ -213,7 +201,7 @@ class ExperimentTracker:
     def generate_visualizations(self) -> dict[str, Path]:
         """Draw every plot now into ``plots/`` (``metric_<name>``, ``all_metrics_*``); plot name -> path."""
         require_matplotlib()
-        self._catch_up(list(self._logged))
+        self._catch_up()
         return MetricVisualizer.save_plots(plotted_series(self._stored), self.experiment_dir / "plots")
 
     # ------------------------------------------------------------------ lifecycle
@@ -247,15 +235,10 @@ class ExperimentTracker:
         self._started = True
         return self._run
 
-    def _catch_up(self, names: Iterable[str]) -> None:
-        """Wait until the store holds every point of ``names`` logged here (written in the background)."""
-        if self._finished:
-            return
-        targets = {
-            name: self._logged[name] for name in names if self._logged.get(name, 0) > self._seen.get(name, 0)
-        }
-        behind = wait_for_points(self._stored, targets)
-        self._seen.update({name: count for name, count in targets.items() if name not in behind})
+    def _catch_up(self) -> None:
+        """Make the store hold everything logged so far (it is otherwise up to a second behind)."""
+        if not self._finished and self._run is not None:
+            self._run.flush()
 
 
 def _as_points(

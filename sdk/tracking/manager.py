@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runtel.errors import RuntelError
+from runtel.errors import RunStillRunningError
 from runtel.store.query import Mode, Store, StoredRun
 from runtel.tracking import report
 from runtel.tracking._autoviz import plotted_series
@@ -19,11 +19,7 @@ from runtel.tracking.visualizer import MetricVisualizer
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["Comparison", "ExperimentManager", "ExperimentRunningError"]
-
-
-class ExperimentRunningError(RuntelError, RuntimeError):
-    """The experiment's writer is still alive; finish it before deleting it."""
+__all__ = ["Comparison", "ExperimentManager"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,7 +80,7 @@ class ExperimentManager:
         """Remove the experiment's folder; refuses one that is still running."""
         run = self.store.run(experiment_id)
         if run.status == "running":
-            raise ExperimentRunningError(
+            raise RunStillRunningError(
                 f"experiment {run.name} ({run.id}) is still running; finish it before deleting it"
             )
         shutil.rmtree(run.dir)
