@@ -14,6 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.trace import SpanProcessor
+
 from runtel.records import Record
 
 StepRule = Literal["any", "non_decreasing", "strictly_increasing"]
@@ -78,3 +81,17 @@ class Exporter(Protocol):
     def force_flush(self, timeout_millis: int = 30_000) -> bool: ...
 
     def shutdown(self) -> None: ...
+
+
+@runtime_checkable
+class TelemetryHooks(Protocol):
+    """Optional: an exporter that also plugs into the run's own OpenTelemetry providers.
+
+    ``runtel.init`` adds these span processors to the run's ``TracerProvider`` and these readers
+    to its ``MeterProvider`` (OTLP, Prometheus): spans and every run metric then flow through
+    OpenTelemetry's own pipeline, beside the record stream.
+    """
+
+    def span_processors(self) -> Sequence[SpanProcessor]: ...
+
+    def metric_readers(self) -> Sequence[MetricReader]: ...

@@ -40,7 +40,7 @@ from runtel._params import check_params
 from runtel._values import MAX_EXACT_INT, check_name, check_step, coerce_value
 from runtel.config import Settings
 from runtel.errors import ConfigError, InvalidMetricError, RunFinishedError
-from runtel.exporters.base import Exporter
+from runtel.exporters.base import Exporter, TelemetryHooks
 from runtel.exporters.local import LocalStoreExporter
 from runtel.records import (
     ArtifactLogged,
@@ -112,10 +112,13 @@ class Run:
                 "runtel.version": __version__,
             }
         )
+        hooks = [e for e in exporters if isinstance(e, TelemetryHooks)]
+        processors = [*span_processors, *(p for hook in hooks for p in hook.span_processors())]
+        readers = [*metric_readers, *(r for hook in hooks for r in hook.metric_readers())]
         self._tracer_provider = _otel.make_tracer_provider(
-            resource, [_otel.RecordingSpanProcessor(self._emit), *span_processors], trace_id
+            resource, [_otel.RecordingSpanProcessor(self._emit), *processors], trace_id
         )
-        self._meter_provider, self._user_reader = _otel.make_meter_provider(resource, metric_readers)
+        self._meter_provider, self._user_reader = _otel.make_meter_provider(resource, readers)
         if settings.global_otel:
             trace.set_tracer_provider(self._tracer_provider)
             otel_metrics.set_meter_provider(self._meter_provider)
@@ -129,6 +132,11 @@ class Run:
             attributes={_otel.SPAN_KIND_ATTRIBUTE: "run", "runtel.run.name": self.name},
         )
         self._span_id = self._root.get_span_context().span_id
+        self._run_labels = {
+            "runtel.run.id": self.id,
+            "runtel.run.name": self.name,
+            "runtel.project": self.project,
+        }
         self._span_stack: list[tuple[trace.Span, object]] = []
 
         base_dir = Path(settings.base_dir).absolute()
@@ -493,7 +501,7 @@ class Run:
                     gauge = self._mirrors[name] = self._mirror_meter.create_gauge(_otel.instrument_name(name))
                 latest = float(record.values[positions[-1]])
                 if math.isfinite(latest):  # OTel gauges refuse NaN/inf; the store keeps them
-                    gauge.set(latest, {"runtel.metric": name})
+                    gauge.set(latest, {"runtel.metric": name, **self._run_labels})
 
 
 def _flat_attributes(params: Mapping[str, Any]) -> dict[str, Any]:
