@@ -23,7 +23,7 @@ from runtel.records import SERIES_DTYPE, Heartbeat, MetricPoints, ParamsLogged, 
 from runtel.store import _layout
 from runtel.store._events import is_event, to_line
 from runtel.store._jsonio import read_json, write_json_atomic
-from runtel.store._series import SeriesWriter
+from runtel.store._series import SeriesWriter, read_index, read_series
 
 
 class LocalStoreExporter:
@@ -38,7 +38,7 @@ class LocalStoreExporter:
         self._params: dict[str, Any] = read_json(self.run_dir / _layout.HYPERPARAMETERS, default={})
         self._stats: dict[str, dict[str, Any]] = read_json(self.run_dir / _layout.SUMMARY, default={}).get(
             "metrics", {}
-        )
+        ) or _stats_from_series(self.run_dir / _layout.METRICS_DIR)
 
     def export(self, records: Sequence[Record]) -> ExportResult:
         for record in records:
@@ -79,10 +79,18 @@ class LocalStoreExporter:
         summary["exporters"] = reports
         write_json_atomic(self.run_dir / _layout.SUMMARY, summary)
 
+    def next_step(self) -> int:
+        """The step after the last one stored (0 for a new run): where a resumed run continues."""
+        return max((int(stats["last_step"]) + 1 for stats in self._stats.values()), default=0)
+
     def _start(self, record: RunStarted) -> None:
         _deep_merge(self._params, record.config)
         write_json_atomic(self.run_dir / _layout.HYPERPARAMETERS, self._params)
         pid = int(record.resource.get("process.pid", os.getpid()))
+        if record.resumed:
+            self._metadata.setdefault("resumed_at", []).append(_iso(record.start_time))
+        else:
+            self._metadata.update({"created_at": _iso(record.start_time), "start_time": record.start_time})
         self._metadata.update(
             {
                 "id": record.run_id,
@@ -92,9 +100,9 @@ class LocalStoreExporter:
                 "experiment_name": record.name,
                 "project": record.project,
                 "status": "running",
-                "created_at": _iso(record.start_time),
-                "start_time": record.start_time,
                 "heartbeat": record.start_time,
+                "rank": record.resource.get("rank", 0),
+                "world_size": record.resource.get("world_size", 1),
                 "tags": list(record.tags),
                 "host": record.resource.get("host.name", platform.node()),
                 "pid": pid,
@@ -155,6 +163,24 @@ class LocalStoreExporter:
 
     def _write_metadata(self, *, fsync: bool) -> None:
         write_json_atomic(self.run_dir / _layout.METADATA, self._metadata, fsync=fsync)
+
+
+def _stats_from_series(metrics_dir: Path) -> dict[str, dict[str, Any]]:
+    """Per-metric summary rebuilt from the series files (a crashed run has no summary.json)."""
+    stats: dict[str, dict[str, Any]] = {}
+    for name, file_name in read_index(metrics_dir).items():
+        records = read_series(metrics_dir / file_name)
+        if records.size:
+            values = records["value"]
+            stats[name] = {
+                "count": int(values.size),
+                "min": float(np.fmin.reduce(values)),
+                "max": float(np.fmax.reduce(values)),
+                "last": float(values[-1]),
+                "last_step": int(records["step"][-1]),
+                "last_time": float(records["time"][-1]),
+            }
+    return stats
 
 
 def _deep_merge(target: dict[str, Any], update: dict[str, Any]) -> None:

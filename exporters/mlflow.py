@@ -182,6 +182,10 @@ class MlflowExporter:
         existing = self._client.search_runs(
             [experiment_id], filter_string=f"tags.`runtel.run_id` = '{record.run_id}'"
         )
+        if existing and record.resumed:  # continue the MLflow run the interrupted session started
+            self._runtel_id, self._mlflow_id = record.run_id, existing[0].info.run_id
+            self._client.update_run(self._mlflow_id, status="RUNNING")
+            return
         if existing and not self._force:
             ids = ", ".join(run.info.run_id for run in existing)
             raise RuntelError(

@@ -160,7 +160,10 @@ class TensorBoardExporter:
             return  # The same batch again after a failure: the run directory is already ours.
         self._close()
         run_dir = os.path.join(self._log_dir, f"{record.name}_{record.run_id[:8]}")
-        if os.path.isdir(run_dir) and any(f.startswith("events.out.tfevents.") for f in os.listdir(run_dir)):
+        exported = os.path.isdir(run_dir) and any(
+            f.startswith("events.out.tfevents.") for f in os.listdir(run_dir)
+        )
+        if exported and not record.resumed:  # a resumed run appends a new event file to its folder
             if not self._force:
                 raise RuntelError(
                     f"run {record.run_id} was already exported to TensorBoard in {run_dir}; "

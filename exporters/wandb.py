@@ -111,7 +111,8 @@ class WandbExporter:
         self._wandb = _import_wandb()
         self._project = project
         self._entity = entity
-        self._mode = mode
+        # Resolved now, like the folder: wandb's process-wide settings would otherwise decide.
+        self._mode = mode or os.environ.get("WANDB_MODE") or "online"
         # Resolved now: wandb caches its first run's folder process-wide, so later runs would follow it.
         self._dir = dir or os.environ.get("WANDB_DIR") or os.getcwd()
         self._api_key = api_key
@@ -164,12 +165,13 @@ class WandbExporter:
     def _start(self, record: RunStarted) -> None:
         if self._run is not None:
             raise RuntelError(f"wandb exporter got a second RunStarted ({record.run_id}) in one run")
-        self._refuse_offline_duplicate(record.run_id)
+        if not record.resumed:
+            self._refuse_offline_duplicate(record.run_id)
         settings = self._wandb.Settings(console="off", x_disable_stats=True)
         user_settings = self._init_kwargs.get("settings")
         if user_settings is not None:
             settings.update_from_settings(user_settings)
-        if self._api_key is not None:
+        if self._api_key is not None and not self._offline:  # offline runs never authenticate
             settings.api_key = self._api_key
         kwargs = {k: v for k, v in self._init_kwargs.items() if k != "settings"}
         self._params = _deep_merge({}, record.config)
@@ -182,15 +184,18 @@ class WandbExporter:
             name=record.name,
             config=record.config,
             tags=list(record.tags),
-            resume="never",
+            resume="allow" if record.resumed else "never",
             reinit="create_new",
             settings=settings,
             **kwargs,
         )
 
+    @property
+    def _offline(self) -> bool:
+        return self._mode in ("offline", "dryrun", "disabled")
+
     def _refuse_offline_duplicate(self, run_id: str) -> None:
-        mode = self._mode or os.environ.get("WANDB_MODE", "online")
-        if mode not in ("offline", "dryrun"):
+        if not self._offline:
             return
         root = self._dir
         pattern = os.path.join(glob.escape(root), "wandb", f"*run-*-{run_id}*", f"run-{run_id}.wandb")

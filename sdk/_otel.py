@@ -67,19 +67,33 @@ def run_trace_id(parent: Context | None) -> int:
 
 
 class _RunIdGenerator(RandomIdGenerator):
-    """Gives the run span the trace id chosen before the providers exist (it names the resource)."""
+    """Gives the run span the ids chosen before the providers exist (the trace id names the resource;
+    a distributed run's root span id is known to every rank)."""
 
-    def __init__(self, trace_id: int) -> None:
+    def __init__(self, trace_id: int, first_span_id: int | None) -> None:
         self._trace_id = trace_id
+        self._first_span_id = first_span_id
 
     def generate_trace_id(self) -> int:
         return self._trace_id
 
+    def generate_span_id(self) -> int:
+        if self._first_span_id is not None:
+            span_id, self._first_span_id = self._first_span_id, None
+            return span_id
+        return super().generate_span_id()
+
+
+def remote_span_context(trace_id: int, span_id: int) -> Context:
+    """A parent context for a span whose parent lives in another process (rank 0's run span)."""
+    parent = trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(1))
+    return trace.set_span_in_context(trace.NonRecordingSpan(parent))
+
 
 def make_tracer_provider(
-    resource: Resource, processors: Iterable[SpanProcessor], trace_id: int
+    resource: Resource, processors: Iterable[SpanProcessor], trace_id: int, root_span_id: int | None = None
 ) -> TracerProvider:
-    provider = TracerProvider(resource=resource, id_generator=_RunIdGenerator(trace_id))
+    provider = TracerProvider(resource=resource, id_generator=_RunIdGenerator(trace_id, root_span_id))
     for processor in processors:
         provider.add_span_processor(processor)
     return provider

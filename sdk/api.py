@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import atexit
+import os
+import signal
 import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib.metadata import entry_points
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.trace import SpanProcessor
 
+from runtel._distributed import detect_job
 from runtel.config import resolve_settings
 from runtel.errors import ConfigError
 from runtel.exporters.base import ENTRY_POINT_GROUP, Exporter
@@ -37,6 +40,7 @@ def init(
     span_processors: Iterable[SpanProcessor] = (),
     metric_readers: Sequence[MetricReader] = (),
     exporter_options: Mapping[str, Mapping[str, Any]] | None = None,
+    resume: str | None = None,
     **settings: Any,
 ) -> Run:
     """Start a run recorded in the local store (always) and in the given ``exporters``.
@@ -44,6 +48,8 @@ def init(
     ``exporters`` are names registered in the ``runtel.exporters`` entry-point group (built in:
     wandb, mlflow, tensorboard, neptune) or exporter objects; ``exporter_options`` gives a named
     exporter its keyword arguments, e.g. ``{"mlflow": {"tracking_uri": "sqlite:///mlflow.db"}}``.
+    ``resume`` continues a stored run (id, id prefix or name) after preemption or a crash, as
+    ``RUNTEL_RUN_ID`` does: same trace id, steps continuing after the last one stored.
     Every argument left as None falls back to its ``RUNTEL_*`` environment variable
     (see docs/configuration.md), then to its default.
     """
@@ -59,12 +65,15 @@ def init(
         }
     )
     chosen: list[str | Exporter] = list(exporters) if exporters is not None else list(resolved.exporters)
+    if not detect_job(os.environ).primary:
+        chosen = []  # backends get one run per job: rank 0's
     run = Run(
         resolved,
         config=config,
         exporters=[_resolve_exporter(item, exporter_options or {}) for item in chosen if item != "local"],
         span_processors=span_processors,
         metric_readers=metric_readers,
+        resume=resume,
     )
     _remember(run)
     _install_hooks()
@@ -118,6 +127,19 @@ def _install_hooks() -> None:
 
     sys.excepthook = excepthook
     atexit.register(_finish_all_at_exit)
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    ):
+        signal.signal(signal.SIGTERM, _finish_all_on_sigterm)
+
+
+def _finish_all_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """A scheduler or launcher stopping the job: runs end ``killed``, then the default action."""
+    for run in reversed(active_runs()):
+        run.finish("killed", error="SIGTERM")
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _finish_all_at_exit() -> None:

@@ -29,6 +29,8 @@ class Settings:
     export_retries: int = 3
     heartbeat_interval: float = 5.0
     global_otel: bool = False
+    run_id: str | None = None
+    log_all_ranks: bool = False
 
 
 def _parse_bool(raw: str) -> bool:
@@ -58,6 +60,13 @@ def _parse_pos_int(raw: str) -> int:
     return value
 
 
+def _parse_run_id(raw: str) -> str:
+    value = raw.strip().lower()
+    if len(value) != 32 or any(char not in "0123456789abcdef" for char in value) or set(value) == {"0"}:
+        raise ValueError("expected 32 hexadecimal characters (an OpenTelemetry trace id)")
+    return value
+
+
 #: field name -> (environment variable, parser, description)
 ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "base_dir": ("RUNTEL_BASE_DIR", str, "Folder holding run folders."),
@@ -84,6 +93,16 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any], str]] = {
         "RUNTEL_GLOBAL_OTEL",
         _parse_bool,
         "Also install the run's tracer and meter providers as OpenTelemetry's global ones.",
+    ),
+    "run_id": (
+        "RUNTEL_RUN_ID",
+        _parse_run_id,
+        "Run id (32 hex) to resume after preemption, or to give a new run; resume= in init() is the same.",
+    ),
+    "log_all_ranks": (
+        "RUNTEL_LOG_ALL_RANKS",
+        _parse_bool,
+        "In a distributed job, record run.log() of every rank, not only rank 0's.",
     ),
 }
 

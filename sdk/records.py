@@ -29,6 +29,8 @@ class RunStarted:
     config: dict[str, Any]
     tags: tuple[str, ...] = ()
     resource: dict[str, Any] = field(default_factory=dict)
+    #: True when this continues an earlier run of the same id (after preemption or a crash).
+    resumed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

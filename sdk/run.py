@@ -18,7 +18,6 @@ import tempfile
 import threading
 import time
 import traceback
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -35,6 +34,7 @@ from opentelemetry.trace import Status, StatusCode
 from runtel import _otel
 from runtel._dispatch import Dispatcher
 from runtel._histogram import make_histogram
+from runtel._identity import locate_run
 from runtel._models import save_torch_module
 from runtel._params import check_params
 from runtel._values import MAX_EXACT_INT, check_name, check_step, coerce_value
@@ -53,7 +53,6 @@ from runtel.records import (
     RunStarted,
     flatten_params,
 )
-from runtel.store._layout import create_run_dir, folder_name
 from runtel.store.artifacts import ArtifactStore, ArtifactVersion, check_artifact_name
 from runtel.system import SystemMetrics
 
@@ -81,12 +80,12 @@ class Run:
         span_processors: Iterable[SpanProcessor] = (),
         metric_readers: Sequence[MetricReader] = (),
         environ: Mapping[str, str] | None = None,
+        resume: str | None = None,
     ) -> None:
         env = os.environ if environ is None else environ
         clean_config = check_params(config or {})
         self._settings = settings
         self.project = settings.project
-        self.name = settings.name or f"run-{uuid.uuid4().hex[:6]}"
         self._lock = threading.Lock()
         self._points: list[tuple[int, int, float, float, int]] = []
         self._events: list[tuple[int, Record]] = []
@@ -99,9 +98,10 @@ class Run:
 
         from runtel import __version__
 
-        parent = _otel.remote_parent(env)
-        trace_id = _otel.run_trace_id(parent)
-        self.id = _otel.trace_id_hex(trace_id)
+        where = locate_run(settings, env, resume)
+        self.id, self.name, self.job, self.resumed = where.run_id, where.name, where.job, where.resumed
+        #: Records log() calls of this process (always on rank 0; elsewhere only when asked).
+        self._silent = not (where.job.primary or settings.log_all_ranks)
         resource = _otel.make_resource(
             {
                 "service.name": self.project,
@@ -110,13 +110,16 @@ class Run:
                 "runtel.run.id": self.id,
                 "runtel.run.name": self.name,
                 "runtel.version": __version__,
+                "rank": where.job.rank,
+                "world_size": where.job.world_size,
             }
         )
         hooks = [e for e in exporters if isinstance(e, TelemetryHooks)]
         processors = [*span_processors, *(p for hook in hooks for p in hook.span_processors())]
         readers = [*metric_readers, *(r for hook in hooks for r in hook.metric_readers())]
+        trace_id = int(self.id, 16)
         self._tracer_provider = _otel.make_tracer_provider(
-            resource, [_otel.RecordingSpanProcessor(self._emit), *processors], trace_id
+            resource, [_otel.RecordingSpanProcessor(self._emit), *processors], trace_id, where.root_span_id
         )
         self._meter_provider, self._user_reader = _otel.make_meter_provider(resource, readers)
         if settings.global_otel:
@@ -126,10 +129,16 @@ class Run:
         self._mirror_meter = self._meter_provider.get_meter(_otel.RUN_METRICS_SCOPE)
         self.meter = self._meter_provider.get_meter(_otel.USER_METRICS_SCOPE)
 
+        self._span_attributes = {"rank": where.job.rank} if where.job.distributed else {}
         self._root = self._tracer.start_span(
-            f"run {self.name}",
-            context=parent,
-            attributes={_otel.SPAN_KIND_ATTRIBUTE: "run", "runtel.run.name": self.name},
+            f"run {self.name}" if where.job.primary else f"rank {where.job.rank}",
+            context=where.parent,
+            attributes={
+                _otel.SPAN_KIND_ATTRIBUTE: "run",
+                "runtel.run.name": self.name,
+                "runtel.resumed": self.resumed,
+                **self._span_attributes,
+            },
         )
         self._span_id = self._root.get_span_context().span_id
         self._run_labels = {
@@ -139,14 +148,8 @@ class Run:
         }
         self._span_stack: list[tuple[trace.Span, object]] = []
 
-        base_dir = Path(settings.base_dir).absolute()
-        if (base_dir / folder_name(self.name, self.id)).exists():
-            raise ConfigError(
-                f"run {self.id} already has a folder in {base_dir} (TRACEPARENT joins an existing trace); "
-                "use another base_dir for this process"
-            )
-        self.dir = create_run_dir(base_dir, self.name, self.id)
-        self.artifacts = ArtifactStore(self.dir)
+        self.dir = where.run_dir
+        self.artifacts = ArtifactStore(where.own_dir)
         started = RunStarted(
             run_id=self.id,
             name=self.name,
@@ -155,15 +158,17 @@ class Run:
             config=clean_config,
             tags=settings.tags,
             resource=dict(resource.attributes),
+            resumed=self.resumed,
         )
-        self._local = LocalStoreExporter(self.dir)
+        self._local = LocalStoreExporter(where.own_dir)
         self._local.export([started])  # written before init() returns: the run is visible at once
+        self._next_step = self._local.next_step()
         self._dispatcher = Dispatcher(
-            [self._local, *exporters],
+            [self._local, *(exporters if where.job.primary else [])],
             queue_size=settings.queue_size,
             block_timeout=settings.queue_block_timeout,
             retries=settings.export_retries,
-            scratch_dir=self.dir / "adapted",
+            scratch_dir=where.own_dir / "adapted",
         )
         self._dispatcher.submit([started], include_critical=False)
         self._set_param_attributes(clean_config)
@@ -180,15 +185,20 @@ class Run:
             self._system.start()
 
     # ------------------------------------------------------------------ hot path
-    def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+    def log(self, metrics: Mapping[str, Any], step: int | None = None, *, all_ranks: bool = False) -> None:
         """Record ``metrics`` at ``step`` (default: previous step + 1, starting at 0).
 
         Values: int, float, bool, numpy scalars, one-element tensors; NaN and ±inf are
         kept exactly. A bad name, value or step raises and records nothing of the call.
+        In a distributed job only rank 0's calls are recorded unless ``all_ranks`` (or the
+        ``log_all_ranks`` setting); other ranks' steps still advance.
         """
         if self._finished:
             raise RunFinishedError(f"run {self.name} ({self.id}) has finished; log() is no longer possible")
         at = self._next_step if step is None else check_step(step)
+        if self._silent and not all_ranks:
+            self._next_step = at + 1
+            return
         now = time.time()
         span = self._span_id
         ids = self._series_ids
@@ -287,6 +297,7 @@ class Run:
             attributes={
                 _otel.SPAN_KIND_ATTRIBUTE: kind,
                 "runtel.step_start": self.step,
+                **self._span_attributes,
                 **_flat_attributes(dict(attributes)),
             },
         )

@@ -23,11 +23,8 @@ def folder_name(name: str, run_id: str) -> str:
     return f"{slug}_{run_id[:8]}"
 
 
-def create_run_dir(base_dir: Path, name: str, run_id: str) -> Path:
-    """A new, empty run folder; refuses to reuse one (two runs never share files)."""
-    base_dir.mkdir(parents=True, exist_ok=True)
-    run_dir = base_dir / folder_name(name, run_id)
-    run_dir.mkdir()
+def create_run_dir(run_dir: Path) -> None:
+    """Lay out a run folder (or a rank's folder inside one); other ranks may be creating theirs."""
+    run_dir.mkdir(parents=True, exist_ok=True)
     for sub in SUBDIRS:
-        (run_dir / sub).mkdir()
-    return run_dir
+        (run_dir / sub).mkdir(exist_ok=True)

@@ -58,24 +58,32 @@ class StoredRun:
         summary: dict[str, Any] = read_json(self.dir / _layout.SUMMARY, default={})
         return summary
 
-    def metrics(self) -> list[str]:
+    def ranks(self) -> dict[int, str]:
+        """Status of each rank of a distributed run (``{0: status}`` for a single process)."""
+        statuses = {0: self.status}
+        for folder in sorted((self.dir / "ranks").glob("*")):
+            if folder.name.isdigit():
+                statuses[int(folder.name)] = StoredRun(folder).status
+        return statuses
+
+    def metrics(self, rank: int = 0) -> list[str]:
         """Names of the run's metric series, in the order they first appeared."""
-        return list(read_index(self.dir / _layout.METRICS_DIR))
+        return list(read_index(self._rank_dir(rank) / _layout.METRICS_DIR))
 
     def history(
-        self, metric: str
+        self, metric: str, rank: int = 0
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        """``(steps, times, values)`` of every point of ``metric``, in logging order."""
-        records = self._records(metric)
+        """``(steps, times, values)`` of every point of ``metric``, in logging order (of ``rank``)."""
+        records = self._records(metric, rank)
         return (
             np.ascontiguousarray(records["step"]),
             np.ascontiguousarray(records["time"]),
             np.ascontiguousarray(records["value"]),
         )
 
-    def span_ids(self, metric: str) -> npt.NDArray[np.uint64]:
+    def span_ids(self, metric: str, rank: int = 0) -> npt.NDArray[np.uint64]:
         """The OTel span id each point was logged under (the run span's id outside any phase)."""
-        return np.ascontiguousarray(self._records(metric)["span_id"])
+        return np.ascontiguousarray(self._records(metric, rank)["span_id"])
 
     def best(self, metric: str, mode: Mode = "auto") -> tuple[float, int]:
         """``(value, step)`` of the best point; NaN points are skipped (all NaN: ``(nan, first step)``)."""
@@ -94,10 +102,10 @@ class StoredRun:
             raise MetricNotFoundError(f"metric {metric!r} of run {self.name} has no points yet")
         return float(values[-1]), int(steps[-1])
 
-    def events(self) -> Iterator[Record]:
+    def events(self, rank: int = 0) -> Iterator[Record]:
         """Every non-metric record (params, spans, artifacts, ...) in logging order."""
         try:
-            handle = (self.dir / _layout.EVENTS).open(encoding="utf-8")
+            handle = (self._rank_dir(rank) / _layout.EVENTS).open(encoding="utf-8")
         except FileNotFoundError:
             return
         with handle:
@@ -107,16 +115,24 @@ class StoredRun:
                     yield record
 
     def spans(self) -> list[SpanEnded]:
-        return [record for record in self.events() if isinstance(record, SpanEnded)]
+        """Every ended span of every rank (one trace), in start order."""
+        found = [
+            record for rank in self.ranks() for record in self.events(rank) if isinstance(record, SpanEnded)
+        ]
+        return sorted(found, key=lambda span: span.start_time)
 
-    def _records(self, metric: str) -> npt.NDArray[np.void]:
-        index = read_index(self.dir / _layout.METRICS_DIR)
+    def _rank_dir(self, rank: int) -> Path:
+        return self.dir if rank == 0 else self.dir / "ranks" / str(rank)
+
+    def _records(self, metric: str, rank: int = 0) -> npt.NDArray[np.void]:
+        directory = self._rank_dir(rank)
+        index = read_index(directory / _layout.METRICS_DIR)
         file_name = index.get(metric)
         if file_name is None:
             raise MetricNotFoundError(
                 f"run {self.name} has no metric {metric!r}; it has: {', '.join(sorted(index)) or 'none'}"
             )
-        return read_series(self.dir / _layout.METRICS_DIR / file_name)
+        return read_series(directory / _layout.METRICS_DIR / file_name)
 
 
 class Store:

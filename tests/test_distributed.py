@@ -1,0 +1,173 @@
+"""Distributed jobs are one run (torchrun, gloo on CPU), and a killed run resumes by id."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+from mlflow.tracking import MlflowClient
+
+import runtel
+
+TORCHRUN_SCRIPT = textwrap.dedent(
+    """
+    import os, sys, time
+    import torch
+    import torch.distributed as dist
+    import runtel
+
+    base_dir, db, kill_rank = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    run = runtel.init(
+        project="ddp", name="ddp-job", base_dir=base_dir, system_interval=0.3,
+        exporters=["mlflow"], exporter_options={"mlflow": {"tracking_uri": f"sqlite:///{db}"}},
+    )
+    torch.manual_seed(0)
+    model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for epoch in run.epochs(2):
+        for step in range(20):
+            x = torch.randn(8, 4) + rank
+            loss = model(x).pow(2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            run.log({"loss": loss.item()})
+            run.log({"rank_loss": loss.item()}, step=run.step, all_ranks=True)
+            if rank == kill_rank and epoch == 1 and step == 5:
+                run.flush()
+                os.kill(os.getpid(), 9)
+            time.sleep(0.02)
+    run.finish()
+    dist.destroy_process_group()
+    """
+)
+
+
+def torchrun(tmp_path: Path, kill_rank: int = -1) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "train.py"
+    script.write_text(TORCHRUN_SCRIPT)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(script),
+    ]
+    return subprocess.run(
+        [*command, str(tmp_path / "runs"), str(tmp_path / "mlflow.db"), str(kill_rank)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        check=False,
+    )
+
+
+def test_two_ranks_are_one_run_in_the_store_and_in_mlflow(tmp_path: Path) -> None:
+    result = torchrun(tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = runtel.Store(tmp_path / "runs").runs()
+    assert run.status == "completed"
+    assert run.ranks() == {0: "completed", 1: "completed"}
+    assert run.history("loss")[0].tolist() == list(range(40))
+    assert "loss" not in run.metrics(rank=1)  # rank 0 logs by default ...
+    for rank in (0, 1):  # ... every rank when asked, and every rank samples its own system
+        assert run.history("rank_loss", rank=rank)[0].size == 40
+        assert run.history("system/cpu.utilization", rank=rank)[0].size >= 2
+    assert not np.array_equal(run.history("rank_loss", rank=0)[2], run.history("rank_loss", rank=1)[2])
+
+    spans = run.spans()
+    assert {s.trace_id for s in spans} == {run.id}
+    root = next(s for s in spans if s.kind == "run" and s.parent_span_id is None)
+    rank_root = next(s for s in spans if s.name == "rank 1")
+    assert rank_root.parent_span_id == root.span_id
+    epochs = [s for s in spans if s.kind == "epoch"]
+    assert sorted(s.attributes["rank"] for s in epochs) == [0, 0, 1, 1]
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    (mlrun,) = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
+    assert mlrun.data.tags["runtel.run_id"] == run.id
+    assert len(client.get_metric_history(mlrun.info.run_id, "loss")) == 40
+
+
+def test_a_rank_killed_mid_run_leaves_the_run_readable_and_marked(tmp_path: Path) -> None:
+    result = torchrun(tmp_path, kill_rank=1)
+    assert result.returncode != 0
+    (run,) = runtel.Store(tmp_path / "runs").runs()
+    statuses = run.ranks()
+    assert statuses[1] == "crashed"
+    assert statuses[0] in ("killed", "crashed")  # torchrun stops the other rank once one dies
+    assert run.status == statuses[0]
+    steps = run.history("rank_loss", rank=1)[0]
+    assert steps.tolist() == list(range(steps.size)) and steps.size >= 26
+
+
+RESUMABLE = textwrap.dedent(
+    """
+    import os, sys, runtel
+    base_dir, db = sys.argv[1], sys.argv[2]
+    run = runtel.init(project="resume", name="preempted", base_dir=base_dir,
+                      exporters=["mlflow"], exporter_options={"mlflow": {"tracking_uri": f"sqlite:///{db}"}})
+    print(run.id, flush=True)
+    for step in range(1000):
+        run.log({"loss": 1000.0 - step})
+    run.flush()
+    import time; time.sleep(3)  # the MLflow worker sends the points in the background meanwhile
+    os.kill(os.getpid(), 9)
+    """
+)
+
+
+def test_a_killed_run_resumes_by_id_with_continuous_steps_and_one_backend_run(tmp_path: Path) -> None:
+    base_dir, db = tmp_path / "runs", tmp_path / "mlflow.db"
+    first = subprocess.run(
+        [sys.executable, "-c", RESUMABLE, str(base_dir), str(db)], capture_output=True, text=True, check=False
+    )
+    assert first.returncode == -signal.SIGKILL, first.stderr
+    run_id = first.stdout.strip()
+    assert runtel.Store(base_dir).run(run_id).status == "crashed"
+
+    with runtel.init(
+        project="resume",
+        base_dir=str(base_dir),
+        resume=run_id,
+        exporters=["mlflow"],
+        exporter_options={"mlflow": {"tracking_uri": f"sqlite:///{db}"}},
+    ) as run:
+        assert (run.id, run.resumed, run.step) == (run_id, True, 999)
+        for _ in range(500):
+            run.log({"loss": 0.5})
+    stored = runtel.Store(base_dir).run(run_id)
+    assert stored.status == "completed"
+    steps, _, values = stored.history("loss")
+    assert steps.tolist() == list(range(1500))
+    assert values[:1000].tolist() == [1000.0 - s for s in range(1000)]
+    assert len(stored.metadata["resumed_at"]) == 1
+    client = MlflowClient(f"sqlite:///{db}")
+    (mlrun,) = client.search_runs([client.get_experiment_by_name("resume").experiment_id])
+    assert mlrun.info.status == "FINISHED"
+    assert sorted(m.step for m in client.get_metric_history(mlrun.info.run_id, "loss")) == list(range(1500))
+
+
+def test_resuming_a_live_or_unknown_run_is_refused(base_dir: Path) -> None:
+    with runtel.init(project="p", base_dir=str(base_dir)) as live:
+        try:
+            runtel.init(project="p", base_dir=str(base_dir), resume=live.id)
+        except runtel.ConfigError as exc:
+            assert "live process" in str(exc)
+        else:
+            raise AssertionError("resumed a run that is still being written")
+    try:
+        runtel.init(project="p", base_dir=str(base_dir), resume="no-such-run")
+    except runtel.ConfigError as exc:
+        assert "no such run" in str(exc)
+    else:
+        raise AssertionError("resumed a run that does not exist")
