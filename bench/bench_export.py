@@ -12,6 +12,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,29 +48,38 @@ def timed_run(root: Path, steps: int, **init: Any) -> tuple[float, float]:
 
 
 def live_overhead(steps: int, repeats: int) -> str:
-    cases: dict[str, dict[str, Any]] = {
-        "local store only": {"system_interval": 0},
-        "+ system metrics every 0.5 s": {"system_interval": 0.5},
-    }
-    rows = []
-    for label, init in [
-        *cases.items(),
-        ("+ wandb, mlflow, tensorboard, neptune (live)", {"system_interval": 0, "export_timeout": 600}),
-    ]:
-        calls, finishes = [], []
-        for _ in range(repeats):
+    cases: list[tuple[str, Callable[[Path], dict[str, Any]]]] = [
+        ("local store only", lambda root: {"system_interval": 0}),
+        ("+ system metrics every 0.5 s", lambda root: {"system_interval": 0.5}),
+        (
+            "+ wandb, mlflow, tensorboard, neptune (live)",
+            lambda root: {
+                "system_interval": 0,
+                "export_timeout": 600,
+                "exporters": list(backend_options(root)),
+                "exporter_options": backend_options(root),
+            },
+        ),
+    ]
+    calls: dict[str, list[float]] = {label: [] for label, _ in cases}
+    finishes: dict[str, list[float]] = {label: [] for label, _ in cases}
+    for _ in range(repeats):  # cases interleaved, so a noisy moment hits them alike
+        for label, settings in cases:
             with tempfile.TemporaryDirectory() as tmp:
-                root = Path(tmp)
-                if "live" in label:
-                    init = {**init, "exporters": list(backend_options(root)), "exporter_options": backend_options(root)}
-                per_call, finish = timed_run(root, steps, **init)
-            calls.append(per_call)
-            finishes.append(finish)
+                per_call, finish = timed_run(Path(tmp), steps, **settings(Path(tmp)))
+            calls[label].append(per_call)
+            finishes[label].append(finish)
             log(f"{label}: {per_call:.2f} us/call, finish {finish:.2f} s")
-        rows.append([label, fmt_us(statistics.median(calls)), f"{statistics.median(finishes):.2f} s"])
-    base = float(rows[0][1])
-    for row in rows:
-        row.insert(2, f"{float(row[1]) / base:.2f}x")
+    base = statistics.median(calls[cases[0][0]])
+    rows = [
+        [
+            label,
+            fmt_us(statistics.median(calls[label])),
+            f"{statistics.median(calls[label]) / base:.2f}x",
+            f"{statistics.median(finishes[label]):.2f} s",
+        ]
+        for label, _ in cases
+    ]
     header = ["run.log, 10 metrics a step", "us/call (median)", "x local only", "finish() (median)"]
     return md_table(header, rows)
 

@@ -41,7 +41,7 @@ def test_run_span_is_parent_of_epoch_spans_and_trace_id_is_run_id(
     stored = runtel.Store(base_dir).run(run.id)
     assert stored.span_ids("loss").tolist() == [s.context.span_id for s in epochs]
     assert stored.span_ids("val/acc").tolist() == [s.context.span_id for s in validates]
-    assert [(s.name, s.kind) for s in stored.spans()][0] == ("run traced", "run")
+    assert (stored.spans()[0].name, stored.spans()[0].kind) == ("run traced", "run")
 
 
 def test_params_are_attributes_of_the_run_span(base_dir: Path, spans: InMemorySpanExporter) -> None:
