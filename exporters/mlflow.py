@@ -266,19 +266,9 @@ class MlflowExporter:
             self._client.log_artifact(self._run(), record.path, artifact_path)
 
     def _histogram(self, record: HistogramLogged) -> None:
-        document = {
-            "name": record.name,
-            "step": record.step,
-            "time": record.time,
-            "bin_edges": record.bin_edges.tolist(),
-            "counts": record.counts.tolist(),
-            "min": record.min,
-            "max": record.max,
-            "mean": record.mean,
-            "std": record.std,
-            "count": record.count,
-        }
-        self._client.log_dict(self._run(), document, f"histograms/{record.name}/step_{record.step}.json")
+        self._client.log_dict(
+            self._run(), record.to_dict(), f"histograms/{record.name}/step_{record.step}.json"
+        )
 
     def _end(self, record: RunEnded) -> None:
         run_id = self._run()

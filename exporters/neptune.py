@@ -234,20 +234,7 @@ class NeptuneExporter:
 
     def _log_histogram(self, record: HistogramLogged) -> None:
         """Neptune has no histogram type: one JSON file per step, as a person would read it."""
-        content = json.dumps(
-            {
-                "step": record.step,
-                "time": record.time,
-                "bin_edges": record.bin_edges.tolist(),
-                "counts": record.counts.tolist(),
-                "min": record.min,
-                "max": record.max,
-                "mean": record.mean,
-                "std": record.std,
-                "count": record.count,
-            },
-            allow_nan=True,
-        )
+        content = json.dumps(record.to_dict(), allow_nan=True)
         file = self._neptune.types.File.from_content(content, extension="json")
         self._active()[f"histograms/{record.name}/step_{record.step}"].upload(file)
 

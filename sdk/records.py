@@ -117,6 +117,21 @@ class HistogramLogged:
     std: float
     count: int
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values (NaN stays NaN), for backends that store histograms as files."""
+        return {
+            "name": self.name,
+            "step": self.step,
+            "time": self.time,
+            "bin_edges": self.bin_edges.tolist(),
+            "counts": self.counts.tolist(),
+            "min": self.min,
+            "max": self.max,
+            "mean": self.mean,
+            "std": self.std,
+            "count": self.count,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
