@@ -127,6 +127,11 @@ class Run:
             otel_metrics.set_meter_provider(self._meter_provider)
         self._tracer = self._tracer_provider.get_tracer("runtel")
         self._mirror_meter = self._meter_provider.get_meter(_otel.RUN_METRICS_SCOPE)
+        self._nonfinite = self._mirror_meter.create_gauge(
+            "runtel.nonfinite", description="1 while a metric's latest value is NaN or infinite"
+        )
+        self._nonfinite_seen: set[str] = set()
+        self._user_series: set[str] = set()
         self.meter = self._meter_provider.get_meter(_otel.USER_METRICS_SCOPE)
 
         self._span_attributes = {"rank": where.job.rank} if where.job.distributed else {}
@@ -470,6 +475,7 @@ class Run:
 
     def _flush_locked(self) -> None:
         for name, when, value in _otel.user_points(self._user_reader, self._user_totals):
+            self._user_series.add(name)
             series = self._register(name)
             with self._lock:
                 self._points.append((series, self.step, when, value, self._span_id))
@@ -507,12 +513,20 @@ class Run:
             if not isinstance(record, MetricPoints):
                 continue
             for name, positions in record.by_name().items():
+                if name in self._user_series:
+                    continue  # already an OTel instrument of the run's meter
                 gauge = self._mirrors.get(name)
                 if gauge is None:
                     gauge = self._mirrors[name] = self._mirror_meter.create_gauge(_otel.instrument_name(name))
                 latest = float(record.values[positions[-1]])
-                if math.isfinite(latest):  # OTel gauges refuse NaN/inf; the store keeps them
-                    gauge.set(latest, {"runtel.metric": name, **self._run_labels})
+                labels = {"runtel.metric": name, **self._run_labels}
+                if math.isfinite(latest):
+                    gauge.set(latest, labels)
+                    if name in self._nonfinite_seen:
+                        self._nonfinite.set(0, labels)
+                else:  # OTel gauges refuse NaN/inf (the store keeps them): flag it for alerts instead
+                    self._nonfinite.set(1, labels)
+                    self._nonfinite_seen.add(name)
 
 
 def _flat_attributes(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,9 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-pytest.importorskip("mlflow")
-
 from mlflow.tracking import MlflowClient
 
 from runtel.errors import MissingExtraError, RuntelError

@@ -11,9 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-pytest.importorskip("neptune")
-
 from PIL import Image
 
 from runtel.errors import MissingExtraError

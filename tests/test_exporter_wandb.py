@@ -14,8 +14,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-pytest.importorskip("wandb")
-
 from runtel.errors import MissingExtraError
 from runtel.exporters.base import Exporter, ExportResult
 from runtel.exporters.wandb import CAPABILITIES, AlreadyExportedError, WandbExporter

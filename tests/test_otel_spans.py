@@ -91,3 +91,43 @@ def test_logged_metrics_are_otel_gauges_for_attached_readers(base_dir: Path) -> 
     assert resource["service.name"] == "otel"
     assert resource["runtel.run.name"] == run.name
     assert resource["runtel.run.id"] == run.id
+
+
+def test_a_non_finite_latest_value_raises_the_nonfinite_gauge(base_dir: Path) -> None:
+    reader = InMemoryMetricReader()
+    with runtel.init(project="otel", base_dir=str(base_dir), metric_readers=[reader]) as run:
+        run.log({"loss": float("nan")})
+        run._flush()
+        flagged = gauge_points(reader.get_metrics_data(), "runtel.nonfinite")
+        run.log({"loss": 0.5})
+        run._flush()
+        cleared = gauge_points(reader.get_metrics_data(), "runtel.nonfinite")
+    assert flagged == {"loss": 1} and cleared == {"loss": 0}
+
+
+def test_user_instruments_are_not_mirrored_twice(base_dir: Path) -> None:
+    reader = InMemoryMetricReader()
+    with runtel.init(project="otel", base_dir=str(base_dir), metric_readers=[reader]) as run:
+        run.meter.create_counter("samples").add(3)
+        run._flush()
+        run._flush()
+        data = reader.get_metrics_data()
+    mirrored = {
+        m.name
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if sm.scope.name == "runtel.metrics"
+    }
+    assert "samples" not in mirrored
+
+
+def gauge_points(data: object, name: str) -> dict[str, float]:
+    return {
+        point.attributes["runtel.metric"]: point.value
+        for rm in data.resource_metrics  # type: ignore[attr-defined]
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        if metric.name == name
+        for point in metric.data.data_points
+    }

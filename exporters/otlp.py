@@ -1,0 +1,180 @@
+"""Sends a run's trace and metrics over OTLP (HTTP/protobuf or gRPC) with the official exporters.
+
+Nothing here translates records: the run's own ``TracerProvider`` and ``MeterProvider`` already
+hold the run as a trace (run span, epoch and phase spans) and every run metric as a gauge, so this
+exporter only plugs a ``BatchSpanProcessor`` and a ``PeriodicExportingMetricReader`` into them
+(:class:`~runtel.exporters.base.TelemetryHooks`). The record stream is acknowledged and ignored.
+
+Configuration follows OpenTelemetry's environment variables: ``OTEL_EXPORTER_OTLP_ENDPOINT``,
+``_HEADERS``, ``_TIMEOUT``, ``_COMPRESSION``, ``_INSECURE``, certificates and their per-signal
+``_TRACES_*`` / ``_METRICS_*`` forms are read by the official exporters; ``OTEL_EXPORTER_OTLP_PROTOCOL``
+(and ``_TRACES_PROTOCOL`` / ``_METRICS_PROTOCOL``) choose the protocol here; ``OTEL_METRIC_EXPORT_INTERVAL``
+sets the metric interval. Keyword arguments win over the environment.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from runtel.errors import ConfigError, MissingExtraError
+from runtel.exporters.base import Capabilities, ExportResult
+from runtel.records import Record
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader
+    from opentelemetry.sdk.trace import SpanProcessor
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+logger = logging.getLogger("runtel")
+
+OtlpProtocol = Literal["http/protobuf", "grpc"]
+Signal = Literal["traces", "metrics"]
+_PROTOCOLS: tuple[OtlpProtocol, ...] = ("http/protobuf", "grpc")
+
+CAPABILITIES = Capabilities(
+    # What reaches the backend is the OpenTelemetry pipeline: spans, and each run metric's latest
+    # value per flush as a gauge, which refuses NaN and +/-inf (the local store keeps every point).
+    non_finite_values="drop",
+    artifacts=False,
+    figures=False,
+    histograms=False,
+)
+
+
+class OtlpExporter:
+    """Plugs OTLP span and metric export into a run's OpenTelemetry providers.
+
+    ``endpoint`` is the base URL (``http://collector:4318``; ``/v1/traces`` and ``/v1/metrics`` are
+    appended for HTTP) or, for gRPC, ``host:port`` or a URL; ``None`` leaves it to the
+    ``OTEL_EXPORTER_OTLP_*`` variables (default ``localhost:4318`` / ``4317``). ``protocol`` is
+    ``http/protobuf`` (default) or ``grpc``. ``insecure`` applies to gRPC only (HTTP follows the URL's
+    scheme). ``export_interval`` is in seconds. ``traces=False`` or ``metrics=False`` turns a signal
+    off (an MLflow server ingests traces only). Live only: a stored run replayed to it is refused.
+    """
+
+    name = "otlp"
+    capabilities = CAPABILITIES
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        *,
+        protocol: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        insecure: bool | None = None,
+        export_interval: float | None = None,
+        timeout: float | None = None,
+        traces: bool = True,
+        metrics: bool = True,
+    ) -> None:
+        if not (traces or metrics):
+            raise ConfigError("traces=False and metrics=False leave the otlp exporter nothing to send")
+        if export_interval is not None and not export_interval > 0:
+            raise ConfigError(
+                f"export_interval must be a positive number of seconds, got {export_interval!r}"
+            )
+        self._interval_millis = None if export_interval is None else export_interval * 1000.0
+        self._span_exporter: SpanExporter | None = None
+        self._metric_exporter: MetricExporter | None = None
+        options = {"endpoint": endpoint, "headers": headers, "insecure": insecure, "timeout": timeout}
+        if traces:
+            self._span_exporter = _make_exporter("traces", _protocol("traces", protocol), options)
+        if metrics:
+            self._metric_exporter = _make_exporter("metrics", _protocol("metrics", protocol), options)
+        self._processors: list[SpanProcessor] | None = None
+        self._readers: list[MetricReader] | None = None
+
+    # ------------------------------------------------------------------ TelemetryHooks
+    def span_processors(self) -> Sequence[SpanProcessor]:
+        """One ``BatchSpanProcessor`` (created on first call; the run's provider shuts it down)."""
+        if self._processors is None:
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+            exporter = self._span_exporter
+            self._processors = [] if exporter is None else [BatchSpanProcessor(exporter)]
+        return self._processors
+
+    def metric_readers(self) -> Sequence[MetricReader]:
+        """One ``PeriodicExportingMetricReader`` (created on first call: it starts a thread)."""
+        if self._readers is None:
+            from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+            exporter = self._metric_exporter
+            self._readers = (
+                []
+                if exporter is None
+                else [PeriodicExportingMetricReader(exporter, export_interval_millis=self._interval_millis)]
+            )
+        return self._readers
+
+    # ------------------------------------------------------------------ Exporter
+    def export(self, records: Sequence[Record]) -> ExportResult:
+        """Live records travel through the providers; without them (a replay) nothing could be sent."""
+        if self._processors is None and self._readers is None:
+            logger.error(
+                "runtel: the otlp exporter sends what a live run's OpenTelemetry providers produce; "
+                "it cannot replay a stored run"
+            )
+            return ExportResult.FAILURE
+        return ExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Send the ended spans and a fresh collection of every metric now."""
+        done = True
+        for processor in self._processors or ():
+            done = processor.force_flush(timeout_millis) and done
+        for reader in self._readers or ():
+            done = reader.force_flush(timeout_millis) and done
+        return done
+
+    def shutdown(self) -> None:
+        """Send the ended spans; the final metrics go out when the run shuts its ``MeterProvider`` down.
+
+        The run ends every span and sets its final gauges before shutting exporters down, then shuts
+        its providers down, which makes the reader collect and export one last time. Metrics are not
+        flushed here as well: with the collector unreachable, that would add one more failed export
+        (``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s by default) to ``finish()``.
+        """
+        for processor in self._processors or ():
+            if not processor.force_flush():
+                logger.warning("runtel: the otlp exporter could not deliver the run's spans")
+
+
+def _protocol(signal: Signal, keyword: str | None) -> OtlpProtocol:
+    """The keyword, else ``OTEL_EXPORTER_OTLP_<SIGNAL>_PROTOCOL``, else ``OTEL_EXPORTER_OTLP_PROTOCOL``."""
+    source, value = "protocol", keyword
+    for variable in (f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        if value is None and os.environ.get(variable):
+            source, value = variable, os.environ[variable].strip()
+    chosen = value or "http/protobuf"
+    for known in _PROTOCOLS:
+        if chosen == known:
+            return known
+    raise ConfigError(f"{source}={chosen!r} is not supported; use one of {', '.join(_PROTOCOLS)}")
+
+
+def _make_exporter(signal: Signal, protocol: OtlpProtocol, options: Mapping[str, Any]) -> Any:
+    """The official OTLP exporter of ``signal`` over ``protocol``; a missing package names the extra."""
+    package = "http" if protocol == "http/protobuf" else "grpc"
+    module = (
+        f"opentelemetry.exporter.otlp.proto.{package}.{'trace' if signal == 'traces' else 'metric'}_exporter"
+    )
+    try:
+        loaded = importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingExtraError(
+            f"the otlp exporter needs opentelemetry-exporter-otlp-proto-{package} for {protocol}: "
+            "pip install runtel[otlp]"
+        ) from exc
+    factory = loaded.OTLPSpanExporter if signal == "traces" else loaded.OTLPMetricExporter
+    kwargs: dict[str, Any] = {"headers": options["headers"], "timeout": options["timeout"]}
+    endpoint = options["endpoint"]
+    if protocol == "grpc":
+        kwargs.update(endpoint=endpoint, insecure=options["insecure"])
+    elif endpoint is not None:
+        kwargs["endpoint"] = f"{endpoint.rstrip('/')}/v1/{signal}"
+    return factory(**kwargs)

@@ -1,0 +1,272 @@
+"""The OTLP exporter, received by real OTLP servers on loopback: HTTP/protobuf and gRPC."""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+import runtel
+from runtel.errors import ConfigError
+from runtel.exporters.base import ExportResult
+from runtel.exporters.otlp import OtlpExporter
+from tests.conftest import run_python
+
+
+@dataclass
+class Received:
+    """What an OTLP server received: parsed requests, and the headers of each."""
+
+    traces: list[trace_service_pb2.ExportTraceServiceRequest] = field(default_factory=list)
+    metrics: list[metrics_service_pb2.ExportMetricsServiceRequest] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, request: Any, headers: dict[str, str]) -> None:
+        with self.lock:
+            target = (
+                self.traces
+                if isinstance(request, trace_service_pb2.ExportTraceServiceRequest)
+                else self.metrics
+            )
+            target.append(request)
+            self.headers.append(headers)
+
+
+@dataclass
+class Server:
+    endpoint: str
+    received: Received
+
+
+@pytest.fixture
+def http_receiver() -> Iterator[Server]:
+    """OTLP/HTTP: POST /v1/traces and /v1/metrics, protobuf bodies, gzip or not."""
+    received = Received()
+    messages = {
+        "/v1/traces": (
+            trace_service_pb2.ExportTraceServiceRequest,
+            trace_service_pb2.ExportTraceServiceResponse,
+        ),
+        "/v1/metrics": (
+            metrics_service_pb2.ExportMetricsServiceRequest,
+            metrics_service_pb2.ExportMetricsServiceResponse,
+        ),
+    }
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if self.headers.get("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+            if self.path not in messages:
+                self.send_error(404)
+                return
+            request_type, response_type = messages[self.path]
+            received.add(request_type.FromString(body), {k.lower(): v for k, v in self.headers.items()})
+            payload = response_type().SerializeToString()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet: the test reads what was received, not the access log."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield Server(f"http://127.0.0.1:{server.server_address[1]}", received)
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.fixture
+def grpc_receiver() -> Iterator[Server]:
+    """OTLP/gRPC: the TraceService and MetricsService from opentelemetry-proto's stubs."""
+    received = Received()
+
+    class Traces(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request: Any, context: Any) -> trace_service_pb2.ExportTraceServiceResponse:
+            received.add(request, dict(context.invocation_metadata()))
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
+        def Export(self, request: Any, context: Any) -> metrics_service_pb2.ExportMetricsServiceResponse:
+            received.add(request, dict(context.invocation_metadata()))
+            return metrics_service_pb2.ExportMetricsServiceResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield Server(f"http://127.0.0.1:{port}", received)
+    server.stop(grace=None)
+
+
+def _train(run: runtel.Run) -> None:
+    """Two epochs with a validate phase, as a user script would log them."""
+    seen = run.meter.create_counter("samples_seen")
+    for epoch in run.epochs(2):
+        for batch in range(3):
+            run.log({"train/loss": 1.0 / (1 + epoch * 3 + batch), "lr": 0.1})
+            seen.add(32)
+        with run.span("validate"):
+            run.log({"val/acc": 0.5 + epoch / 4})
+
+
+def _value(value: AnyValue) -> Any:
+    return getattr(value, value.WhichOneof("value"))
+
+
+def _attributes(pairs: Any) -> dict[str, Any]:
+    return {pair.key: _value(pair.value) for pair in pairs}
+
+
+def _spans(received: Received) -> tuple[dict[str, Any], list[Any]]:
+    resources: dict[str, Any] = {}
+    spans = []
+    for request in received.traces:
+        for resource_spans in request.resource_spans:
+            resources.update(_attributes(resource_spans.resource.attributes))
+            for scope_spans in resource_spans.scope_spans:
+                spans.extend(scope_spans.spans)
+    return resources, spans
+
+
+def _last_points(received: Received) -> dict[tuple[str, str], tuple[str, Any]]:
+    """(scope, series) -> (metric kind, latest data point) over every metrics request received."""
+    points: dict[tuple[str, str], tuple[str, Any]] = {}
+    for request in received.metrics:
+        for resource_metrics in request.resource_metrics:
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    kind = metric.WhichOneof("data")
+                    for point in getattr(metric, kind).data_points:
+                        series = _attributes(point.attributes).get("runtel.metric", metric.name)
+                        points[(scope_metrics.scope.name, series)] = (kind, point)
+    return points
+
+
+def _check_trace_and_metrics(run: runtel.Run, received: Received) -> None:
+    resource, spans = _spans(received)
+    assert resource["service.name"] == "otlptest"
+    assert resource["runtel.run.id"] == run.id
+    assert {span.trace_id.hex() for span in spans} == {run.id}
+    by_name = {span.name: span for span in spans}
+    root = by_name[f"run {run.name}"]
+    assert root.parent_span_id == b""
+    epochs = [span for span in spans if span.name.startswith("epoch ")]
+    assert sorted(_attributes(span.attributes)["epoch"] for span in epochs) == [0, 1]
+    assert {span.parent_span_id for span in epochs} == {root.span_id}
+    validates = [span for span in spans if span.name == "validate"]
+    assert sorted(span.parent_span_id for span in validates) == sorted(span.span_id for span in epochs)
+
+    points = _last_points(received)
+    assert points[("runtel.metrics", "train/loss")][1].as_double == 1.0 / 6
+    assert points[("runtel.metrics", "lr")][1].as_double == 0.1
+    assert points[("runtel.metrics", "val/acc")][1].as_double == 0.75
+    assert _attributes(points[("runtel.metrics", "val/acc")][1].attributes) == {
+        "runtel.metric": "val/acc",
+        "runtel.run.id": run.id,
+        "runtel.run.name": run.name,
+        "runtel.project": "otlptest",
+    }
+    kind, counter = points[("runtel.user", "samples_seen")]
+    assert (kind, counter.as_int) == ("sum", 6 * 32)
+
+
+def test_http_delivers_run_trace_and_last_metric_values(base_dir: Path, http_receiver: Server) -> None:
+    exporter = OtlpExporter(http_receiver.endpoint)
+    with runtel.init(project="otlptest", name="http", base_dir=str(base_dir), exporters=[exporter]) as run:
+        _train(run)
+    _check_trace_and_metrics(run, http_receiver.received)
+
+
+def test_grpc_delivers_run_trace_and_last_metric_values(base_dir: Path, grpc_receiver: Server) -> None:
+    exporter = OtlpExporter(grpc_receiver.endpoint, protocol="grpc")
+    with runtel.init(project="otlptest", name="grpc", base_dir=str(base_dir), exporters=[exporter]) as run:
+        _train(run)
+    _check_trace_and_metrics(run, grpc_receiver.received)
+
+
+def test_otel_environment_variables_choose_protocol_endpoint_and_headers(
+    base_dir: Path, grpc_receiver: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", grpc_receiver.endpoint)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-team=vision")
+    with runtel.init(
+        project="otlptest", name="env", base_dir=str(base_dir), exporters=[OtlpExporter()]
+    ) as run:
+        _train(run)
+    _check_trace_and_metrics(run, grpc_receiver.received)
+    assert {headers["x-team"] for headers in grpc_receiver.received.headers} == {"vision"}
+
+
+def test_metrics_are_exported_while_the_run_is_live(base_dir: Path, http_receiver: Server) -> None:
+    exporter = OtlpExporter(http_receiver.endpoint, export_interval=0.2, headers={"x-team": "nlp"})
+    with runtel.init(project="otlptest", name="live", base_dir=str(base_dir), exporters=[exporter]) as run:
+        run.log({"train/loss": 3.0})
+        run.flush()
+        assert exporter.force_flush(5_000)
+        live = _last_points(http_receiver.received)
+        assert live[("runtel.metrics", "train/loss")][1].as_double == 3.0
+    assert {headers["x-team"] for headers in http_receiver.received.headers} == {"nlp"}
+
+
+def test_traces_only_sends_no_metrics(base_dir: Path, http_receiver: Server) -> None:
+    exporter = OtlpExporter(http_receiver.endpoint, metrics=False)
+    with runtel.init(project="otlptest", base_dir=str(base_dir), exporters=[exporter]) as run:
+        _train(run)
+    assert _spans(http_receiver.received)[1]
+    assert http_receiver.received.metrics == []
+
+
+def test_unsupported_protocol_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/json")
+    with pytest.raises(ConfigError, match=r"OTEL_EXPORTER_OTLP_METRICS_PROTOCOL='http/json'"):
+        OtlpExporter()
+
+
+def test_replaying_a_stored_run_is_refused() -> None:
+    assert OtlpExporter("http://127.0.0.1:9").export([]) is ExportResult.FAILURE
+
+
+def test_module_import_does_not_load_the_otlp_packages(tmp_path: Path) -> None:
+    loaded = run_python(
+        "import sys, runtel.exporters.otlp, runtel.exporters.prometheus\n"
+        "optional = ('opentelemetry.exporter', 'grpc', 'prometheus')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(optional)))",
+        tmp_path,
+    )
+    assert loaded.strip() == "[]"
+
+
+def test_a_missing_package_names_the_extra(tmp_path: Path) -> None:
+    message = run_python(
+        "import sys\n"
+        "sys.modules['opentelemetry.exporter.otlp.proto.http.trace_exporter'] = None\n"
+        "from runtel.errors import MissingExtraError\n"
+        "from runtel.exporters.otlp import OtlpExporter\n"
+        "try:\n    OtlpExporter()\nexcept MissingExtraError as exc:\n    print(exc)\n",
+        tmp_path,
+    )
+    assert message.strip() == (
+        "the otlp exporter needs opentelemetry-exporter-otlp-proto-http for http/protobuf: "
+        "pip install runtel[otlp]"
+    )
