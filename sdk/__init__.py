@@ -5,6 +5,7 @@ go through OpenTelemetry instruments) recorded exactly into a local store, and
 ``runtel.Store(...)`` reads runs back, live or finished.
 """
 
+from runtel import step_timing
 from runtel.api import available_exporters, finish, init
 from runtel.errors import (
     ArtifactError,
@@ -49,4 +50,5 @@ __all__ = [
     "available_exporters",
     "finish",
     "init",
+    "step_timing",
 ]

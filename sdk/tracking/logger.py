@@ -16,6 +16,7 @@ from opentelemetry import trace
 
 from runtel._values import coerce_value
 from runtel.run import Run
+from runtel.step_timing import StepTimer
 from runtel.system import SystemMetrics
 from runtel.tracking.trackers import BaseTracker
 
@@ -36,6 +37,7 @@ class ExperimentLogger:
         self.step = 0
         self.epochs_done = 0
         self._run: Run | None = getattr(tracker, "run", None)
+        self._timer = StepTimer(self._run) if self._run is not None else None
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
         self._started = time.perf_counter()
@@ -49,6 +51,8 @@ class ExperimentLogger:
 
     def log_training_step(self, metrics: Mapping[str, Any], model: Any = None) -> None:
         """Count one step; every ``log_interval`` steps, log the interval's means."""
+        if self._timer is not None:
+            self._timer.tick()
         now = time.perf_counter()
         if self._last_step_end is not None:
             self._step_seconds += now - self._last_step_end
@@ -82,6 +86,8 @@ class ExperimentLogger:
             self._run.end_span(self._epoch_span)
             self._epoch_span = None
         self.epochs_done += 1
+        if self._timer is not None:  # evaluation and checkpointing are not a training step
+            self._timer.start()
 
     def log_system_metrics(self) -> dict[str, float]:
         """Sample CPU, memory, disk, network and GPU now and log the values at the current step."""
