@@ -1,4 +1,5 @@
-"""The ``runtel`` command line: ``demo`` and ``export`` (replay stored runs to a backend)."""
+"""The ``runtel`` command line: ``demo``, ``export`` (replay stored runs to a backend), and the read-only
+``ls``, ``show``, ``compare`` and ``ui`` of :mod:`runtel.cli_commands`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from functools import partial
 from typing import Any
 
 from runtel import __version__
+from runtel.cli_commands import register as register_read_commands
 from runtel.errors import RuntelError
 
 #: CLI flags that become keyword arguments of the chosen exporter's constructor.
@@ -44,9 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for keyword, flag in _EXPORTER_FLAGS.items():
         export.add_argument(flag, dest=keyword, default=None)
     export.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE")
+    register_read_commands(commands)
     args = parser.parse_args(argv)
 
     try:
+        if hasattr(args, "handler"):
+            return int(args.handler(args))
         if args.command == "demo":
             from runtel.demo import main as run_demo
 

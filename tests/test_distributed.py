@@ -104,7 +104,7 @@ def test_a_rank_killed_mid_run_leaves_the_run_readable_and_marked(tmp_path: Path
     (run,) = runtel.Store(tmp_path / "runs").runs()
     statuses = run.ranks()
     assert statuses[1] == "crashed"
-    assert statuses[0] in ("killed", "crashed")  # torchrun stops the other rank once one dies
+    assert statuses[0] in ("failed", "killed", "crashed")  # its collectives fail, or torchrun stops it
     assert run.status == statuses[0]
     steps = run.history("rank_loss", rank=1)[0]
     assert steps.tolist() == list(range(steps.size)) and steps.size >= 26

@@ -92,7 +92,7 @@ class StoredRun:
             raise MetricNotFoundError(f"metric {metric!r} of run {self.name} has no points yet")
         if np.isnan(values).all():
             return math.nan, int(steps[0])
-        direction = _direction(metric, mode)
+        direction = best_direction(metric, mode)
         position = int(np.nanargmin(values) if direction == "min" else np.nanargmax(values))
         return float(values[position]), int(steps[position])
 
@@ -213,7 +213,8 @@ class Store:
         return rows
 
 
-def _direction(metric: str, mode: Mode) -> Literal["min", "max"]:
+def best_direction(metric: str, mode: Mode = "auto") -> Literal["min", "max"]:
+    """``min`` or ``max``: ``auto`` means lower is better for names with loss, error, perplexity..."""
     if mode in ("min", "max"):
         return mode
     lowered = metric.lower()

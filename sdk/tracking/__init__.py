@@ -6,6 +6,7 @@ docs/trackers.md) and the experiment API (``ExperimentTracker``, ``ExperimentMan
 """
 
 from runtel.errors import RunStillRunningError
+from runtel.tracking.comparison_ui import ExperimentComparisonUI, launch_comparison_ui
 from runtel.tracking.experiment import ArtifactVersion, ExperimentTracker
 from runtel.tracking.logger import ExperimentLogger
 from runtel.tracking.manager import Comparison, ExperimentManager
@@ -26,6 +27,7 @@ __all__ = [
     "ArtifactVersion",
     "BaseTracker",
     "Comparison",
+    "ExperimentComparisonUI",
     "ExperimentLogger",
     "ExperimentManager",
     "ExperimentTracker",
@@ -39,5 +41,6 @@ __all__ = [
     "WandbTracker",
     "create_multi_tracker",
     "create_tracker",
+    "launch_comparison_ui",
     "minmax_downsample",
 ]

@@ -1,0 +1,225 @@
+"""The read-only subcommands of ``runtel``: ``ls``, ``show``, ``compare`` and ``ui``.
+
+Tables are drawn with rich; ``--json`` prints the same data as one JSON document (non-finite numbers as
+``null``) for scripts. An unknown run is a ``RunNotFoundError``, which ``runtel.cli.main`` turns into a
+message and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+from runtel.errors import MetricNotFoundError
+from runtel.records import flatten_params
+from runtel.store.query import Store
+from runtel.ui import data
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def register(commands: Any) -> None:
+    """Add the subcommands to ``commands`` (an argparse sub-parser set); each sets ``handler``."""
+    ls = commands.add_parser("ls", help="list the runs in the store")
+    ls.add_argument("--project", default=None)
+    ls.add_argument("--status", default=None, help="completed, running, crashed, failed, killed")
+    ls.add_argument("--tag", default=None)
+    ls.add_argument("--name", default=None, help="substring of the run name, or an id prefix")
+    _common(ls, list_runs)
+
+    show = commands.add_parser("show", help="params, summary, exporters, artifacts and spans of one run")
+    show.add_argument("run", help="run id, 8+ character id prefix, folder or name")
+    _common(show, show_run)
+
+    compare = commands.add_parser("compare", help="best/last/min/max of metrics across runs")
+    compare.add_argument("runs", nargs="+", help="two or more runs (ids, prefixes or names)")
+    compare.add_argument("--metric", action="append", default=None, help="metric to compare (repeatable)")
+    compare.add_argument("--mode", choices=("auto", "min", "max"), default="auto", help="direction of best")
+    _common(compare, compare_runs)
+
+    ui = commands.add_parser("ui", help="the comparison web UI (needs runtel[ui])")
+    ui.add_argument("--base-dir", default=None, help="store folder (default: runtel_runs or RUNTEL_BASE_DIR)")
+    ui.add_argument("--port", type=int, default=8052, help="0 picks a free port")
+    ui.add_argument("--host", default="127.0.0.1", help="bind address; anything but loopback is warned")
+    ui.add_argument("--report-dir", default=None, help="keep exported reports here (outside the store)")
+    ui.add_argument("--debug", action="store_true", help="Dash's in-page error reports")
+    ui.set_defaults(handler=launch_ui)
+
+
+def _common(parser: argparse.ArgumentParser, handler: Handler) -> None:
+    parser.add_argument(
+        "--base-dir", default=None, help="store folder (default: runtel_runs or RUNTEL_BASE_DIR)"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.set_defaults(handler=handler)
+
+
+def list_runs(args: argparse.Namespace) -> int:
+    listing = data.scan(Store(args.base_dir).base_dir)
+    rows = data.filter_rows(
+        (data.run_row(run) for run in listing.runs),
+        projects=[args.project] if args.project else (),
+        statuses=[args.status] if args.status else (),
+        tags=[args.tag] if args.tag else (),
+        name=args.name or "",
+    )
+    if args.json:
+        skipped = [{"folder": item.folder, "reason": item.reason} for item in listing.skipped]
+        _print_json({"runs": rows, "skipped": skipped})
+        return 0
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} runs", title_justify="left")
+    for column in ("name", "id", "project", "status", "start", "duration", "best"):
+        table.add_column(column, no_wrap=column != "best", overflow="fold")
+    for row in rows:
+        best = ", ".join(f"{name}={value:.4g}" for name, value in row["best"].items())
+        table.add_row(
+            row["name"],
+            row["id8"],
+            row["project"],
+            _status(row["status"]),
+            row["started"],
+            data.format_duration(row["duration"]),
+            best,
+        )
+    console = _console()
+    console.print(table)
+    for item in listing.skipped:
+        console.print(f"[yellow]skipped {item.folder}/: {item.reason}")
+    return 0
+
+
+def show_run(args: argparse.Namespace) -> int:
+    run = Store(args.base_dir).run(args.run)
+    card = data.run_card(run)
+    summary = run.summary()
+    report = {
+        "run": data.run_row(run),
+        "params": run.params(),
+        "metrics": summary.get("metrics", {}),
+        "error": card["error"],
+        "exporters": card["exporters"],
+        "artifacts": data.artifact_rows(run),
+        "spans": data.span_rows(run),
+    }
+    if args.json:
+        _print_json(report)
+        return 0
+    from rich.table import Table
+
+    console = _console()
+    row = report["run"]
+    console.print(
+        f"[bold]{row['name']}[/] {row['id']}  {_status(row['status'])}  project {row['project'] or '—'}  "
+        f"started {row['started']}  duration {data.format_duration(row['duration']) or '—'}  "
+        f"points {row['points'] if row['points'] is not None else '—'}"
+    )
+    for problem in row["problems"]:
+        console.print(f"[red]{problem}")
+    if card["error"]:
+        console.print(f"[red]error: {str(card['error']).splitlines()[-1]}")
+    params = Table("parameter", "value", title="parameters", title_justify="left")
+    for key, value in flatten_params(report["params"]).items():
+        params.add_row(key, value if isinstance(value, str) else json.dumps(value, default=str))
+    console.print(params)
+    metrics = Table("metric", "count", "last", "min", "max", title="metrics", title_justify="left")
+    for name, stats in report["metrics"].items():
+        metrics.add_row(name, *(_number(stats.get(key)) for key in ("count", "last", "min", "max")))
+    console.print(metrics)
+    exporters = Table("exporter", "status", "adaptations", "error", title="exporters", title_justify="left")
+    for name, item in card["exporters"].items():
+        adapted = ", ".join(f"{kind} {count}" for kind, count in item["adaptations"].items()) or "none"
+        exporters.add_row(name, item["status"], adapted, str(item["error"] or ""))
+    console.print(exporters)
+    artifacts = Table("artifact", "version", "sha256", "size", title="artifacts", title_justify="left")
+    for item in report["artifacts"]:
+        artifacts.add_row(item["name"], f"v{item['version']}", item["sha256"][:12], f"{item['size']:,} B")
+    console.print(artifacts)
+    spans = Table(
+        "span", "kind", "start", "duration", "steps", title="epochs and phases", title_justify="left"
+    )
+    for item in report["spans"]:
+        spans.add_row(
+            item["name"], item["kind"], f"{item['start']:.3f}s", f"{item['duration']:.3f}s", item["steps"]
+        )
+    console.print(spans)
+    return 0
+
+
+def compare_runs(args: argparse.Namespace) -> int:
+    store = Store(args.base_dir)
+    runs = [store.run(key) for key in args.runs]
+    rows = store.compare(runs, args.metric, args.mode)
+    if args.metric and not rows:
+        raise MetricNotFoundError(f"none of the runs has points for {', '.join(map(repr, args.metric))}")
+    differing = [row for row in data.params_rows(runs) if row["differs"]]
+    if args.json:
+        params = [
+            {"key": row["key"], "values": dict(zip([r.id for r in runs], row["values"], strict=True))}
+            for row in differing
+        ]
+        _print_json({"metrics": rows, "params_differing": params})
+        return 0
+    from rich.table import Table
+
+    console = _console()
+    table = Table(
+        "run", "metric", "best", "step", "last", "min", "max", "count", title="metrics", title_justify="left"
+    )
+    for row in rows:
+        table.add_row(
+            f"{row['name']} ({row['run_id'][:8]})",
+            row["metric"],
+            *(_number(row[key]) for key in ("best", "best_step", "last", "min", "max", "count")),
+        )
+    console.print(table)
+    diff = Table("parameter", *[f"{run.name} ({run.id[:8]})" for run in runs], title="parameters that differ")
+    for row in differing:
+        diff.add_row(row["key"], *("—" if value is None else str(value) for value in row["values"]))
+    console.print(diff)
+    return 0
+
+
+def launch_ui(args: argparse.Namespace) -> int:
+    from runtel.tracking.comparison_ui import launch_comparison_ui
+
+    launch_comparison_ui(
+        port=args.port, base_dir=args.base_dir, host=args.host, debug=args.debug, report_dir=args.report_dir
+    )
+    return 0
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _status(status: str) -> str:
+    colour = {"completed": "green", "running": "blue"}.get(status, "red")
+    return f"[{colour}]{status}[/]"
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "—" if value is None else str(value)
+
+
+def _print_json(document: Any) -> None:
+    print(json.dumps(_finite(document), indent=2, ensure_ascii=False, allow_nan=False, default=str))
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities as None, so any JSON parser reads the output."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(key): _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
