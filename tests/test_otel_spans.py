@@ -76,7 +76,7 @@ def test_logged_metrics_are_otel_gauges_for_attached_readers(base_dir: Path) -> 
     reader = InMemoryMetricReader()
     with runtel.init(project="otel", base_dir=str(base_dir), metric_readers=[reader]) as run:
         run.log({"train/loss": 0.75, "weird name ü": 3.0})
-        run._flush()
+        run.flush()
         data = reader.get_metrics_data()
     points = {
         (metric.name, point.attributes["runtel.metric"]): point.value
@@ -97,10 +97,10 @@ def test_a_non_finite_latest_value_raises_the_nonfinite_gauge(base_dir: Path) ->
     reader = InMemoryMetricReader()
     with runtel.init(project="otel", base_dir=str(base_dir), metric_readers=[reader]) as run:
         run.log({"loss": float("nan")})
-        run._flush()
+        run.flush()
         flagged = gauge_points(reader.get_metrics_data(), "runtel.nonfinite")
         run.log({"loss": 0.5})
-        run._flush()
+        run.flush()
         cleared = gauge_points(reader.get_metrics_data(), "runtel.nonfinite")
     assert flagged == {"loss": 1} and cleared == {"loss": 0}
 
@@ -109,8 +109,8 @@ def test_user_instruments_are_not_mirrored_twice(base_dir: Path) -> None:
     reader = InMemoryMetricReader()
     with runtel.init(project="otel", base_dir=str(base_dir), metric_readers=[reader]) as run:
         run.meter.create_counter("samples").add(3)
-        run._flush()
-        run._flush()
+        run.flush()
+        run.flush()
         data = reader.get_metrics_data()
     mirrored = {
         m.name
