@@ -55,17 +55,20 @@ class MetricPoints:
     times: npt.NDArray[np.float64]
     values: npt.NDArray[np.float64]
     span_ids: npt.NDArray[np.uint64]
+    _groups: dict[str, npt.NDArray[np.intp]] | None = field(default=None, init=False, repr=False)
 
     def __len__(self) -> int:
         return int(self.index.shape[0])
 
     def by_name(self) -> dict[str, npt.NDArray[np.intp]]:
-        """Positions of each metric's points, each in logging order."""
-        order = np.argsort(self.index, kind="stable")
-        sorted_index = self.index[order]
-        bounds = np.flatnonzero(np.diff(sorted_index)) + 1
-        groups = np.split(order, bounds)
-        return {self.names[int(self.index[g[0]])]: g for g in groups if g.size}
+        """Positions of each metric's points, each in logging order (computed once per batch)."""
+        if self._groups is None:
+            order = np.argsort(self.index, kind="stable")
+            bounds = np.flatnonzero(np.diff(self.index[order])) + 1
+            groups = {self.names[int(self.index[g[0]])]: g for g in np.split(order, bounds) if g.size}
+            object.__setattr__(self, "_groups", groups)  # frozen: set once, as a cache
+        assert self._groups is not None
+        return self._groups
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """The Run: what training code talks to.
 
-``log`` is the hot path: it validates, stamps (step, time, span) and appends to an
-in-memory buffer under a lock held for one ``list.extend``; no I/O, no backend call.
+``log`` is the hot path: it validates, stamps (step, time, span) and appends one tuple to
+an in-memory queue (a ``deque``, whose ``append`` needs no lock); no I/O, no backend call.
 A background flush thread turns the buffer into records about once a second and hands
 them to the dispatcher, which feeds the local store and every other exporter.
 """
@@ -18,7 +18,9 @@ import tempfile
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import chain
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -58,10 +60,9 @@ from runtel.system import SystemMetrics
 
 logger = logging.getLogger("runtel")
 
-_POINT_DTYPE = np.dtype(
-    [("series", "<i4"), ("step", "<i8"), ("time", "<f8"), ("value", "<f8"), ("span", "<u8")]
-)
-_WAKE_AT_POINTS = 250_000
+#: One ``log`` call as queued: (step, time, span id, series ids, values).
+_Call = tuple[int, float, int, tuple[int, ...], tuple[float, ...]]
+_WAKE_AT_CALLS = 100_000
 
 
 class Run:
@@ -86,9 +87,8 @@ class Run:
         clean_config = check_params(config or {})
         self._settings = settings
         self.project = settings.project
-        self._lock = threading.Lock()
-        self._points: list[tuple[int, int, float, float, int]] = []
-        self._events: list[tuple[int, Record]] = []
+        self._lock = threading.Lock()  # guards the series name table only
+        self._queue: deque[_Call | Record] = deque()
         self._series_ids: dict[str, int] = {}
         self._series_names: list[str] = []
         self._next_step = 0
@@ -204,8 +204,6 @@ class Run:
         if self._silent and not all_ranks:
             self._next_step = at + 1
             return
-        now = time.time()
-        span = self._span_id
         ids = self._series_ids
         try:
             items = metrics.items()
@@ -213,32 +211,30 @@ class Run:
             raise InvalidMetricError(
                 f"log() takes a mapping of metric name to value, got {type(metrics).__name__}"
             ) from None
-        batch = []
+        series_ids: list[int] = []
+        values: list[float] = []
         for key, value in items:
             series = ids.get(key)
             if series is None:
                 series = self._register(key)
             kind = type(value)
-            if kind is float:
-                pass
-            elif kind is int and -MAX_EXACT_INT <= value <= MAX_EXACT_INT:
-                value = float(value)
-            else:
+            if kind is not float and not (kind is int and -MAX_EXACT_INT <= value <= MAX_EXACT_INT):
                 value = coerce_value(key, value)
-            batch.append((series, at, now, value, span))
-        with self._lock:
-            self._points.extend(batch)
-            pending = len(self._points)
+            series_ids.append(series)
+            values.append(value)
+        queue = self._queue
+        # Tuples of numbers leave the garbage collector's tracking; lists would make it slow down.
+        queue.append((at, time.time(), self._span_id, tuple(series_ids), tuple(values)))
         self._next_step = at + 1
-        if pending >= _WAKE_AT_POINTS:
+        if len(queue) >= _WAKE_AT_CALLS:
             self._wake.set()
 
     def _record_sample(self, when: float, values: Mapping[str, float]) -> None:
         """System gauges' readings (on the sampler's thread) as series at the current step."""
-        entries = [(self._register(name), value) for name, value in values.items()]
-        at, span = self.step, self._span_id
-        with self._lock:
-            self._points.extend((series, at, when, float(value), span) for series, value in entries)
+        series_ids = [self._register(name) for name in values]
+        self._queue.append(
+            (self.step, when, self._span_id, tuple(series_ids), tuple(map(float, values.values())))
+        )
 
     def sample_system(self) -> dict[str, float]:
         """Take a system-metrics sample now (recorded in the run too); empty when sampling is off."""
@@ -439,8 +435,7 @@ class Run:
     # ------------------------------------------------------------------ background flush
     def _emit(self, record: Record) -> None:
         """Queue a non-metric record in order with the points logged before it."""
-        with self._lock:
-            self._events.append((len(self._points), record))
+        self._queue.append(record)
 
     def _flush_loop(self) -> None:
         interval = self._settings.flush_interval
@@ -476,36 +471,22 @@ class Run:
     def _flush_locked(self) -> None:
         for name, when, value in _otel.user_points(self._user_reader, self._user_totals):
             self._user_series.add(name)
-            series = self._register(name)
-            with self._lock:
-                self._points.append((series, self.step, when, value, self._span_id))
-        with self._lock:
-            points, self._points = self._points, []
-            events, self._events = self._events, []
-            names = tuple(self._series_names)
+            self._queue.append((self.step, when, self._span_id, (self._register(name),), (value,)))
+        queue = self._queue
+        items = [queue.popleft() for _ in range(len(queue))]
+        names = tuple(self._series_names)  # after popping: every popped call's names are in it
         batch: list[Record] = []
-        start = 0
-        for position, record in events:
-            if position > start:
-                batch.append(self._columns(points[start:position], names))
-                start = position
-            batch.append(record)
-        if len(points) > start:
-            batch.append(self._columns(points[start:], names))
+        calls: list[_Call] = []
+        for item in items:
+            if type(item) is tuple:
+                calls.append(item)
+                continue
+            _add_points(batch, calls, names)
+            calls = []
+            batch.append(item)  # type: ignore[arg-type]
+        _add_points(batch, calls, names)
         self._dispatcher.submit(batch)
         self._mirror(batch)
-
-    @staticmethod
-    def _columns(points: list[tuple[int, int, float, float, int]], names: tuple[str, ...]) -> MetricPoints:
-        table = np.array(points, dtype=_POINT_DTYPE)
-        return MetricPoints(
-            names=names,
-            index=table["series"].copy(),
-            steps=table["step"].copy(),
-            times=table["time"].copy(),
-            values=table["value"].copy(),
-            span_ids=table["span"].copy(),
-        )
 
     def _mirror(self, batch: Sequence[Record]) -> None:
         """Set each run metric's OTel gauge to its latest value, for any attached MetricReader."""
@@ -527,6 +508,24 @@ class Run:
                 else:  # OTel gauges refuse NaN/inf (the store keeps them): flag it for alerts instead
                     self._nonfinite.set(1, labels)
                     self._nonfinite_seen.add(name)
+
+
+def _add_points(batch: list[Record], calls: list[_Call], names: tuple[str, ...]) -> None:
+    """Queued calls as one batch of columns (each call's step, time and span repeated per point)."""
+    counts = np.fromiter((len(call[3]) for call in calls), np.int64, len(calls))
+    total = int(counts.sum())
+    if not total:
+        return
+    batch.append(
+        MetricPoints(
+            names=names,
+            index=np.fromiter(chain.from_iterable(call[3] for call in calls), np.int32, total),
+            steps=np.repeat(np.fromiter((call[0] for call in calls), np.int64, len(calls)), counts),
+            times=np.repeat(np.fromiter((call[1] for call in calls), np.float64, len(calls)), counts),
+            values=np.fromiter(chain.from_iterable(call[4] for call in calls), np.float64, total),
+            span_ids=np.repeat(np.fromiter((call[2] for call in calls), np.uint64, len(calls)), counts),
+        )
+    )
 
 
 def _flat_attributes(params: Mapping[str, Any]) -> dict[str, Any]:
