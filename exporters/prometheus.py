@@ -15,13 +15,13 @@ give the defaults; keywords win.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from runtel._net import is_loopback
 from runtel.errors import ConfigError, MissingExtraError
 from runtel.exporters.base import Capabilities, ExportResult
 from runtel.records import Record
@@ -70,7 +70,7 @@ class PrometheusExporter:
             ) from exc
         host = host or os.environ.get("OTEL_EXPORTER_PROMETHEUS_HOST") or "127.0.0.1"
         port = _port(port)
-        if not _is_loopback(host):
+        if not is_loopback(host):
             logger.warning(
                 "runtel: the prometheus exporter serves /metrics on %s, reachable from other machines "
                 "and without authentication",
@@ -150,12 +150,3 @@ def _port(keyword: int | None) -> int:
         shown = os.environ.get(source) if keyword is None else keyword
         raise ConfigError(f"{source}={shown!r} is not a port; use 0-65535 (0 picks a free port)")
     return value
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -6,10 +6,11 @@ for, and logged as a warning naming the address.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 from typing import TYPE_CHECKING, Any
+
+from runtel._net import is_loopback as is_loopback  # re-exported: the UI's own check
 
 if TYPE_CHECKING:
     from dash import Dash
@@ -25,15 +26,6 @@ _HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def harden(flask_app: Any) -> None:
