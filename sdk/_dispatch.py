@@ -15,10 +15,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from runtel._adapt import Adapter
 from runtel.exporters.base import Exporter, ExportResult
+
+if TYPE_CHECKING:
+    from runtel._adapt import Adapter
 from runtel.records import MetricPoints, Record
 
 logger = logging.getLogger("runtel")
@@ -144,6 +146,8 @@ class Dispatcher:
         retries: int,
         scratch_dir: Path,
     ) -> None:
+        from runtel._adapt import Adapter  # at run start rather than at `import runtel`
+
         self._block_timeout = block_timeout
         self._workers = []
         for index, exporter in enumerate(exporters):

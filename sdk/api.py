@@ -9,7 +9,6 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from importlib.metadata import entry_points
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -89,11 +88,15 @@ def finish(status: str = "completed") -> None:
 
 def available_exporters() -> dict[str, str]:
     """Exporter names registered in the ``runtel.exporters`` entry-point group, with their targets."""
+    from importlib.metadata import entry_points
+
     return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def exporter_factory(name: str) -> Callable[..., Exporter]:
     """The class registered as ``name`` in the ``runtel.exporters`` entry-point group."""
+    from importlib.metadata import entry_points
+
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
             factory: Callable[..., Exporter] = ep.load()

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import chain
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from opentelemetry import context as otel_context
@@ -55,8 +55,10 @@ from runtel.records import (
     RunStarted,
     flatten_params,
 )
-from runtel.store.artifacts import ArtifactStore, ArtifactVersion, check_artifact_name
-from runtel.system import SystemMetrics
+
+if TYPE_CHECKING:  # imported when first used: keeps `import runtel` fast
+    from runtel.store.artifacts import ArtifactVersion
+    from runtel.system import SystemMetrics
 
 logger = logging.getLogger("runtel")
 
@@ -154,6 +156,8 @@ class Run:
         self._span_stack: list[tuple[trace.Span, object]] = []
 
         self.dir = where.run_dir
+        from runtel.store.artifacts import ArtifactStore
+
         self.artifacts = ArtifactStore(where.own_dir)
         started = RunStarted(
             run_id=self.id,
@@ -184,6 +188,8 @@ class Run:
         self._flush_thread.start()
         self._system: SystemMetrics | None = None
         if settings.system_interval > 0:
+            from runtel.system import SystemMetrics
+
             self._system = SystemMetrics(
                 settings.system_interval, self._record_sample, resource_attributes=dict(resource.attributes)
             )
@@ -362,6 +368,8 @@ class Run:
         version: bool = True,
     ) -> ArtifactVersion:
         """A model file or directory, or a torch ``nn.Module`` (its ``state_dict``), as a new version."""
+        from runtel.store.artifacts import check_artifact_name
+
         details = {**dict(metadata or {}), "framework": framework}
         if isinstance(model, str | os.PathLike):
             return self.log_artifact(model, name, version, details, kind="model")
@@ -372,6 +380,8 @@ class Run:
 
     def log_figure(self, figure: Any, name: str, step: int | None = None) -> Path:
         """A matplotlib figure as a PNG in ``plots/``, one file per step (``<name>_step<N>.png``)."""
+        from runtel.store.artifacts import check_artifact_name
+
         self._check_open()
         parts = check_artifact_name(name)
         at = self.step if step is None else check_step(step)
