@@ -21,6 +21,7 @@ import traceback
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -65,6 +66,7 @@ logger = logging.getLogger("runtel")
 #: One ``log`` call as queued: (step, time, span id, series ids, values).
 _Call = tuple[int, float, int, tuple[int, ...], tuple[float, ...]]
 _WAKE_AT_CALLS = 100_000
+_STEP, _TIME, _SPAN, _IDS, _VALUES = (itemgetter(i) for i in range(5))  # fields of a _Call, at C speed
 
 
 class Run:
@@ -522,18 +524,19 @@ class Run:
 
 def _add_points(batch: list[Record], calls: list[_Call], names: tuple[str, ...]) -> None:
     """Queued calls as one batch of columns (each call's step, time and span repeated per point)."""
-    counts = np.fromiter((len(call[3]) for call in calls), np.int64, len(calls))
+    n = len(calls)
+    counts = np.fromiter(map(len, map(_IDS, calls)), np.int64, n)
     total = int(counts.sum())
     if not total:
         return
     batch.append(
         MetricPoints(
             names=names,
-            index=np.fromiter(chain.from_iterable(call[3] for call in calls), np.int32, total),
-            steps=np.repeat(np.fromiter((call[0] for call in calls), np.int64, len(calls)), counts),
-            times=np.repeat(np.fromiter((call[1] for call in calls), np.float64, len(calls)), counts),
-            values=np.fromiter(chain.from_iterable(call[4] for call in calls), np.float64, total),
-            span_ids=np.repeat(np.fromiter((call[2] for call in calls), np.uint64, len(calls)), counts),
+            index=np.fromiter(chain.from_iterable(map(_IDS, calls)), np.int32, total),
+            steps=np.repeat(np.fromiter(map(_STEP, calls), np.int64, n), counts),
+            times=np.repeat(np.fromiter(map(_TIME, calls), np.float64, n), counts),
+            values=np.fromiter(chain.from_iterable(map(_VALUES, calls)), np.float64, total),
+            span_ids=np.repeat(np.fromiter(map(_SPAN, calls), np.uint64, n), counts),
         )
     )
 
