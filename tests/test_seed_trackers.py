@@ -266,7 +266,7 @@ def test_complete_training_pipeline_example(model: TinyNet) -> None:
         loss = torch.nn.functional.cross_entropy(model(inputs), labels)
         loss.backward()
         optimizer.step()
-        return float(loss)
+        return loss.item()
 
     def validate(model: TinyNet, loader: torch.utils.data.DataLoader) -> dict[str, float]:
         with torch.no_grad():
