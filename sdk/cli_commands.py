@@ -196,7 +196,10 @@ def launch_ui(args: argparse.Namespace) -> int:
 def _console() -> Any:
     from rich.console import Console
 
-    return Console(highlight=False)
+    console = Console(highlight=False)
+    if not console.is_terminal:  # piped or redirected: do not cut columns to a guessed 80
+        console.width = max(console.width, 160)
+    return console
 
 
 def _status(status: str) -> str:
