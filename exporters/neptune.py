@@ -34,19 +34,17 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from runtel.errors import MissingExtraError, RuntelError
-from runtel.exporters.base import Capabilities, ExportResult
+from runtel.exporters._translator import RecordTranslator
+from runtel.exporters.base import Capabilities
 from runtel.records import (
     ArtifactLogged,
     FigureLogged,
-    Heartbeat,
     HistogramLogged,
     MetricPoints,
     ParamsLogged,
-    Record,
     RunEnded,
     RunStarted,
     SpanEnded,
@@ -84,7 +82,7 @@ def _import_neptune() -> Any:
     return neptune
 
 
-class NeptuneExporter:
+class NeptuneExporter(RecordTranslator):
     """Writes one runtel run as one Neptune run; the API token stays in memory."""
 
     name = "neptune"
@@ -99,6 +97,7 @@ class NeptuneExporter:
         data_directory: str | None = None,
         **init_kwargs: Any,
     ) -> None:
+        super().__init__()
         self._neptune = _import_neptune()
         self._project = project
         self._mode = mode
@@ -106,24 +105,6 @@ class NeptuneExporter:
         self._data_directory = data_directory
         self._init_kwargs = init_kwargs
         self._run: neptune_module.Run | None = None
-        self._lock = threading.Lock()
-        self._handlers: dict[type, Callable[[Any], None]] = {
-            RunStarted: self._start,
-            ParamsLogged: self._log_params,
-            MetricPoints: self._log_points,
-            SpanEnded: self._log_span,
-            ArtifactLogged: self._log_artifact,
-            FigureLogged: self._log_figure,
-            HistogramLogged: self._log_histogram,
-            Heartbeat: lambda _record: None,
-            RunEnded: self._end,
-        }
-
-    def export(self, records: Sequence[Record]) -> ExportResult:
-        with self._lock:
-            for record in records:
-                self._handlers[type(record)](record)
-        return ExportResult.SUCCESS
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Wait until Neptune has processed every operation queued so far."""

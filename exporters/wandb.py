@@ -28,22 +28,19 @@ from __future__ import annotations
 import glob
 import math
 import os
-import threading
-from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from runtel.errors import MissingExtraError, RuntelError
-from runtel.exporters.base import Capabilities, ExportResult
+from runtel.exporters._translator import RecordTranslator
+from runtel.exporters.base import Capabilities
 from runtel.records import (
     ArtifactLogged,
     FigureLogged,
-    Heartbeat,
     HistogramLogged,
     MetricPoints,
     ParamsLogged,
-    Record,
     RunEnded,
     RunStarted,
     SpanEnded,
@@ -88,7 +85,7 @@ def _import_wandb() -> Any:
     return wandb
 
 
-class WandbExporter:
+class WandbExporter(RecordTranslator):
     """Writes one runtel run as one W&B run, through the ``wandb.Run`` object's own methods.
 
     The API key, if given, is handed to wandb in memory (``wandb.Settings(api_key=...)``)
@@ -108,6 +105,7 @@ class WandbExporter:
         api_key: str | None = None,
         **init_kwargs: Any,
     ) -> None:
+        super().__init__()
         self._wandb = _import_wandb()
         self._project = project
         self._entity = entity
@@ -121,24 +119,6 @@ class WandbExporter:
         self._params: dict[str, Any] = {}
         self._row_step: int | None = None
         self._row_time = -math.inf
-        self._lock = threading.Lock()
-        self._handlers: dict[type, Callable[[Any], None]] = {
-            RunStarted: self._start,
-            ParamsLogged: self._log_params,
-            MetricPoints: self._log_points,
-            SpanEnded: self._log_span,
-            ArtifactLogged: self._log_artifact,
-            FigureLogged: self._log_figure,
-            HistogramLogged: self._log_histogram,
-            Heartbeat: lambda _record: None,
-            RunEnded: self._end,
-        }
-
-    def export(self, records: Sequence[Record]) -> ExportResult:
-        with self._lock:
-            for record in records:
-                self._handlers[type(record)](record)
-        return ExportResult.SUCCESS
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Everything exported is already in wandb's hands; wandb has no public flush."""
