@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import struct
 import subprocess
 import sys
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from runtel.records import (
     RunStarted,
     SpanEnded,
 )
+from tests.files import write_png
 
 T0 = 1_700_000_000.0
 
@@ -37,23 +36,6 @@ class Stream:
     records: list[Record]
     points: MetricPoints
     artifact: Path
-
-
-def _png(path: Path, width: int = 3, height: int = 2) -> Path:
-    """A real RGB PNG, written by hand so the test needs no imaging library."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    rows = b"".join(b"\x00" + bytes(range(3 * width)) for _ in range(height))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
-    return path
 
 
 def make_stream(tmp: Path, run_id: str = "0af7651916cd43dd8448eb211c80319c", epochs: int = 3) -> Stream:
@@ -96,7 +78,7 @@ def make_stream(tmp: Path, run_id: str = "0af7651916cd43dd8448eb211c80319c", epo
         *spans,
         ArtifactLogged("weights", 1, "ab" * 32, 4096, str(artifact), T0 + 30, 1999),
         ArtifactLogged("ckpt", 2, "cd" * 32, 4096, str(artifact), T0 + 31, None, kind="model"),
-        FigureLogged("curves/loss", str(_png(tmp / "loss.png")), 1999, T0 + 32),
+        FigureLogged("curves/loss", str(write_png(tmp / "loss.png")), 1999, T0 + 32),
         HistogramLogged(
             "weights/l1",
             step=1999,

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -27,26 +25,10 @@ from runtel.records import (
     RunStarted,
     SpanEnded,
 )
+from tests.files import write_png
 
 T0 = 1_700_000_000.0
 RUN_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
-
-
-def _png(path: Path, width: int = 3, height: int = 2) -> Path:
-    """A real RGB PNG, written by hand so the test needs no imaging library."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    rows = b"".join(b"\x00" + bytes(range(3 * width)) for _ in range(height))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
-    return path
 
 
 def _points() -> MetricPoints:
@@ -85,7 +67,7 @@ def make_stream(tmp: Path, points: MetricPoints) -> list[Record]:
         *epochs,
         ArtifactLogged("weights", 1, "ab" * 32, 4096, str(artifact), T0 + 30, 1999),
         ArtifactLogged("ckpt", 2, "cd" * 32, 4096, str(artifact), T0 + 31, None, kind="model"),
-        FigureLogged("curves/loss", str(_png(tmp / "loss.png")), 1999, T0 + 32),
+        FigureLogged("curves/loss", str(write_png(tmp / "loss.png")), 1999, T0 + 32),
         HistogramLogged(
             "weights/l1", 1999, T0 + 33, np.array([-1.5, -0.25, 0.0, 0.125, 2.0]),
             np.array([3, 10, 7, 1], dtype=np.int64), min=-1.5, max=2.0, mean=-0.1, std=0.7, count=21,
@@ -193,7 +175,7 @@ def test_figure_is_the_png_unchanged(
     _, _, accumulator = exported
     (image,) = accumulator.Images("figures/curves/loss")
     assert (image.step, image.width, image.height) == (1999, 3, 2)
-    assert image.encoded_image_string == _png(tmp_path / "same.png").read_bytes()
+    assert image.encoded_image_string == write_png(tmp_path / "same.png").read_bytes()
 
 
 def test_artifacts_are_copied_beside_the_events(
