@@ -133,7 +133,10 @@ def _wait_for_trace(page: Any, metric: str) -> None:
 
 def test_two_selected_runs_are_overlaid_in_a_metric_chart(page: Any, ui: str, store: dict[str, Any]) -> None:
     page.goto(ui)
+    # The runs table renders above the Compare box and pushes it down: open the menu only once it is drawn.
+    page.locator("#runs-table tr", has_text=store["ids"]["beta"][:8]).wait_for()
     page.locator("#selected").click()
+    page.get_by_role("option").first.wait_for(timeout=5_000)
     for name in ("alpha", "beta"):
         page.get_by_role("option", name=f"{name} ({store['ids'][name][:8]}) · completed", exact=True).click()
     page.keyboard.press("Escape")
