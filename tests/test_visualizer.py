@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -48,15 +47,14 @@ def test_downsampling_prefers_numbers_over_nan_and_keeps_an_all_nan_gap() -> Non
     assert np.isnan(y).sum() >= 1  # the 1,000-point all-NaN stretch still shows as a gap
 
 
-def test_a_million_points_with_one_spike_render_in_seconds(tmp_path: Path) -> None:
+def test_a_million_points_with_one_spike_are_drawn_downsampled_with_the_spike(tmp_path: Path) -> None:
+    """The time this takes is a figure of bench/bench_autoviz.py, not asserted here."""
     steps, values = _spiky(1_000_000, 654_321, 50.0)
     values[10:20] = math.nan
-    started = time.perf_counter()
     figures = MetricVisualizer.create_metric_plots({"loss": (steps, values)})
     line = figures["metric_loss"].axes[0].lines[0]
     figures["metric_loss"].savefig(tmp_path / "loss.png")
-    elapsed = time.perf_counter() - started
-    assert elapsed < 5.0
+    assert imread(tmp_path / "loss.png").ndim == 3
     assert 50.0 in line.get_ydata()
     assert line.get_xdata()[0] == 0 and line.get_xdata()[-1] == 999_999
     assert line.get_ydata().size < 10_000
