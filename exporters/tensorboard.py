@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -75,7 +76,7 @@ class TensorBoardExporter:
 
     A run directory that already holds event files is refused with :class:`RuntelError`,
     since a second export would duplicate every point; ``force=True`` deletes that run
-    directory first. Events are fsynced at most every ``flush_secs`` seconds, and always at
+    directory first. Events are fsynced within ``flush_secs`` seconds of being written, and always at
     ``force_flush``, at the end of the run and at ``shutdown``.
     """
 
@@ -96,6 +97,9 @@ class TensorBoardExporter:
         self._run_dir: str | None = None
         self._writer: EventsWriter | None = None
         self._last_flush = 0.0
+        # The writer is flushed by the worker thread and by the deferred-flush timer.
+        self._writer_lock = threading.Lock()
+        self._flush_timer: threading.Timer | None = None
         self._params: dict[str, Any] = {}
         self._artifact_rows: dict[tuple[str, int], str] = {}
         self._scalar_tags: set[str] = set()
@@ -137,11 +141,14 @@ class TensorBoardExporter:
                 events.extend(self._end(record))
                 ended = record
         if events:
-            writer = self._open_writer()
-            for event in events:
-                writer.write_event(event)
-            if ended is not None or time.monotonic() - self._last_flush >= self._flush_secs:
+            with self._writer_lock:
+                writer = self._open_writer()
+                for event in events:
+                    writer.write_event(event)
+            if ended is not None:
                 self._flush()
+            else:
+                self._flush_within(self._flush_secs)
         if ended is not None:
             self._close()
         return ExportResult.SUCCESS
@@ -188,15 +195,39 @@ class TensorBoardExporter:
             )
         return self._run_dir
 
+    def _flush_within(self, seconds: float) -> None:
+        """Flush now if the last flush is ``seconds`` old, else arm a timer for when it will be.
+
+        A replay sends thousands of batches a second, so not every batch is fsynced; the timer makes
+        sure the last batch before a pause (or a crash) reaches the disk within ``seconds`` anyway.
+        """
+        with self._writer_lock:
+            due = self._last_flush + seconds - time.monotonic()
+            if due > 0:
+                if self._flush_timer is None:
+                    self._flush_timer = threading.Timer(due, self._flush)
+                    self._flush_timer.daemon = True
+                    self._flush_timer.start()
+                return
+        self._flush()
+
     def _flush(self) -> None:
-        if self._writer is not None:
-            self._writer.flush()
-        self._last_flush = time.monotonic()
+        with self._writer_lock:
+            if self._flush_timer is not None:
+                self._flush_timer.cancel()  # a no-op when the timer itself is flushing
+                self._flush_timer = None
+            if self._writer is not None:
+                self._writer.flush()
+            self._last_flush = time.monotonic()
 
     def _close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        with self._writer_lock:
+            if self._flush_timer is not None:
+                self._flush_timer.cancel()
+                self._flush_timer = None
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
 
     @staticmethod
     def _event(summary: Summary, step: int, wall_time: float) -> Event:
