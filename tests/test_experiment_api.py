@@ -220,28 +220,63 @@ def test_get_experiment_reopens_a_finished_run_read_only(base_dir: Path) -> None
         manager.get_experiment("f" * 32)
 
 
-def test_a_crashed_experiment_is_listed_as_crashed_and_opens_read_only(
-    base_dir: Path, tmp_path: Path
-) -> None:
+def _crashed_experiment(base_dir: Path, cwd: Path) -> str:
+    """An experiment whose process logged 5 losses and a checkpoint, then vanished without finishing."""
     run_python(
         "import os, time\n"
         "from runtel.tracking import ExperimentTracker\n"
         f"t = ExperimentTracker('crashy', base_dir={str(base_dir)!r}, auto_visualize=False)\n"
         "for s in range(5): t.log_metrics({'loss': 1.0 / (s + 1)})\n"
+        "open('ckpt.pt', 'wb').write(b'epoch-4')\n"
+        "t.log_model('ckpt.pt', framework='pytorch')\n"
         "assert len(t.get_metrics('loss')) == 5\n"
         "os._exit(0)\n",  # gone without finishing, as after kill -9 (exit 0: run_python checks the status)
-        cwd=tmp_path,
+        cwd=cwd,
     )
-    manager = ExperimentManager(base_dir)
-    [listed] = manager.list_experiments()
+    [listed] = ExperimentManager(base_dir).list_experiments()
     assert (listed["experiment_name"], listed["status"]) == ("crashy", "crashed")
-    reopened = manager.get_experiment(listed["experiment_id"])
-    assert reopened.status == "crashed"
+    return str(listed["experiment_id"])
+
+
+def test_a_crashed_experiment_reopens_readable_and_unchanged_until_it_logs(
+    base_dir: Path, tmp_path: Path
+) -> None:
+    experiment_id = _crashed_experiment(base_dir, tmp_path)
+    manager = ExperimentManager(base_dir)
+    reopened = manager.get_experiment(experiment_id)
+    assert (reopened.status, reopened.read_only, reopened.run) == ("crashed", False, None)
     assert [p["value"] for p in reopened.get_metrics("loss")] == [1.0, 0.5, 1 / 3, 0.25, 0.2]
-    with pytest.raises(runtel.RunFinishedError):
-        reopened.log_metrics({"loss": 0.0})
-    manager.delete_experiment(listed["experiment_id"])
+    assert reopened.get_best_metric("loss", mode="min") == (0.2, 4)
+    reopened.finish()  # nothing was logged: nothing to end
+    assert manager.get_experiment(experiment_id).status == "crashed"
+    manager.delete_experiment(experiment_id)
     assert manager.list_experiments() == []
+
+
+def test_a_crashed_experiment_resumes_on_its_first_log_call(base_dir: Path, tmp_path: Path) -> None:
+    experiment_id = _crashed_experiment(base_dir, tmp_path)
+    resumed = ExperimentManager(base_dir).get_experiment(experiment_id, auto_visualize=False)
+    resumed.log_metrics({"loss": 0.1})
+    assert (resumed.status, resumed.experiment_id) == ("running", experiment_id)
+    assert resumed.run is not None and resumed.run.resumed
+    (tmp_path / "ckpt.pt").write_bytes(b"epoch-5")
+    resumed.log_model(tmp_path / "ckpt.pt", framework="pytorch")
+    resumed.finish()
+
+    reopened = ExperimentManager(base_dir).get_experiment(experiment_id)
+    assert (reopened.status, reopened.read_only) == ("completed", True)
+    assert [(p["step"], p["value"]) for p in reopened.get_metrics("loss")] == [
+        (0, 1.0),
+        (1, 0.5),
+        (2, 1 / 3),
+        (3, 0.25),
+        (4, 0.2),
+        (5, 0.1),
+    ]
+    versions = reopened.list_artifact_versions("ckpt.pt")
+    assert [(v.version, Path(v.path).read_bytes()) for v in versions] == [(1, b"epoch-4"), (2, b"epoch-5")]
+    with pytest.raises(runtel.RunFinishedError, match="read-only"):
+        reopened.log_metrics({"loss": 0.0})
 
 
 def test_list_experiments_and_delete_refuses_a_running_one(base_dir: Path) -> None:

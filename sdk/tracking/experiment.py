@@ -28,6 +28,8 @@ __all__ = ["ArtifactVersion", "ExperimentTracker"]
 #: Default number of ``log_metrics`` calls between automatic renders (``RUNTEL_AUTOVIZ_EVERY``).
 AUTOVIZ_EVERY = 100
 _AUTOVIZ_ENV = "RUNTEL_AUTOVIZ_EVERY"
+#: Statuses of a run whose process ended without finishing it: ``open`` re-opens these for resume.
+RESUMABLE = ("crashed", "killed")
 
 
 class ExperimentTracker:
@@ -64,14 +66,28 @@ class ExperimentTracker:
         self._attach(StoredRun(run.dir), run, autoviz, every)
 
     @classmethod
-    def open(cls, experiment_id: str, base_dir: str | os.PathLike[str] | None = None) -> ExperimentTracker:
-        """A read-only tracker over a stored experiment (id, 8+ character id prefix, or name).
+    def open(
+        cls,
+        experiment_id: str,
+        base_dir: str | os.PathLike[str] | None = None,
+        *,
+        auto_visualize: bool = True,
+        backend: str | None = None,
+    ) -> ExperimentTracker:
+        """A tracker over a stored experiment (id, 8+ character id prefix, or name).
 
-        Reading, comparing and ``generate_visualizations`` work; any ``log_*`` raises
-        ``RunFinishedError``. A crashed run opens the same way (resuming it is not supported).
+        Reading, comparing and ``generate_visualizations`` always work. A finished experiment
+        (``completed``, ``failed``) is read-only: any ``log_*`` raises ``RunFinishedError``. One whose
+        process died or was stopped (``crashed``, ``killed``) is re-opened for resume: its first
+        ``log_*`` call resumes the run (same id, steps continuing after the last stored one, see
+        ``runtel.init(resume=...)``) with ``auto_visualize`` and ``backend`` as in the constructor, and
+        ``finish()`` ends it. Until that first call the store is left as it is.
         """
+        stored = Store(base_dir).run(experiment_id)
         tracker = cls.__new__(cls)
-        tracker._attach(Store(base_dir).run(experiment_id), None)
+        tracker._attach(stored, None, every=_autoviz_every(None))
+        if stored.status in RESUMABLE:
+            tracker._resume_with = (auto_visualize, backend)
         return tracker
 
     def _attach(
@@ -89,6 +105,7 @@ class ExperimentTracker:
         self._started = False
         self._finished = run is None
         self._calls = 0
+        self._resume_with: tuple[bool, str | None] | None = None
 
     # ------------------------------------------------------------------ identity and state
     @property
@@ -107,12 +124,13 @@ class ExperimentTracker:
 
     @property
     def run(self) -> Run | None:
-        """The live :class:`runtel.Run` behind this tracker (None when opened read-only)."""
+        """The live :class:`runtel.Run` behind this tracker (None when opened and not resumed)."""
         return self._run
 
     @property
     def read_only(self) -> bool:
-        return self._run is None
+        """True when ``log_*`` raises: a finished experiment opened from the store."""
+        return self._run is None and self._resume_with is None
 
     @property
     def status(self) -> str:
@@ -227,6 +245,8 @@ class ExperimentTracker:
             self._autoviz.close()
 
     def _writable(self) -> Run:
+        if self._run is None and self._resume_with is not None:
+            self._resume()
         if self._run is None:
             raise RunFinishedError(
                 f"experiment {self.experiment_name} ({self.experiment_id}) was opened read-only "
@@ -234,6 +254,21 @@ class ExperimentTracker:
             )
         self._started = True
         return self._run
+
+    def _resume(self) -> None:
+        """Continue the interrupted run this tracker was opened on (the first ``log_*`` call)."""
+        assert self._resume_with is not None
+        auto_visualize, backend = self._resume_with
+        if auto_visualize:
+            require_matplotlib()
+        run = runtel.init(
+            project=self._stored.project,
+            base_dir=os.fspath(self._stored.dir.parent),
+            exporters=None if backend is None else [backend],
+            resume=self._stored.id,
+        )
+        autoviz = AutoVisualizer(run.dir, run.flush) if auto_visualize else None
+        self._attach(StoredRun(run.dir), run, autoviz, self._every)
 
     def _catch_up(self) -> None:
         """Make the store hold everything logged so far (it is otherwise up to a second behind)."""

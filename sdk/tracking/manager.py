@@ -56,9 +56,14 @@ class ExperimentManager:
     ) -> ExperimentTracker:
         return ExperimentTracker(name, self.base_dir, auto_visualize, backend)
 
-    def get_experiment(self, experiment_id: str) -> ExperimentTracker:
-        """A read-only tracker (see ``ExperimentTracker.open``); ``RunNotFoundError`` if there is none."""
-        return ExperimentTracker.open(experiment_id, self.base_dir)
+    def get_experiment(
+        self, experiment_id: str, auto_visualize: bool = True, backend: str | None = None
+    ) -> ExperimentTracker:
+        """The stored experiment: read-only when finished, re-opened for resume when its process died
+        (see ``ExperimentTracker.open``); ``RunNotFoundError`` if there is none."""
+        return ExperimentTracker.open(
+            experiment_id, self.base_dir, auto_visualize=auto_visualize, backend=backend
+        )
 
     def list_experiments(self) -> list[dict[str, Any]]:
         """Oldest first: ``experiment_id``, ``experiment_name``, ``status``, ``created_at``, ``ended_at``,
