@@ -23,7 +23,7 @@ from runtel.records import SERIES_DTYPE, Heartbeat, MetricPoints, ParamsLogged, 
 from runtel.store import _layout
 from runtel.store._events import is_event, to_line
 from runtel.store._jsonio import read_json, write_json_atomic
-from runtel.store._series import SeriesWriter, read_index, read_series
+from runtel.store._series import SeriesWriter, series_stats
 
 
 class LocalStoreExporter:
@@ -38,7 +38,7 @@ class LocalStoreExporter:
         self._params: dict[str, Any] = read_json(self.run_dir / _layout.HYPERPARAMETERS, default={})
         self._stats: dict[str, dict[str, Any]] = read_json(self.run_dir / _layout.SUMMARY, default={}).get(
             "metrics", {}
-        ) or _stats_from_series(self.run_dir / _layout.METRICS_DIR)
+        ) or series_stats(self.run_dir / _layout.METRICS_DIR)
 
     def export(self, records: Sequence[Record]) -> ExportResult:
         for record in records:
@@ -72,6 +72,10 @@ class LocalStoreExporter:
         self._events.flush()
         os.fsync(self._events.fileno())
         self._events.close()
+
+    def metric_stats(self) -> dict[str, dict[str, Any]]:
+        """Count, min, max and last value/step/time of every series written so far (a copy)."""
+        return {name: dict(stats) for name, stats in self._stats.items()}
 
     def write_exporter_reports(self, reports: dict[str, dict[str, Any]]) -> None:
         """Add what happened to each exporter to ``summary.json`` (called after all exporters stopped)."""
@@ -163,24 +167,6 @@ class LocalStoreExporter:
 
     def _write_metadata(self, *, fsync: bool) -> None:
         write_json_atomic(self.run_dir / _layout.METADATA, self._metadata, fsync=fsync)
-
-
-def _stats_from_series(metrics_dir: Path) -> dict[str, dict[str, Any]]:
-    """Per-metric summary rebuilt from the series files (a crashed run has no summary.json)."""
-    stats: dict[str, dict[str, Any]] = {}
-    for name, file_name in read_index(metrics_dir).items():
-        records = read_series(metrics_dir / file_name)
-        if records.size:
-            values = records["value"]
-            stats[name] = {
-                "count": int(values.size),
-                "min": float(np.fmin.reduce(values)),
-                "max": float(np.fmax.reduce(values)),
-                "last": float(values[-1]),
-                "last_step": int(records["step"][-1]),
-                "last_time": float(records["time"][-1]),
-            }
-    return stats
 
 
 def _deep_merge(target: dict[str, Any], update: dict[str, Any]) -> None:

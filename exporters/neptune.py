@@ -10,7 +10,8 @@ Layout of the run: ``parameters/...`` (config and params, nested), ``metrics/<na
 (float series with runtel's steps and times), ``epoch`` (float series indexed by the
 run's step at each epoch's end), ``artifacts/<name>/v<N>`` and ``models/<name>/v<N>``,
 ``figures/<name>`` (image series when stepped), ``histograms/<name>/step_<N>`` (JSON
-files), ``summary/...``, ``runtel/...`` (run id, status, error, times), ``sys/failed``.
+files), ``summary/...`` (per-metric count, min, max, last; NaN and ±inf as text, which
+Neptune's float fields cannot hold), ``runtel/...`` (run id, status, error, times), ``sys/failed``.
 
 Facts this translation relies on (neptune 1.14, checked against its source):
 
@@ -32,6 +33,7 @@ Facts this translation relies on (neptune 1.14, checked against its source):
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 from typing import TYPE_CHECKING, Any
@@ -222,7 +224,7 @@ class NeptuneExporter(RecordTranslator):
     def _end(self, record: RunEnded) -> None:
         run = self._active()
         if record.summary:
-            run["summary"] = record.summary
+            run["summary"] = _finite_or_text(record.summary)
         run["runtel/status"] = record.status
         run["runtel/end_time"] = record.end_time
         if record.error is not None:
@@ -230,3 +232,12 @@ class NeptuneExporter(RecordTranslator):
         run["sys/failed"] = record.status != "completed"
         run.stop()
         self._run = None
+
+
+def _finite_or_text(value: Any) -> Any:
+    """Neptune skips a NaN or infinite float field with a warning: the summary keeps them as text."""
+    if isinstance(value, dict):
+        return {key: _finite_or_text(item) for key, item in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    return value

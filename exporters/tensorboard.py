@@ -59,11 +59,13 @@ CAPABILITIES = Capabilities(
     param_types=(bool, int, float, str),
 )
 
+#: The hparams plugin knows only UNKNOWN, SUCCESS, FAILURE and RUNNING: a run that crashed or was
+#: killed did not succeed. Its exact status is in the ``status`` text next to it.
 _HPARAMS_STATUS = {
     "completed": "STATUS_SUCCESS",
     "failed": "STATUS_FAILURE",
-    "crashed": "STATUS_ABORTED",
-    "killed": "STATUS_ABORTED",
+    "crashed": "STATUS_FAILURE",
+    "killed": "STATUS_FAILURE",
 }
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -313,6 +315,7 @@ class TensorBoardExporter:
 
     def _end(self, record: RunEnded) -> list[Event]:
         events = [self._event(summary, 0, record.end_time) for summary in self._hparams(record)]
+        events.append(self._text("status", record.status, record.end_time))
         if record.summary:
             text = "```json\n" + json.dumps(record.summary, indent=2, default=str) + "\n```"
             events.append(self._text("summary", text, record.end_time))

@@ -9,6 +9,7 @@ run was already exported to that MLflow experiment) surfaces as an exception.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +30,8 @@ from runtel.records import (
     RunStarted,
     SpanEnded,
 )
+from runtel.store import _layout
+from runtel.store._series import series_stats
 from runtel.store.query import StoredRun
 
 DEFAULT_BATCH_POINTS = 50_000
@@ -81,11 +84,14 @@ def records_of(run: StoredRun, batch_points: int = DEFAULT_BATCH_POINTS) -> Iter
         yield started
     for _, _, record in heapq.merge(events, point_batches(), key=lambda item: (item[0], item[1])):
         yield record
-    yield ended or RunEnded(
-        status="crashed",
-        end_time=float(times[-1]) if times.size else time.time(),
-        error="the run's process ended without finishing the run",
-    )
+    summary = {"metrics": series_stats(run.dir / _layout.METRICS_DIR)}
+    if ended is None:
+        ended = RunEnded(
+            status="crashed",
+            end_time=float(times[-1]) if times.size else time.time(),
+            error="the run's process ended without finishing the run",
+        )
+    yield ended if ended.summary else dataclasses.replace(ended, summary=summary)
 
 
 def export_run(

@@ -420,7 +420,10 @@ class Run:
         self._wake.set()
         self._flush_thread.join()
         self._flush()
-        self._dispatcher.submit([RunEnded(status=status, end_time=time.time(), error=error)])  # type: ignore[arg-type]
+        self._dispatcher.wait_for_store()  # its statistics then cover every point: the run's summary
+        summary = {"metrics": self._local.metric_stats()}
+        ended = RunEnded(status=status, end_time=time.time(), error=error, summary=summary)  # type: ignore[arg-type]
+        self._dispatcher.submit([ended])
         reports = self._dispatcher.shutdown(self._settings.export_timeout)
         self._local.write_exporter_reports({r.name: r.as_dict() for r in reports})
         self._meter_provider.shutdown()

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import glob
+import json
+import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -231,3 +235,99 @@ def test_dead_mlflow_server_does_not_slow_training_and_the_run_replays_later(
     assert cli([*argv, "--force"]) == 0  # ... unless forced
     runs = client.search_runs([client.get_experiment_by_name("dead").experiment_id])
     assert len(runs) == 1
+
+
+def test_every_backend_gets_the_run_summary_of_every_metric(all_four: tuple[Path, runtel.StoredRun]) -> None:
+    tmp, stored = all_four
+    expected = stored.summary()["metrics"]
+    assert expected["m1"]["count"] == FORWARD + REPLAYED and expected["m1"]["last_step"] == FORWARD - 1
+
+    client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+    (mlrun,) = client.search_runs(
+        [client.get_experiment_by_name("e2e").experiment_id], f"tags.`runtel.run_id` = '{stored.id}'"
+    )
+    summary_json = client.download_artifacts(mlrun.info.run_id, "summary.json", str(tmp / "downloaded"))
+    assert json.loads(Path(summary_json).read_text())["metrics"]["m1"] == expected["m1"]
+
+    assert wandb_log(tmp / "wandb-root", stored.id).summary["metrics"]["m1"] == expected["m1"]
+
+    (directory,) = offline_runs(tmp / "neptune")
+    fields = read_run(directory).fields
+    assert {k: fields[f"summary/metrics/m1/{k}"] for k in expected["m1"]} == expected["m1"]
+
+    (run_dir,) = (tmp / "tb").iterdir()
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    (text,) = accumulator.Tensors("summary/text_summary")
+    shown = text.tensor_proto.string_val[0].decode()
+    assert f'"count": {FORWARD + REPLAYED}' in shown and '"m9"' in shown
+
+
+CRASHING = """
+import os, runtel, sys
+run = runtel.init(project="crashy", name="crashed", base_dir=sys.argv[1], config={"lr": 0.1})
+for epoch in run.epochs(2):
+    for _ in range(50):
+        run.log({"loss": 1.0 / (run.step + 2)})
+run.flush()
+print(run.id, flush=True)
+os.kill(os.getpid(), 9)
+"""
+
+
+@pytest.fixture(scope="module")
+def crashed_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    tmp = tmp_path_factory.mktemp("crashed")
+    result = subprocess.run(
+        [sys.executable, "-c", CRASHING, str(tmp / "runs")], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    run_id = result.stdout.strip()
+    assert runtel.Store(tmp / "runs").run(run_id).status == "crashed"
+    return tmp, run_id
+
+
+@pytest.mark.parametrize("backend", ["mlflow", "tensorboard", "wandb", "neptune"])
+def test_a_crashed_run_replays_to_every_backend_marked_as_crashed(
+    crashed_run: tuple[Path, str], backend: str, tmp_path: Path
+) -> None:
+    tmp, run_id = crashed_run
+    target = {
+        "mlflow": [
+            "--tracking-uri",
+            f"sqlite:///{tmp_path}/mlflow.db",
+            "-o",
+            f"artifact_location={tmp_path}/a",
+        ],
+        "tensorboard": ["--log-dir", str(tmp_path / "tb")],
+        "wandb": ["-o", "mode=offline", "-o", f"dir={tmp_path}"],
+        "neptune": ["-o", "mode=offline", "-o", f"data_directory={tmp_path / 'neptune'}"],
+    }[backend]
+    assert cli(["export", run_id, "--to", backend, "--base-dir", str(tmp / "runs"), *target]) == 0
+    steps = list(range(100))
+    if backend == "mlflow":
+        client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+        (mlrun,) = client.search_runs([client.get_experiment_by_name("crashy").experiment_id])
+        assert (mlrun.info.status, mlrun.data.tags["runtel.status"]) == ("KILLED", "crashed")
+        assert sorted(m.step for m in client.get_metric_history(mlrun.info.run_id, "loss")) == steps
+    elif backend == "tensorboard":
+        from tensorboardX.proto import api_pb2, plugin_hparams_pb2
+
+        (run_dir,) = (tmp_path / "tb").iterdir()
+        accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
+        accumulator.Reload()
+        assert [e.step for e in accumulator.Scalars("loss")] == steps
+        (status,) = accumulator.Tensors("status/text_summary")
+        assert status.tensor_proto.string_val[0].decode() == "crashed"
+        end = accumulator.SummaryMetadata("_hparams_/session_end_info").plugin_data.content
+        info = plugin_hparams_pb2.HParamsPluginData.FromString(end).session_end_info
+        assert info.status == api_pb2.Status.Value("STATUS_FAILURE")
+    elif backend == "wandb":
+        log = wandb_log(tmp_path, run_id)
+        assert sorted(log.history) == steps and log.exit_code == 1
+        assert log.summary["runtel/status"] == "crashed" and log.summary["metrics"]["loss"]["count"] == 100
+    else:
+        (directory,) = offline_runs(tmp_path / "neptune")
+        neptune_run = read_run(directory)
+        assert [p[0] for p in neptune_run.series["metrics/loss"]] == steps
+        assert neptune_run.fields["runtel/status"] == "crashed" and neptune_run.fields["sys/failed"] is True

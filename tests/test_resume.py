@@ -102,7 +102,9 @@ def test_a_killed_run_resumes_by_id_with_continuous_steps_and_one_backend_run(
         [sys.executable, "-c", PREEMPTED, str(base_dir), backend, json.dumps(exporter_options), str(FIRST)],
         capture_output=True,
         text=True,
-        env=dict(os.environ),
+        # A preempted job takes its own wandb service down with it; this one must not share the test
+        # process's service (WANDB_SERVICE, inherited), which would keep the killed run's id in use.
+        env={key: value for key, value in os.environ.items() if key != "WANDB_SERVICE"},
         timeout=120,
         check=False,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -87,3 +87,21 @@ class SeriesWriter:
             handle = (self._dir / file_name).open("ab")
             self._handles[file_name] = handle
         return handle
+
+
+def series_stats(metrics_dir: Path) -> dict[str, dict[str, Any]]:
+    """Per-metric summary rebuilt from the series files (a crashed run has no summary.json)."""
+    stats: dict[str, dict[str, Any]] = {}
+    for name, file_name in read_index(metrics_dir).items():
+        records = read_series(metrics_dir / file_name)
+        if records.size:
+            values = records["value"]
+            stats[name] = {
+                "count": int(values.size),
+                "min": float(np.fmin.reduce(values)),
+                "max": float(np.fmax.reduce(values)),
+                "last": float(values[-1]),
+                "last_step": int(records["step"][-1]),
+                "last_time": float(records["time"][-1]),
+            }
+    return stats
