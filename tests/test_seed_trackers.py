@@ -187,27 +187,33 @@ def test_multi_tracker_is_one_run_in_every_backend(tmp_path: Path) -> None:
     assert [d.name for d in Path("runs").iterdir()] == [f"exp_1_{tracker.run.id[:8]}"]
 
 
-def test_user_tracker_inside_multi_tracker_and_its_failures_are_isolated() -> None:
-    seen: list[dict[str, Any]] = []
+def test_user_tracker_inside_multi_tracker_and_its_failures_are_isolated(tmp_path: Path) -> None:
+    seen: list[Any] = []
 
     class Recorder(BaseTracker):
+        """The seed's CustomTracker shape: ``log_artifact`` takes the path alone."""
+
         def log_params(self, params: dict[str, Any]) -> None:
             raise RuntimeError("recorder is broken for params")
 
         def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
             seen.append(metrics)
 
-        def log_artifact(self, path: str, artifact_path: str | None = None) -> None: ...
+        def log_artifact(self, path: str) -> None:  # type: ignore[override]
+            seen.append(("artifact", path))
 
         def log_model(self, model: Any, name: str) -> None: ...
 
         def finish(self) -> None: ...
 
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"w")
     tracker = MultiTracker(project_name="research", trackers=["tensorboard", Recorder()])
     tracker.log_params({"lr": 0.1})
     tracker.log_metrics({"accuracy": 0.95})
+    tracker.log_artifact(str(weights))
     tracker.finish()
-    assert seen == [{"accuracy": 0.95}]
+    assert seen == [{"accuracy": 0.95}, ("artifact", str(weights))]
     assert stored(tracker).params() == {"lr": 0.1}
 
 

@@ -281,7 +281,8 @@ class MultiTracker(BaseTracker):
         self._each("log_metrics", metrics, step)
 
     def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
-        self._each("log_artifact", path, artifact_path)
+        """``artifact_path`` is passed on only when given: a user tracker may take ``path`` alone."""
+        self._each("log_artifact", path, *(() if artifact_path is None else (artifact_path,)))
 
     def log_model(self, model: Any, name: str) -> None:
         self._each("log_model", model, name)
