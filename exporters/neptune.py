@@ -27,7 +27,8 @@ Facts this translation relies on (neptune 1.14, checked against its source):
 - ``custom_run_id`` (at most 36 characters) is the runtel run id: a self-hosted server
   resumes the run holding it, so a second export appends to the same run, whose series
   then reject every repeated step. The offline backend ignores ``custom_run_id``: each
-  export is a new offline run; ``runtel/run_id`` tells them apart.
+  export is a new offline run; ``runtel/run_id`` tells them apart. So ``force`` (``--force``)
+  changes nothing offline, and is refused online: delete the run in Neptune, then export.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
-from runtel.errors import MissingExtraError, RuntelError
+from runtel.errors import ConfigError, MissingExtraError, RuntelError
 from runtel.exporters._translator import RecordTranslator
 from runtel.exporters.base import Capabilities
 from runtel.records import (
@@ -97,9 +98,15 @@ class NeptuneExporter(RecordTranslator):
         mode: str = "offline",
         api_token: str | None = None,
         data_directory: str | None = None,
+        force: bool = False,
         **init_kwargs: Any,
     ) -> None:
         super().__init__()
+        if force and mode != "offline":
+            raise ConfigError(
+                f"force cannot replace a run on a Neptune server (mode={mode!r}): delete it in Neptune, "
+                "then export again"
+            )
         self._neptune = _import_neptune()
         self._project = project
         self._mode = mode

@@ -20,7 +20,8 @@ offline transaction log):
 - The run id is the runtel run id. Online, ``resume="never"`` makes the server refuse a
   second export of the same run. Offline, wandb would silently write a second folder
   (``offline-run-...-<id>-1``) that ``wandb sync`` merges into the same run, so this
-  exporter refuses when ``<dir>/wandb`` already holds a run with that id.
+  exporter refuses when ``<dir>/wandb`` already holds a run with that id; ``force=True``
+  deletes those folders first. An online run cannot be replaced from here (delete it in W&B).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import glob
 import math
 import os
+import shutil
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -103,10 +105,12 @@ class WandbExporter(RecordTranslator):
         mode: str | None = None,
         dir: str | None = None,
         api_key: str | None = None,
+        force: bool = False,
         **init_kwargs: Any,
     ) -> None:
         super().__init__()
         self._wandb = _import_wandb()
+        self._force = force
         self._project = project
         self._entity = entity
         # Resolved now, like the folder: wandb's process-wide settings would otherwise decide.
@@ -146,7 +150,7 @@ class WandbExporter(RecordTranslator):
         if self._run is not None:
             raise RuntelError(f"wandb exporter got a second RunStarted ({record.run_id}) in one run")
         if not record.resumed:
-            self._refuse_offline_duplicate(record.run_id)
+            self._refuse_duplicate(record.run_id)
         settings = self._wandb.Settings(console="off", x_disable_stats=True)
         user_settings = self._init_kwargs.get("settings")
         if user_settings is not None:
@@ -174,17 +178,24 @@ class WandbExporter(RecordTranslator):
     def _offline(self) -> bool:
         return self._mode in ("offline", "dryrun", "disabled")
 
-    def _refuse_offline_duplicate(self, run_id: str) -> None:
+    def _refuse_duplicate(self, run_id: str) -> None:
+        """Offline: an earlier export of this run is refused, or deleted with ``force``. Online, the
+        server refuses a second run with that id itself (``resume="never"``)."""
         if not self._offline:
+            if self._force:
+                raise RuntelError(
+                    f"force cannot replace the online W&B run {run_id}: delete it in W&B, then export again"
+                )
             return
-        root = self._dir
-        pattern = os.path.join(glob.escape(root), "wandb", f"*run-*-{run_id}*", f"run-{run_id}.wandb")
-        existing = glob.glob(pattern)
-        if existing:
+        pattern = os.path.join(glob.escape(self._dir), "wandb", f"*run-*-{run_id}*", f"run-{run_id}.wandb")
+        existing = [os.path.dirname(path) for path in glob.glob(pattern)]
+        if existing and not self._force:
             raise AlreadyExportedError(
-                f"run {run_id} was already exported to W&B offline at {os.path.dirname(existing[0])}; "
-                "sync or delete that folder, or export to another dir"
+                f"run {run_id} was already exported to W&B offline at {existing[0]}; "
+                "sync or delete that folder, export to another dir, or pass force=True (--force)"
             )
+        for folder in existing:
+            shutil.rmtree(folder)
 
     def _log_params(self, record: ParamsLogged) -> None:
         self._params = _deep_merge(self._params, record.params)

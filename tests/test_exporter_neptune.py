@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtel.errors import MissingExtraError
+from runtel.errors import ConfigError, MissingExtraError
 from runtel.exporters.base import Exporter, ExportResult
 from runtel.exporters.neptune import CAPABILITIES, NeptuneExporter
 from runtel.records import (
@@ -227,3 +227,12 @@ def test_missing_neptune_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setitem(sys.modules, "neptune", None)
     with pytest.raises(MissingExtraError, match=r"pip install runtel\[neptune\]"):
         NeptuneExporter()
+
+
+def test_force_is_refused_for_a_neptune_server_and_harmless_offline(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="delete it in Neptune"):
+        NeptuneExporter(mode="async", force=True)
+    exporter = NeptuneExporter(mode="offline", data_directory=str(tmp_path), force=True)
+    started = RunStarted(run_id="f" * 32, name="r", project="p", start_time=0.0, config={})
+    assert exporter.export([started]) is ExportResult.SUCCESS
+    exporter.shutdown()

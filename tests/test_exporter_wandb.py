@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from runtel.errors import MissingExtraError
+from runtel.errors import MissingExtraError, RuntelError
 from runtel.exporters.base import Exporter, ExportResult
 from runtel.exporters.wandb import CAPABILITIES, AlreadyExportedError, WandbExporter
 from runtel.records import (
@@ -249,6 +249,29 @@ def test_second_offline_export_of_a_run_is_refused(exported: tuple[Path, list[Re
     exporter = WandbExporter(mode="offline", dir=str(tmp_path))
     with pytest.raises(AlreadyExportedError, match=RUN_ID):
         exporter.export(records[:1])
+
+
+def test_forced_offline_export_replaces_the_earlier_one(
+    exported: tuple[Path, list[Record], WandbLog], tmp_path: Path
+) -> None:
+    _, records, first = exported
+    export_offline(tmp_path, records)
+    forced = WandbExporter(mode="offline", dir=str(tmp_path), force=True)
+    for lo in range(0, len(records), 3):
+        assert forced.export(records[lo : lo + 3]) is ExportResult.SUCCESS
+    forced.shutdown()
+    again = read_finished_log(tmp_path, RUN_ID)  # exactly one folder of the run is left
+    assert sorted(again.history) == sorted(first.history) and again.exit_code == first.exit_code
+    for step, row in first.history.items():
+        metrics = {key for key in row if not key.startswith("_")}
+        assert metrics == {key for key in again.history[step] if not key.startswith("_")}
+        assert all(same(again.history[step][key], row[key]) for key in metrics)
+
+
+def test_force_cannot_replace_an_online_run() -> None:
+    exporter = WandbExporter(mode="online", force=True)
+    with pytest.raises(RuntelError, match="delete it in W&B"):
+        exporter.export([RunStarted(run_id=RUN_ID, name="r", project="p", start_time=0.0, config={})])
 
 
 def test_two_runs_in_one_process_do_not_clash(tmp_path: Path) -> None:
