@@ -16,7 +16,7 @@ import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -24,11 +24,13 @@ import numpy.typing as npt
 from runtel.exporters.base import Capabilities, StepRule
 from runtel.records import (
     ArtifactLogged,
+    FigureLogged,
     HistogramLogged,
     MetricPoints,
     ParamsLogged,
     Record,
     RunStarted,
+    SpanEnded,
     flatten_params,
 )
 
@@ -78,7 +80,11 @@ class Adapter:
                 config, extra = self._params(record.config, record.start_time)
                 out.extend([dataclasses.replace(record, config=config), *extra])
             elif isinstance(record, HistogramLogged):
-                out.append(self._histogram(record))
+                out.append(self._histogram(self._restep(record, f"histograms/{record.name}")))
+            elif isinstance(record, FigureLogged):
+                out.append(self._restep(record, f"figures/{record.name}"))
+            elif isinstance(record, SpanEnded) and record.kind == "epoch":
+                out.append(self._restep_epoch(record))
             elif isinstance(record, ArtifactLogged) and self._artifact_pattern is not None:
                 out.append(self._artifact(record, self._artifact_pattern))
             else:
@@ -134,40 +140,61 @@ class Adapter:
         return np.clip(values, -np.finfo(np.float64).max, np.finfo(np.float64).max), None
 
     def _fit_steps(self, points: MetricPoints, names: tuple[str, ...]) -> npt.NDArray[np.int64]:
-        """Shift each segment that breaks the step rules forward (a resumed segment), never dropping it.
-
-        The shift is an offset kept for the rest of the run (per series, or run-wide when the
-        backend has one step counter), so later points keep their spacing.
-        """
-        caps = self._caps
-        run_wide = caps.run_step_rule != "any"
-        series_gap = _gap(caps.step_rule)
-        run_gap = _gap(caps.run_step_rule)
         steps = points.steps.copy()
         for position in range(steps.size):
-            name = names[int(points.index[position])]
-            offset_key = "" if run_wide else name
-            original = int(steps[position])
-            step = original + self._offsets.get(offset_key, 0)
-            required = -1
-            if series_gap is not None and name in self._series_last:
-                required = self._series_last[name] + series_gap
-            if run_gap is not None and self._run_last is not None:
-                required = max(required, self._run_last + run_gap)
-            if step < required:
-                self._offsets[offset_key] = required - original
-                self._note(
-                    "step_shifted",
-                    1,
-                    {"metric": name, "step": original, "sent_as": required, "reason": "step went backwards"},
-                )
-                step = required
-            elif self._offsets.get(offset_key):
-                self._kinds["step_shifted"].count += 1
-            steps[position] = step
-            self._series_last[name] = step
-            self._run_last = step if self._run_last is None else max(self._run_last, step)
+            steps[position] = self._fit_step(names[int(points.index[position])], int(steps[position]))
         return steps
+
+    def _fit_step(self, series: str, original: int) -> int:
+        """Shift a segment that breaks the step rules forward (a resumed segment), never dropping it.
+
+        The shift is an offset kept for the rest of the run (per series, or run-wide when the
+        backend has one step counter), so later points keep their spacing. Epochs, figures and
+        histograms at a step follow the same rules as series of their own (``epoch``,
+        ``figures/<name>``, ``histograms/<name>``), so they stay aligned with the metrics.
+        """
+        caps = self._caps
+        offset_key = "" if caps.run_step_rule != "any" else series
+        series_gap, run_gap = _gap(caps.step_rule), _gap(caps.run_step_rule)
+        step = original + self._offsets.get(offset_key, 0)
+        required = -1
+        if series_gap is not None and series in self._series_last:
+            required = self._series_last[series] + series_gap
+        if run_gap is not None and self._run_last is not None:
+            required = max(required, self._run_last + run_gap)
+        if step < required:
+            self._offsets[offset_key] = required - original
+            self._note(
+                "step_shifted",
+                1,
+                {"metric": series, "step": original, "sent_as": required, "reason": "step went backwards"},
+            )
+            step = required
+        elif self._offsets.get(offset_key):
+            self._kinds["step_shifted"].count += 1
+        self._series_last[series] = step
+        self._run_last = step if self._run_last is None else max(self._run_last, step)
+        return step
+
+    def _restep(self, record: _Stepped, series: str) -> _Stepped:
+        """A figure or histogram at its step as the backend's step rules allow."""
+        if record.step is None or not self._has_step_rules():
+            return record
+        step = self._fit_step(series, record.step)
+        return record if step == record.step else dataclasses.replace(record, step=step)
+
+    def _restep_epoch(self, span: SpanEnded) -> SpanEnded:
+        """An epoch reaches backends as an ``epoch`` point at the step it ended on."""
+        original = span.attributes.get("runtel.step_end")
+        if not isinstance(original, int) or not self._has_step_rules():
+            return span
+        step = self._fit_step("epoch", original)
+        if step == original:
+            return span
+        return dataclasses.replace(span, attributes={**span.attributes, "runtel.step_end": step})
+
+    def _has_step_rules(self) -> bool:
+        return self._caps.step_rule != "any" or self._caps.run_step_rule != "any"
 
     def _fit_times(self, points: MetricPoints, names: tuple[str, ...]) -> npt.NDArray[np.float64]:
         times = points.times.copy()
@@ -319,6 +346,9 @@ class Adapter:
         for item in example if isinstance(example, list) else [example]:
             if len(entry.examples) < _MAX_EXAMPLES:
                 entry.examples.append(item)
+
+
+_Stepped = TypeVar("_Stepped", FigureLogged, HistogramLogged)
 
 
 def _gap(rule: StepRule) -> int | None:

@@ -9,7 +9,14 @@ import numpy as np
 
 from runtel._adapt import Adapter
 from runtel.exporters.base import Capabilities
-from runtel.records import ArtifactLogged, HistogramLogged, MetricPoints, ParamsLogged
+from runtel.records import (
+    ArtifactLogged,
+    FigureLogged,
+    HistogramLogged,
+    MetricPoints,
+    ParamsLogged,
+    SpanEnded,
+)
 
 
 def points(names: tuple[str, ...], index: list[int], steps: list[int], values: list[float]) -> MetricPoints:
@@ -133,3 +140,61 @@ def test_histogram_with_too_many_bins_is_merged_exactly(tmp_path: Path) -> None:
     assert isinstance(out, HistogramLogged)
     assert out.counts.size == 500 and out.counts.sum() == 10_000
     assert out.bin_edges.size == 501 and out.bin_edges[0] == edges[0] and out.bin_edges[-1] == edges[-1]
+
+
+def _histogram(step: int) -> HistogramLogged:
+    return HistogramLogged(
+        name="weights",
+        step=step,
+        time=0.0,
+        bin_edges=np.array([0.0, 1.0]),
+        counts=np.array([3], dtype=np.int64),
+        min=0.0,
+        max=1.0,
+        mean=0.5,
+        std=0.1,
+        count=3,
+    )
+
+
+def _epoch(step_end: int) -> SpanEnded:
+    return SpanEnded(
+        name="epoch 0",
+        kind="epoch",
+        trace_id="0" * 32,
+        span_id="1" * 16,
+        parent_span_id=None,
+        start_time=0.0,
+        end_time=1.0,
+        attributes={"epoch": 0, "runtel.step_start": 0, "runtel.step_end": step_end},
+    )
+
+
+def test_epochs_figures_and_histograms_follow_a_shifted_segment(tmp_path: Path) -> None:
+    """After steps 0..9 were re-logged as 10..19, an epoch, a figure and a histogram at step 9 of the
+    second segment land at 19 with the metrics (W&B would otherwise drop them as lower steps)."""
+    caps = Capabilities(step_rule="strictly_increasing", run_step_rule="non_decreasing")
+    adapter = Adapter("wandb-like", caps, tmp_path)
+    adapter.adapt([points(("loss",), [0] * 10, list(range(10)), [1.0] * 10)])
+    shifted = adapt_one(adapter, points(("loss",), [0] * 10, list(range(10)), [2.0] * 10))
+    assert shifted.steps.tolist() == list(range(10, 20))
+    figure_at_9 = FigureLogged("curve", "c.png", 9, 0.0)
+    epoch, figure, histogram = adapter.adapt([_epoch(9), figure_at_9, _histogram(9)])
+    assert isinstance(epoch, SpanEnded) and epoch.attributes["runtel.step_end"] == 19
+    assert isinstance(figure, FigureLogged) and figure.step == 19
+    assert isinstance(histogram, HistogramLogged) and histogram.step == 19
+    assert adapter.report()["step_shifted"]["count"] == 13
+
+
+def test_a_second_histogram_at_the_same_step_is_moved_for_a_strict_backend(tmp_path: Path) -> None:
+    adapter = Adapter("tensorboard-like", Capabilities(step_rule="strictly_increasing"), tmp_path)
+    first, second = adapter.adapt([_histogram(5), _histogram(5)])
+    assert (first.step, second.step) == (5, 6)  # type: ignore[union-attr]
+    assert adapter.report()["step_shifted"]["examples"][0]["metric"] == "histograms/weights"
+
+
+def test_stepless_figures_and_any_step_backends_are_untouched(tmp_path: Path) -> None:
+    adapter = Adapter("mlflow-like", Capabilities(), tmp_path)
+    records = [_epoch(3), _epoch(3), FigureLogged("f", "f.png", None, 0.0), _histogram(1), _histogram(1)]
+    assert adapter.adapt(records) == records
+    assert adapter.report() == {}
