@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -31,6 +32,7 @@ from runtel.records import (
     SpanEnded,
 )
 from runtel.store import _layout
+from runtel.store._jsonio import read_json, write_json_atomic
 from runtel.store._series import series_stats
 from runtel.store.query import StoredRun
 
@@ -56,12 +58,23 @@ def records_of(run: StoredRun, batch_points: int = DEFAULT_BATCH_POINTS) -> Iter
     values = np.concatenate([np.empty(0), *[c[2] for c in columns]])[order]
     spans = np.concatenate([np.empty(0, dtype=np.uint64), *[run.span_ids(name) for name in names]])[order]
 
+    ended: RunEnded | None = None
+    events: list[tuple[float, int, Record]] = []
+    for record in run.events():
+        if isinstance(record, RunEnded):
+            ended = record
+        elif not isinstance(record, RunStarted):
+            events.append((_event_time(record), 1, record))
+
     def point_batches() -> Iterator[tuple[float, int, Record]]:
-        for start in range(0, index.size, batch_points):
-            stop = min(start + batch_points, index.size)
+        """Batches cut at every event's time, so an epoch or figure comes after exactly the points
+        logged before it (at equal times, points first), as it did live."""
+        cuts = np.searchsorted(times, [when for when, _, _ in events], side="right").tolist()
+        bounds = sorted({0, index.size, *cuts, *range(0, index.size, batch_points)})
+        for start, stop in itertools.pairwise(bounds):
             yield (
                 float(times[start]),
-                1,
+                0,
                 MetricPoints(
                     names,
                     index[start:stop],
@@ -72,13 +85,6 @@ def records_of(run: StoredRun, batch_points: int = DEFAULT_BATCH_POINTS) -> Iter
                 ),
             )
 
-    ended: RunEnded | None = None
-    events: list[tuple[float, int, Record]] = []
-    for record in run.events():
-        if isinstance(record, RunEnded):
-            ended = record
-        elif not isinstance(record, RunStarted):
-            events.append((_event_time(record), 0, record))
     started = next((r for r in run.events() if isinstance(r, RunStarted)), None)
     if started is not None:
         yield started
@@ -101,11 +107,16 @@ def export_run(
     progress: Progress | None = None,
     batch_points: int = DEFAULT_BATCH_POINTS,
 ) -> dict[str, Any]:
-    """Send ``run`` to ``exporter``; returns ``{"points": n, "seconds": s, "adaptations": {...}}``."""
+    """Send ``run`` to ``exporter``; returns ``{"points": n, "seconds": s, "adaptations": {...}}``.
+
+    What happened (exporter, time, points, adaptations with examples, or the error) is appended to
+    the run's ``summary.json`` under ``replays``, as live export reports go under ``exporters``.
+    """
     name = getattr(exporter, "name", type(exporter).__name__)
     adapter = Adapter(name, exporter.capabilities, run.dir / "adapted" / f"replay-{name}")
     started = time.perf_counter()
     sent = 0
+    report: dict[str, Any] = {"exporter": name, "time": time.time(), "status": "failed"}
     try:
         for record in records_of(run, batch_points):
             result = exporter.export(adapter.adapt([record]))
@@ -116,9 +127,22 @@ def export_run(
                 if progress is not None:
                     progress(len(record))
         exporter.force_flush()
+        report["status"] = "ok"
+    except Exception as exc:
+        report["error"] = f"{type(exc).__name__}: {exc}"
+        raise
     finally:
         exporter.shutdown()
-    return {"points": sent, "seconds": time.perf_counter() - started, "adaptations": adapter.report()}
+        report.update(points=sent, seconds=time.perf_counter() - started, adaptations=adapter.report())
+        _record_replay(run, report)
+    return {key: report[key] for key in ("points", "seconds", "adaptations")}
+
+
+def _record_replay(run: StoredRun, report: dict[str, Any]) -> None:
+    path = run.dir / _layout.SUMMARY
+    summary = read_json(path, default={})
+    summary.setdefault("replays", []).append(report)
+    write_json_atomic(path, summary)
 
 
 def _event_time(record: Record) -> float:

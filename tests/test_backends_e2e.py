@@ -304,12 +304,17 @@ def test_a_crashed_run_replays_to_every_backend_marked_as_crashed(
         "neptune": ["-o", "mode=offline", "-o", f"data_directory={tmp_path / 'neptune'}"],
     }[backend]
     assert cli(["export", run_id, "--to", backend, "--base-dir", str(tmp / "runs"), *target]) == 0
-    steps = list(range(100))
+    replays = runtel.Store(tmp / "runs").run(run_id).summary()["replays"]
+    assert [(r["exporter"], r["status"], r["points"]) for r in replays if r["exporter"] == backend] == [
+        (backend, "ok", 100)
+    ]
+    steps, epochs = list(range(100)), [(49, 0), (99, 1)]  # epoch 1 ended before the kill
     if backend == "mlflow":
         client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
         (mlrun,) = client.search_runs([client.get_experiment_by_name("crashy").experiment_id])
         assert (mlrun.info.status, mlrun.data.tags["runtel.status"]) == ("KILLED", "crashed")
         assert sorted(m.step for m in client.get_metric_history(mlrun.info.run_id, "loss")) == steps
+        assert [(m.step, m.value) for m in client.get_metric_history(mlrun.info.run_id, "epoch")] == epochs
     elif backend == "tensorboard":
         from tensorboardX.proto import api_pb2, plugin_hparams_pb2
 
@@ -317,6 +322,7 @@ def test_a_crashed_run_replays_to_every_backend_marked_as_crashed(
         accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
         accumulator.Reload()
         assert [e.step for e in accumulator.Scalars("loss")] == steps
+        assert [(e.step, e.value) for e in accumulator.Scalars("epoch")] == epochs
         (status,) = accumulator.Tensors("status/text_summary")
         assert status.tensor_proto.string_val[0].decode() == "crashed"
         end = accumulator.SummaryMetadata("_hparams_/session_end_info").plugin_data.content
@@ -325,9 +331,11 @@ def test_a_crashed_run_replays_to_every_backend_marked_as_crashed(
     elif backend == "wandb":
         log = wandb_log(tmp_path, run_id)
         assert sorted(log.history) == steps and log.exit_code == 1
+        assert [(step, row["epoch"]) for step, row in log.history.items() if "epoch" in row] == epochs
         assert log.summary["runtel/status"] == "crashed" and log.summary["metrics"]["loss"]["count"] == 100
     else:
         (directory,) = offline_runs(tmp_path / "neptune")
         neptune_run = read_run(directory)
         assert [p[0] for p in neptune_run.series["metrics/loss"]] == steps
+        assert [(p[0], p[1]) for p in neptune_run.series["epoch"]] == epochs
         assert neptune_run.fields["runtel/status"] == "crashed" and neptune_run.fields["sys/failed"] is True
