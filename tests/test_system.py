@@ -175,13 +175,26 @@ def test_a_forked_child_does_not_sample() -> None:
     assert (delivered_in_child, sampled_now) == (0, {})
 
 
-def test_gpu_series_are_absent_without_nvml(started: tuple[SystemMetrics, Samples]) -> None:
+def test_gpu_series_have_sane_values_with_nvml_and_are_absent_without(
+    started: tuple[SystemMetrics, Samples],
+) -> None:
+    """Runs either way: on a GPU machine it checks every GPU series of gpu0, elsewhere their absence."""
     system, _ = started
-    gpu_series = {name for name in system.sample_now() if "gpu" in name}
-    if nvml_works():
-        assert "system/gpu.utilization/gpu0" in gpu_series
-    else:
-        assert gpu_series == set()
+    sample = {name: value for name, value in system.sample_now().items() if "gpu" in name}
+    if not nvml_works():
+        assert sample == {}
+        return
+    assert 0 <= sample["system/gpu.utilization/gpu0"] <= 100
+    assert 0 < sample["system/gpu.memory.used/gpu0"] <= sample["system/gpu.memory.total/gpu0"]
+    assert sample["system/gpu.power/gpu0"] > 0
+    assert 0 < sample["system/gpu.temperature/gpu0"] < 120
+    import torch
+
+    if torch.cuda.is_available():
+        held = torch.ones(1 << 20, device="cuda:0")  # 4 MiB held by torch on gpu0
+        after = system.sample_now()
+        assert after["system/torch.cuda.allocated/gpu0"] >= held.numel() * 4
+        assert after["system/torch.cuda.reserved/gpu0"] >= after["system/torch.cuda.allocated/gpu0"]
 
 
 @pytest.mark.parametrize("interval", [0, -1.0, math.nan, math.inf])
@@ -240,4 +253,4 @@ def test_a_run_records_system_series_on_the_sampler_thread(tmp_path: Path) -> No
     assert (stored.history("system/memory.used")[2] > 0).all()
     assert "system/cpu.utilization" in immediate
     assert steps.min() >= 0 and steps.max() <= 29
-    assert not any(name.startswith("system/gpu") for name in stored.metrics())
+    assert any(name.startswith("system/gpu") for name in stored.metrics()) == nvml_works()
