@@ -1,8 +1,11 @@
-"""What exporting costs: run.log with backends attached, and `runtel export` throughput per backend.
+"""What exporting costs: run.log with backends attached, with system sampling on, and `runtel export`
+throughput per backend.
 
-Prints Markdown tables (paste into docs/benchmarks.md). The claim under test: live export adds no
-measurable cost to ``run.log`` (exporters work on background threads), and system sampling adds
-none either. Run: ``python bench/bench_export.py [--steps 20000] [--repeats 5]``.
+Prints Markdown tables (paste into docs/benchmarks.md). The claims under test: live export adds no
+work to the training thread (exporters work on background threads), and system sampling costs the
+loop nothing measurable. The sampling case runs long enough for the sampler to fire several times
+during the timed loop, and says how often it did.
+Run: ``python bench/bench_export.py [--steps 20000] [--system-steps 600000] [--repeats 5]``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,23 +38,40 @@ def backend_options(root: Path) -> dict[str, dict[str, Any]]:
     }
 
 
-def timed_run(root: Path, steps: int, **init: Any) -> tuple[float, float]:
-    """us per run.log call (10 metrics) and seconds spent in finish()."""
+@dataclass
+class Trial:
+    us_per_call: float
+    finish_s: float
+    system_samples: int  # system samples taken while the loop ran
+
+
+def timed_run(root: Path, steps: int, metrics: list[str] = METRICS, **init: Any) -> Trial:
+    """One run of ``steps`` run.log calls (rows prebuilt, reused), then finish()."""
     run = runtel.init(project="bench", base_dir=str(root / "runs"), **init)
-    rows = [dict.fromkeys(METRICS, float(step)) for step in range(steps)]
+    rows = [dict.fromkeys(metrics, float(step)) for step in range(1000)]
+    began = time.time()
     started = time.perf_counter_ns()
-    for row in rows:
-        run.log(row)
+    for step in range(steps):
+        run.log(rows[step % 1000])
     loop_ns = time.perf_counter_ns() - started
+    ended = time.time()
     finish_started = time.perf_counter()
     run.finish()
-    return loop_ns / 1e3 / steps, time.perf_counter() - finish_started
+    finish = time.perf_counter() - finish_started
+    stored = runtel.Store(root / "runs").run(run.id)
+    samples = 0
+    if "system/cpu.utilization" in stored.metrics():
+        times = stored.history("system/cpu.utilization")[1]
+        samples = int(((times >= began) & (times <= ended)).sum())
+    return Trial(loop_ns / 1e3 / steps, finish, samples)
+
+
+Case = tuple[str, Callable[[Path], dict[str, Any]]]
 
 
 def live_overhead(steps: int, repeats: int) -> str:
-    cases: list[tuple[str, Callable[[Path], dict[str, Any]]]] = [
+    cases: list[Case] = [
         ("local store only", lambda root: {"system_interval": 0}),
-        ("+ system metrics every 0.5 s", lambda root: {"system_interval": 0.5}),
         (
             "+ wandb, mlflow, tensorboard, neptune (live)",
             lambda root: {
@@ -61,27 +82,47 @@ def live_overhead(steps: int, repeats: int) -> str:
             },
         ),
     ]
-    calls: dict[str, list[float]] = {label: [] for label, _ in cases}
-    finishes: dict[str, list[float]] = {label: [] for label, _ in cases}
-    for _ in range(repeats):  # cases interleaved, so a noisy moment hits them alike
-        for label, settings in cases:
-            with tempfile.TemporaryDirectory() as tmp:
-                per_call, finish = timed_run(Path(tmp), steps, **settings(Path(tmp)))
-            calls[label].append(per_call)
-            finishes[label].append(finish)
-            log(f"{label}: {per_call:.2f} us/call, finish {finish:.2f} s")
-    base = statistics.median(calls[cases[0][0]])
-    rows = [
-        [
-            label,
-            fmt_us(statistics.median(calls[label])),
-            f"{statistics.median(calls[label]) / base:.2f}x",
-            f"{statistics.median(finishes[label]):.2f} s",
-        ]
-        for label, _ in cases
-    ]
+    trials = interleaved(cases, steps, repeats, METRICS)
+    base = statistics.median(t.us_per_call for t in trials[cases[0][0]])
+    rows = []
+    for label, _ in cases:
+        call = statistics.median(t.us_per_call for t in trials[label])
+        finish = statistics.median(t.finish_s for t in trials[label])
+        rows.append([label, fmt_us(call), f"{call / base:.2f}x", f"{finish:.2f} s"])
     header = ["run.log, 10 metrics a step", "us/call (median)", "x local only", "finish() (median)"]
     return md_table(header, rows)
+
+
+def system_overhead(steps: int, repeats: int, interval: float) -> str:
+    """1 metric a step (the call whose cost a sampler would show most), long enough to be sampled."""
+    cases: list[Case] = [
+        ("system sampling off", lambda root: {"system_interval": 0}),
+        (f"system sampling every {interval:g} s", lambda root: {"system_interval": interval}),
+    ]
+    trials = interleaved(cases, steps, repeats, ["loss"])
+    base = statistics.median(t.us_per_call for t in trials[cases[0][0]])
+    rows = []
+    for label, _ in cases:
+        call = statistics.median(t.us_per_call for t in trials[label])
+        samples = statistics.median(t.system_samples for t in trials[label])
+        rows.append([label, fmt_us(call), f"{call / base:.2f}x", f"{samples:g}"])
+    header = ["run.log, 1 metric a step", "us/call (median)", "x off", "samples during the loop (median)"]
+    return md_table(header, rows)
+
+
+def interleaved(cases: list[Case], steps: int, repeats: int, metrics: list[str]) -> dict[str, list[Trial]]:
+    """Every case ``repeats`` times, cases interleaved so that a noisy moment hits them alike."""
+    trials: dict[str, list[Trial]] = {label: [] for label, _ in cases}
+    for _ in range(repeats):
+        for label, settings in cases:
+            with tempfile.TemporaryDirectory() as tmp:
+                trial = timed_run(Path(tmp), steps, metrics, **settings(Path(tmp)))
+            trials[label].append(trial)
+            log(
+                f"{label}: {trial.us_per_call:.2f} us/call, finish {trial.finish_s:.2f} s, "
+                f"{trial.system_samples} system samples during the loop"
+            )
+    return trials
 
 
 def export_throughput(points: int) -> str:
@@ -89,7 +130,7 @@ def export_throughput(points: int) -> str:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        timed_run(root, steps, system_interval=0, name="to-export")
+        timed_run(root, steps, system_interval=0, name="to-export")  # rows repeat every 1,000 steps
         stored = runtel.Store(root / "runs").run("to-export")
         for name, options in backend_options(root).items():
             exporter = exporter_factory(name)(**options)
@@ -103,6 +144,10 @@ def export_throughput(points: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=20_000, help="steps of 10 metrics per live-export trial")
+    parser.add_argument(
+        "--system-steps", type=int, default=600_000, help="steps of 1 metric per sampling trial"
+    )
+    parser.add_argument("--system-interval", type=float, default=0.1, help="seconds between system samples")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--export-points", type=int, default=100_000)
     args = parser.parse_args()
@@ -111,6 +156,9 @@ def main() -> None:
     print(machine_table())
     print(f"\n#### Live export: cost on the training loop ({args.steps:,} steps, {args.repeats} trials)\n")
     print(live_overhead(args.steps, args.repeats))
+    shape = f"{args.system_steps:,} steps, {args.repeats} trials"
+    print(f"\n#### System sampling: cost on the training loop ({shape})\n")
+    print(system_overhead(args.system_steps, args.repeats, args.system_interval))
     print(f"\n#### Replay: `runtel export` throughput ({args.export_points:,} points, 10 metrics)\n")
     print(export_throughput(args.export_points))
 
