@@ -29,9 +29,11 @@ _STOP = object()
 
 
 class _Barrier:
-    """Queued behind everything before it; set once the worker reaches it."""
+    """Queued behind everything before it; set once the worker reaches it (and, with ``flush``, once
+    the exporter's ``force_flush`` has returned)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, flush: bool = False) -> None:
+        self.flush = flush
         self.reached = threading.Event()
 
 
@@ -74,6 +76,8 @@ class _Worker:
             if batch is _STOP:
                 break
             if isinstance(batch, _Barrier):
+                if batch.flush and self.report.status != "failed":
+                    self._force_flush()
                 batch.reached.set()
                 continue
             if self.report.status == "failed":
@@ -92,6 +96,13 @@ class _Worker:
             self.exporter.shutdown()
         except Exception:
             logger.exception("runtel: exporter %r failed to shut down", self.report.name)
+
+    def _force_flush(self) -> None:
+        try:
+            if not self.exporter.force_flush():
+                logger.warning("runtel: exporter %r could not flush everything", self.report.name)
+        except Exception:
+            logger.exception("runtel: exporter %r failed to flush", self.report.name)
 
     def _export_with_retries(self, batch: Sequence[Record]) -> None:
         delay = 0.2
@@ -189,6 +200,26 @@ class Dispatcher:
         barrier = _Barrier()
         self._workers[0].queue.put(barrier)
         return barrier.reached.wait(timeout)
+
+    def force_flush(self, timeout: float) -> bool:
+        """Every exporter delivers what was submitted so far and flushes what it buffers; False if one
+        did not within ``timeout`` seconds. A failed exporter is skipped."""
+        deadline = time.monotonic() + timeout
+        barriers = []
+        done = True
+        for worker in self._workers:
+            if worker.report.status == "failed" and not worker.critical:
+                continue
+            barrier = _Barrier(flush=True)
+            try:
+                worker.queue.put(barrier, timeout=None if worker.critical else self._block_timeout)
+            except queue.Full:
+                done = False
+                continue
+            barriers.append(barrier)
+        for barrier in barriers:
+            done = barrier.reached.wait(max(0.0, deadline - time.monotonic())) and done
+        return done
 
     def shutdown(self, timeout: float) -> list[ExporterReport]:
         """Drain and stop every worker, waiting at most ``timeout`` seconds for each non-critical one."""

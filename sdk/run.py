@@ -468,15 +468,21 @@ class Run:
             except Exception:
                 logger.exception("runtel: background flush failed; will retry")
 
-    def flush(self, timeout: float | None = None) -> bool:
+    def flush(self, timeout: float | None = None, *, exporters: bool = False) -> bool:
         """Write everything logged so far to the local store now; False if ``timeout`` ran out.
 
         For readers that must see the latest points at once (the store is otherwise at most
-        ``flush_interval`` seconds behind). It does I/O: keep it out of the hot loop.
+        ``flush_interval`` seconds behind). With ``exporters=True`` every exporter also delivers
+        what was logged so far and flushes what it buffers (before a checkpoint, say), waiting at
+        most ``timeout`` or else ``export_timeout`` seconds for them. It does I/O: keep it out of the
+        hot loop.
         """
         if self._finished:
             return True
         self._flush()
+        if exporters:
+            bound = self._settings.export_timeout if timeout is None else timeout
+            return self._dispatcher.force_flush(bound)
         return self._dispatcher.wait_for_store(timeout)
 
     def _flush(self) -> None:

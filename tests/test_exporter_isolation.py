@@ -112,3 +112,49 @@ def test_exporter_names_come_from_the_environment(base_dir: Path, monkeypatch: p
 
 def test_local_exporter_is_registered_as_an_entry_point() -> None:
     assert runtel.available_exporters()["local"] == "runtel.exporters.local:LocalStoreExporter"
+
+
+class BufferingExporter(CollectingExporter):
+    """Holds points until flushed, as a backend client with its own buffer does."""
+
+    name = "buffering"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[Record] = []
+
+    def export(self, records: Sequence[Record]) -> ExportResult:
+        self.pending.extend(records)
+        return ExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        self.records.extend(self.pending)
+        self.pending.clear()
+        return True
+
+
+def test_flush_with_exporters_makes_each_backend_deliver_and_flush(base_dir: Path) -> None:
+    buffering = BufferingExporter()
+    run = runtel.init(project="iso", base_dir=str(base_dir), exporters=[buffering], flush_interval=60)
+    for step in range(100):
+        run.log({"loss": float(step)})
+    assert run.flush()  # the store only
+    assert buffering.records == []
+    assert run.flush(exporters=True)
+    delivered = [r for r in buffering.records if isinstance(r, MetricPoints)]
+    assert sum(len(r) for r in delivered) == 100
+    run.finish()
+
+
+def test_flush_with_exporters_gives_up_on_a_hanging_one_within_the_timeout(base_dir: Path) -> None:
+    hanging, collecting = HangingExporter(), CollectingExporter()
+    run = runtel.init(
+        project="iso", base_dir=str(base_dir), exporters=[hanging, collecting], export_timeout=1.0
+    )
+    run.log({"loss": 1.0})
+    started = time.monotonic()
+    assert run.flush(timeout=0.5, exporters=True) is False
+    assert time.monotonic() - started < 5
+    assert sum(len(r) for r in collecting.records if isinstance(r, MetricPoints)) == 1
+    hanging.release.set()
+    run.finish()
