@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
+from mlflow.tracking import MlflowClient
 from torch.utils.data import DataLoader, TensorDataset
 
 import runtel
@@ -50,17 +57,19 @@ class TinyRegressor(LightningModule):
         return DataLoader(TensorDataset(features, features.sum(1, keepdim=True)), batch_size=BATCH)
 
 
-def make_trainer(logger: RuntelLogger) -> Trainer:
-    return Trainer(
-        max_epochs=EPOCHS,
-        accelerator="cpu",
-        logger=logger,
-        callbacks=[RuntelCallback(batch_size=BATCH)],
-        log_every_n_steps=1,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-    )
+def make_trainer(logger: RuntelLogger, **options: Any) -> Trainer:
+    """A quiet CPU trainer for EPOCHS epochs with a RuntelCallback; ``options`` override its arguments."""
+    arguments: dict[str, Any] = {
+        "max_epochs": EPOCHS,
+        "accelerator": "cpu",
+        "logger": logger,
+        "callbacks": [RuntelCallback(batch_size=BATCH)],
+        "log_every_n_steps": 1,
+        "enable_progress_bar": False,
+        "enable_checkpointing": False,
+        "enable_model_summary": False,
+    }
+    return Trainer(**{**arguments, **options})
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +149,96 @@ def test_other_ranks_create_no_run(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     logger.finalize("success")
     assert logger.version is None
     assert runtel.Store(tmp_path / "runs").runs() == []
+
+
+def test_logger_alone_warns_once_that_epoch_spans_need_the_callback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    logger = RuntelLogger(base_dir=str(tmp_path / "runs"), system_interval=0)
+    make_trainer(logger, max_epochs=3, callbacks=[]).fit(TinyRegressor())
+
+    warnings = [r.getMessage() for r in caplog.records if "RuntelCallback()" in r.getMessage()]
+    assert len(warnings) == 1
+    stored = runtel.Store(tmp_path / "runs").run(logger.version)
+    assert stored.history("epoch")[2].tolist() == [0.0] * 4 + [1.0] * 4 + [2.0] * 4
+    assert [s for s in stored.spans() if s.kind == "epoch"] == []
+
+
+def test_logger_with_the_callback_does_not_warn(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    make_trainer(RuntelLogger(base_dir=str(tmp_path / "runs"), system_interval=0)).fit(TinyRegressor())
+    assert "RuntelCallback()" not in caplog.text
+
+
+DDP_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    from runtel.integrations.lightning import RuntelLogger
+    from tests.test_integration_lightning import TinyRegressor, make_trainer
+
+    out = Path(sys.argv[1])
+    for mode in ("rank-zero", "all-ranks"):
+        logger = RuntelLogger(
+            project="lit", base_dir=str(out / mode), system_interval=0,
+            exporters=["mlflow"], exporter_options={"mlflow": {"tracking_uri": f"sqlite:///{out / mode}.db"}},
+            **({"log_all_ranks": True} if mode == "all-ranks" else {}),
+        )
+        model = TinyRegressor()
+        make_trainer(logger, devices=2, strategy="ddp").fit(model)
+        (out / f"{mode}-{model.global_rank}.json").write_text(json.dumps(model.logged))
+    """
+)
+STEPS_PER_RANK = EPOCHS * SAMPLES // BATCH // 2
+
+
+@pytest.fixture(scope="module")
+def ddp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two fits in a 2-process DDP job that Lightning starts itself (gloo, CPU): rank 0 only, then all."""
+    out = tmp_path_factory.mktemp("lightning-ddp")
+    script = out / "train.py"
+    script.write_text(DDP_SCRIPT)
+    root = str(Path(__file__).parents[1])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNTEL_")}
+    result = subprocess.run(
+        [sys.executable, str(script), str(out)],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**env, "OMP_NUM_THREADS": "1", "PYTHONPATH": root},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def mlflow_run_ids(db: Path) -> list[str]:
+    """The runtel run ids of every MLflow run in the ``lit`` experiment of ``db``."""
+    client = MlflowClient(f"sqlite:///{db}")
+    runs = client.search_runs([client.get_experiment_by_name("lit").experiment_id])
+    return [mlrun.data.tags["runtel.run_id"] for mlrun in runs]
+
+
+def test_ddp_by_default_only_rank_zero_records(ddp: Path) -> None:
+    (run,) = runtel.Store(ddp / "rank-zero").runs()
+    assert run.ranks() == {0: "completed"}
+    assert not (run.dir / "ranks").exists()
+    steps, _, values = run.history("train/loss")
+    assert values.tolist() == json.loads((ddp / "rank-zero-0.json").read_text())
+    assert steps.tolist() == list(range(STEPS_PER_RANK))
+    assert mlflow_run_ids(ddp / "rank-zero.db") == [run.id]
+
+
+def test_ddp_all_ranks_record_into_the_one_run(ddp: Path) -> None:
+    (run,) = runtel.Store(ddp / "all-ranks").runs()
+    assert run.ranks() == {0: "completed", 1: "completed"}
+    for rank in (0, 1):
+        steps, _, values = run.history("train/loss", rank=rank)
+        assert values.tolist() == json.loads((ddp / f"all-ranks-{rank}.json").read_text())
+        assert steps.tolist() == list(range(STEPS_PER_RANK))
+    epochs = sorted((s.name, s.attributes["rank"]) for s in run.spans() if s.kind == "epoch")
+    assert epochs == [("epoch 0", 0), ("epoch 0", 1), ("epoch 1", 0), ("epoch 1", 1)]
+    assert mlflow_run_ids(ddp / "all-ranks.db") == [run.id]
 
 
 def test_import_without_lightning_names_the_extra(tmp_path: Path) -> None:

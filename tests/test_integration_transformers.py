@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -10,6 +14,7 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers is imported: nothing may be downloaded
 
 import torch
+from mlflow.tracking import MlflowClient
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
@@ -158,6 +163,89 @@ def test_evaluate_after_a_finished_run_warns(tmp_path: Path, caplog: pytest.LogC
     assert callback.run is not None
     assert "eval_loss" not in runtel.Store(tmp_path / "runs").run(callback.run.id).metrics()
     assert "finish_at_train_end=False" in caplog.text
+
+
+DDP_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    from runtel.integrations.huggingface import RuntelCallback
+    from tests.test_integration_transformers import train
+
+    out = Path(sys.argv[1])
+    for mode in ("rank-zero", "all-ranks"):
+        callback = RuntelCallback(
+            project="hf", base_dir=str(out / mode), system_interval=0,
+            exporters=["mlflow"], exporter_options={"mlflow": {"tracking_uri": f"sqlite:///{out / mode}.db"}},
+            **({"log_all_ranks": True} if mode == "all-ranks" else {}),
+        )
+        trainer = train(out, callback)
+        rank = trainer.args.process_index
+        (out / f"{mode}-{rank}.json").write_text(json.dumps(trainer.state.log_history))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def ddp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two trainings in one 2-process torchrun job (gloo, CPU): world process zero only, then all."""
+    out = tmp_path_factory.mktemp("hf-ddp")
+    script = out / "train.py"
+    script.write_text(DDP_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNTEL_")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(script),
+            str(out),
+        ],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**env, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def logged_losses(log_file: Path) -> list[tuple[int, float]]:
+    """(step, loss) of every training log a rank's ``state.log_history`` holds."""
+    return [(entry["step"], entry["loss"]) for entry in json.loads(log_file.read_text()) if "loss" in entry]
+
+
+def mlflow_run_ids(db: Path) -> list[str]:
+    """The runtel run ids of every MLflow run in the ``hf`` experiment of ``db``."""
+    client = MlflowClient(f"sqlite:///{db}")
+    runs = client.search_runs([client.get_experiment_by_name("hf").experiment_id])
+    return [mlrun.data.tags["runtel.run_id"] for mlrun in runs]
+
+
+def test_ddp_by_default_only_world_process_zero_records(ddp: Path) -> None:
+    (run,) = runtel.Store(ddp / "rank-zero").runs()
+    assert run.ranks() == {0: "completed"}
+    assert not (run.dir / "ranks").exists()
+    steps, _, values = run.history("loss")
+    assert list(zip(steps.tolist(), values.tolist(), strict=True)) == logged_losses(ddp / "rank-zero-0.json")
+    assert mlflow_run_ids(ddp / "rank-zero.db") == [run.id]
+
+
+def test_ddp_all_ranks_record_into_the_one_run(ddp: Path) -> None:
+    (run,) = runtel.Store(ddp / "all-ranks").runs()
+    assert run.ranks() == {0: "completed", 1: "completed"}
+    for rank in (0, 1):
+        steps, _, values = run.history("loss", rank=rank)
+        expected = logged_losses(ddp / f"all-ranks-{rank}.json")
+        assert list(zip(steps.tolist(), values.tolist(), strict=True)) == expected
+        assert len(expected) == EPOCHS * SAMPLES // BATCH // 2
+    epochs = sorted((s.name, s.attributes["rank"]) for s in run.spans() if s.kind == "epoch")
+    assert epochs == [("epoch 0", 0), ("epoch 0", 1), ("epoch 1", 0), ("epoch 1", 1)]
+    assert mlflow_run_ids(ddp / "all-ranks.db") == [run.id]
 
 
 def test_import_without_transformers_names_the_extra(tmp_path: Path) -> None:

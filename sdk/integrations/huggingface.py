@@ -1,8 +1,9 @@
 """Hugging Face ``transformers``: a ``TrainerCallback`` that records a ``Trainer`` run into runtel.
 
 ``Trainer(..., callbacks=[RuntelCallback(project="p")])``, with ``report_to=[]`` or beside other
-integrations. Only the world process zero creates and writes the run. Needs
-``pip install runtel[transformers]``.
+integrations. By default only the world process zero creates and writes the run;
+``log_all_ranks=True`` makes every process record into the same run (see docs/distributed.md).
+Needs ``pip install runtel[transformers]``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ except ImportError as exc:
     ) from exc
 
 import runtel
+from runtel.config import resolve_settings
 from runtel.exporters.base import Exporter
+from runtel.integrations import _rank_zero_alone
 from runtel.integrations._hparams import storable_params
 from runtel.run import Run
 from runtel.step_timing import StepTimer
@@ -45,7 +48,8 @@ class RuntelCallback(TrainerCallback):  # type: ignore[misc,unused-ignore]
     ``finish_at_train_end=False`` keeps the run open for ``trainer.evaluate()`` afterwards (then call
     ``callback.run.finish()``); otherwise later logs are refused with a warning. A training run that
     raises never reaches ``on_train_end``: runtel's exit hook marks it failed.
-    Other keyword arguments go to :func:`runtel.init`.
+    ``log_all_ranks`` (default: ``RUNTEL_LOG_ALL_RANKS``, else off) makes every process record into
+    the job's one run, under ``ranks/<n>/``. Other keyword arguments go to :func:`runtel.init`.
     """
 
     def __init__(
@@ -59,10 +63,17 @@ class RuntelCallback(TrainerCallback):  # type: ignore[misc,unused-ignore]
         step_timing: bool = True,
         log_checkpoints: bool = False,
         finish_at_train_end: bool = True,
+        log_all_ranks: bool | None = None,
         **init_kwargs: Any,
     ) -> None:
+        self._all_ranks = resolve_settings({"log_all_ranks": log_all_ranks}).log_all_ranks
         self._init_kwargs = dict(
-            project=project, name=name, base_dir=base_dir, exporters=exporters, **init_kwargs
+            project=project,
+            name=name,
+            base_dir=base_dir,
+            exporters=exporters,
+            log_all_ranks=self._all_ranks,
+            **init_kwargs,
         )
         self._config = dict(config or {})
         self._step_timing = step_timing
@@ -76,14 +87,15 @@ class RuntelCallback(TrainerCallback):  # type: ignore[misc,unused-ignore]
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        if not state.is_world_process_zero:
+        if not (state.is_world_process_zero or self._all_ranks):
             return
         params = storable_params(args.to_dict())  # type: ignore[no-untyped-call,unused-ignore]
         model_config = getattr(kwargs.get("model"), "config", None)
         if model_config is not None:
             params["model_config"] = storable_params(model_config.to_dict())
         params.update(storable_params(self._config))
-        self.run = runtel.init(config=params, **self._init_kwargs)
+        options = self._init_kwargs if self._all_ranks else _rank_zero_alone(self._init_kwargs)
+        self.run = runtel.init(config=params, **options)
         self._finished = False
         if self._step_timing:
             samples = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
