@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
 from runtel import __version__
+from runtel.cli_commands import open_store, print_json
 from runtel.cli_commands import register as register_read_commands
 from runtel.errors import RuntelError
 
@@ -36,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--base-dir", default=None, help="store folder (default: runtel_runs or RUNTEL_BASE_DIR)"
     )
     demo.add_argument("--epochs", type=int, default=3)
+    demo.add_argument("--json", action="store_true", help="print the run's id and folder as JSON")
 
     export = commands.add_parser("export", help="replay stored runs to a backend (wandb, mlflow, ...)")
     export.add_argument("runs", nargs="*", help="run ids, id prefixes or names")
@@ -46,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for keyword, flag in _EXPORTER_FLAGS.items():
         export.add_argument(flag, dest=keyword, default=None)
     export.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE")
+    export.add_argument("--json", action="store_true", help="print one JSON object per run on stdout")
     register_read_commands(commands)
     args = parser.parse_args(argv)
 
@@ -53,14 +57,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if hasattr(args, "handler"):
             return int(args.handler(args))
         if args.command == "demo":
-            from runtel.demo import main as run_demo
-
-            run_demo(base_dir=args.base_dir, epochs=args.epochs)
-            return 0
+            return _demo(args)
         return _export(args)
     except RuntelError as exc:
         print(f"runtel: error: {exc}", file=sys.stderr)
         return 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from runtel.demo import main as run_demo
+
+    if not args.json:
+        run_demo(base_dir=args.base_dir, epochs=args.epochs)
+        return 0
+    with contextlib.redirect_stdout(sys.stderr):  # the demo's own messages; stdout holds only the JSON
+        run = run_demo(base_dir=args.base_dir, epochs=args.epochs)
+    print_json({"run_id": run.id, "name": run.name, "folder": str(run.dir)})
+    return 0
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -70,11 +83,10 @@ def _export(args: argparse.Namespace) -> int:
     from runtel.api import exporter_factory
     from runtel.errors import ConfigError
     from runtel.replay import count_points, export_run
-    from runtel.store.query import Store
 
-    store = Store(args.base_dir)
     if args.all == bool(args.runs):
         raise ConfigError("name the runs to export, or pass --all (not both)")
+    store = open_store(args.base_dir)
     runs = store.runs() if args.all else [store.run(key) for key in args.runs]
     options: dict[str, Any] = {key: getattr(args, key) for key in _EXPORTER_FLAGS if getattr(args, key)}
     for item in args.option:
@@ -87,22 +99,30 @@ def _export(args: argparse.Namespace) -> int:
     factory = exporter_factory(args.to)
     console = Console(stderr=True)
     failures = 0
+    exported: list[dict[str, Any]] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console) as progress:
         for run in runs:
             task = progress.add_task(f"{run.name} → {args.to}", total=count_points(run))
+            outcome: dict[str, Any] = {"run_id": run.id, "name": run.name, "target": args.to}
+            exported.append(outcome)
             try:
                 result = export_run(run, factory(**options), progress=partial(progress.advance, task))
             except Exception as exc:
                 failures += 1
-                console.print(f"[red]{run.name} ({run.id[:8]}): not exported: {type(exc).__name__}: {exc}")
+                error = f"{type(exc).__name__}: {exc}"
+                outcome.update(points=None, seconds=None, adaptations={}, error=error)
+                console.print(f"[red]{run.name} ({run.id[:8]}): not exported: {error}")
                 continue
+            outcome.update(result, error=None)
             rate = result["points"] / result["seconds"] if result["seconds"] else 0.0
             adapted = ", ".join(f"{k} {v['count']}" for k, v in result["adaptations"].items()) or "none"
             console.print(
                 f"{run.name} ({run.id[:8]}): {result['points']} points in {result['seconds']:.2f}s "
                 f"({rate:,.0f}/s); adaptations: {adapted}"
             )
+    if args.json:
+        print_json({"runs": exported})
     return 1 if failures else 0
 
 

@@ -1,8 +1,8 @@
 """The read-only subcommands of ``runtel``: ``ls``, ``show``, ``compare`` and ``ui``.
 
 Tables are drawn with rich; ``--json`` prints the same data as one JSON document (non-finite numbers as
-``null``) for scripts. An unknown run is a ``RunNotFoundError``, which ``runtel.cli.main`` turns into a
-message and exit status 1.
+``null``) for scripts. An unknown run (``RunNotFoundError``), a missing store folder or too few runs to
+compare (``ConfigError``) become a message and exit status 1 in ``runtel.cli.main``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from runtel.errors import MetricNotFoundError
+from runtel.errors import ConfigError, MetricNotFoundError
 from runtel.records import flatten_params
 from runtel.store.query import Store
 from runtel.ui import data
@@ -57,8 +57,19 @@ def _common(parser: argparse.ArgumentParser, handler: Handler) -> None:
     parser.set_defaults(handler=handler)
 
 
+def open_store(base_dir: str | None) -> Store:
+    """The store in ``base_dir``; a missing folder is an error, since a mistyped path would list nothing."""
+    store = Store(base_dir)
+    if not store.base_dir.is_dir():
+        raise ConfigError(
+            f"no runtel store at {str(store.base_dir)!r} (no such folder); "
+            "pass --base-dir DIR or set RUNTEL_BASE_DIR"
+        )
+    return store
+
+
 def list_runs(args: argparse.Namespace) -> int:
-    listing = data.scan(Store(args.base_dir).base_dir)
+    listing = data.scan(open_store(args.base_dir).base_dir)
     rows = data.filter_rows(
         (data.run_row(run) for run in listing.runs),
         projects=[args.project] if args.project else (),
@@ -68,7 +79,7 @@ def list_runs(args: argparse.Namespace) -> int:
     )
     if args.json:
         skipped = [{"folder": item.folder, "reason": item.reason} for item in listing.skipped]
-        _print_json({"runs": rows, "skipped": skipped})
+        print_json({"runs": rows, "skipped": skipped})
         return 0
     from rich.table import Table
 
@@ -94,7 +105,7 @@ def list_runs(args: argparse.Namespace) -> int:
 
 
 def show_run(args: argparse.Namespace) -> int:
-    run = Store(args.base_dir).run(args.run)
+    run = open_store(args.base_dir).run(args.run)
     card = data.run_card(run)
     summary = run.summary()
     report = {
@@ -107,7 +118,7 @@ def show_run(args: argparse.Namespace) -> int:
         "spans": data.span_rows(run),
     }
     if args.json:
-        _print_json(report)
+        print_json(report)
         return 0
     from rich.table import Table
 
@@ -151,7 +162,11 @@ def show_run(args: argparse.Namespace) -> int:
 
 
 def compare_runs(args: argparse.Namespace) -> int:
-    store = Store(args.base_dir)
+    if len(args.runs) < 2:
+        raise ConfigError(
+            f"compare needs two or more runs, got {len(args.runs)} ({', '.join(map(repr, args.runs))})"
+        )
+    store = open_store(args.base_dir)
     runs = [store.run(key) for key in args.runs]
     rows = store.compare(runs, args.metric, args.mode)
     if args.metric and not rows:
@@ -162,7 +177,7 @@ def compare_runs(args: argparse.Namespace) -> int:
             {"key": row["key"], "values": dict(zip([r.id for r in runs], row["values"], strict=True))}
             for row in differing
         ]
-        _print_json({"metrics": rows, "params_differing": params})
+        print_json({"metrics": rows, "params_differing": params})
         return 0
     from rich.table import Table
 
@@ -187,6 +202,7 @@ def compare_runs(args: argparse.Namespace) -> int:
 def launch_ui(args: argparse.Namespace) -> int:
     from runtel.tracking.comparison_ui import launch_comparison_ui
 
+    open_store(args.base_dir)
     launch_comparison_ui(
         port=args.port, base_dir=args.base_dir, host=args.host, debug=args.debug, report_dir=args.report_dir
     )
@@ -213,7 +229,8 @@ def _number(value: Any) -> str:
     return "—" if value is None else str(value)
 
 
-def _print_json(document: Any) -> None:
+def print_json(document: Any) -> None:
+    """``document`` as indented JSON on stdout, NaN and infinities as ``null``."""
     print(json.dumps(_finite(document), indent=2, ensure_ascii=False, allow_nan=False, default=str))
 
 

@@ -30,6 +30,10 @@ def stored(base_dir: Path, tmp_path: Path) -> dict[str, str]:
             run.log_artifact(str(tmp_path / "w.bin"))
             ids[name] = run.id
     (base_dir / "scratch").mkdir()
+    (base_dir / "foreign").mkdir()  # another tool's folder: an id, but a name and project runtel never writes
+    (base_dir / "foreign" / "metadata.json").write_text(
+        '{"id": "abcdef0123456789", "name": 5, "project": ["x"]}'
+    )
     return ids
 
 
@@ -44,13 +48,26 @@ def test_ls_table_and_json(
     assert main(["ls", "--base-dir", str(base_dir)]) == 0
     out = capsys.readouterr().out
     assert "alpha" in out and stored["beta"][:8] in out and "skipped scratch/" in out
+    assert "skipped foreign/: metadata.json field 'name' is int, not a string" in out
     listing = _json(capsys, "ls", "--base-dir", str(base_dir))
     assert [row["name"] for row in listing["runs"]] == ["alpha", "beta"]
     assert listing["runs"][0]["status"] == "completed" and listing["runs"][0]["points"] == 20
-    assert listing["skipped"] == [{"folder": "scratch", "reason": "not a run folder (no metadata.json)"}]
+    assert listing["skipped"] == [
+        {"folder": "foreign", "reason": "metadata.json field 'name' is int, not a string"},
+        {"folder": "scratch", "reason": "not a run folder (no metadata.json)"},
+    ]
     assert [r["name"] for r in _json(capsys, "ls", "--base-dir", str(base_dir), "--tag", "beta")["runs"]] == [
         "beta"
     ]
+
+
+def test_ls_filters_by_name_beside_a_foreign_folder(
+    stored: dict[str, str], base_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["ls", "--base-dir", str(base_dir), "--name", "go"]) == 0
+    assert "0 runs" in capsys.readouterr().out
+    listing = _json(capsys, "ls", "--base-dir", str(base_dir), "--name", "ALP")
+    assert [row["name"] for row in listing["runs"]] == ["alpha"]
 
 
 def test_show_table_and_json(
@@ -88,6 +105,87 @@ def test_unknown_run_exits_1_with_a_message(
     assert main(["compare", "alpha", "nope", "--base-dir", str(base_dir)]) == 1
     assert main(["compare", "alpha", "beta", "--metric", "absent", "--base-dir", str(base_dir)]) == 1
     assert "absent" in capsys.readouterr().err
+
+
+def test_compare_needs_two_runs(
+    stored: dict[str, str], base_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["compare", "alpha", "--base-dir", str(base_dir)]) == 1
+    assert "runtel: error: compare needs two or more runs, got 1 ('alpha')" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["ls"],
+        ["show", "alpha"],
+        ["compare", "alpha", "beta"],
+        ["export", "--all", "--to", "tensorboard"],
+        ["ui", "--port", "0"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_a_missing_store_folder_is_an_error(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "typo"
+    assert main([*argv, "--base-dir", str(missing)]) == 1
+    assert f"runtel: error: no runtel store at {str(missing)!r}" in capsys.readouterr().err
+    assert not missing.exists()
+
+
+def test_demo_stores_a_completed_run(base_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--base-dir", str(base_dir), "--epochs", "1"]) == 0
+    assert "runtel demo: 1 epochs" in capsys.readouterr().out
+    (run,) = runtel.Store(base_dir).runs()
+    assert (run.name, run.project, run.status) == ("softmax-demo", "demo", "completed")
+    assert {"train/loss", "train/acc", "val/loss", "val/acc"} <= set(run.metrics())
+    assert run.history("train/loss")[0].size == 2048 // 32
+    assert run.params()["lr"] == 0.5
+
+
+def test_demo_json_names_the_run_and_its_folder(base_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = _json(capsys, "demo", "--base-dir", str(base_dir), "--epochs", "1")
+    (run,) = runtel.Store(base_dir).runs()
+    assert result == {"run_id": run.id, "name": "softmax-demo", "folder": str(run.dir)}
+    listing = _json(capsys, "ls", "--base-dir", str(base_dir))
+    assert [(row["id"], row["status"]) for row in listing["runs"]] == [(run.id, "completed")]
+
+
+def test_export_json_has_one_object_per_run(
+    stored: dict[str, str], base_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log_dir = tmp_path / "tb"
+    argv = [
+        "export",
+        "alpha",
+        "beta",
+        "--to",
+        "tensorboard",
+        "--log-dir",
+        str(log_dir),
+        "--base-dir",
+        str(base_dir),
+    ]
+    result = _json(capsys, *argv)
+    assert [(item["run_id"], item["name"], item["target"]) for item in result["runs"]] == [
+        (stored["alpha"], "alpha", "tensorboard"),
+        (stored["beta"], "beta", "tensorboard"),
+    ]
+    for item in result["runs"]:
+        assert item["points"] == 20 and item["seconds"] > 0 and item["error"] is None
+        assert isinstance(item["adaptations"], dict)
+    assert len(list(log_dir.glob("*/events.out.tfevents.*"))) == 2
+
+
+def test_export_json_reports_a_run_that_failed(
+    stored: dict[str, str], base_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["export", "alpha", "--to", "local", "--base-dir", str(base_dir), "--json"]  # local needs run_dir
+    assert main(argv) == 1
+    (item,) = json.loads(capsys.readouterr().out)["runs"]
+    assert (item["run_id"], item["points"]) == (stored["alpha"], None)
+    assert item["error"].startswith("TypeError:") and "run_dir" in item["error"]
 
 
 def test_ui_serves_the_page_on_loopback(stored: dict[str, str], base_dir: Path) -> None:

@@ -83,6 +83,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (base / "notes" / "readme.txt").write_text("not a run")
     (base / "half_written").mkdir()
     (base / "half_written" / "metadata.json").write_text('{"id": "0123')
+    (base / "foreign").mkdir()  # another tool's folder: an id, but a name and project runtel never writes
+    (base / "foreign" / "metadata.json").write_text('{"id": "abcdef0123456789", "name": 5, "project": ["x"]}')
     return {"base": base, "ids": ids}
 
 
@@ -190,9 +192,30 @@ def test_broken_folders_are_marked_and_good_runs_listed(page: Any, ui: str, stor
     assert "torn record" in crashed.locator(".problem").inner_text()
     notes = page.locator("#notes").inner_text()
     assert "half_written/: metadata.json is not valid JSON" in notes and "notes/: not a run folder" in notes
+    assert "foreign/: metadata.json field 'name' is int, not a string" in notes
     _wait_for_trace(page, "train/loss")
     (trace,) = _served(page, "train/loss")
     assert len(trace["x"]) == 100  # the whole records written before the kill, the torn tail ignored
+
+
+def test_filtering_and_sorting_by_name_beside_a_foreign_folder(
+    page: Any, ui: str, store: dict[str, Any]
+) -> None:
+    page.goto(ui)
+    page.locator("#runs-table tbody tr").nth(3).wait_for()
+    page.locator("#sort-key").click()
+    page.get_by_role("option", name="sort: name", exact=True).click()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#runs-table tbody tr')]"
+        ".map(row => row.children[1].innerText.split('\\n')[0]).join() == 'alpha,beta,big,crashed'",
+        timeout=15_000,
+    )
+    page.locator("#f-name").fill("Ig")  # not hex, so no id prefix matches it
+    page.locator("#f-name").press("Enter")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#runs-table tbody tr').length == 1", timeout=15_000
+    )
+    assert page.locator("#runs-table tbody tr td:nth-child(2)").inner_text().splitlines()[0] == "big"
 
 
 def test_unknown_run_ids_in_the_url_are_ignored(page: Any, ui: str) -> None:
@@ -222,6 +245,47 @@ def test_a_live_run_updates_without_restart(page: Any, browser: Any, tmp_path: P
     finally:
         run.finish()
         server.close()
+
+
+def test_an_unselected_live_run_row_updates_without_reload(page: Any, tmp_path: Path) -> None:
+    base = tmp_path / "live"
+    server = BackgroundServer(create_app(base))
+    run = runtel.init(project="live", name="unselected", base_dir=str(base))
+    try:
+        run.log({"loss": 1.0})
+        run.flush()
+        # The page's first poll records what the store looked like; changes after it must show.
+        with page.expect_response(lambda response: "..stamp.data" in (response.request.post_data or "")):
+            page.goto(server.url)
+        row = page.locator("#runs-table tbody tr", has_text=run.id[:8])
+        row.wait_for()
+        assert row.locator(".status").inner_text() == "running"
+        assert row.locator("td").nth(7).inner_text() == "1"
+        for step in range(1, 10):
+            run.log({"loss": 1.0 / (step + 1)})
+        run.finish()
+        page.wait_for_function(
+            "id => [...document.querySelectorAll('#runs-table tbody tr')].some(row =>"
+            " row.innerText.includes(id) && row.querySelector('.status').innerText == 'completed'"
+            " && row.children[7].innerText == '10')",
+            arg=run.id[:8],
+            timeout=20_000,
+        )
+        assert page.locator("#runs-table tr.selected").count() == 0
+    finally:
+        run.finish()
+        server.close()
+
+
+def test_log_scale_toggle_switches_the_y_axis(page: Any, ui: str, store: dict[str, Any]) -> None:
+    page.goto(f"{ui}?runs={store['ids']['alpha']}")
+    _wait_for_trace(page, "train/loss")
+    chart = "#charts .dash-graph[id*='train/loss'] .js-plotly-plot"
+    assert page.evaluate("s => document.querySelector(s)._fullLayout.yaxis.type", chart) == "linear"
+    page.locator("#y-log").get_by_text("log scale").click()
+    page.wait_for_function(
+        "s => document.querySelector(s)._fullLayout.yaxis.type == 'log'", arg=chart, timeout=15_000
+    )
 
 
 def test_exported_report_downloads_and_the_store_is_untouched(

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import runtel
+from runtel.errors import RunNotFoundError
 from runtel.ui import data
 
 
@@ -38,6 +39,26 @@ def test_scan_lists_runs_and_notes_every_other_folder(two_runs: list, base_dir: 
         "torn_meta": "metadata.json is not valid JSON (half-written or damaged)",
         "unrelated": "not a run folder (no metadata.json)",
     }
+
+
+def test_metadata_with_non_string_name_or_project_is_skipped_with_the_reason(
+    two_runs: list, base_dir: Path
+) -> None:
+    (base_dir / "foreign").mkdir()
+    (base_dir / "foreign" / "metadata.json").write_text(
+        '{"id": "abcdef0123456789", "name": 5, "project": ["x"]}'
+    )
+    (base_dir / "odd_id").mkdir()
+    (base_dir / "odd_id" / "metadata.json").write_text('{"id": 12345678}')
+    listing = data.scan(base_dir)
+    assert [run.name for run in listing.runs] == ["a", "b"]
+    assert {item.folder: item.reason for item in listing.skipped} == {
+        "foreign": "metadata.json field 'name' is int, not a string",
+        "odd_id": "metadata.json field 'id' is int, not a string",
+    }
+    assert [run.name for run in runtel.Store(base_dir).runs()] == ["a", "b"]
+    with pytest.raises(RunNotFoundError):
+        runtel.Store(base_dir).run("abcdef0123456789")
 
 
 def test_resolve_accepts_only_exact_listed_ids(two_runs: list, base_dir: Path) -> None:

@@ -29,14 +29,21 @@ _LOWER_IS_BETTER = ("loss", "error", "err", "perplexity", "mse", "mae", "rmse", 
 
 
 class StoredRun:
-    """One run folder, read lazily; every call re-reads disk, so a live run shows new data."""
+    """One run folder, read lazily; every call re-reads disk, so a live run shows new data.
+
+    ``ValueError`` when ``metadata.json`` is not valid JSON or not runtel's (see :func:`metadata_problem`).
+    """
 
     def __init__(self, run_dir: Path) -> None:
         self.dir = run_dir
-        self.metadata: dict[str, Any] = read_json(run_dir / _layout.METADATA, default={})
-        self.id: str = self.metadata.get("id", "")
-        self.name: str = self.metadata.get("name", run_dir.name)
-        self.project: str = self.metadata.get("project", "")
+        metadata = read_json(run_dir / _layout.METADATA, default={})
+        problem = metadata_problem(metadata)
+        if problem is not None:
+            raise ValueError(f"{run_dir}: {problem}")
+        self.metadata: dict[str, Any] = metadata
+        self.id: str = metadata.get("id") or ""
+        self.name: str = metadata.get("name") or run_dir.name
+        self.project: str = metadata.get("project") or ""
 
     def __repr__(self) -> str:
         return f"StoredRun(name={self.name!r}, id={self.id!r}, status={self.status!r})"
@@ -45,7 +52,9 @@ class StoredRun:
     def status(self) -> str:
         """``running`` only while the writing process is alive; a dead writer shows ``crashed``."""
         metadata = read_json(self.dir / _layout.METADATA, default=self.metadata)
-        status: str = metadata.get("status", "unknown")
+        status = metadata.get("status") if isinstance(metadata, dict) else None
+        if not isinstance(status, str):
+            return "unknown"
         if status == "running" and not _writer_alive(metadata):
             return "crashed"
         return status
@@ -211,6 +220,21 @@ class Store:
                     }
                 )
         return rows
+
+
+def metadata_problem(metadata: object) -> str | None:
+    """Why a parsed ``metadata.json`` cannot be read as a run (another tool's file), or None.
+
+    Readers rely on ``id``, ``name`` and ``project`` being strings where present: sorting, filtering and
+    tables would otherwise fail on a folder runtel never wrote.
+    """
+    if not isinstance(metadata, dict):
+        return "metadata.json is not a JSON object"
+    for key in ("id", "name", "project"):
+        value = metadata.get(key)
+        if value is not None and not isinstance(value, str):
+            return f"metadata.json field {key!r} is {type(value).__name__}, not a string"
+    return None
 
 
 def best_direction(metric: str, mode: Mode = "auto") -> Literal["min", "max"]:

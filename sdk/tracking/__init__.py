@@ -5,8 +5,9 @@ docs/trackers.md) and the experiment API (``ExperimentTracker``, ``ExperimentMan
 ``MetricVisualizer``; see docs/experiment-api.md).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from runtel.errors import RunStillRunningError
-from runtel.tracking.comparison_ui import ExperimentComparisonUI, launch_comparison_ui
 from runtel.tracking.experiment import ArtifactVersion, ExperimentTracker
 from runtel.tracking.logger import ExperimentLogger
 from runtel.tracking.manager import Comparison, ExperimentManager
@@ -22,6 +23,21 @@ from runtel.tracking.trackers import (
     create_tracker,
 )
 from runtel.tracking.visualizer import MetricVisualizer, minmax_downsample
+
+if TYPE_CHECKING:
+    from runtel.tracking.comparison_ui import ExperimentComparisonUI, launch_comparison_ui
+
+_LAZY = ("ExperimentComparisonUI", "launch_comparison_ui")
+
+
+def __getattr__(name: str) -> Any:
+    """The UI facade loads on first use, so ``python -m runtel.tracking.comparison_ui`` runs it fresh."""
+    if name in _LAZY:
+        from runtel.tracking import comparison_ui
+
+        return getattr(comparison_ui, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ArtifactVersion",

@@ -205,9 +205,14 @@ def _register(app: Dash, base: Path, reports: Path | None) -> None:
     )
     def tick(_: int | None, selected: Any, previous: Any) -> tuple[Any, Any]:
         """Bump ``tick`` only when the store changed under the same selection (a new selection already
-        re-renders), so a page that just loaded is not drawn twice and a fresh zoom is not overwritten."""
-        runs = listing().resolve(selected)
-        seen = {"runs": [run.id for run in runs], "stamp": data.fingerprint(base, runs)}
+        re-renders), so a page that just loaded is not drawn twice and a fresh zoom is not overwritten.
+        The stamp covers every listed run, selected or not (an empty selection counts), so each row of
+        the runs table stays live."""
+        found = listing()
+        seen = {
+            "runs": [run.id for run in found.resolve(selected)],
+            "stamp": data.fingerprint(base, found.runs),
+        }
         if seen == previous:
             return no_update, no_update
         changed = isinstance(previous, dict) and previous.get("runs") == seen["runs"]

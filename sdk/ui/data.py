@@ -24,7 +24,7 @@ from runtel.records import flatten_params
 from runtel.store import _layout
 from runtel.store._series import RECORD_SIZE, read_index
 from runtel.store.artifacts import ArtifactStore
-from runtel.store.query import StoredRun, best_direction
+from runtel.store.query import StoredRun, best_direction, metadata_problem
 
 #: Pixel buckets per chart: each keeps its min and max, so at most ``2 * DEFAULT_BUCKETS + 4`` points go out.
 DEFAULT_BUCKETS = 1500
@@ -96,7 +96,10 @@ def _not_a_run(folder: Path) -> str | None:
         return f"metadata.json cannot be read ({exc.__class__.__name__})"
     except ValueError:
         return "metadata.json is not valid JSON (half-written or damaged)"
-    if not isinstance(document, dict) or not isinstance(document.get("id"), str) or not document["id"]:
+    problem = metadata_problem(document)
+    if problem is not None:
+        return problem
+    if not document.get("id"):
         return "metadata.json has no run id"
     return None
 
@@ -443,7 +446,11 @@ def artifact_rows(run: StoredRun) -> list[dict[str, Any]]:
 
 
 def fingerprint(base_dir: str | os.PathLike[str], runs: Iterable[StoredRun] = ()) -> str:
-    """Changes whenever a run appears or goes, or one of ``runs`` writes anything: drives live refresh."""
+    """Changes when a run appears or goes, or anything its runs-table row shows changes: drives live refresh.
+
+    Only ``stat`` calls: ``metadata.json`` and ``summary.json`` of every run (status, duration, best
+    values), plus the events and series files of runs still marked running (points, spans, charts).
+    """
     base = Path(base_dir)
     parts: list[str] = []
     try:
@@ -451,8 +458,10 @@ def fingerprint(base_dir: str | os.PathLike[str], runs: Iterable[StoredRun] = ()
     except OSError:
         parts.append("-")
     for run in runs:
-        for path in (run.dir / _layout.METADATA, run.dir / _layout.EVENTS, run.dir / _layout.SUMMARY):
-            parts.append(_stamp(path))
+        parts.extend((_stamp(run.dir / _layout.METADATA), _stamp(run.dir / _layout.SUMMARY)))
+        if run.metadata.get("status") != "running":
+            continue
+        parts.append(_stamp(run.dir / _layout.EVENTS))
         metrics_dir = run.dir / _layout.METRICS_DIR
         try:
             parts.extend(_stamp(path) for path in sorted(metrics_dir.iterdir()))
