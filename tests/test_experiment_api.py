@@ -8,7 +8,6 @@ import html.parser
 import json
 import math
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -338,7 +337,7 @@ def test_export_comparison_writes_html_csv_and_json_matching_the_store(
 
 
 # ---------------------------------------------------------------- automatic visualisation
-def test_auto_visualization_renders_pngs_on_a_background_thread(base_dir: Path) -> None:
+def test_auto_visualization_renders_pngs_in_a_render_process(base_dir: Path) -> None:
     tracker = ExperimentTracker("auto", base_dir=base_dir, auto_visualize_every=10)
     for step in range(10):
         tracker.log_metrics({"loss": math.nan if step == 3 else 1.0 / (step + 1), "acc": step / 10.0})
@@ -352,7 +351,7 @@ def test_auto_visualization_renders_pngs_on_a_background_thread(base_dir: Path) 
     worker = tracker._autoviz
     assert worker is not None
     assert worker.failures == 0 and worker.renders >= 2
-    assert worker.render_threads and threading.get_ident() not in worker.render_threads
+    assert worker.render_pids and os.getpid() not in worker.render_pids  # drawn in another process
     expected = {
         "auto_metric_loss.png",
         "auto_metric_acc.png",
@@ -364,6 +363,30 @@ def test_auto_visualization_renders_pngs_on_a_background_thread(base_dir: Path) 
     for name in expected:
         image = imread(plots / name)
         assert image.ndim == 3 and image.shape[0] > 100
+
+
+def test_a_failed_render_is_counted_and_a_dead_render_process_replaced(base_dir: Path) -> None:
+    tracker = ExperimentTracker("fragile", base_dir=base_dir, auto_visualize_every=1_000_000)
+    worker = tracker._autoviz
+    assert worker is not None
+    tracker.log_metrics({"loss": 1.0})
+    plots = tracker.experiment_dir / "plots"
+    plots.rmdir()
+    plots.write_text("a file where the plots folder should be")
+    worker._render(closing=False)
+    assert (worker.failures, worker.renders) == (1, 0)
+
+    plots.unlink()
+    assert worker._process is not None
+    first_pid = worker._process.pid
+    worker._process.kill()
+    worker._process.wait()
+    tracker.log_metrics({"loss": 0.5})  # training goes on
+    tracker.finish()
+    assert (worker.failures, worker.renders) == (1, 1)
+    assert worker.render_pids and first_pid not in worker.render_pids
+    assert imread(plots / "auto_metric_loss.png").ndim == 3
+    assert runtel.Store(base_dir).run(tracker.experiment_id).history("loss")[2].tolist() == [1.0, 0.5]
 
 
 def test_a_million_point_run_with_a_spike_is_plotted(base_dir: Path) -> None:

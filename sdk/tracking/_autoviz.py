@@ -1,16 +1,21 @@
-"""Automatic plots of a run, drawn on one background thread from what the store holds.
+"""Automatic plots of a run, drawn in a worker process from what the store holds.
 
-The training thread only hands over how many points it has logged per metric (``request``); the
-worker waits until the store has them (the run writes in the background), so a render shows at least
-the steps logged when it was asked. Requests coalesce into one render, so the worker never falls
-behind, and after each render it rests four times as long as the render took, so drawing takes at
-most about a fifth of the wall time however often it is asked. ``close`` renders once more from the
-finished run, without the rest, and waits for it.
+The training thread only asks for a render (``request``). A background thread flushes the run, so
+the store holds every point logged so far, and hands the run folder to a render process
+(``_render_worker``), which reads the store and writes the PNGs: matplotlib then never takes the
+training process's GIL. Requests coalesce into one render, so the worker never falls behind, and
+after each render the thread rests four times as long as the render took, so drawing takes at most
+about a fifth of a core however often it is asked. ``close`` renders once more from the finished
+run, without the rest, waits for it and stops the process.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +25,6 @@ import numpy as np
 import numpy.typing as npt
 
 from runtel.store.query import StoredRun
-from runtel.tracking.visualizer import MetricVisualizer
 
 logger = logging.getLogger("runtel")
 
@@ -45,7 +49,8 @@ def plotted_series(
 
 
 class AutoVisualizer:
-    """Owns the render thread of one run; ``render_threads`` and ``failures`` say what it did."""
+    """Owns the render thread and process of one run; ``renders``, ``failures`` and ``render_pids``
+    (the processes that drew) say what it did."""
 
     def __init__(self, run_dir: Path, flush: Callable[[], object]) -> None:
         self._run_dir = run_dir
@@ -53,9 +58,10 @@ class AutoVisualizer:
         self._wake = threading.Condition()
         self._pending = False
         self._closing = False
+        self._process: subprocess.Popen[str] | None = None
         self.renders = 0
         self.failures = 0
-        self.render_threads: set[int] = set()
+        self.render_pids: set[int] = set()
         self._thread = threading.Thread(target=self._loop, name="runtel-autoviz", daemon=True)
         self._thread.start()
 
@@ -73,6 +79,7 @@ class AutoVisualizer:
         self._thread.join()
 
     def _loop(self) -> None:
+        self._start_process()  # at once, so the first request finds matplotlib imported
         not_before = 0.0
         while True:
             with self._wake:
@@ -84,19 +91,56 @@ class AutoVisualizer:
             self._render(closing)
             not_before = time.monotonic() + _REST_FACTOR * (time.monotonic() - started)
             if closing:
+                self._stop_process()
                 return
 
     def _render(self, closing: bool) -> None:
         """A failed render is logged and counted, never raised: plots must not stop training."""
-        self.render_threads.add(threading.get_ident())
         try:
             if not closing:
                 self._flush()  # on this thread: the store then holds every point logged so far
-            run = StoredRun(self._run_dir)
-            series = plotted_series(run)
-            if series:
-                MetricVisualizer.save_plots(series, self._run_dir / "plots", prefix=PREFIX)
+            reply = self._ask(json.dumps(str(self._run_dir)))
+        except Exception as exc:
+            reply = f"error {type(exc).__name__}: {exc}"
+        if reply.startswith("ok "):
             self.renders += 1
-        except Exception:
-            self.failures += 1
-            logger.exception("runtel: automatic visualisation of %s failed; training goes on", self._run_dir)
+            self.render_pids.add(int(reply[3:]))
+            return
+        self.failures += 1
+        logger.error(
+            "runtel: automatic visualisation of %s failed (%s); training goes on", self._run_dir, reply
+        )
+
+    def _ask(self, request: str) -> str:
+        """One request to the render process and its reply; a process that died is started again."""
+        if self._process is None or self._process.poll() is not None:
+            self._start_process()
+        process = self._process
+        assert process is not None and process.stdin is not None and process.stdout is not None
+        process.stdin.write(request + "\n")
+        process.stdin.flush()
+        reply = process.stdout.readline().strip()
+        return reply or f"error the render process ended (exit code {process.wait()})"
+
+    def _start_process(self) -> None:
+        """The worker runs with this interpreter and this ``sys.path``, so it imports this runtel."""
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "runtel.tracking._render_worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+        )
+
+    def _stop_process(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
