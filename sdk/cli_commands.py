@@ -57,6 +57,18 @@ def _common(parser: argparse.ArgumentParser, handler: Handler) -> None:
     parser.set_defaults(handler=handler)
 
 
+def _adaptation_reports(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{exporter: {kind: {"count", "examples"}}}`` of live export and of each replay (``<name> replay``)."""
+    reports: dict[str, dict[str, Any]] = {}
+    for name, report in (summary.get("exporters") or {}).items():
+        if isinstance(report, dict) and report.get("adaptations"):
+            reports[str(name)] = report["adaptations"]
+    for replay in summary.get("replays") or []:
+        if isinstance(replay, dict) and replay.get("adaptations"):
+            reports[f"{replay.get('exporter')} replay"] = replay["adaptations"]
+    return reports
+
+
 def open_store(base_dir: str | None) -> Store:
     """The store in ``base_dir``; a missing folder is an error, since a mistyped path would list nothing."""
     store = Store(base_dir)
@@ -114,6 +126,8 @@ def show_run(args: argparse.Namespace) -> int:
         "metrics": summary.get("metrics", {}),
         "error": card["error"],
         "exporters": card["exporters"],
+        "adaptations": _adaptation_reports(summary),
+        "replays": summary.get("replays", []),
         "artifacts": data.artifact_rows(run),
         "spans": data.span_rows(run),
     }
@@ -146,6 +160,20 @@ def show_run(args: argparse.Namespace) -> int:
         adapted = ", ".join(f"{kind} {count}" for kind, count in item["adaptations"].items()) or "none"
         exporters.add_row(name, item["status"], adapted, str(item["error"] or ""))
     console.print(exporters)
+    adaptations = Table(
+        "exporter", "adaptation", "count", "example", title="adaptations", title_justify="left"
+    )
+    for name, kinds in report["adaptations"].items():
+        for kind, item in kinds.items():
+            example = json.dumps(item["examples"][0], default=str) if item["examples"] else ""
+            adaptations.add_row(name, kind, f"{item['count']:,}", example)
+    if adaptations.row_count:
+        console.print(adaptations)
+    for replay in report["replays"]:
+        console.print(
+            f"replayed to {replay.get('exporter')}: {replay.get('status')}, {replay.get('points')} points"
+            + (f", {replay['error']}" if replay.get("error") else "")
+        )
     artifacts = Table("artifact", "version", "sha256", "size", title="artifacts", title_justify="left")
     for item in report["artifacts"]:
         artifacts.add_row(item["name"], f"v{item['version']}", item["sha256"][:12], f"{item['size']:,} B")

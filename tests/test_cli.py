@@ -204,3 +204,43 @@ def test_ui_serves_the_page_on_loopback(stored: dict[str, str], base_dir: Path) 
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_show_lists_every_adaptation_with_examples_live_and_replayed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = tmp_path / "runs"
+    options = {"tensorboard": {"log_dir": str(tmp_path / "tb-live")}}
+    with runtel.init(
+        project="p", name="again", base_dir=str(base), exporters=["tensorboard"], exporter_options=options
+    ) as run:
+        for step in (0, 1, 2, 0, 1):  # a re-evaluation: steps go back
+            run.log({"loss": float(step)}, step=step)
+    replay = [
+        "export",
+        run.id,
+        "--to",
+        "tensorboard",
+        "--base-dir",
+        str(base),
+        "--log-dir",
+        str(tmp_path / "tb"),
+    ]
+    assert main(replay) == 0
+    capsys.readouterr()
+
+    report = _json(capsys, "show", run.id, "--base-dir", str(base))
+    expected_example = {"metric": "loss", "step": 0, "sent_as": 3, "reason": "step went backwards"}
+    for source in ("tensorboard", "tensorboard replay"):
+        shifted = report["adaptations"][source]["step_shifted"]
+        assert shifted["count"] == 2 and shifted["examples"][0] == expected_example
+    assert [(r["exporter"], r["status"], r["points"]) for r in report["replays"]] == [
+        ("tensorboard", "ok", 5)
+    ]
+    assert main(["show", run.id, "--base-dir", str(base)]) == 0
+    table = capsys.readouterr().out
+    assert (
+        "step_shifted" in table
+        and '"sent_as": 3' in table
+        and "replayed to tensorboard: ok, 5 points" in table
+    )
