@@ -43,6 +43,8 @@ class Capabilities:
     ``key_pattern`` is a regular expression a valid metric or parameter key must match in full;
     ``max_param_length`` counts characters of the value's string form; ``artifact_name_pattern``
     is the full-match rule for artifact names (others get their odd characters replaced by ``-``).
+    ``every_rank``: the exporter carries this process's own telemetry (OTLP, Prometheus), so in a
+    distributed job every rank keeps it, where a record-stream backend gets one run: rank 0's.
     """
 
     step_rule: StepRule = "any"
@@ -62,6 +64,7 @@ class Capabilities:
     artifacts: bool = True
     figures: bool = True
     histograms: bool = True
+    every_rank: bool = False
 
 
 @runtime_checkable

@@ -42,6 +42,7 @@ CAPABILITIES = Capabilities(
     artifacts=False,
     figures=False,
     histograms=False,
+    every_rank=True,
 )
 
 

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from runtel._distributed import detect_job
 from runtel._net import is_loopback
 from runtel.errors import ConfigError, MissingExtraError
 from runtel.exporters.base import Capabilities, ExportResult
@@ -45,6 +46,7 @@ CAPABILITIES = Capabilities(
     artifacts=False,
     figures=False,
     histograms=False,
+    every_rank=True,
 )
 
 
@@ -54,6 +56,7 @@ class PrometheusExporter:
     ``host`` defaults to ``127.0.0.1``; any other address is served only when asked and logged as a
     warning, since the endpoint has no authentication. ``port=0`` takes a free port: read it from
     :attr:`port` or :attr:`url`. A port already in use raises :class:`~runtel.errors.ConfigError`.
+    In a distributed job every rank serves its own endpoint: local rank *n* listens on ``port + n``.
     """
 
     name = "prometheus"
@@ -70,6 +73,8 @@ class PrometheusExporter:
             ) from exc
         host = host or os.environ.get("OTEL_EXPORTER_PROMETHEUS_HOST") or "127.0.0.1"
         port = _port(port)
+        if port:  # ranks of one job on one node would ask for the same port: rank n takes port + n
+            port += detect_job(os.environ).local_rank
         if not is_loopback(host):
             logger.warning(
                 "runtel: the prometheus exporter serves /metrics on %s, reachable from other machines "

@@ -64,8 +64,8 @@ def init(
         }
     )
     chosen: list[str | Exporter] = list(exporters) if exporters is not None else list(resolved.exporters)
-    if not detect_job(os.environ).primary:
-        chosen = []  # backends get one run per job: rank 0's
+    if not detect_job(os.environ).primary:  # backends get one run per job: rank 0's
+        chosen = [item for item in chosen if item != "local" and _on_every_rank(item)]
     run = Run(
         resolved,
         config=config,
@@ -102,6 +102,12 @@ def exporter_factory(name: str) -> Callable[..., Exporter]:
             factory: Callable[..., Exporter] = ep.load()
             return factory
     raise ConfigError(f"unknown exporter {name!r}; available: {sorted(available_exporters())}")
+
+
+def _on_every_rank(item: str | Exporter) -> bool:
+    """Whether each rank of a job keeps this exporter (per-process telemetry such as OTLP)."""
+    source = exporter_factory(item) if isinstance(item, str) else item
+    return bool(getattr(getattr(source, "capabilities", None), "every_rank", False))
 
 
 def _resolve_exporter(item: str | Exporter, options: Mapping[str, Mapping[str, Any]]) -> Exporter:

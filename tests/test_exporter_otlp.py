@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -13,6 +16,7 @@ from typing import Any
 
 import grpc
 import pytest
+from mlflow.tracking import MlflowClient
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
@@ -270,3 +274,53 @@ def test_a_missing_package_names_the_extra(tmp_path: Path) -> None:
         "the otlp exporter needs opentelemetry-exporter-otlp-proto-http for http/protobuf: "
         "pip install runtel[otlp]"
     )
+
+
+RANKS_SCRIPT = """
+import sys, runtel
+endpoint, base_dir, db = sys.argv[1:4]
+run = runtel.init(
+    project="ddp", name="ddp-otlp", base_dir=base_dir, system_interval=0,
+    exporters=["otlp", "mlflow"],
+    exporter_options={"otlp": {"endpoint": endpoint}, "mlflow": {"tracking_uri": f"sqlite:///{db}"}},
+)
+for epoch in run.epochs(2):
+    run.log({"loss": 1.0 / (epoch + 1)}, all_ranks=True)
+run.finish()
+"""
+
+
+def test_every_rank_sends_its_spans_into_the_one_trace_and_mlflow_gets_one_run(
+    tmp_path: Path, http_receiver: Server
+) -> None:
+    """OTLP carries each process's telemetry, so every rank keeps it; record backends get rank 0's run."""
+    script = tmp_path / "train.py"
+    script.write_text(RANKS_SCRIPT)
+    db = tmp_path / "mlflow.db"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    result = subprocess.run(
+        [*command, str(script), http_receiver.endpoint, str(tmp_path / "runs"), str(db)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = runtel.Store(tmp_path / "runs").runs()
+    spans = [
+        (span, _attributes(span.attributes))
+        for request in http_receiver.received.traces
+        for resource_spans in request.resource_spans
+        for scope_spans in resource_spans.scope_spans
+        for span in scope_spans.spans
+    ]
+    assert {span.trace_id.hex() for span, _ in spans} == {run.id}
+    epochs = sorted(
+        (attributes["rank"], span.name) for span, attributes in spans if span.name.startswith("epoch")
+    )
+    assert epochs == [(0, "epoch 0"), (0, "epoch 1"), (1, "epoch 0"), (1, "epoch 1")]
+    assert {span.name for span, _ in spans} >= {"run ddp-otlp", "rank 1"}
+    client = MlflowClient(f"sqlite:///{db}")
+    (mlrun,) = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
+    assert mlrun.data.tags["runtel.run_id"] == run.id
