@@ -45,6 +45,8 @@ def locate_run(settings: Settings, environ: Mapping[str, str], resume: str | Non
     elif parent is not None:
         trace_id = _otel.run_trace_id(parent)
         name = settings.name or f"run-{trace_id:032x}"[:10]
+        if not job.distributed:
+            _refuse_second_folder(base_dir, f"{trace_id:032x}")
     else:
         trace_id = _otel.run_trace_id(None)
         if job.distributed:
@@ -69,6 +71,18 @@ def locate_run(settings: Settings, environ: Mapping[str, str], resume: str | Non
     else:
         _layout.create_run_dir(own_dir)
     return RunPlace(run_id, name, job, run_dir, own_dir, parent, root_id, resumed)
+
+
+def _refuse_second_folder(base_dir: Path, run_id: str) -> None:
+    """A process joining (``TRACEPARENT``) the trace of a run stored in the same base dir would give
+    that id a second folder, and ``Store.run(id)`` could then reach only one of them."""
+    found = _existing_run(base_dir, run_id)
+    if found is not None:
+        raise ConfigError(
+            f"TRACEPARENT joins the trace of run {found.name} ({run_id}), whose folder {found.dir} is in "
+            "this base_dir: record this process into another base_dir, or continue that run with "
+            "resume=/RUNTEL_RUN_ID"
+        )
 
 
 def _existing_run(base_dir: Path, key: str) -> _Found | None:

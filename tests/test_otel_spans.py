@@ -131,3 +131,17 @@ def gauge_points(data: object, name: str) -> dict[str, float]:
         if metric.name == name
         for point in metric.data.data_points
     }
+
+
+def test_joining_the_trace_of_a_run_stored_in_the_same_base_dir_is_refused(
+    base_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two folders with one id would make the second unreachable through ``Store.run(id)``."""
+    with runtel.init(project="otel", name="parent", base_dir=str(base_dir)) as parent:
+        monkeypatch.setenv("TRACEPARENT", f"00-{parent.id}-00f067aa0ba902b7-01")
+        with pytest.raises(runtel.ConfigError, match="another base_dir"):
+            runtel.init(project="otel", name="child", base_dir=str(base_dir))
+        with runtel.init(project="otel", name="child", base_dir=str(tmp_path / "child")) as child:
+            pass
+    assert child.id == parent.id
+    assert [run.name for run in runtel.Store(base_dir).runs()] == ["parent"]
