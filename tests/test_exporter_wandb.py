@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import glob
 import math
 import os
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import wandb
 
 from runtel.errors import MissingExtraError, RuntelError
 from runtel.exporters.base import Exporter, ExportResult
@@ -238,10 +242,43 @@ def test_model_artifact_is_logged_with_its_file(exported: tuple[Path, list[Recor
     assert set(artifact.aliases) >= {"latest", "runtel-v1"}
 
 
-def test_api_key_is_written_nowhere(exported: tuple[Path, list[Record], WandbLog]) -> None:
-    tmp_path, _, _ = exported
-    leaks = [p for p in tmp_path.rglob("*") if p.is_file() and API_KEY.encode() in p.read_bytes()]
-    assert leaks == []
+def test_online_api_key_reaches_the_server_and_is_written_nowhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Online, against a W&B server on loopback that refuses the key: the key goes out in the
+    Authorization header, and no file wandb wrote (run folder, debug logs, home) holds it."""
+    seen: list[str] = []
+
+    class Refusing(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen.append(self.headers.get("Authorization", ""))
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet: the test reads the headers, not the access log."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("WANDB_MODE")
+    settings = wandb.Settings(base_url=f"http://127.0.0.1:{server.server_address[1]}")
+    exporter = WandbExporter(
+        mode="online", dir=str(tmp_path / "wandb-dir"), api_key=API_KEY, settings=settings
+    )
+    started = RunStarted(run_id="0nl1ne" + "0" * 26, name="r", project="p", start_time=0.0, config={})
+    try:
+        with pytest.raises(Exception, match="401"):
+            exporter.export([started])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "Basic " + base64.b64encode(f"api:{API_KEY}".encode()).decode() in seen
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "debug-internal.log" for p in written)  # wandb did write its files
+    assert [p for p in written if API_KEY.encode() in p.read_bytes()] == []
 
 
 def test_second_offline_export_of_a_run_is_refused(exported: tuple[Path, list[Record], WandbLog]) -> None:
