@@ -7,6 +7,8 @@ background flush, plus the user's own instruments collected at every flush).
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -34,7 +36,12 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from runtel._values import MAX_NAME_LENGTH
 from runtel.records import SpanEnded
+
+logger = logging.getLogger("runtel")
+#: Room left in a series name for the ``/count``... suffixes of a histogram's series.
+_USER_NAME_LIMIT = MAX_NAME_LENGTH - len("/count")
 
 #: Scope of the gauges that mirror logged series; our own reader skips it (they are series already).
 RUN_METRICS_SCOPE = "runtel.metrics"
@@ -186,7 +193,7 @@ def user_points(reader: InMemoryMetricReader, totals: dict[str, float]) -> list[
                 continue
             for metric in scope_metrics.metrics:
                 for point in metric.data.data_points:
-                    name = metric.name + _attribute_suffix(point.attributes)
+                    name = _user_series_name(metric.name + _attribute_suffix(point.attributes))
                     when = point.time_unix_nano / 1e9
                     if isinstance(point, NumberDataPoint):
                         value = float(point.value)
@@ -199,6 +206,21 @@ def user_points(reader: InMemoryMetricReader, totals: dict[str, float]) -> list[
                         out.append((f"{name}/min", when, float(point.min)))
                         out.append((f"{name}/max", when, float(point.max)))
     return out
+
+
+def _user_series_name(name: str) -> str:
+    """``name`` if a series may have it; else its start and a hash of the whole, so that the points of
+    an instrument with long attribute values are kept (under a name a warning gives once)."""
+    if len(name) <= _USER_NAME_LIMIT:
+        return name
+    short = name[: _USER_NAME_LIMIT - 9] + "~" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    if short not in _shortened:
+        _shortened.add(short)
+        logger.warning("runtel: the series of instrument point %r is recorded as %r (too long)", name, short)
+    return short
+
+
+_shortened: set[str] = set()
 
 
 def _attribute_suffix(attributes: Mapping[str, Any] | None) -> str:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import runtel
 
@@ -149,6 +150,25 @@ def test_user_instruments_from_run_meter_become_series(run: runtel.Run) -> None:
     assert stored.history("latency_ms/count")[2].tolist() == [2.0]
     assert stored.history("latency_ms/sum")[2].tolist() == [12.0]
     assert stored.history("latency_ms/max")[2].tolist() == [7.0]
+
+
+def test_user_instrument_points_with_long_attributes_are_kept_under_a_short_name(
+    run: runtel.Run, caplog: pytest.LogCaptureFixture
+) -> None:
+    prompt = "p" * 400  # an attribute value far beyond the 256-character series name limit
+    requests = run.meter.create_counter("requests")
+    latency = run.meter.create_histogram("latency_ms")
+    requests.add(2, {"prompt": prompt})
+    latency.record(4.0, {"prompt": prompt})
+    run.finish()
+    stored = runtel.Store(run.dir.parent).run(run.id)
+    names = {name.split("{")[0]: name for name in stored.metrics() if len(name) > 200}
+    assert len(names["requests"]) <= 256 and stored.history(names["requests"])[2].tolist() == [2.0]
+    count = next(
+        name for name in stored.metrics() if name.startswith("latency_ms") and name.endswith("/count")
+    )
+    assert len(count) <= 256 and stored.history(count)[2].tolist() == [1.0]
+    assert "too long" in caplog.text
 
 
 def test_live_run_is_readable_while_logging(run: runtel.Run) -> None:
