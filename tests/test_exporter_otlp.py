@@ -233,6 +233,24 @@ def test_metrics_are_exported_while_the_run_is_live(base_dir: Path, http_receive
     assert {headers["x-team"] for headers in http_receiver.received.headers} == {"nlp"}
 
 
+def test_system_metrics_reach_the_collector_as_gauges_of_the_run(
+    base_dir: Path, http_receiver: Server
+) -> None:
+    exporter = OtlpExporter(http_receiver.endpoint)
+    with runtel.init(
+        project="otlptest", name="sys", base_dir=str(base_dir), exporters=[exporter], system_interval=0.2
+    ) as run:
+        run.log({"train/loss": 1.0})
+        run.sample_system()
+    points = _last_points(http_receiver.received)
+    cpu = points[("runtel.metrics", "system/cpu.utilization")][1].as_double
+    memory = points[("runtel.metrics", "system/memory.used")][1].as_double
+    assert 0 <= cpu <= 100 and memory > 0
+    assert (
+        _attributes(points[("runtel.metrics", "system/memory.used")][1].attributes)["runtel.run.id"] == run.id
+    )
+
+
 def test_traces_only_sends_no_metrics(base_dir: Path, http_receiver: Server) -> None:
     exporter = OtlpExporter(http_receiver.endpoint, metrics=False)
     with runtel.init(project="otlptest", base_dir=str(base_dir), exporters=[exporter]) as run:

@@ -141,3 +141,20 @@ def test_resuming_a_live_or_unknown_run_is_refused(base_dir: Path) -> None:
         runtel.init(project="p", base_dir=str(base_dir), resume=live.id)
     with pytest.raises(runtel.ConfigError, match="no such run"):
         runtel.init(project="p", base_dir=str(base_dir), resume="no-such-run")
+
+
+def test_runtel_run_id_names_a_new_run_and_resumes_it_later(
+    base_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a job scheduler does: the same RUNTEL_RUN_ID for the first attempt and the requeued one."""
+    run_id = "9f3c2a1b" * 4
+    monkeypatch.setenv("RUNTEL_RUN_ID", run_id)
+    with runtel.init(project="sched", name="job", base_dir=str(base_dir)) as first:
+        for _ in range(3):
+            first.log({"loss": 1.0})
+    with runtel.init(project="sched", base_dir=str(base_dir)) as second:
+        assert (second.id, second.resumed, second.name) == (run_id, True, "job")
+        second.log({"loss": 0.5})
+    stored = runtel.Store(base_dir).run(run_id)
+    assert stored.history("loss")[0].tolist() == [0, 1, 2, 3]
+    assert [run.id for run in runtel.Store(base_dir).runs()] == [run_id]
