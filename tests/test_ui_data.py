@@ -16,7 +16,7 @@ from runtel.ui import data
 
 @pytest.fixture
 def two_runs(base_dir: Path) -> list[runtel.Store]:
-    for name, lr in (("a", 0.1), ("b", 0.01)):
+    for name, lr in (("alpha", 0.1), ("beta", 0.01)):
         with runtel.init(
             project="p", name=name, base_dir=str(base_dir), config={"lr": lr, "depth": 4}
         ) as run:
@@ -33,7 +33,7 @@ def test_scan_lists_runs_and_notes_every_other_folder(two_runs: list, base_dir: 
     (base_dir / "no_id").mkdir()
     (base_dir / "no_id" / "metadata.json").write_text("{}")
     listing = data.scan(base_dir)
-    assert [run.name for run in listing.runs] == ["a", "b"]
+    assert [run.name for run in listing.runs] == ["alpha", "beta"]
     assert {item.folder: item.reason for item in listing.skipped} == {
         "no_id": "metadata.json has no run id",
         "torn_meta": "metadata.json is not valid JSON (half-written or damaged)",
@@ -51,12 +51,12 @@ def test_metadata_with_non_string_name_or_project_is_skipped_with_the_reason(
     (base_dir / "odd_id").mkdir()
     (base_dir / "odd_id" / "metadata.json").write_text('{"id": 12345678}')
     listing = data.scan(base_dir)
-    assert [run.name for run in listing.runs] == ["a", "b"]
+    assert [run.name for run in listing.runs] == ["alpha", "beta"]
     assert {item.folder: item.reason for item in listing.skipped} == {
         "foreign": "metadata.json field 'name' is int, not a string",
         "odd_id": "metadata.json field 'id' is int, not a string",
     }
-    assert [run.name for run in runtel.Store(base_dir).runs()] == ["a", "b"]
+    assert [run.name for run in runtel.Store(base_dir).runs()] == ["alpha", "beta"]
     with pytest.raises(RunNotFoundError):
         runtel.Store(base_dir).run("abcdef0123456789")
 
@@ -144,8 +144,10 @@ def test_run_row_card_spans_and_best(two_runs: list) -> None:
 
 def test_filter_and_sort_rows(two_runs: list) -> None:
     rows = [data.run_row(run) for run in two_runs]
-    assert [r["name"] for r in data.sort_rows(rows, "name", descending=True)] == ["b", "a"]
-    assert [r["name"] for r in data.filter_rows(rows, name="B")] == ["b"]
+    assert [r["name"] for r in data.sort_rows(rows, "name", descending=True)] == ["beta", "alpha"]
+    assert [r["name"] for r in data.filter_rows(rows, name=" BET ")] == ["beta"]  # "t" is not hex: no id
+    beta_id = rows[1]["id"]
+    assert [r["id"] for r in data.filter_rows(rows, name=beta_id[:12])] == [beta_id]
     assert data.filter_rows(rows, statuses=["crashed"]) == []
 
 
