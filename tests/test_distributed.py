@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 
 import runtel
+from tests import launch
 
 TORCHRUN_SCRIPT = textwrap.dedent(
     """
@@ -52,22 +51,7 @@ TORCHRUN_SCRIPT = textwrap.dedent(
 def torchrun(tmp_path: Path, kill_rank: int = -1) -> subprocess.CompletedProcess[str]:
     script = tmp_path / "train.py"
     script.write_text(TORCHRUN_SCRIPT)
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(script),
-    ]
-    return subprocess.run(
-        [*command, str(tmp_path / "runs"), str(tmp_path / "mlflow.db"), str(kill_rank)],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        check=False,
-    )
+    return launch.torchrun(script, str(tmp_path / "runs"), str(tmp_path / "mlflow.db"), str(kill_rank))
 
 
 def test_two_ranks_are_one_run_in_the_store_and_in_mlflow(tmp_path: Path) -> None:

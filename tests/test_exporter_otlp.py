@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -25,6 +22,7 @@ import runtel
 from runtel.errors import ConfigError
 from runtel.exporters.base import ExportResult
 from runtel.exporters.otlp import OtlpExporter
+from tests import launch
 from tests.conftest import run_python
 
 
@@ -315,15 +313,7 @@ def test_every_rank_sends_its_spans_into_the_one_trace_and_mlflow_gets_one_run(
     script = tmp_path / "train.py"
     script.write_text(RANKS_SCRIPT)
     db = tmp_path / "mlflow.db"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    result = subprocess.run(
-        [*command, str(script), http_receiver.endpoint, str(tmp_path / "runs"), str(db)],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        check=False,
-    )
+    result = launch.torchrun(script, http_receiver.endpoint, str(tmp_path / "runs"), str(db))
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = runtel.Store(tmp_path / "runs").runs()
     spans = [

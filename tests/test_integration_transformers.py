@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from transformers import (
 import runtel
 from runtel.integrations.huggingface import RuntelCallback
 from runtel.store.artifacts import ArtifactStore
+from tests import launch
 from tests.conftest import run_python
 
 EPOCHS, SAMPLES, BATCH = 2, 16, 4
@@ -193,22 +192,8 @@ def ddp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     script = out / "train.py"
     script.write_text(DDP_SCRIPT)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNTEL_")}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            str(script),
-            str(out),
-        ],
-        cwd=out,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env={**env, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])},
-        check=False,
+    result = launch.torchrun(
+        script, str(out), cwd=out, env={**env, "PYTHONPATH": str(Path(__file__).parents[1])}
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return out
