@@ -215,6 +215,18 @@ def test_name_that_is_a_folder_of_another_name_is_rejected(store: ArtifactStore,
         store.add(checkpoint, "models")
 
 
+def test_names_differing_only_in_case_are_rejected_as_on_macos(
+    store: ArtifactStore, checkpoint: Path, run_dir: Path
+) -> None:
+    store.add(checkpoint, "models/Best.pt")
+    before = listing(run_dir)
+    for clash in ("models/best.pt", "MODELS/BEST.PT", "Models"):
+        with pytest.raises(ArtifactError, match=re.escape("models/Best.pt")):
+            store.add(checkpoint, clash)
+    assert listing(run_dir) == before
+    assert [v.version for v in store.versions("models/Best.pt")] == [1]
+
+
 def test_missing_source_names_the_path(store: ArtifactStore, tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "model.pt"
 

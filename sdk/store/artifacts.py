@@ -210,9 +210,19 @@ class ArtifactStore:
         return parts
 
     def _check_nesting(self, name: str) -> None:
-        """``a`` and ``a/b`` cannot both exist: ``artifacts/a`` would have to be a file and a folder."""
+        """``a`` and ``a/b`` cannot both exist: ``artifacts/a`` would have to be a file and a folder.
+        Nor can ``Model.pt`` and ``model.pt``: on macOS and Windows they would be one folder."""
+        folded = name.casefold()
         for other in self._versions:
-            if other != name and (other.startswith(name + "/") or name.startswith(other + "/")):
+            if other == name:
+                continue
+            theirs = other.casefold()
+            if theirs == folded:
+                raise ArtifactError(
+                    f"artifact name {name!r} differs from existing artifact {other!r} only in case; "
+                    "case-insensitive file systems (macOS, Windows) would store both in one folder"
+                )
+            if theirs.startswith(folded + "/") or folded.startswith(theirs + "/"):
                 raise ArtifactError(
                     f"artifact name {name!r} clashes with existing artifact {other!r}: "
                     "one name cannot be a folder of another; pick a different name"
