@@ -195,6 +195,26 @@ class _Gpu:
     handle: Any
 
 
+def _visible_positions(visible: tuple[int | str, ...] | None, uuids: Sequence[str]) -> list[int]:
+    """NVML positions of the GPUs this process sees, in CUDA's order (``cuda:0`` first).
+
+    ``visible`` is the parsed ``CUDA_VISIBLE_DEVICES`` (``None``: every GPU). NVML numbers GPUs in
+    PCI bus order, which is CUDA's order on machines with one GPU model. As CUDA does, the list
+    stops at the first entry that names no device.
+    """
+    wanted: Sequence[int | str] = range(len(uuids)) if visible is None else visible
+    positions = []
+    for entry in wanted:
+        if isinstance(entry, int):
+            position = entry if entry < len(uuids) else None
+        else:
+            position = next((i for i, uuid in enumerate(uuids) if uuid.startswith(entry)), None)
+        if position is None:
+            break
+        positions.append(position)
+    return positions
+
+
 class _NvmlGpus:
     """NVML handles of the GPUs this process sees, opened on first use (on the reader thread)."""
 
@@ -228,19 +248,10 @@ class _NvmlGpus:
         self._nvml = nvml
         handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
         uuids = [str(nvml.nvmlDeviceGetUUID(handle)) for handle in handles]
-        # NVML numbers GPUs in PCI bus order, which is CUDA's order on machines with one GPU model.
-        wanted: Sequence[int | str] = range(len(handles)) if self._visible is None else self._visible
-        gpus = []
-        for index, entry in enumerate(wanted):
-            if isinstance(entry, int):
-                position = entry if entry < len(handles) else None
-            else:
-                position = next((i for i, uuid in enumerate(uuids) if uuid.startswith(entry)), None)
-            if position is None:  # CUDA stops at the first entry that names no device
-                break
-            handle = handles[position]
-            gpus.append(_Gpu(index, uuids[position], str(nvml.nvmlDeviceGetName(handle)), handle))
-        return tuple(gpus)
+        return tuple(
+            _Gpu(index, uuids[position], str(nvml.nvmlDeviceGetName(handles[position])), handles[position])
+            for index, position in enumerate(_visible_positions(self._visible, uuids))
+        )
 
     def close(self) -> None:
         with self._lock:

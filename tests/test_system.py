@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from runtel.errors import ConfigError
-from runtel.system import SystemMetrics, _parse_cuda_visible_devices, _series_name
+from runtel.system import SystemMetrics, _parse_cuda_visible_devices, _series_name, _visible_positions
 
 CORE_SERIES = ("system/cpu.utilization", "system/memory.used", "system/process.memory.rss")
 BYTE_COUNTERS = (
@@ -217,6 +217,26 @@ def test_interval_must_be_positive_and_finite(interval: float) -> None:
 )
 def test_cuda_visible_devices_parsing(value: str | None, devices: tuple[int | str, ...] | None) -> None:
     assert _parse_cuda_visible_devices(value) == devices
+
+
+UUIDS = ["GPU-aaa111", "GPU-bbb222", "GPU-ccc333"]  # NVML's positions 0, 1, 2
+
+
+@pytest.mark.parametrize(
+    ("visible", "positions"),
+    [
+        (None, [0, 1, 2]),
+        ((2, 0), [2, 0]),  # CUDA_VISIBLE_DEVICES=2,0: cuda:0 is NVML's GPU 2, so gpu0 reports it
+        (("GPU-bbb",), [1]),  # a UUID prefix
+        ((1, 7, 0), [1]),  # CUDA stops at the first entry naming no device
+        (("GPU-zzz", 0), []),
+        ((), []),
+    ],
+)
+def test_visible_gpus_map_to_nvml_positions_in_cuda_order(
+    visible: tuple[int | str, ...] | None, positions: list[int]
+) -> None:
+    assert _visible_positions(visible, UUIDS) == positions
 
 
 @pytest.mark.parametrize(
