@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import runtel
 
+from .readers.neptune_offline import offline_runs, read_run
 from .readers.wandb_log import read_log
 
 FIRST, SECOND = 1000, 500
@@ -46,6 +48,7 @@ def options(backend: str, tmp_path: Path) -> dict[str, Any]:
         "mlflow": {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"},
         "tensorboard": {"log_dir": str(tmp_path / "tb")},
         "wandb": {"mode": "offline", "dir": str(tmp_path / "wandb-root")},
+        "neptune": {"mode": "offline", "data_directory": str(tmp_path / "neptune")},
     }[backend]
 
 
@@ -85,8 +88,23 @@ def wandb_holds_one_run_per_id(tmp_path: Path, run_id: str) -> None:
     assert [first.history[s]["loss"] for s in delivered] == expected_loss()[: len(delivered)]
 
 
+def neptune_holds_the_run_id_in_each_session(tmp_path: Path, run_id: str) -> None:
+    """Offline, Neptune writes each session as an offline run of its own (it ignores
+    ``custom_run_id``, which a server uses to resume); both carry the runtel id and their parts."""
+    runs = [read_run(directory) for directory in offline_runs(tmp_path / "neptune")]
+    first, second = sorted(runs, key=lambda run: run.series["metrics/loss"][0][0])
+    assert first.fields["runtel/run_id"] == second.fields["runtel/run_id"] == run_id
+    assert [(p[0], p[1]) for p in second.series["metrics/loss"]] == [
+        (s, 0.5) for s in range(FIRST, FIRST + SECOND)
+    ]
+    assert second.fields["runtel/status"] == "completed"
+    delivered = [(p[0], p[1]) for p in first.series["metrics/loss"]]
+    assert delivered == list(enumerate(expected_loss()))[: len(delivered)] and len(delivered) >= FIRST // 2
+
+
 READ_BACK: dict[str, Callable[[Path, str], None]] = {
     "mlflow": mlflow_holds_one_continuous_run,
+    "neptune": neptune_holds_the_run_id_in_each_session,
     "tensorboard": tensorboard_holds_one_continuous_run,
     "wandb": wandb_holds_one_run_per_id,
 }
@@ -109,7 +127,7 @@ def test_a_killed_run_resumes_by_id_with_continuous_steps_and_one_backend_run(
         check=False,
     )
     assert first.returncode == -signal.SIGKILL, first.stderr
-    run_id = first.stdout.strip()
+    (run_id,) = re.findall(r"^[0-9a-f]{32}$", first.stdout, re.MULTILINE)  # neptune prints there too
     assert runtel.Store(base_dir).run(run_id).status == "crashed"
 
     with runtel.init(
