@@ -11,8 +11,10 @@ Run: ``python bench/bench_export.py [--steps 20000] [--system-steps 600000] [--r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -153,14 +155,25 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("WANDB_MODE", "offline")
-    print(machine_table())
-    print(f"\n#### Live export: cost on the training loop ({args.steps:,} steps, {args.repeats} trials)\n")
-    print(live_overhead(args.steps, args.repeats))
-    shape = f"{args.system_steps:,} steps, {args.repeats} trials"
-    print(f"\n#### System sampling: cost on the training loop ({shape})\n")
-    print(system_overhead(args.system_steps, args.repeats, args.system_interval))
-    print(f"\n#### Replay: `runtel export` throughput ({args.export_points:,} points, 10 metrics)\n")
-    print(export_throughput(args.export_points))
+    tables = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):  # neptune's logger prints: stdout keeps the tables
+        print(machine_table(), file=tables)
+        live = live_overhead(args.steps, args.repeats)
+        print(
+            f"\n#### Live export: cost on the training loop ({args.steps:,} steps, {args.repeats} trials)\n",
+            file=tables,
+        )
+        print(live, file=tables)
+        system = system_overhead(args.system_steps, args.repeats, args.system_interval)
+        shape = f"{args.system_steps:,} steps, {args.repeats} trials"
+        print(f"\n#### System sampling: cost on the training loop ({shape})\n", file=tables)
+        print(system, file=tables)
+        replay = export_throughput(args.export_points)
+        print(
+            f"\n#### Replay: `runtel export` throughput ({args.export_points:,} points, 10 metrics)\n",
+            file=tables,
+        )
+        print(replay, file=tables)
 
 
 if __name__ == "__main__":
