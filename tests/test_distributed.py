@@ -22,9 +22,15 @@ TORCHRUN_SCRIPT = textwrap.dedent(
     base_dir, db, kill_rank = sys.argv[1], sys.argv[2], int(sys.argv[3])
     dist.init_process_group("gloo")
     rank = dist.get_rank()
+    root = os.path.dirname(base_dir)
     run = runtel.init(
         project="ddp", name="ddp-job", base_dir=base_dir, system_interval=0.3,
-        exporters=["mlflow"], exporter_options={"mlflow": {"tracking_uri": f"sqlite:///{db}"}},
+        exporters=["mlflow", "tensorboard", "wandb"],
+        exporter_options={
+            "mlflow": {"tracking_uri": f"sqlite:///{db}"},
+            "tensorboard": {"log_dir": os.path.join(root, "tb")},
+            "wandb": {"mode": "offline", "dir": os.path.join(root, "wandb-root")},
+        },
     )
     torch.manual_seed(0)
     model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 1))
@@ -54,7 +60,7 @@ def torchrun(tmp_path: Path, kill_rank: int = -1) -> subprocess.CompletedProcess
     return launch.torchrun(script, str(tmp_path / "runs"), str(tmp_path / "mlflow.db"), str(kill_rank))
 
 
-def test_two_ranks_are_one_run_in_the_store_and_in_mlflow(tmp_path: Path) -> None:
+def test_two_ranks_are_one_run_in_the_store_and_in_each_backend(tmp_path: Path) -> None:
     result = torchrun(tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = runtel.Store(tmp_path / "runs").runs()
@@ -79,6 +85,10 @@ def test_two_ranks_are_one_run_in_the_store_and_in_mlflow(tmp_path: Path) -> Non
     (mlrun,) = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
     assert mlrun.data.tags["runtel.run_id"] == run.id
     assert len(client.get_metric_history(mlrun.info.run_id, "loss")) == 40
+    (tb_run,) = (tmp_path / "tb").iterdir()
+    assert tb_run.name == f"ddp-job_{run.id[:8]}" and len(list(tb_run.glob("events.out.tfevents.*"))) == 1
+    wandb_runs = list((tmp_path / "wandb-root" / "wandb").glob("offline-run-*"))
+    assert [path.name.rsplit("-", 1)[1] for path in wandb_runs] == [run.id]
 
 
 def test_a_rank_killed_mid_run_leaves_the_run_readable_and_marked(tmp_path: Path) -> None:
