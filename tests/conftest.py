@@ -14,11 +14,14 @@ import runtel
 
 
 @pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No RUNTEL_* from outside, and each test in its own working directory: libraries that write
+    beside the caller by default (MLflow's ./mlruns artifact root) never write into the checkout."""
     for key in list(os.environ):
         if key.startswith("RUNTEL_") or key in ("TRACEPARENT", "TRACESTATE"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("RUNTEL_SYSTEM_INTERVAL", "0")
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture
