@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import json
 import signal
 import socket
@@ -21,7 +20,7 @@ import runtel
 from runtel.cli import main as cli
 
 from .readers.neptune_offline import offline_runs, read_run
-from .readers.wandb_log import WandbLog, read_log
+from .readers.wandb_log import read_finished_log
 
 METRICS = [f"m{k}" for k in range(10)]
 FORWARD, REPLAYED = 7000, 3000  # steps 0..6999, then a re-run of steps 4000..6999
@@ -52,16 +51,6 @@ def backend_options(tmp: Path) -> dict[str, dict[str, Any]]:
         "tensorboard": {"log_dir": str(tmp / "tb")},
         "neptune": {"mode": "offline", "data_directory": str(tmp / "neptune")},
     }
-
-
-def wandb_log(root: Path, run_id: str) -> WandbLog:
-    (path,) = glob.glob(str(root / "wandb" / f"offline-run-*-{run_id}" / f"run-{run_id}.wandb"))
-    deadline = time.monotonic() + 15
-    log = read_log(path)
-    while log.exit_code is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-        log = read_log(path)
-    return log
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +139,7 @@ def test_wandb_holds_every_point_with_shifted_steps_as_reported(
     all_four: tuple[Path, runtel.StoredRun],
 ) -> None:
     tmp, stored = all_four
-    log = wandb_log(tmp / "wandb-root", stored.id)
+    log = read_finished_log(tmp / "wandb-root", stored.id)
     adaptations = stored.summary()["exporters"]["wandb"]["adaptations"]
     assert adaptations["step_shifted"]["count"] == REPLAYED * len(METRICS)
     for name in METRICS:
@@ -249,7 +238,7 @@ def test_every_backend_gets_the_run_summary_of_every_metric(all_four: tuple[Path
     summary_json = client.download_artifacts(mlrun.info.run_id, "summary.json", str(tmp / "downloaded"))
     assert json.loads(Path(summary_json).read_text())["metrics"]["m1"] == expected["m1"]
 
-    assert wandb_log(tmp / "wandb-root", stored.id).summary["metrics"]["m1"] == expected["m1"]
+    assert read_finished_log(tmp / "wandb-root", stored.id).summary["metrics"]["m1"] == expected["m1"]
 
     (directory,) = offline_runs(tmp / "neptune")
     fields = read_run(directory).fields
@@ -329,7 +318,7 @@ def test_a_crashed_run_replays_to_every_backend_marked_as_crashed(
         info = plugin_hparams_pb2.HParamsPluginData.FromString(end).session_end_info
         assert info.status == api_pb2.Status.Value("STATUS_FAILURE")
     elif backend == "wandb":
-        log = wandb_log(tmp_path, run_id)
+        log = read_finished_log(tmp_path, run_id)
         assert sorted(log.history) == steps and log.exit_code == 1
         assert [(step, row["epoch"]) for step, row in log.history.items() if "epoch" in row] == epochs
         assert log.summary["runtel/status"] == "crashed" and log.summary["metrics"]["loss"]["count"] == 100

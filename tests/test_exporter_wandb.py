@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import base64
-import glob
 import math
 import os
 import subprocess
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,7 @@ from runtel.records import (
     RunStarted,
     SpanEnded,
 )
-from tests.readers.wandb_log import WandbLog, read_log
+from tests.readers.wandb_log import WandbLog, read_finished_log
 
 RUN_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 METRICS = ("train/loss", "train/acc", "lr")
@@ -124,21 +122,6 @@ def export_offline(tmp_path: Path, records: list[Record], batch: int = 3) -> Wan
     assert exporter.force_flush()
     exporter.shutdown()
     return read_finished_log(tmp_path, RUN_ID)
-
-
-def read_finished_log(tmp_path: Path, run_id: str, timeout: float = 10.0) -> WandbLog:
-    """The run's log once wandb-core has closed it.
-
-    ``run.finish()`` returns before wandb-core closes the stream, and the log's last
-    (partial) 32 KiB block reaches the disk only at that close, a moment later.
-    """
-    (path,) = glob.glob(str(tmp_path / "wandb" / f"offline-run-*-{run_id}" / f"run-{run_id}.wandb"))
-    deadline = time.monotonic() + timeout
-    while True:
-        log = read_log(path)
-        if log.exit_code is not None or time.monotonic() > deadline:
-            return log
-        time.sleep(0.05)
 
 
 @pytest.fixture(autouse=True)

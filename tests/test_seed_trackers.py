@@ -6,8 +6,6 @@ each test then reads what the backend received with that backend's own reader.
 
 from __future__ import annotations
 
-import glob
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ from runtel.tracking import (
     create_tracker,
 )
 
-from .readers.wandb_log import WandbLog, read_log
+from .readers.wandb_log import read_finished_log
 
 
 class TinyNet(torch.nn.Module):
@@ -56,16 +54,6 @@ def _in_a_fresh_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def model() -> TinyNet:
     torch.manual_seed(0)
     return TinyNet()
-
-
-def wandb_history(run_id: str) -> WandbLog:
-    (path,) = glob.glob(f"wandb/offline-run-*-{run_id}/run-{run_id}.wandb")
-    deadline = time.monotonic() + 15
-    log = read_log(path)
-    while log.exit_code is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-        log = read_log(path)
-    return log
 
 
 def stored(tracker: Any) -> runtel.StoredRun:
@@ -105,7 +93,7 @@ def test_wandb_tracker_example(model: TinyNet, tmp_path: Path) -> None:
     tracker.log_model(model, "best_model")
     tracker.finish()
 
-    log = wandb_history(tracker.run.id)
+    log = read_finished_log(".", tracker.run.id)
     assert log.history[100]["loss"] == 0.5 and log.history[100]["accuracy"] == 0.9
     assert log.config["lr"] == 0.001 and log.config["batch_size"] == 32
     assert [a.type for a in log.artifacts] == ["model"]
@@ -180,7 +168,7 @@ def test_multi_tracker_is_one_run_in_every_backend(tmp_path: Path) -> None:
     tracker.finish()
 
     assert [r.name for r in runtel.Store().runs()] == ["exp_1"]
-    assert wandb_history(tracker.run.id).history[100]["loss"] == 0.5
+    assert read_finished_log(".", tracker.run.id).history[100]["loss"] == 0.5
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     mlruns = client.search_runs([client.get_experiment_by_name("my_project").experiment_id])
     assert [r.info.run_name for r in mlruns] == ["exp_1"]
@@ -334,7 +322,7 @@ def test_convenience_functions_and_model_versioning(model: TinyNet) -> None:
     tracker.finish()
     names = tracker.run.artifacts.names()
     assert names == ["models/model.pt", "production_model_v1"]
-    assert len(wandb_history(tracker.run.id).artifacts) == 2
+    assert len(read_finished_log(".", tracker.run.id).artifacts) == 2
 
 
 def test_unknown_backend_is_a_clear_error() -> None:

@@ -11,9 +11,11 @@ tail shorter than a chunk header is zero padding.
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -117,3 +119,18 @@ def _update_config(config: dict[str, Any], record: pb.ConfigRecord) -> None:
         config[_key(item)] = _item_value(item)
     for item in record.remove:
         config.pop(_key(item), None)
+
+
+def read_finished_log(wandb_dir: str | Path, run_id: str, timeout: float = 15.0) -> WandbLog:
+    """The offline run ``run_id`` under ``<wandb_dir>/wandb``, once wandb-core has closed its log.
+
+    ``run.finish()`` returns before wandb-core closes the stream, and the log's last (partial)
+    32 KiB block reaches the disk only at that close, a moment later.
+    """
+    (path,) = glob.glob(str(Path(wandb_dir) / "wandb" / f"offline-run-*-{run_id}" / f"run-{run_id}.wandb"))
+    deadline = time.monotonic() + timeout
+    log = read_log(path)
+    while log.exit_code is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        log = read_log(path)
+    return log
