@@ -4,121 +4,33 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from runtel.errors import ConfigError, MissingExtraError
 from runtel.exporters.base import Exporter, ExportResult
 from runtel.exporters.neptune import CAPABILITIES, NeptuneExporter
 from runtel.records import (
     ArtifactLogged,
-    FigureLogged,
-    Heartbeat,
-    HistogramLogged,
     MetricPoints,
-    ParamsLogged,
     Record,
     RunEnded,
     RunStarted,
-    SpanEnded,
 )
 from tests.readers.neptune_offline import NeptuneRun, offline_runs, read_run
+from tests.streams import METRICS, STEPS, T0, training_stream
 
 RUN_ID = "0af7651916cd43dd8448eb211c80319c"
-METRICS = ("train/loss", "train/acc", "lr")
-STEPS = 1500
-T0 = 1_700_000_000.0
-
-
-def metric_points(steps: range) -> MetricPoints:
-    """The three metrics at every step, in the order a training loop logs them; NaN/inf at a few steps."""
-    step_col = np.repeat(np.asarray(steps, dtype=np.int64), len(METRICS))
-    index = np.tile(np.arange(len(METRICS), dtype=np.int32), len(steps))
-    values = np.sin(step_col * 0.01 + index) * (index + 1)
-    values[(step_col % 97 == 0) & (index == 0)] = math.nan
-    values[(step_col % 101 == 0) & (index == 1)] = math.inf
-    return MetricPoints(
-        names=METRICS,
-        index=index,
-        steps=step_col,
-        times=T0 + step_col * 0.125 + index * 0.001,
-        values=values,
-        span_ids=np.zeros(len(index), dtype=np.uint64),
-    )
-
-
-def epoch_span(epoch: int, step_end: int) -> SpanEnded:
-    return SpanEnded(
-        name=f"epoch {epoch}",
-        kind="epoch",
-        trace_id=RUN_ID,
-        span_id=f"{epoch + 1:016x}",
-        parent_span_id="00f067aa0ba902b7",
-        start_time=T0,
-        end_time=T0 + (step_end + 1) * 0.125,
-        attributes={"epoch": epoch, "runtel.step_end": step_end},
-    )
-
-
-def run_stream(tmp_path: Path) -> list[Record]:
-    weights = tmp_path / "weights.bin"
-    weights.write_bytes(os.urandom(4096))
-    figure = tmp_path / "confusion.png"
-    Image.new("RGB", (8, 8), (200, 30, 30)).save(figure)
-    half = STEPS // 2
-    return [
-        RunStarted(
-            run_id=RUN_ID,
-            name="resnet-baseline",
-            project="runtel-tests",
-            start_time=T0,
-            config={"model": {"depth": 18, "width": 64}, "seed": 7},
-            tags=("baseline", "cifar"),
-        ),
-        ParamsLogged(params={"optimizer": {"name": "adam", "lr": 3e-4}}, time=T0),
-        metric_points(range(half)),
-        epoch_span(0, half - 1),
-        Heartbeat(time=T0 + 100),
-        metric_points(range(half, STEPS)),
-        epoch_span(1, STEPS - 1),
-        ParamsLogged(params={"optimizer": {"lr": 1e-4}}, time=T0 + 200),
-        HistogramLogged(
-            name="weights/conv1",
-            step=STEPS - 1,
-            time=T0 + 300,
-            bin_edges=np.linspace(-1.0, 1.0, 9),
-            counts=np.array([1, 4, 9, 16, 16, 9, 4, 1], dtype=np.int64),
-            min=-1.0,
-            max=1.0,
-            mean=0.0,
-            std=0.4,
-            count=60,
-        ),
-        FigureLogged(name="confusion", path=str(figure), step=STEPS - 1, time=T0 + 350),
-        ArtifactLogged(
-            name="checkpoint",
-            version=2,
-            sha256="0" * 64,
-            size=4096,
-            path=str(weights),
-            time=T0 + 400,
-            step=STEPS - 1,
-            kind="model",
-        ),
-        RunEnded(status="failed", end_time=T0 + 500, error="ValueError: boom", summary={"best_acc": 0.93}),
-    ]
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Record], NeptuneRun]:
     tmp_path = tmp_path_factory.mktemp("neptune")
-    records = run_stream(tmp_path)
+    records = training_stream(tmp_path, RUN_ID, artifact_version=2)
     exporter = NeptuneExporter(data_directory=str(tmp_path / ".neptune"))
     for lo in range(0, len(records), 3):
         assert exporter.export(records[lo : lo + 3]) is ExportResult.SUCCESS

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import math
-import os
 import subprocess
 import sys
 import threading
@@ -20,99 +19,16 @@ from runtel.errors import MissingExtraError, RuntelError
 from runtel.exporters.base import Exporter, ExportResult
 from runtel.exporters.wandb import CAPABILITIES, AlreadyExportedError, WandbExporter
 from runtel.records import (
-    ArtifactLogged,
-    Heartbeat,
-    HistogramLogged,
     MetricPoints,
-    ParamsLogged,
     Record,
     RunEnded,
     RunStarted,
-    SpanEnded,
 )
 from tests.readers.wandb_log import WandbLog, read_finished_log
+from tests.streams import METRICS, STEPS, training_stream
 
 RUN_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
-METRICS = ("train/loss", "train/acc", "lr")
-STEPS = 1500
 API_KEY = "local-" + "k3y" * 20
-
-
-def metric_points(steps: range, t0: float) -> MetricPoints:
-    """The three metrics at every step, in the order a training loop logs them; NaN at a few steps."""
-    n = len(steps)
-    step_col = np.repeat(np.asarray(steps, dtype=np.int64), len(METRICS))
-    index = np.tile(np.arange(len(METRICS), dtype=np.int32), n)
-    values = np.sin(step_col * 0.01 + index) * (index + 1)
-    values[(step_col % 97 == 0) & (index == 0)] = math.nan
-    return MetricPoints(
-        names=METRICS,
-        index=index,
-        steps=step_col,
-        times=t0 + step_col * 0.125 + index * 0.001,
-        values=values,
-        span_ids=np.zeros(len(index), dtype=np.uint64),
-    )
-
-
-def epoch_span(epoch: int, step_end: int, t: float) -> SpanEnded:
-    return SpanEnded(
-        name=f"epoch {epoch}",
-        kind="epoch",
-        trace_id=RUN_ID,
-        span_id=f"{epoch + 1:016x}",
-        parent_span_id="00f067aa0ba902b7",
-        start_time=t - 10,
-        end_time=t,
-        attributes={"epoch": epoch, "runtel.step_end": step_end},
-    )
-
-
-def run_stream(tmp_path: Path) -> list[Record]:
-    t0 = 1_700_000_000.0
-    weights = tmp_path / "weights.bin"
-    weights.write_bytes(os.urandom(4096))
-    half = STEPS // 2
-    return [
-        RunStarted(
-            run_id=RUN_ID,
-            name="resnet-baseline",
-            project="runtel-tests",
-            start_time=t0,
-            config={"model": {"depth": 18, "width": 64}, "seed": 7},
-            tags=("baseline", "cifar"),
-        ),
-        ParamsLogged(params={"optimizer": {"name": "adam", "lr": 3e-4, "betas": [0.9, 0.999]}}, time=t0),
-        metric_points(range(half), t0),
-        epoch_span(0, half - 1, t0 + half * 0.125),
-        Heartbeat(time=t0 + 100),
-        metric_points(range(half, STEPS), t0),
-        epoch_span(1, STEPS - 1, t0 + STEPS * 0.125),
-        ParamsLogged(params={"optimizer": {"lr": 1e-4}}, time=t0 + 200),
-        HistogramLogged(
-            name="weights/conv1",
-            step=STEPS - 1,
-            time=t0 + 300,
-            bin_edges=np.linspace(-1.0, 1.0, 9),
-            counts=np.array([1, 4, 9, 16, 16, 9, 4, 1], dtype=np.int64),
-            min=-1.0,
-            max=1.0,
-            mean=0.0,
-            std=0.4,
-            count=60,
-        ),
-        ArtifactLogged(
-            name="checkpoint",
-            version=1,
-            sha256="0" * 64,
-            size=4096,
-            path=str(weights),
-            time=t0 + 400,
-            step=STEPS - 1,
-            kind="model",
-        ),
-        RunEnded(status="failed", end_time=t0 + 500, error="ValueError: boom", summary={"best_acc": 0.93}),
-    ]
 
 
 def export_offline(tmp_path: Path, records: list[Record], batch: int = 3) -> WandbLog:
@@ -136,7 +52,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Recor
     tmp_path = tmp_path_factory.mktemp("wandb")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WANDB_SILENT", "true")
-        records = run_stream(tmp_path)
+        records = training_stream(tmp_path, RUN_ID, artifact_version=1)
         return tmp_path, records, export_offline(tmp_path, records)
 
 
