@@ -91,6 +91,58 @@ def _write_run(base_dir: str, points: int, metrics: int, label: str) -> tuple[Wr
     return res, run.id
 
 
+def _write_many_series(base_dir: str, points: int, series: int, per_call: int) -> WriteResult:
+    """Log ``points`` points spread evenly over ``series`` distinct series, ``per_call`` a call."""
+    import runtel
+
+    names = [f"layer{j // 100}/unit{j % 100}" for j in range(series)]
+    calls = points // per_call
+    run = runtel.init(project="bench", name=f"series_{series}", base_dir=base_dir, system_interval=0)
+    gc.collect()
+    t0 = time.perf_counter_ns()
+    for i in range(calls):
+        first = (i * per_call) % series
+        run.log(dict.fromkeys(names[first : first + per_call], float(i)), step=i)
+    t1 = time.perf_counter_ns()
+    run.finish()
+    t2 = time.perf_counter_ns()
+    stored = runtel.Store(base_dir).run(run.id)
+    back = sum(stored.history(name)[0].size for name in stored.metrics())
+    return WriteResult(f"{series:,} series", calls * per_call, series, (t1 - t0) / 1e9, (t2 - t1) / 1e9, back)
+
+
+def measure_many_series(points: int, counts: tuple[int, ...] = (10, 1_000, 10_000), repeats: int = 3) -> list[WriteResult]:
+    """Median (by ``finish()``) of ``repeats`` runs of ``points`` points over each number of series."""
+    results = []
+    for series in counts:
+        trials = []
+        for _ in range(repeats):
+            with tempfile.TemporaryDirectory(prefix="runtel-bench-series-") as tmp:
+                trials.append(_write_many_series(tmp, points, series, per_call=min(series, 100)))
+        trials.sort(key=lambda w: w.finish_s)
+        best = trials[len(trials) // 2]
+        log(f"  {series:,} series: log {best.log_s:.2f} s, finish {best.finish_s:.2f} s")
+        results.append(best)
+    return results
+
+
+def many_series_table(results: list[WriteResult]) -> str:
+    """Markdown: finish() and durable throughput against the issue 17.3 targets."""
+    rows = [
+        [
+            f"{w.points:,} points over {w.metrics:,} series",
+            fmt_s(w.log_s),
+            fmt_s(w.finish_s),
+            f"{w.points_per_s / 1e6:.2f} M",
+            f"{_ok(w.finish_s < TARGET_FINISH_S)} / {_ok(w.points_per_s >= TARGET_POINTS_PER_S)}",
+            "all" if w.read_back == w.points else f"**{w.read_back:,} of {w.points:,}**",
+        ]
+        for w in results
+    ]
+    headers = ["run", "log loop", "finish()", "points/s durable", "finish < 1 s / >= 1 M/s", "read back"]
+    return md_table(headers, rows)
+
+
 def measure_store(points: int, read_repeats: int = 5) -> StoreReport:
     """Write ``points`` as one series and as 10 series, check they read back, time the 1-series read."""
     rep = StoreReport()
@@ -268,8 +320,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--points", type=int, default=1_000_000, help="points per store run (default 1M)")
     ap.add_argument("--quick", action="store_true", help="100,000 points instead of 1M")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument(
+        "--many-series", action="store_true", help="only finish()/throughput at 10, 1,000 and 10,000 series"
+    )
     args = ap.parse_args(argv)
     points = 100_000 if args.quick else args.points
+    if args.many_series:
+        print("### runtel store: many series\n")
+        print(many_series_table(measure_many_series(points, repeats=args.repeats)))
+        return 0
     rep = run_all(points, args.repeats)
     print("### runtel store and import\n")
     print(machine_table() + "\n")

@@ -22,6 +22,7 @@ from runtel.errors import (
     RunNotFoundError,
     RunStillRunningError,
     RuntelError,
+    StoreWriteError,
 )
 from runtel.run import Run
 from runtel.store.query import Store, StoredRun
@@ -45,6 +46,7 @@ __all__ = [
     "RunStillRunningError",
     "RuntelError",
     "Store",
+    "StoreWriteError",
     "StoredRun",
     "__version__",
     "available_exporters",

@@ -1,9 +1,11 @@
-"""Fan-out of a run's records to its exporters, each on its own thread behind a bounded queue.
+"""Fan-out of a run's records to the local store and its exporters, each on its own thread.
 
 Like OpenTelemetry's batch processors: the flush thread only enqueues; an exporter that
 raises is retried with back-off and then marked failed; one that hangs fills its queue
 and is marked failed once the queue stays full past a bound. Neither stops training nor
-the other exporters, and the local store (source of truth) is never given up on.
+the other exporters. The local store (source of truth) is a sink of its own, never given up
+on: its queue is unbounded, and its writer resumes a failed write exactly where it stopped
+(:mod:`runtel.store.writer`), so it is retried while it has a backlog, never re-sent.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,11 +23,14 @@ from runtel.exporters.base import Exporter, ExportResult
 
 if TYPE_CHECKING:
     from runtel._adapt import Adapter
+    from runtel.store.writer import StoreWriter
 from runtel.records import MetricPoints, Record
 
 logger = logging.getLogger("runtel")
 
 _STOP = object()
+#: Seconds between retries of the local store's backlog while the disk refuses writes.
+STORE_RETRY_INTERVAL = 1.0
 
 
 class _Barrier:
@@ -58,7 +63,6 @@ class ExporterReport:
 class _Worker:
     exporter: Exporter
     queue: queue.Queue[Any]
-    critical: bool
     retries: int
     report: ExporterReport
     adapter: Adapter | None
@@ -121,11 +125,6 @@ class _Worker:
                 self.report.retries += 1
                 time.sleep(delay)
                 delay = min(delay * 4, 5.0)
-        if self.critical:
-            logger.error("runtel: the local store failed to write a batch: %s", error)
-            self.report.error = error
-            self._count_undelivered(batch)
-            return
         self.mark_failed(f"gave up after {self.retries + 1} attempts: {error}")
         self._count_undelivered(batch)
 
@@ -145,11 +144,43 @@ class _Worker:
         self.report.points_undelivered += sum(len(r) for r in batch if isinstance(r, MetricPoints))
 
 
+class _StoreWorker:
+    """Feeds the store writer from an unbounded queue; while it has a backlog, retries it when idle."""
+
+    def __init__(self, store: StoreWriter) -> None:
+        self.store = store
+        self.queue: queue.Queue[Any] = queue.Queue()
+        self.thread = threading.Thread(target=self._loop, name="runtel-store", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                item = self.queue.get(timeout=None if self.store.caught_up else STORE_RETRY_INTERVAL)
+            except queue.Empty:
+                self._guard(self.store.retry)
+                continue
+            if item is _STOP:
+                return
+            if isinstance(item, _Barrier):
+                item.reached.set()
+                continue
+            self._guard(self.store.write, item)
+
+    @staticmethod
+    def _guard(call: Callable[..., None], *args: Any) -> None:
+        try:
+            call(*args)
+        except Exception:  # the writer counts its own failures; this keeps the thread alive
+            logger.exception("runtel: the local store writer failed unexpectedly")
+
+
 class Dispatcher:
-    """Delivers record batches to exporters; ``exporters[0]`` is the critical local store."""
+    """Delivers record batches to the local store (``store``) and to every exporter."""
 
     def __init__(
         self,
+        store: StoreWriter,
         exporters: Sequence[Exporter],
         *,
         queue_size: int,
@@ -160,35 +191,36 @@ class Dispatcher:
         from runtel._adapt import Adapter  # at run start rather than at `import runtel`
 
         self._block_timeout = block_timeout
+        self._store = _StoreWorker(store)
         self._workers = []
-        for index, exporter in enumerate(exporters):
+        for exporter in exporters:
             name = getattr(exporter, "name", type(exporter).__name__)
             capabilities = getattr(exporter, "capabilities", None)
             self._workers.append(
                 _Worker(
                     exporter=exporter,
-                    queue=queue.Queue(maxsize=0 if index == 0 else queue_size),
-                    critical=index == 0,
+                    queue=queue.Queue(maxsize=queue_size),
                     retries=retries,
                     report=ExporterReport(name=name),
-                    adapter=None
-                    if index == 0 or capabilities is None
-                    else Adapter(name, capabilities, scratch_dir / name),
+                    adapter=None if capabilities is None else Adapter(name, capabilities, scratch_dir / name),
                 )
             )
         for worker in self._workers:
             worker.start()
 
-    def submit(self, batch: Sequence[Record], *, include_critical: bool = True) -> None:
-        """Enqueue ``batch`` for every exporter; blocks at most ``block_timeout`` per slow exporter."""
+    def submit(self, batch: Sequence[Record], *, include_store: bool = True) -> None:
+        """Enqueue ``batch`` for the store and every exporter; blocks at most ``block_timeout`` per
+        slow exporter (never for the store, whose queue is unbounded)."""
         if not batch:
             return
-        for worker in self._workers if include_critical else self._workers[1:]:
-            if worker.report.status == "failed" and not worker.critical:
+        if include_store:
+            self._store.queue.put(batch)
+        for worker in self._workers:
+            if worker.report.status == "failed":
                 worker._count_undelivered(batch)
                 continue
             try:
-                worker.queue.put(batch, timeout=None if worker.critical else self._block_timeout)
+                worker.queue.put(batch, timeout=self._block_timeout)
             except queue.Full:
                 worker.mark_failed(
                     f"queue stayed full for {self._block_timeout}s (exporter hung or too slow)"
@@ -196,10 +228,11 @@ class Dispatcher:
                 worker._count_undelivered(batch)
 
     def wait_for_store(self, timeout: float | None = None) -> bool:
-        """Block until the local store has written everything submitted so far."""
+        """Block until the store writer has taken in everything submitted so far; True if it is all
+        on disk (False while the disk refuses writes, or when ``timeout`` ran out)."""
         barrier = _Barrier()
-        self._workers[0].queue.put(barrier)
-        return barrier.reached.wait(timeout)
+        self._store.queue.put(barrier)
+        return barrier.reached.wait(timeout) and self._store.store.caught_up
 
     def force_flush(self, timeout: float) -> bool:
         """Every exporter delivers what was submitted so far and flushes what it buffers; False if one
@@ -208,33 +241,36 @@ class Dispatcher:
         barriers = []
         done = True
         for worker in self._workers:
-            if worker.report.status == "failed" and not worker.critical:
+            if worker.report.status == "failed":
                 continue
             barrier = _Barrier(flush=True)
             try:
-                worker.queue.put(barrier, timeout=None if worker.critical else self._block_timeout)
+                worker.queue.put(barrier, timeout=self._block_timeout)
             except queue.Full:
                 done = False
                 continue
             barriers.append(barrier)
+        done = self.wait_for_store(timeout) and done
         for barrier in barriers:
             done = barrier.reached.wait(max(0.0, deadline - time.monotonic())) and done
         return done
 
     def shutdown(self, timeout: float) -> list[ExporterReport]:
-        """Drain and stop every worker, waiting at most ``timeout`` seconds for each non-critical one."""
+        """Drain and stop every worker, waiting for the store and at most ``timeout`` seconds for the
+        exporters; the exporters' reports (the store writer keeps its own)."""
+        self._store.queue.put(_STOP)
         for worker in self._workers:
             try:
-                worker.queue.put(_STOP, timeout=None if worker.critical else 0.1)
+                worker.queue.put(_STOP, timeout=0.1)
             except queue.Full:
                 worker.mark_failed("still busy at shutdown (queue full)")
         deadline = time.monotonic() + timeout
-        for worker in self._workers[1:]:
+        for worker in self._workers:
             worker.thread.join(max(0.0, deadline - time.monotonic()))
             if worker.thread.is_alive():
                 worker.mark_failed(f"did not finish within {timeout}s of finish(); abandoned")
                 worker.report.records_undelivered += worker.queue.qsize()
-        self._workers[0].thread.join()
+        self._store.thread.join()
         for worker in self._workers:
             if worker.adapter is not None:
                 worker.report.adaptations = worker.adapter.report()

@@ -97,6 +97,11 @@ def exporter_factory(name: str) -> Callable[..., Exporter]:
     """The class registered as ``name`` in the ``runtel.exporters`` entry-point group."""
     from importlib.metadata import entry_points
 
+    if name == "local":
+        raise ConfigError(
+            "'local' is the local store itself: every run is always written there, so it is neither an "
+            "exporter object nor a target of `runtel export`; choose a backend such as mlflow or tensorboard"
+        )
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
             factory: Callable[..., Exporter] = ep.load()

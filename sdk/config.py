@@ -13,6 +13,9 @@ from typing import Any
 
 from runtel.errors import ConfigError
 
+#: Unwritten points the store keeps in memory while it cannot write (about 32 bytes each: 64 MiB).
+DEFAULT_STORE_BACKLOG_POINTS = 2_000_000
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -31,6 +34,7 @@ class Settings:
     global_otel: bool = False
     run_id: str | None = None
     log_all_ranks: bool = False
+    store_backlog_points: int = DEFAULT_STORE_BACKLOG_POINTS
 
 
 def _parse_bool(raw: str) -> bool:
@@ -103,6 +107,12 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any], str]] = {
         "RUNTEL_LOG_ALL_RANKS",
         _parse_bool,
         "In a distributed job, record run.log() of every rank, not only rank 0's.",
+    ),
+    "store_backlog_points": (
+        "RUNTEL_STORE_BACKLOG_POINTS",
+        _parse_pos_int,
+        "Unwritten points the local store keeps in memory while it cannot write (disk full); past it the "
+        "oldest are dropped, counted and reported.",
     ),
 }
 

@@ -68,3 +68,18 @@ class ChecksumMismatchError(ArtifactError):
 
 class MissingExtraError(RuntelError, ImportError):
     """An optional backend is not installed; the message names the ``pip install runtel[...]`` to run."""
+
+
+class StoreWriteError(RuntelError, OSError):
+    """The local store could not write a run's data: ``path`` and ``errno`` say where and why.
+
+    Raised by ``init()`` when the run folder cannot be created or written, and by ``finish()``
+    when points or records logged during the run are not in the store (the disk stayed full,
+    the backlog limit was passed, or a record could not be encoded).
+    """
+
+    def __init__(self, message: str, *, path: str, errno: int | None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.errno = errno  # type: ignore[misc]
+        self.filename = path

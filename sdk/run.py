@@ -44,7 +44,6 @@ from runtel._values import MAX_EXACT_INT, check_name, check_step, coerce_value
 from runtel.config import Settings
 from runtel.errors import ConfigError, InvalidMetricError, RunFinishedError
 from runtel.exporters.base import Exporter, TelemetryHooks
-from runtel.exporters.local import LocalStoreExporter
 from runtel.records import (
     ArtifactLogged,
     FigureLogged,
@@ -52,7 +51,6 @@ from runtel.records import (
     MetricPoints,
     ParamsLogged,
     Record,
-    RunEnded,
     RunStarted,
     flatten_params,
 )
@@ -171,17 +169,20 @@ class Run:
             resource=dict(resource.attributes),
             resumed=self.resumed,
         )
-        self._local = LocalStoreExporter(where.own_dir)
-        self._local.export([started])  # written before init() returns: the run is visible at once
-        self._next_step = self._local.next_step()
+        from runtel.store.writer import StoreWriter
+
+        self._store = StoreWriter(where.own_dir, backlog_points=settings.store_backlog_points)
+        self._store.start(started)  # written before init() returns: the run is visible at once
+        self._next_step = self._store.next_step()
         self._dispatcher = Dispatcher(
-            [self._local, *(exporters if where.job.primary else [])],
+            self._store,
+            exporters if where.job.primary else [],
             queue_size=settings.queue_size,
             block_timeout=settings.queue_block_timeout,
             retries=settings.export_retries,
             scratch_dir=where.own_dir / "adapted",
         )
-        self._dispatcher.submit([started], include_critical=False)
+        self._dispatcher.submit([started], include_store=False)
         self._set_param_attributes(clean_config)
 
         self._wake = threading.Event()
@@ -420,15 +421,15 @@ class Run:
         self._wake.set()
         self._flush_thread.join()
         self._flush()
-        self._dispatcher.wait_for_store()  # its statistics then cover every point: the run's summary
-        summary = {"metrics": self._local.metric_stats()}
-        ended = RunEnded(status=status, end_time=time.time(), error=error, summary=summary)  # type: ignore[arg-type]
-        self._dispatcher.submit([ended])
+        self._dispatcher.wait_for_store()  # the writer's statistics then cover every point stored
+        self._dispatcher.submit([self._store.run_ended(status, error, time.time())])
         reports = self._dispatcher.shutdown(self._settings.export_timeout)
-        self._local.write_exporter_reports({r.name: r.as_dict() for r in reports})
-        self._meter_provider.shutdown()
-        self._tracer_provider.shutdown()
-        _forget(self)
+        try:
+            self._store.close({r.name: r.as_dict() for r in reports})  # StoreWriteError if data is missing
+        finally:
+            self._meter_provider.shutdown()
+            self._tracer_provider.shutdown()
+            _forget(self)
 
     def __enter__(self) -> Run:
         return self

@@ -181,11 +181,11 @@ def test_export_json_has_one_object_per_run(
 def test_export_json_reports_a_run_that_failed(
     stored: dict[str, str], base_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["export", "alpha", "--to", "local", "--base-dir", str(base_dir), "--json"]  # local needs run_dir
-    assert main(argv) == 1
+    argv = ["export", "alpha", "--to", "tensorboard", "-o", "no_such_option=1", "--base-dir", str(base_dir)]
+    assert main([*argv, "--json"]) == 1
     (item,) = json.loads(capsys.readouterr().out)["runs"]
     assert (item["run_id"], item["points"]) == (stored["alpha"], None)
-    assert item["error"].startswith("TypeError:") and "run_dir" in item["error"]
+    assert item["error"].startswith("TypeError:") and "no_such_option" in item["error"]
 
 
 def test_ui_serves_the_page_on_loopback(stored: dict[str, str], base_dir: Path) -> None:

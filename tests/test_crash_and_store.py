@@ -64,9 +64,9 @@ def test_torn_last_record_is_ignored_on_read_and_repaired_on_reopen(run: runtel.
     stored = runtel.Store(run.dir.parent).run(run.id)
     assert stored.history("loss")[2].tolist() == [float(i) for i in range(10)]
 
-    from runtel.store._series import SeriesWriter
+    from runtel.store.writer import StoreWriter
 
-    SeriesWriter(run.dir / "metrics").close()
+    StoreWriter(run.dir)  # re-opened for writing, as a resume does
     assert series.stat().st_size == 10 * SERIES_DTYPE.itemsize
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import runtel
+from runtel.api import exporter_factory
 from runtel.exporters.base import Capabilities, ExportResult
 from runtel.records import MetricPoints, Record, RunEnded, RunStarted
 
@@ -110,8 +111,13 @@ def test_exporter_names_come_from_the_environment(base_dir: Path, monkeypatch: p
         runtel.init(project="p", base_dir=str(base_dir))
 
 
-def test_local_exporter_is_registered_as_an_entry_point() -> None:
-    assert runtel.available_exporters()["local"] == "runtel.exporters.local:LocalStoreExporter"
+def test_local_is_the_store_itself_not_an_export_target(base_dir: Path) -> None:
+    assert "local" not in runtel.available_exporters()
+    with runtel.init(project="p", base_dir=str(base_dir), exporters=["local"], system_interval=0) as run:
+        run.log({"x": 1.0})
+    assert runtel.Store(base_dir).run(run.id).history("x")[2].tolist() == [1.0]
+    with pytest.raises(runtel.ConfigError, match="'local' is the local store itself"):
+        exporter_factory("local")
 
 
 class BufferingExporter(CollectingExporter):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from runtel.errors import StoreWriteError
+
 METADATA = "metadata.json"
 HYPERPARAMETERS = "hyperparameters.json"
 SUMMARY = "summary.json"
@@ -24,7 +26,19 @@ def folder_name(name: str, run_id: str) -> str:
 
 
 def create_run_dir(run_dir: Path) -> None:
-    """Lay out a run folder (or a rank's folder inside one); other ranks may be creating theirs."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for sub in SUBDIRS:
-        (run_dir / sub).mkdir(exist_ok=True)
+    """Lay out a run folder (or a rank's folder inside one); other ranks may be creating theirs.
+
+    A folder that cannot be created (read-only or unwritable ``base_dir``) is a ``StoreWriteError``.
+    """
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for sub in SUBDIRS:
+            (run_dir / sub).mkdir(exist_ok=True)
+    except OSError as exc:
+        path = exc.filename or str(run_dir)
+        raise StoreWriteError(
+            f"runtel cannot create the run folder {run_dir}: [Errno {exc.errno}] {exc.strerror} ({path}); "
+            "pass a writable base_dir (or RUNTEL_BASE_DIR)",
+            path=str(path),
+            errno=exc.errno,
+        ) from exc

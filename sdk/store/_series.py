@@ -4,23 +4,40 @@ A crash can leave at most one partial record at the end of a file; readers ignor
 a writer re-opening the file truncates it. Metric names map to file names through
 ``metrics/index.json`` (written atomically before any data of a new series), so any
 Unicode name, names with ``/`` and names differing only in case work on every file system.
+
+Integrity: ``metrics/blocks.crc`` holds one entry per written block of every series (``CRC_DTYPE``:
+the series' number, where the block starts in its ``.bin``, its size, its CRC-32), so garbled bytes
+are found with their position (:func:`verify_series`) while each ``.bin`` stays
+``numpy.fromfile``-readable. One sidecar per folder rather than one per series: creating a file
+costs about 50 µs here, so 10,000 series would spend half a second creating sidecars alone.
+Folders written before the sidecar existed still read; their series are reported unverified.
 """
 
 from __future__ import annotations
 
-import os
+import mmap
+import re
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from runtel.records import SERIES_DTYPE
-from runtel.store._jsonio import read_json, write_json_atomic
+from runtel.store._jsonio import read_json
 from runtel.store._layout import SERIES_INDEX
 
 RECORD_SIZE = SERIES_DTYPE.itemsize
-_MAX_OPEN_FILES = 128
+#: One sidecar entry: which series (the N of ``sN.bin``), the block's length and first byte, its CRC-32.
+CRC_DTYPE = np.dtype(
+    [("series", "<u4"), ("size", "<u4"), ("start", "<u8"), ("crc", "<u4"), ("unused", "<u4")]
+)
+CRC_FILE = "blocks.crc"
+_SERIES_FILE = re.compile(r"s(\d{1,9})\.bin")
+
+IntegrityStatus = Literal["ok", "unverified", "damaged"]
 
 
 def read_index(metrics_dir: Path) -> dict[str, str]:
@@ -37,56 +54,103 @@ def read_series(path: Path) -> npt.NDArray[np.void]:
     return np.fromfile(path, dtype=SERIES_DTYPE, count=size // RECORD_SIZE)
 
 
-def truncate_torn_tail(path: Path) -> None:
-    size = path.stat().st_size
+def series_number(file_name: str) -> int | None:
+    """The N of ``sN.bin`` (the key of its sidecar entries), None for any other name."""
+    match = _SERIES_FILE.fullmatch(file_name)
+    return int(match.group(1)) if match else None
+
+
+def read_crc_entries(metrics_dir: Path) -> npt.NDArray[np.void] | None:
+    """Every whole entry of the folder's CRC sidecar, or None for a folder written before it existed."""
+    path = metrics_dir / CRC_FILE
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return None
+    return np.fromfile(path, dtype=CRC_DTYPE, count=size // CRC_DTYPE.itemsize)
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesIntegrity:
+    """What :func:`verify_series` found in one series file.
+
+    ``status``: ``ok`` (every block matches its CRC), ``unverified`` (no sidecar: a folder written
+    before sidecars existed) or ``damaged``. ``damage_at`` is the first damaged byte range of the
+    ``.bin`` as (start, end) and ``problem`` says what is wrong there. ``unverified_bytes`` counts
+    whole records after the last checked block (a live writer's newest block, or a crash between
+    the two writes): readable, not yet covered by a CRC.
+    """
+
+    path: Path
+    status: IntegrityStatus
+    records: int
+    verified_bytes: int
+    unverified_bytes: int = 0
+    damage_at: tuple[int, int] | None = None
+    problem: str | None = None
+
+
+def verify_series(path: Path, entries: npt.NDArray[np.void] | None) -> SeriesIntegrity:
+    """Check every block of the series file ``path`` against its CRC in ``entries``.
+
+    ``entries`` is the folder's sidecar as :func:`read_crc_entries` returns it (None: a folder
+    written before sidecars, so the series is unverified); read it once to check many series.
+    One ``zlib.crc32`` per written block over a memory map (no per-point Python work), so a
+    10-million-point series is checked at memory speed. A torn last record is not damage: the
+    writer truncates it on resume and readers ignore it.
+    """
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return SeriesIntegrity(path, "damaged", 0, 0, damage_at=(0, 0), problem="the series file is missing")
     whole = size - size % RECORD_SIZE
-    if whole != size:
-        os.truncate(path, whole)
+    records = whole // RECORD_SIZE
+    number = series_number(path.name)
+    if entries is None or number is None:
+        return SeriesIntegrity(path, "unverified", records, 0, unverified_bytes=whole)
+    mine = entries[entries["series"] == number]
+    starts = mine["start"].astype(np.int64)
+    ends = starts + mine["size"].astype(np.int64)
+    expected = np.concatenate([np.zeros(1, np.int64), ends[:-1]])
+    bad = np.flatnonzero((starts != expected) | (mine["size"] % RECORD_SIZE != 0))
+    if bad.size:
+        first = int(bad[0])
+        return _damaged(path, records, int(expected[first]), int(ends[first]), "its CRC entries are garbled")
+    covered = int(ends[-1]) if ends.size else 0
+    if covered > whole:
+        return _damaged(
+            path, records, whole, covered, f"the file ends at byte {size}; its CRCs cover {covered}"
+        )
+    if covered:
+        with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            view = memoryview(mapped)
+            try:
+                checks = zip(starts.tolist(), ends.tolist(), mine["crc"].tolist(), strict=True)
+                for block, (start, end, crc) in enumerate(checks):
+                    if zlib.crc32(view[start:end]) != crc:
+                        return _damaged(path, records, start, end, f"block {block} does not match its CRC")
+            finally:
+                view.release()
+    return SeriesIntegrity(path, "ok", records, covered, unverified_bytes=whole - covered)
 
 
-class SeriesWriter:
-    """Appends records to a run's series files; used only from the local store's worker thread."""
+def verify_folder(metrics_dir: Path) -> dict[str, SeriesIntegrity]:
+    """:func:`verify_series` of every series in a ``metrics/`` folder, by metric name."""
+    entries = read_crc_entries(metrics_dir)
+    found = {}
+    for name, file_name in read_index(metrics_dir).items():
+        if isinstance(file_name, str) and series_number(file_name) is not None:
+            found[name] = verify_series(metrics_dir / file_name, entries)
+        else:  # never follow a crafted entry out of the folder
+            problem = f"the index names {file_name!r}, not a series file (sN.bin)"
+            found[name] = SeriesIntegrity(
+                metrics_dir / SERIES_INDEX, "damaged", 0, 0, damage_at=(0, 0), problem=problem
+            )
+    return found
 
-    def __init__(self, metrics_dir: Path) -> None:
-        self._dir = metrics_dir
-        self._index = read_index(metrics_dir)
-        self._handles: dict[str, BinaryIO] = {}
-        for file_name in self._index.values():
-            path = metrics_dir / file_name
-            if path.exists():
-                truncate_torn_tail(path)
 
-    def append(self, columns: dict[str, npt.NDArray[np.void]]) -> None:
-        """Append each metric's records; new metric names are indexed first."""
-        new = [name for name in columns if name not in self._index]
-        if new:
-            for name in new:
-                self._index[name] = f"s{len(self._index) + 1:06d}.bin"
-            write_json_atomic(self._dir / SERIES_INDEX, {"version": 1, "series": self._index})
-        for name, records in columns.items():
-            self._handle(self._index[name]).write(records.tobytes())
-
-    def flush(self) -> None:
-        for handle in self._handles.values():
-            handle.flush()
-
-    def close(self, *, fsync: bool = True) -> None:
-        for handle in self._handles.values():
-            handle.flush()
-            if fsync:
-                os.fsync(handle.fileno())
-            handle.close()
-        self._handles.clear()
-
-    def _handle(self, file_name: str) -> BinaryIO:
-        handle = self._handles.get(file_name)
-        if handle is None:
-            if len(self._handles) >= _MAX_OPEN_FILES:
-                oldest = next(iter(self._handles))
-                self._handles.pop(oldest).close()
-            handle = (self._dir / file_name).open("ab")
-            self._handles[file_name] = handle
-        return handle
+def _damaged(path: Path, records: int, start: int, end: int, problem: str) -> SeriesIntegrity:
+    return SeriesIntegrity(path, "damaged", records, start, damage_at=(start, end), problem=problem)
 
 
 def series_stats(metrics_dir: Path) -> dict[str, dict[str, Any]]:
