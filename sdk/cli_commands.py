@@ -1,4 +1,4 @@
-"""The read-only subcommands of ``runtel``: ``ls``, ``show``, ``compare`` and ``ui``.
+"""The read-only subcommands of ``runtel``: ``ls``, ``show``, ``compare``, ``verify`` and ``ui``.
 
 Tables are drawn with rich; ``--json`` prints the same data as one JSON document (non-finite numbers as
 ``null``) for scripts. An unknown run (``RunNotFoundError``), a missing store folder or too few runs to
@@ -15,6 +15,8 @@ from typing import Any
 
 from runtel.errors import ConfigError, MetricNotFoundError
 from runtel.records import flatten_params
+from runtel.store import _layout
+from runtel.store._series import RECORD_SIZE, verify_folder
 from runtel.store.query import Store
 from runtel.ui import data
 
@@ -39,6 +41,10 @@ def register(commands: Any) -> None:
     compare.add_argument("--metric", action="append", default=None, help="metric to compare (repeatable)")
     compare.add_argument("--mode", choices=("auto", "min", "max"), default="auto", help="direction of best")
     _common(compare, compare_runs)
+
+    verify = commands.add_parser("verify", help="check every stored series against its CRCs")
+    verify.add_argument("runs", nargs="*", help="runs to check (ids, prefixes or names; default: all)")
+    _common(verify, verify_runs)
 
     ui = commands.add_parser("ui", help="the comparison web UI (needs runtel[ui])")
     ui.add_argument("--base-dir", default=None, help="store folder (default: runtel_runs or RUNTEL_BASE_DIR)")
@@ -225,6 +231,50 @@ def compare_runs(args: argparse.Namespace) -> int:
         diff.add_row(row["key"], *("—" if value is None else str(value) for value in row["values"]))
     console.print(diff)
     return 0
+
+
+def verify_runs(args: argparse.Namespace) -> int:
+    """Exit status 1 when a series is damaged, naming its file and the damaged byte range."""
+    store = open_store(args.base_dir)
+    runs = [store.run(key) for key in args.runs] if args.runs else store.runs()
+    results = []
+    for run in runs:
+        for rank in run.ranks():
+            folder = run.dir if rank == 0 else run.dir / "ranks" / str(rank)
+            for metric, check in verify_folder(folder / _layout.METRICS_DIR).items():
+                item = {"run": run.name, "id": run.id, "rank": rank, "metric": metric, "check": check}
+                results.append(item)
+    damaged = [item for item in results if item["check"].status == "damaged"]
+    if args.json:
+        print_json(
+            [
+                {
+                    **{key: item[key] for key in ("run", "id", "rank", "metric")},
+                    "file": str(item["check"].path),
+                    "status": item["check"].status,
+                    "records": item["check"].records,
+                    "damaged_bytes": item["check"].damage_at,
+                    "problem": item["check"].problem,
+                }
+                for item in results
+            ]
+        )
+        return 1 if damaged else 0
+    console = _console()
+    for item in damaged:
+        check = item["check"]
+        start, end = check.damage_at or (0, 0)
+        console.print(
+            f"[red]damaged[/] {item['run']} ({item['id'][:8]}) {item['metric']!r}: {check.path} "
+            f"bytes {start}-{end} (records {start // RECORD_SIZE}-{max(end - 1, start) // RECORD_SIZE}): "
+            f"{check.problem}"
+        )
+    unverified = sum(item["check"].status == "unverified" for item in results)
+    console.print(
+        f"{len(runs)} runs, {len(results)} series: {len(results) - len(damaged) - unverified} ok, "
+        f"{unverified} unverified (written before CRCs were kept), {len(damaged)} damaged"
+    )
+    return 1 if damaged else 0
 
 
 def launch_ui(args: argparse.Namespace) -> int:

@@ -83,3 +83,6 @@ class StoreWriteError(RuntelError, OSError):
         self.path = path
         self.errno = errno  # type: ignore[misc]
         self.filename = path
+
+    def __str__(self) -> str:  # OSError would print "[Errno ...] strerror: filename" instead
+        return str(self.args[0])
