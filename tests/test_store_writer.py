@@ -215,7 +215,8 @@ def test_two_processes_write_runs_into_one_base_folder(base_dir: Path, tmp_path:
 
 
 def test_the_store_warns_nothing_when_all_is_well(base_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="runtel"), runtel.init(project="p", base_dir=str(base_dir)) as run:
+    caplog.set_level(logging.WARNING, logger="runtel")
+    with runtel.init(project="p", base_dir=str(base_dir)) as run:
         run.log({"x": 1.0})
     assert not [r for r in caplog.records if "local store" in r.getMessage()]
     assert runtel.Store(base_dir).run(run.id).summary()["exporters"]["local"]["status"] == "ok"
