@@ -24,6 +24,7 @@ class AppendFile:
         self.unsynced = False
         self._fd: int | None = None
         self._dirty = False  # bytes past ``committed`` may be on disk
+        self._position = -1  # the descriptor's offset, when known
 
     def append(self, data: bytes | memoryview, *, keep_open: bool = True) -> None:
         """Write all of ``data`` at the committed length, or raise ``OSError`` with nothing of it kept."""
@@ -32,7 +33,9 @@ class AppendFile:
             if self._dirty:
                 os.ftruncate(fd, self.committed)
                 self._dirty = False
-            os.lseek(fd, self.committed, os.SEEK_SET)
+            if self._position != self.committed:
+                os.lseek(fd, self.committed, os.SEEK_SET)
+                self._position = self.committed
             view = memoryview(data)
             written = 0
             while written < len(view):
@@ -41,12 +44,14 @@ class AppendFile:
             if exc.filename is None:
                 exc.filename = str(self.path)
             self._dirty = True
+            self._position = -1
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, self.committed)
                 self._dirty = False
             self.release()
             raise
         self.committed += written
+        self._position = self.committed
         self.unsynced = True
         if not keep_open:
             self.release()
@@ -68,7 +73,7 @@ class AppendFile:
     def release(self) -> None:
         """Close the descriptor (reopened on the next write); the committed length is kept."""
         if self._fd is not None:
-            fd, self._fd = self._fd, None
+            fd, self._fd, self._position = self._fd, None, -1
             with contextlib.suppress(OSError):
                 os.close(fd)
 

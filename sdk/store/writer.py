@@ -57,6 +57,8 @@ logger = logging.getLogger("runtel")
 #: Above this many files written since the last sync, ``close`` syncs the file system once
 #: (``os.sync``) instead of one ``fsync`` per file (about 2.5 ms each here: 25 s for 10,000 series).
 _FSYNC_EACH_UP_TO = 16
+#: ``summary.json`` is indented for people up to this many series.
+_INDENTED_SUMMARY_UP_TO = 1000
 
 
 @dataclasses.dataclass
@@ -68,6 +70,9 @@ class _Block:
     bounds: list[int]  # series k's records are records[bounds[k]:bounds[k + 1]]
     mins: list[float]
     maxs: list[float]
+    last_values: list[float]
+    last_steps: list[int]
+    last_times: list[float]
     done: int = 0
 
     @property
@@ -112,6 +117,7 @@ class StoreWriter:
         self._series: dict[str, AppendFile] = {}
         self._numbers: dict[str, int] = {}
         self._crc_waiting: list[tuple[int, int, int, int]] = []
+        self._sizes: dict[str, int] = {}  # series files found on open, by file name: their repaired size
         self._open_files = 0
         self._max_open = _descriptor_budget()
         self._error: str | None = None
@@ -216,7 +222,9 @@ class StoreWriter:
             "exporters": {self.name: report, **exporter_reports},
         }
         try:
-            write_json_atomic(self.run_dir / _layout.SUMMARY, summary)
+            # thousands of series: compact JSON, which json writes with its C encoder (10x faster)
+            indent = 2 if len(self._stats) <= _INDENTED_SUMMARY_UP_TO else None
+            write_json_atomic(self.run_dir / _layout.SUMMARY, summary, indent=indent)
             write_json_atomic(self.run_dir / _layout.METADATA, self._metadata)
             self._dirty_docs.pop(_layout.METADATA, None)
             self._sync()
@@ -321,7 +329,8 @@ class StoreWriter:
             index = dict(self._index)
             for name in new:
                 index[name] = f"s{len(index) + 1:06d}.bin"
-            write_json_atomic(self._metrics / _layout.SERIES_INDEX, {"version": 1, "series": index})
+            document = {"version": 1, "series": index}
+            write_json_atomic(self._metrics / _layout.SERIES_INDEX, document, indent=None)
             self._index = index
         data = block.records.view(np.uint8)
         bounds = block.bounds
@@ -342,18 +351,16 @@ class StoreWriter:
             self._pending_points -= bounds[k + 1] - bounds[k]
 
     def _count(self, name: str, block: _Block, k: int) -> None:
-        last = block.records[block.bounds[k + 1] - 1]
         stats = self._stats.get(name)
-        n = block.bounds[k + 1] - block.bounds[k]
         if stats is None:
             stats = self._stats[name] = {"count": 0, "min": block.mins[k], "max": block.maxs[k]}
         else:
             stats["min"] = _fmin(stats["min"], block.mins[k])
             stats["max"] = _fmax(stats["max"], block.maxs[k])
-        stats["count"] += n
-        stats["last"] = float(last["value"])
-        stats["last_step"] = int(last["step"])
-        stats["last_time"] = float(last["time"])
+        stats["count"] += block.bounds[k + 1] - block.bounds[k]
+        stats["last"] = block.last_values[k]
+        stats["last_step"] = block.last_steps[k]
+        stats["last_time"] = block.last_times[k]
 
     def _write_crc(self) -> None:
         if self._crc_waiting:
@@ -369,7 +376,7 @@ class StoreWriter:
             if number is None:
                 raise OSError(f"metrics/index.json maps {name!r} to {file_name!r}, not a series file")
             path = self._metrics / file_name
-            file = self._series[name] = AppendFile(path, path.stat().st_size if path.exists() else 0)
+            file = self._series[name] = AppendFile(path, self._sizes.pop(file_name, 0))
             self._numbers[name] = number
         return file
 
@@ -388,7 +395,7 @@ class StoreWriter:
             path = self._metrics / file_name if number is not None else None
             if path is None or not path.is_file():
                 continue
-            size = truncate_to(path, RECORD_SIZE)
+            size = self._sizes[file_name] = truncate_to(path, RECORD_SIZE)
             mine = known[known["series"] == number]
             ends = mine["start"].astype(np.int64) + mine["size"]
             keep = mine[ends <= size]
@@ -455,12 +462,16 @@ def _to_block(points: MetricPoints) -> _Block | None:
     records["value"] = points.values[order]
     records["span_id"] = points.span_ids[order]
     values = records["value"]
+    lasts = records[np.append(starts[1:], n) - 1]
     return _Block(
         records=records,
         names=[points.names[i] for i in index[starts].tolist()],
         bounds=[*starts.tolist(), n],
         mins=np.fmin.reduceat(values, starts).tolist(),
         maxs=np.fmax.reduceat(values, starts).tolist(),
+        last_values=lasts["value"].tolist(),
+        last_steps=lasts["step"].tolist(),
+        last_times=lasts["time"].tolist(),
     )
 
 
