@@ -111,7 +111,9 @@ def _write_many_series(base_dir: str, points: int, series: int, per_call: int) -
     return WriteResult(f"{series:,} series", calls * per_call, series, (t1 - t0) / 1e9, (t2 - t1) / 1e9, back)
 
 
-def measure_many_series(points: int, counts: tuple[int, ...] = (10, 1_000, 10_000), repeats: int = 3) -> list[WriteResult]:
+def measure_many_series(
+    points: int, counts: tuple[int, ...] = (10, 1_000, 10_000), repeats: int = 3
+) -> list[WriteResult]:
     """Median (by ``finish()``) of ``repeats`` runs of ``points`` points over each number of series."""
     results = []
     for series in counts:
