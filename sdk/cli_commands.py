@@ -16,8 +16,8 @@ from typing import Any
 from runtel.errors import ConfigError, MetricNotFoundError
 from runtel.records import flatten_params
 from runtel.store import _layout
-from runtel.store._series import RECORD_SIZE, verify_folder
-from runtel.store.query import Store
+from runtel.store._series import RECORD_SIZE, SeriesIntegrity, verify_folder
+from runtel.store.query import Store, StoredRun
 from runtel.ui import data
 
 Handler = Callable[[argparse.Namespace], int]
@@ -237,39 +237,40 @@ def verify_runs(args: argparse.Namespace) -> int:
     """Exit status 1 when a series is damaged, naming its file and the damaged byte range."""
     store = open_store(args.base_dir)
     runs = [store.run(key) for key in args.runs] if args.runs else store.runs()
-    results = []
+    results: list[tuple[StoredRun, int, str, SeriesIntegrity]] = []
     for run in runs:
         for rank in run.ranks():
             folder = run.dir if rank == 0 else run.dir / "ranks" / str(rank)
             for metric, check in verify_folder(folder / _layout.METRICS_DIR).items():
-                item = {"run": run.name, "id": run.id, "rank": rank, "metric": metric, "check": check}
-                results.append(item)
-    damaged = [item for item in results if item["check"].status == "damaged"]
+                results.append((run, rank, metric, check))
+    damaged = [item for item in results if item[3].status == "damaged"]
     if args.json:
         print_json(
             [
                 {
-                    **{key: item[key] for key in ("run", "id", "rank", "metric")},
-                    "file": str(item["check"].path),
-                    "status": item["check"].status,
-                    "records": item["check"].records,
-                    "damaged_bytes": item["check"].damage_at,
-                    "problem": item["check"].problem,
+                    "run": run.name,
+                    "id": run.id,
+                    "rank": rank,
+                    "metric": metric,
+                    "file": str(check.path),
+                    "status": check.status,
+                    "records": check.records,
+                    "damaged_bytes": check.damage_at,
+                    "problem": check.problem,
                 }
-                for item in results
+                for run, rank, metric, check in results
             ]
         )
         return 1 if damaged else 0
     console = _console()
-    for item in damaged:
-        check = item["check"]
+    for run, _, metric, check in damaged:
         start, end = check.damage_at or (0, 0)
         console.print(
-            f"[red]damaged[/] {item['run']} ({item['id'][:8]}) {item['metric']!r}: {check.path} "
+            f"[red]damaged[/] {run.name} ({run.id[:8]}) {metric!r}: {check.path} "
             f"bytes {start}-{end} (records {start // RECORD_SIZE}-{max(end - 1, start) // RECORD_SIZE}): "
             f"{check.problem}"
         )
-    unverified = sum(item["check"].status == "unverified" for item in results)
+    unverified = sum(check.status == "unverified" for *_, check in results)
     console.print(
         f"{len(runs)} runs, {len(results)} series: {len(results) - len(damaged) - unverified} ok, "
         f"{unverified} unverified (written before CRCs were kept), {len(damaged)} damaged"

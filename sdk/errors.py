@@ -81,7 +81,7 @@ class StoreWriteError(RuntelError, OSError):
     def __init__(self, message: str, *, path: str, errno: int | None) -> None:
         super().__init__(message)
         self.path = path
-        self.errno = errno  # type: ignore[misc]
+        self.errno = errno
         self.filename = path
 
     def __str__(self) -> str:  # OSError would print "[Errno ...] strerror: filename" instead

@@ -29,14 +29,23 @@ import zlib
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from runtel.config import DEFAULT_STORE_BACKLOG_POINTS
 from runtel.errors import StoreWriteError
-from runtel.records import SERIES_DTYPE, Heartbeat, MetricPoints, ParamsLogged, Record, RunEnded, RunStarted
+from runtel.records import (
+    SERIES_DTYPE,
+    Heartbeat,
+    MetricPoints,
+    ParamsLogged,
+    Record,
+    RunEnded,
+    RunStarted,
+    RunStatus,
+)
 from runtel.store import _layout
 from runtel.store._appendfile import AppendFile, truncate_to, truncate_to_last_line
 from runtel.store._events import is_event, to_line
@@ -187,8 +196,11 @@ class StoreWriter:
     def run_ended(self, status: str, error: str | None, end_time: float) -> RunEnded:
         """The run's end record, its summary being the statistics of what is stored."""
         return RunEnded(
-            status=status, end_time=end_time, error=error, summary={"metrics": self.metric_stats()}
-        )  # type: ignore[arg-type]
+            status=cast(RunStatus, status),
+            end_time=end_time,
+            error=error,
+            summary={"metrics": self.metric_stats()},
+        )
 
     def report(self) -> dict[str, Any]:
         """What happened to the store during the run, in the shape of an exporter's report."""
@@ -332,7 +344,7 @@ class StoreWriter:
             document = {"version": 1, "series": index}
             write_json_atomic(self._metrics / _layout.SERIES_INDEX, document, indent=None)
             self._index = index
-        data = block.records.view(np.uint8)
+        data = memoryview(block.records.view(np.uint8).data)
         bounds = block.bounds
         for k in range(block.done, len(block.names)):
             name = block.names[k]
