@@ -128,6 +128,49 @@ def measure_many_series(
     return results
 
 
+VERIFY_CODE = """
+import sys, time
+from pathlib import Path
+from runtel.store._series import read_crc_entries, verify_series
+metrics = Path(sys.argv[1])
+t0 = time.perf_counter()
+check = verify_series(metrics / "s000001.bin", read_crc_entries(metrics))
+print(time.perf_counter() - t0, check.status, check.records)
+"""
+
+
+def measure_verify(points: int = 10_000_000, repeats: int = 5) -> tuple[list[float], str]:
+    """CRC check of one ``points``-point series in fresh processes (file in the page cache): seconds."""
+    import numpy as np
+
+    from runtel.records import MetricPoints
+    from runtel.store.writer import StoreWriter
+
+    seconds = []
+    with tempfile.TemporaryDirectory(prefix="runtel-bench-verify-") as tmp:
+        writer = StoreWriter(f"{tmp}/verify_00000000")
+        block = 1_000_000  # as a run flushing 1,000,000 points a second writes it
+        for start in range(0, points, block):
+            n = min(block, points - start)
+            steps = np.arange(start, start + n, dtype=np.int64)
+            zeros = np.zeros(n, np.int32)
+            writer.write(
+                [MetricPoints(("loss",), zeros, steps, steps * 1.0, steps * 0.5, zeros.astype(np.uint64))]
+            )
+        writer.close({})
+        status = ""
+        for _ in range(repeats):
+            out = subprocess.run(
+                [sys.executable, "-c", VERIFY_CODE, f"{tmp}/verify_00000000/metrics"],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.split()
+            seconds.append(float(out[0]))
+            status = f"{out[1]}, {int(out[2]):,} records"
+    return seconds, status
+
+
 def many_series_table(results: list[WriteResult]) -> str:
     """Markdown: finish() and durable throughput against the issue 17.3 targets."""
     rows = [
@@ -330,6 +373,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.many_series:
         print("### runtel store: many series\n")
         print(many_series_table(measure_many_series(points, repeats=args.repeats)))
+        seconds, status = measure_verify(repeats=args.repeats)
+        print(
+            f"\n`verify_series` of a 10,000,000-point series in a fresh process (page cache warm), "
+            f"median of {len(seconds)}: {fmt_s(statistics.median(seconds))} ({status}); "
+            "target well under 0.5 s"
+        )
         return 0
     rep = run_all(points, args.repeats)
     print("### runtel store and import\n")

@@ -241,7 +241,13 @@ def verify_runs(args: argparse.Namespace) -> int:
     for run in runs:
         for rank in run.ranks():
             folder = run.dir if rank == 0 else run.dir / "ranks" / str(rank)
-            for metric, check in verify_folder(folder / _layout.METRICS_DIR).items():
+            try:
+                checks = verify_folder(folder / _layout.METRICS_DIR)
+            except (OSError, ValueError) as exc:  # an unreadable index damages the whole folder
+                index = folder / _layout.METRICS_DIR / _layout.SERIES_INDEX
+                problem = f"unreadable: {type(exc).__name__}: {exc}"
+                checks = {"*": SeriesIntegrity(index, "damaged", 0, 0, damage_at=(0, 0), problem=problem)}
+            for metric, check in checks.items():
                 results.append((run, rank, metric, check))
     damaged = [item for item in results if item[3].status == "damaged"]
     if args.json:

@@ -220,3 +220,19 @@ def test_the_store_warns_nothing_when_all_is_well(base_dir: Path, caplog: pytest
         run.log({"x": 1.0})
     assert not [r for r in caplog.records if "local store" in r.getMessage()]
     assert runtel.Store(base_dir).run(run.id).summary()["exporters"]["local"]["status"] == "ok"
+
+
+def test_verify_reports_an_unreadable_index_and_checks_the_other_runs(
+    base_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = _run_in_blocks(base_dir, blocks=1)
+    healthy = _run_in_blocks(base_dir, blocks=1)
+    (broken.dir / "metrics" / "index.json").write_text("{not json")
+    assert main(["verify", "--base-dir", str(base_dir), "--json"]) == 1
+    rows = json.loads(capsys.readouterr().out)
+    assert [(row["id"], row["status"]) for row in rows if row["id"] == healthy.id] == [
+        (healthy.id, "ok"),
+        (healthy.id, "ok"),
+    ]
+    (bad,) = [row for row in rows if row["id"] == broken.id]
+    assert bad["status"] == "damaged" and bad["file"].endswith("index.json")

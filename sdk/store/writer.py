@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import shutil
+import threading
 import zlib
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -130,6 +131,7 @@ class StoreWriter:
         self._open_files = 0
         self._max_open = _descriptor_budget()
         self._error: str | None = None
+        self._lock = threading.Lock()  # the store's thread writes; finish() reads statistics
         try:
             _layout.create_run_dir(self.run_dir)
             _remove_temporary_files(self.run_dir)
@@ -149,30 +151,31 @@ class StoreWriter:
     def start(self, record: RunStarted) -> None:
         """Write the run's start now (before ``init()`` returns); a store that cannot is an error."""
         self.write([record])
-        if self._failure is not None or self._records_lost:
-            failure = self._failure or self._lost_reason
-            assert failure is not None
+        failure = self._failure or self._lost_reason
+        if failure is not None:
+            hint = "; pass a writable base_dir (or RUNTEL_BASE_DIR)" if failure.errno is not None else ""
             raise StoreWriteError(
-                f"runtel cannot write the run folder {self.run_dir}: {failure.message}; "
-                "pass a writable base_dir (or RUNTEL_BASE_DIR)",
+                f"runtel cannot write the run folder {self.run_dir}: {failure.message}{hint}",
                 path=failure.path,
                 errno=failure.errno,
             )
 
     def write(self, batch: Sequence[Record]) -> None:
         """Take ``batch`` in and write as much of everything pending as the disk allows. Never raises."""
-        for record in batch:
-            try:
-                self._take(record)
-            except Exception as exc:  # a record that can never be written: counted, never retried
-                self._lose_record(record, exc)
-        self._batches += 1
-        self._drain()
+        with self._lock:
+            for record in batch:
+                try:
+                    self._take(record)
+                except Exception as exc:  # a record that can never be written: counted, never retried
+                    self._lose_record(record, exc)
+            self._batches += 1
+            self._drain()
 
     def retry(self) -> None:
         """Try the backlog again (the dispatcher calls this about every second while there is one)."""
-        if self._pending or self._dirty_docs or self._crc_waiting:
-            self._drain()
+        with self._lock:
+            if not self.caught_up:
+                self._drain()
 
     @property
     def backlog_points(self) -> int:
@@ -187,7 +190,8 @@ class StoreWriter:
     # ------------------------------------------------------------------ reading back what was written
     def metric_stats(self) -> dict[str, dict[str, Any]]:
         """Count, min, max and last value/step/time of every series as stored (a copy)."""
-        return {name: dict(stats) for name, stats in self._stats.items()}
+        with self._lock:  # the store's thread may be writing a backlog meanwhile
+            return {name: dict(stats) for name, stats in self._stats.items()}
 
     def next_step(self) -> int:
         """The step after the last one stored (0 for a new run): where a resumed run continues."""
