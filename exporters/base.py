@@ -32,38 +32,63 @@ class ExportResult(enum.Enum):
 
 NonFinite = Literal["exact", "clamp", "drop"]
 
+#: Names the exporters add beside the user's own live under this prefix (``runtel/epoch``,
+#: ``runtel/status``...); a user metric in it is renamed by the adaptation step, so none collide.
+EXPORTER_NAMESPACE = "runtel/"
+#: The series epochs reach a backend as: the epoch number at the step the epoch ended on.
+EPOCH_SERIES = "runtel/epoch"
+
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
     """What a backend can hold; the SDK's adaptation step (``runtel._adapt``) fits records to it.
 
-    Step and time rules apply per metric series; ``run_step_rule`` applies to the steps of all
-    series together in logging order (W&B's single step counter). ``non_finite_values``: NaN and
-    ±inf kept (``exact``), ±inf replaced by ±max float (``clamp``), or refused (``drop``).
-    ``key_pattern`` is a regular expression a valid metric or parameter key must match in full;
-    ``max_param_length`` counts characters of the value's string form; ``artifact_name_pattern``
-    is the full-match rule for artifact names (others get their odd characters replaced by ``-``).
+    An exporter declares these and translates what it is given; every change needed to fit is
+    made and reported by the adaptation step, never by the exporter (see ``docs/exporters.md``).
+
+    Steps: ``step_rule`` applies per metric series; ``run_step_rule`` to the steps of all series
+    together in logging order (W&B's single step counter). ``time_rule`` applies per series.
+    ``non_finite_values``: NaN and ±inf kept (``exact``), ±inf replaced by ±max float (``clamp``),
+    or refused (``drop``). ``value_dtype``: the precision the backend keeps values in.
+
+    Parameters: ``param_types`` are the leaf types the backend holds; ``dict`` among them means it
+    holds nesting, otherwise nested dicts are flattened with ``param_separator``. Other leaves
+    (None, lists, empty dicts) are sent as JSON text; with ``params_as_text`` (a backend that stores
+    every param as a string) scalars are sent as ``str(value)`` too. ``non_finite_params``: whether
+    NaN and ±inf survive in params (otherwise sent as text ``nan``, ``inf``, ``-inf``).
+    ``summary_fields``: the run's summary is stored as fields under the same rules as params (else
+    as one JSON document, unchanged). ``max_param_length`` counts characters of the value as the
+    backend stores it (``str`` of a scalar, the JSON text of anything else). ``key_pattern`` is a
+    regular expression a metric, parameter or summary key must match in full (for a nesting
+    backend: each top-level key); ``max_key_length`` its length in characters.
+
+    Records: ``artifacts``, ``figures``, ``histograms``: whether the backend takes those records
+    (others are left out and reported; the local store keeps them). ``records=False``: the exporter
+    reads only the run's OpenTelemetry pipeline (OTLP, Prometheus) and is given no records at all.
     ``every_rank``: the exporter carries this process's own telemetry (OTLP, Prometheus), so in a
     distributed job every rank keeps it, where a record-stream backend gets one run: rank 0's.
     """
 
     step_rule: StepRule = "any"
     run_step_rule: StepRule = "any"
-    time_rule: StepRule = "any"
+    time_rule: Literal["any", "non_decreasing"] = "any"
     non_finite_values: NonFinite = "exact"
     value_dtype: Literal["float64", "float32"] = "float64"
     param_types: tuple[type, ...] = (bool, int, float, str, list, dict, type(None))
+    param_separator: str = "/"
+    params_as_text: bool = False
     non_finite_params: bool = True
+    summary_fields: bool = False
     params_immutable: bool = False
     max_param_length: int | None = None
     max_key_length: int | None = None
     key_pattern: str | None = None
     max_histogram_bins: int | None = None
     artifact_name_pattern: str | None = None
-    spans: bool = True
     artifacts: bool = True
     figures: bool = True
     histograms: bool = True
+    records: bool = True
     every_rank: bool = False
 
 

@@ -7,9 +7,10 @@ imported when an exporter is constructed, not when this module is imported.
 Layout of one runtel run in MLflow:
 
 - run name = runtel name, tags ``runtel.run_id``, ``runtel.project``, ``runtel.tags``;
-- params: the run's config and every ``ParamsLogged``, flattened to ``/`` keys, ``str(value)``;
+- params: the run's config and every ``ParamsLogged``, as the adaptation step gives them (flat
+  ``/`` keys, text values);
 - metrics: every point with its step and its time in whole milliseconds; epoch spans as
-  the ``epoch`` metric (value = epoch number, step = the run's step when the epoch ended);
+  the ``runtel/epoch`` metric (value = epoch number, step = the run's step when the epoch ended);
 - artifacts: ``<name>/v<version>/<file>``, models ``models/<name>/v<version>/<file>``,
   figures ``figures/<name>[/step_<n>]/<file>``, histograms ``histograms/<name>/step_<n>.json``;
 - at the end: ``summary.json``, ``error.txt`` (if any), tag ``runtel.status``, and the run
@@ -21,12 +22,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from runtel.errors import MissingExtraError, RuntelError
-from runtel.exporters.base import Capabilities, ExportResult
+from runtel.exporters.base import EPOCH_SERIES, Capabilities, ExportResult
 from runtel.records import (
     ArtifactLogged,
     FigureLogged,
@@ -37,7 +38,6 @@ from runtel.records import (
     RunEnded,
     RunStarted,
     SpanEnded,
-    flatten_params,
 )
 
 if TYPE_CHECKING:
@@ -56,8 +56,10 @@ CAPABILITIES = Capabilities(
     # MLflow's SQL stores keep NaN (an ``is_nan`` column) but store +/-inf as +/-max float64
     # (``SqlAlchemyStore.sanitize_metric_value``) and read that finite number back.
     non_finite_values="clamp",
-    # Params are strings in MLflow; the exporter writes ``str(value)``, as ``mlflow.log_params`` does.
-    param_types=(bool, int, float, str, list, dict, type(None)),
+    # Params are flat strings in MLflow: nested dicts are flattened with "/", scalars sent as
+    # ``str(value)`` (as ``mlflow.log_params`` does), None, lists and empty dicts as JSON text.
+    param_types=(bool, int, float, str),
+    params_as_text=True,
     # A param, once logged, cannot change value ("Changing param values is not allowed").
     params_immutable=True,
     max_param_length=6000,  # MAX_PARAM_VAL_LENGTH, mlflow/utils/validation.py; longer is cut by MLflow.
@@ -137,18 +139,18 @@ class MlflowExporter:
         if self._is_shutdown:
             return ExportResult.FAILURE
         metrics: list[Metric] = []
-        params: dict[str, Any] = {}
+        params: dict[str, str] = {}
         for record in records:
             if isinstance(record, MetricPoints):
                 metrics.extend(self._metrics(record))
             elif isinstance(record, ParamsLogged):
-                params.update(flatten_params(record.params))
+                params.update(record.params)
             elif isinstance(record, SpanEnded):
                 if record.kind == "epoch":
                     metrics.append(self._epoch_metric(record))
             elif isinstance(record, RunStarted):
                 self._start(record)
-                params.update(flatten_params(record.config))
+                params.update(record.config)
             elif isinstance(record, RunEnded):
                 self._log_batch(metrics, params)
                 metrics, params = [], {}
@@ -242,16 +244,16 @@ class MlflowExporter:
 
         attributes = span.attributes
         return Metric(
-            "epoch", float(attributes["epoch"]), _ms(span.end_time), int(attributes["runtel.step_end"])
+            EPOCH_SERIES, float(attributes["epoch"]), _ms(span.end_time), int(attributes["runtel.step_end"])
         )
 
-    def _log_batch(self, metrics: list[Metric], params: dict[str, Any]) -> None:
+    def _log_batch(self, metrics: list[Metric], params: dict[str, str]) -> None:
         from mlflow.entities import Param
 
         if not metrics and not params:
             return
         run_id = self._run()
-        param_list: list[Param] = [Param(key, str(value)) for key, value in params.items()]
+        param_list: list[Param] = [Param(key, value) for key, value in params.items()]
         for chunk in _chunks(param_list, _PARAMS_PER_CALL):
             self._client.log_batch(run_id, params=chunk)
         for metric_chunk in _chunks(metrics, _METRICS_PER_CALL):

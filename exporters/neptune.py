@@ -6,12 +6,13 @@ is written under ``<data_directory>/offline/`` and can be sent later with
 settings (``project``, ``api_token`` or ``NEPTUNE_API_TOKEN``, the server named by
 the token).
 
-Layout of the run: ``parameters/...`` (config and params, nested), ``metrics/<name>``
-(float series with runtel's steps and times), ``epoch`` (float series indexed by the
-run's step at each epoch's end), ``artifacts/<name>/v<N>`` and ``models/<name>/v<N>``,
-``figures/<name>`` (image series when stepped), ``histograms/<name>/step_<N>`` (JSON
-files), ``summary/...`` (per-metric count, min, max, last; NaN and ±inf as text, which
-Neptune's float fields cannot hold), ``runtel/...`` (run id, status, error, times), ``sys/failed``.
+Layout of the run: ``parameters/<key>`` (config and params; ``/`` in a flattened key makes
+Neptune namespaces), ``metrics/<name>`` (float series with runtel's steps and times),
+``runtel/epoch`` (float series indexed by the run's step at each epoch's end),
+``artifacts/<name>/v<N>`` and ``models/<name>/v<N>``, ``figures/<name>`` (image series when
+stepped), ``histograms/<name>/step_<N>`` (JSON files), ``summary/<key>`` (per-metric count, min,
+max, last), ``runtel/...`` (run id, status, error, times), ``sys/failed``. Params and summary
+arrive adapted (flat keys, NaN and ±inf as text, which Neptune's float fields cannot hold).
 
 Facts this translation relies on (neptune 1.14, checked against its source):
 
@@ -34,14 +35,13 @@ Facts this translation relies on (neptune 1.14, checked against its source):
 from __future__ import annotations
 
 import json
-import math
 import os
 import threading
 from typing import TYPE_CHECKING, Any
 
 from runtel.errors import ConfigError, MissingExtraError, RuntelError
 from runtel.exporters._translator import RecordTranslator
-from runtel.exporters.base import Capabilities
+from runtel.exporters.base import EPOCH_SERIES, Capabilities
 from runtel.records import (
     ArtifactLogged,
     FigureLogged,
@@ -63,11 +63,13 @@ CAPABILITIES = Capabilities(
     # Float series and float params drop NaN and +/-inf (client-side, with a warning).
     non_finite_values="drop",
     non_finite_params=False,
-    param_types=(bool, int, float, str, dict),
+    # Nested dicts are flattened: a "/" in a field path makes the same namespaces.
+    param_types=(bool, int, float, str),
     max_param_length=16384,
+    # The summary goes into float fields too, so it follows the params' rules.
+    summary_fields=True,
     # A path is split on "/"; empty segments vanish, so "a//b" and "a/b/" become "a/b".
     key_pattern=r"^[^/]+(/[^/]+)*$",
-    spans=False,
 )
 
 #: ``NEPTUNE_DATA_DIRECTORY`` is read from the environment when a run opens its
@@ -175,13 +177,14 @@ class NeptuneExporter(RecordTranslator):
         run["runtel/run_id"] = record.run_id
         run["runtel/project"] = record.project
         run["runtel/start_time"] = record.start_time
-        if record.config:
-            run["parameters"] = record.config
+        for key, value in record.config.items():
+            run[f"parameters/{key}"] = value
         self._run = run
 
     def _log_params(self, record: ParamsLogged) -> None:
-        """Assigning a dict to a namespace sets each leaf, so earlier params are kept."""
-        self._active()["parameters"] = record.params
+        run = self._active()
+        for key, value in record.params.items():
+            run[f"parameters/{key}"] = value
 
     def _log_points(self, points: MetricPoints) -> None:
         """One ``extend`` per metric and batch: one operation with every point of the series."""
@@ -196,7 +199,7 @@ class NeptuneExporter(RecordTranslator):
     def _log_span(self, span: SpanEnded) -> None:
         if span.kind != "epoch":
             return
-        self._active()["epoch"].append(
+        self._active()[EPOCH_SERIES].append(
             int(span.attributes["epoch"]),
             step=int(span.attributes["runtel.step_end"]),
             timestamp=span.end_time,
@@ -230,8 +233,8 @@ class NeptuneExporter(RecordTranslator):
 
     def _end(self, record: RunEnded) -> None:
         run = self._active()
-        if record.summary:
-            run["summary"] = _finite_or_text(record.summary)
+        for key, value in record.summary.items():
+            run[f"summary/{key}"] = value
         run["runtel/status"] = record.status
         run["runtel/end_time"] = record.end_time
         if record.error is not None:
@@ -239,12 +242,3 @@ class NeptuneExporter(RecordTranslator):
         run["sys/failed"] = record.status != "completed"
         run.stop()
         self._run = None
-
-
-def _finite_or_text(value: Any) -> Any:
-    """Neptune skips a NaN or infinite float field with a warning: the summary keeps them as text."""
-    if isinstance(value, dict):
-        return {key: _finite_or_text(item) for key, item in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
-    return value

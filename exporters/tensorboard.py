@@ -9,10 +9,12 @@ new sub-directory.
 Layout of ``<log_dir>/<name>_<id8>/``:
 
 - ``events.out.tfevents.*``: every metric as a scalar (tag = metric name, exact step and wall
-  time, value as float32); epoch spans as the ``epoch`` scalar; figures as images
+  time, value as float32); epoch spans as the ``runtel/epoch`` scalar; figures as images
   ``figures/<name>`` (the PNG bytes unchanged); histograms ``histograms/<name>``; text
-  ``params``, ``artifacts``, ``summary`` and ``error``; at the end the hparams session
-  (``_hparams_/*``) with every param, every scalar tag as a metric, and the run's status;
+  ``runtel/params``, ``runtel/artifacts``, ``runtel/status``, ``runtel/summary`` and
+  ``runtel/error``; at the end the hparams session (``_hparams_/*``) with every param, every
+  scalar tag as a metric, and the run's status. Tags this exporter adds are under ``runtel/``,
+  where no user metric reaches (the adaptation step renames one);
 - ``artifacts/[models/]<name>/v<version>/<file>``: copies of the logged artifacts.
 """
 
@@ -27,7 +29,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from runtel.errors import ArtifactError, MissingExtraError, RuntelError
-from runtel.exporters.base import Capabilities, ExportResult
+from runtel.exporters.base import EPOCH_SERIES, Capabilities, ExportResult
 from runtel.records import (
     ArtifactLogged,
     FigureLogged,
@@ -38,7 +40,6 @@ from runtel.records import (
     RunEnded,
     RunStarted,
     SpanEnded,
-    flatten_params,
 )
 
 if TYPE_CHECKING:
@@ -55,12 +56,13 @@ CAPABILITIES = Capabilities(
     # DT_FLOAT tensors into scalars and drops DT_DOUBLE ones (data_compat.rs,
     # ``tensor_proto_to_scalar``). NaN and +/-inf are kept.
     value_dtype="float32",
-    # The hparams plugin holds only these (tensorboardX.summary.hparams: str, bool, int/float).
+    # The hparams plugin holds only these (tensorboardX.summary.hparams: str, bool, int/float), and
+    # no nesting: nested dicts are flattened with "/", None and lists sent as JSON text.
     param_types=(bool, int, float, str),
 )
 
 #: The hparams plugin knows only UNKNOWN, SUCCESS, FAILURE and RUNNING: a run that crashed or was
-#: killed did not succeed. Its exact status is in the ``status`` text next to it.
+#: killed did not succeed. Its exact status is in the ``runtel/status`` text next to it.
 _HPARAMS_STATUS = {
     "completed": "STATUS_SUCCESS",
     "failed": "STATUS_FAILURE",
@@ -129,7 +131,9 @@ class TensorBoardExporter:
                 if record.kind == "epoch":
                     attributes = record.attributes
                     step = int(attributes["runtel.step_end"])
-                    events.append(self._scalar("epoch", step, record.end_time, float(attributes["epoch"])))
+                    events.append(
+                        self._scalar(EPOCH_SERIES, step, record.end_time, float(attributes["epoch"]))
+                    )
             elif isinstance(record, RunStarted):
                 self._start(record)
                 events.append(self._params_text(record.config, record.start_time))
@@ -259,9 +263,9 @@ class TensorBoardExporter:
 
     def _params_text(self, params: dict[str, Any], wall_time: float) -> Event:
         """The table of every param so far, at step 0, so the text plugin shows the full set."""
-        self._params.update(flatten_params(params))
+        self._params.update(params)
         rows = [f"| {_cell(key)} | {_cell(repr(value))} |" for key, value in self._params.items()]
-        return self._text("params", "\n".join(["| param | value |", "|---|---|", *rows]), wall_time)
+        return self._text("runtel/params", "\n".join(["| param | value |", "|---|---|", *rows]), wall_time)
 
     def _artifact(self, record: ArtifactLogged) -> Event:
         prefix = "models/" if record.kind == "model" else ""
@@ -278,7 +282,9 @@ class TensorBoardExporter:
             f"| {record.sha256} | {_cell(relative)} |"
         )
         header = ["| name | version | kind | bytes | sha256 | path |", "|---|---|---|---|---|---|"]
-        return self._text("artifacts", "\n".join([*header, *self._artifact_rows.values()]), record.time)
+        return self._text(
+            "runtel/artifacts", "\n".join([*header, *self._artifact_rows.values()]), record.time
+        )
 
     def _figure(self, record: FigureLogged) -> Event:
         """The PNG as written, without decoding: width, height and channels come from its header."""
@@ -315,12 +321,12 @@ class TensorBoardExporter:
 
     def _end(self, record: RunEnded) -> list[Event]:
         events = [self._event(summary, 0, record.end_time) for summary in self._hparams(record)]
-        events.append(self._text("status", record.status, record.end_time))
+        events.append(self._text("runtel/status", record.status, record.end_time))
         if record.summary:
             text = "```json\n" + json.dumps(record.summary, indent=2, default=str) + "\n```"
-            events.append(self._text("summary", text, record.end_time))
+            events.append(self._text("runtel/summary", text, record.end_time))
         if record.error:
-            events.append(self._text("error", "```\n" + record.error + "\n```", record.end_time))
+            events.append(self._text("runtel/error", "```\n" + record.error + "\n```", record.end_time))
         return events
 
     def _hparams(self, record: RunEnded) -> list[Summary]:

@@ -36,7 +36,7 @@ import numpy as np
 
 from runtel.errors import MissingExtraError, RuntelError
 from runtel.exporters._translator import RecordTranslator
-from runtel.exporters.base import Capabilities
+from runtel.exporters.base import EPOCH_SERIES, Capabilities
 from runtel.records import (
     ArtifactLogged,
     FigureLogged,
@@ -66,7 +66,6 @@ CAPABILITIES = Capabilities(
     max_histogram_bins=512,  # wandb.Histogram raises above this.
     # wandb.Artifact names: alphanumerics, dashes, underscores and dots, at most 128 characters.
     artifact_name_pattern=r"[A-Za-z0-9_.\-]{1,128}",
-    spans=False,
 )
 
 #: W&B knows only an exit code; the exact runtel status also goes to the summary.
@@ -217,7 +216,9 @@ class WandbExporter(RecordTranslator):
         if span.kind != "epoch":
             return
         self._log_row(
-            {"epoch": int(span.attributes["epoch"])}, int(span.attributes["runtel.step_end"]), span.end_time
+            {EPOCH_SERIES: int(span.attributes["epoch"])},
+            int(span.attributes["runtel.step_end"]),
+            span.end_time,
         )
 
     def _log_artifact(self, record: ArtifactLogged) -> None:

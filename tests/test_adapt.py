@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
 import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from runtel._adapt import Adapter
-from runtel.exporters.base import Capabilities
+from runtel.exporters.base import Capabilities, StepRule
 from runtel.records import (
     ArtifactLogged,
     FigureLogged,
@@ -190,7 +193,9 @@ def test_a_second_histogram_at_the_same_step_is_moved_for_a_strict_backend(tmp_p
     adapter = Adapter("tensorboard-like", Capabilities(step_rule="strictly_increasing"), tmp_path)
     first, second = adapter.adapt([_histogram(5), _histogram(5)])
     assert (first.step, second.step) == (5, 6)  # type: ignore[union-attr]
-    assert adapter.report()["step_shifted"]["examples"][0]["metric"] == "histograms/weights"
+    assert adapter.report()["step_moved"]["examples"] == [
+        {"metric": "histograms/weights", "step": 5, "sent_as": 6, "reason": "two points at one step"}
+    ]
 
 
 def test_stepless_figures_and_any_step_backends_are_untouched(tmp_path: Path) -> None:
@@ -198,3 +203,116 @@ def test_stepless_figures_and_any_step_backends_are_untouched(tmp_path: Path) ->
     records = [_epoch(3), _epoch(3), FigureLogged("f", "f.png", None, 0.0), _histogram(1), _histogram(1)]
     assert adapter.adapt(records) == records
     assert adapter.report() == {}
+
+
+def _scalar_reference(
+    caps: Capabilities, batches: list[MetricPoints]
+) -> tuple[list[list[int]], dict[str, int]]:
+    """The step rules applied one point at a time, in logging order: what the batch path must match."""
+    from runtel._adapt import Report
+    from runtel._adapt_steps import StepFitter
+
+    report = Report("reference")
+    fitter = StepFitter(caps, report)
+    sent = [
+        [fitter.fit_one(b.names[i], s) for i, s in zip(b.index.tolist(), b.steps.tolist(), strict=True)]
+        for b in batches
+    ]
+    return sent, {kind: entry["count"] for kind, entry in report.as_dict().items()}
+
+
+@given(
+    batches=st.lists(
+        st.lists(st.tuples(st.integers(0, 2), st.integers(0, 12)), min_size=1, max_size=25),
+        min_size=1,
+        max_size=4,
+    ),
+    rules=st.sampled_from(
+        [("strictly_increasing", "any"), ("non_decreasing", "any"), ("strictly_increasing", "non_decreasing")]
+    ),
+)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_batch_step_rules_match_the_point_by_point_rule(
+    tmp_path: Path, batches: list[list[tuple[int, int]]], rules: tuple[StepRule, StepRule]
+) -> None:
+    caps = Capabilities(step_rule=rules[0], run_step_rule=rules[1])
+    records = [
+        points(("a", "b", "c"), [i for i, _ in batch], [s for _, s in batch], [1.0] * len(batch))
+        for batch in batches
+    ]
+    expected, counts = _scalar_reference(caps, records)
+    adapter = Adapter("x", caps, tmp_path)
+    got = [adapt_one(adapter, record).steps.tolist() for record in records]
+    assert got == expected
+    assert {kind: entry["count"] for kind, entry in adapter.report().items()} == counts
+
+
+def test_two_system_samples_at_one_step_move_only_the_second(tmp_path: Path) -> None:
+    """A system metric sampled twice during a long step: the repeat moves to the next free step, is
+    reported as such, and the samples after it keep their own steps (no lasting shift)."""
+    adapter = Adapter("tensorboard-like", Capabilities(step_rule="strictly_increasing"), tmp_path)
+    steps = [0, 0, 10, 20, 20, 30, 40]
+    out = adapt_one(adapter, points(("system/cpu.utilization",), [0] * 7, steps, [50.0] * 7))
+    assert out.steps.tolist() == [0, 1, 10, 20, 21, 30, 40]
+    report = adapter.report()
+    assert set(report) == {"step_moved"} and report["step_moved"]["count"] == 2
+    assert report["step_moved"]["examples"][0] == {
+        "metric": "system/cpu.utilization",
+        "step": 0,
+        "sent_as": 1,
+        "reason": "two points at one step",
+    }
+
+
+def test_repeated_steps_are_kept_for_a_backend_that_allows_them(tmp_path: Path) -> None:
+    adapter = Adapter("mlflow-like", Capabilities(step_rule="any"), tmp_path)
+    record = points(("system/cpu.utilization",), [0] * 4, [0, 0, 10, 10], [50.0] * 4)
+    assert adapt_one(adapter, record) is record
+    assert adapter.report() == {}
+
+
+def test_a_clean_batch_is_returned_as_the_same_object(tmp_path: Path) -> None:
+    caps = Capabilities(
+        step_rule="strictly_increasing",
+        run_step_rule="non_decreasing",
+        time_rule="non_decreasing",
+        value_dtype="float32",
+        non_finite_values="drop",
+        key_pattern=r"[\w/]+",
+    )
+    adapter = Adapter("strict", caps, tmp_path)
+    first = points(("a", "b/c"), [0, 1, 0, 1], [0, 0, 1, 1], [0.5, 1.0, 2.0, 4.0])
+    second = dataclasses.replace(
+        points(("a", "b/c"), [0, 1], [2, 2], [8.0, 16.0]), times=np.array([1e4, 1e4])
+    )
+    assert adapt_one(adapter, first) is first
+    assert adapt_one(adapter, second) is second
+    assert adapter.report() == {}
+
+
+def test_a_user_metric_in_the_exporters_namespace_is_renamed(tmp_path: Path) -> None:
+    adapter = Adapter("any", Capabilities(), tmp_path)
+    out = adapt_one(adapter, points(("runtel/epoch", "epoch"), [0, 1], [0, 0], [1.0, 2.0]))
+    assert out.names == ("user/runtel/epoch", "epoch")
+    assert adapter.report()["key_renamed"]["count"] == 1
+
+
+def test_keys_that_become_equal_once_adapted_stay_apart(tmp_path: Path) -> None:
+    caps = Capabilities(key_pattern=r"[\w/]+", param_types=(bool, int, float, str))
+    adapter = Adapter("flat", caps, tmp_path)
+    (params,) = adapter.adapt([ParamsLogged({"a/b": 1, "a": {"b": 2}, "c*": 3, "c?": 4}, 0.0)])
+    assert isinstance(params, ParamsLogged)
+    assert sorted(params.params.values()) == [1, 2, 3, 4]
+    assert len(set(params.params)) == 4
+
+
+def test_records_a_backend_cannot_take_are_left_out_and_reported(tmp_path: Path) -> None:
+    caps = Capabilities(figures=False, histograms=False, artifacts=False)
+    adapter = Adapter("metrics-only", caps, tmp_path)
+    artifact = ArtifactLogged("ckpt", 1, "0" * 64, 1, "x", 0.0, None)
+    assert adapter.adapt([FigureLogged("f", "f.png", 1, 0.0), _histogram(1), artifact]) == []
+    assert {kind: v["count"] for kind, v in adapter.report().items()} == {
+        "figures_left_out": 1,
+        "histograms_left_out": 1,
+        "artifacts_left_out": 1,
+    }

@@ -18,6 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import runtel
 from runtel.cli import main as cli
+from runtel.exporters.base import EPOCH_SERIES
 
 from .readers.neptune_offline import offline_runs, read_run
 from .readers.wandb_log import read_finished_log
@@ -247,7 +248,7 @@ def test_every_backend_gets_the_run_summary_of_every_metric(all_four: tuple[Path
     (run_dir,) = (tmp / "tb").iterdir()
     accumulator = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
     accumulator.Reload()
-    (text,) = accumulator.Tensors("summary/text_summary")
+    (text,) = accumulator.Tensors("runtel/summary/text_summary")
     shown = text.tensor_proto.string_val[0].decode()
     assert f'"count": {FORWARD + REPLAYED}' in shown and '"m9"' in shown
 
@@ -303,7 +304,9 @@ def test_a_crashed_run_replays_to_every_backend_marked_as_crashed(
         (mlrun,) = client.search_runs([client.get_experiment_by_name("crashy").experiment_id])
         assert (mlrun.info.status, mlrun.data.tags["runtel.status"]) == ("KILLED", "crashed")
         assert sorted(m.step for m in client.get_metric_history(mlrun.info.run_id, "loss")) == steps
-        assert [(m.step, m.value) for m in client.get_metric_history(mlrun.info.run_id, "epoch")] == epochs
+        assert [
+            (m.step, m.value) for m in client.get_metric_history(mlrun.info.run_id, EPOCH_SERIES)
+        ] == epochs
     elif backend == "tensorboard":
         from tensorboardX.proto import api_pb2, plugin_hparams_pb2
 
@@ -311,8 +314,8 @@ def test_a_crashed_run_replays_to_every_backend_marked_as_crashed(
         accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
         accumulator.Reload()
         assert [e.step for e in accumulator.Scalars("loss")] == steps
-        assert [(e.step, e.value) for e in accumulator.Scalars("epoch")] == epochs
-        (status,) = accumulator.Tensors("status/text_summary")
+        assert [(e.step, e.value) for e in accumulator.Scalars(EPOCH_SERIES)] == epochs
+        (status,) = accumulator.Tensors("runtel/status/text_summary")
         assert status.tensor_proto.string_val[0].decode() == "crashed"
         end = accumulator.SummaryMetadata("_hparams_/session_end_info").plugin_data.content
         info = plugin_hparams_pb2.HParamsPluginData.FromString(end).session_end_info
@@ -320,11 +323,13 @@ def test_a_crashed_run_replays_to_every_backend_marked_as_crashed(
     elif backend == "wandb":
         log = read_finished_log(tmp_path, run_id)
         assert sorted(log.history) == steps and log.exit_code == 1
-        assert [(step, row["epoch"]) for step, row in log.history.items() if "epoch" in row] == epochs
+        assert [
+            (step, row[EPOCH_SERIES]) for step, row in log.history.items() if EPOCH_SERIES in row
+        ] == epochs
         assert log.summary["runtel/status"] == "crashed" and log.summary["metrics"]["loss"]["count"] == 100
     else:
         (directory,) = offline_runs(tmp_path / "neptune")
         neptune_run = read_run(directory)
         assert [p[0] for p in neptune_run.series["metrics/loss"]] == steps
-        assert [(p[0], p[1]) for p in neptune_run.series["epoch"]] == epochs
+        assert [(p[0], p[1]) for p in neptune_run.series[EPOCH_SERIES]] == epochs
         assert neptune_run.fields["runtel/status"] == "crashed" and neptune_run.fields["sys/failed"] is True

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from runtel._adapt import Adapter
 from runtel.errors import MissingExtraError, RuntelError
-from runtel.exporters.base import Exporter, ExportResult
+from runtel.exporters.base import EPOCH_SERIES, Exporter, ExportResult
 from runtel.exporters.mlflow import MlflowExporter
 from runtel.records import (
     ArtifactLogged,
@@ -112,7 +113,8 @@ def _exporter(tracking: tuple[str, str], experiment: str, **kwargs: bool) -> Mlf
 def exported(tracking: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> tuple[Stream, str]:
     stream = make_stream(tmp_path_factory.mktemp("stream"))
     exporter = _exporter(tracking, "main")
-    assert exporter.export(stream.records) is ExportResult.SUCCESS
+    adapter = Adapter("mlflow", exporter.capabilities, tmp_path_factory.mktemp("adapted"))
+    assert exporter.export(adapter.adapt(stream.records)) is ExportResult.SUCCESS
     exporter.shutdown()
     assert exporter.mlflow_run_id is not None
     return stream, exporter.mlflow_run_id
@@ -147,7 +149,7 @@ def test_nan_point_is_read_back_as_nan(exported: tuple[Stream, str], client: Mlf
 
 def test_epoch_spans_become_the_epoch_metric(exported: tuple[Stream, str], client: MlflowClient) -> None:
     _, run_id = exported
-    history = client.get_metric_history(run_id, "epoch")
+    history = client.get_metric_history(run_id, EPOCH_SERIES)
     assert [(m.step, m.value, m.timestamp) for m in history] == [
         (666, 0.0, 1_700_000_000_500),
         (1333, 1.0, 1_700_000_001_500),

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from runtel.errors import ConfigError, MissingExtraError
-from runtel.exporters.base import Exporter, ExportResult
+from runtel.exporters.base import EPOCH_SERIES, Exporter, ExportResult
 from runtel.exporters.neptune import CAPABILITIES, NeptuneExporter
 from runtel.records import (
     ArtifactLogged,
@@ -72,7 +72,7 @@ def test_non_finite_points_are_dropped_by_neptune(exported: tuple[list[Record], 
 def test_epoch_spans_become_a_step_indexed_epoch_series(exported: tuple[list[Record], NeptuneRun]) -> None:
     _, run = exported
     half = STEPS // 2
-    assert run.series["epoch"] == [(half - 1, 0, T0 + half * 0.125), (STEPS - 1, 1, T0 + STEPS * 0.125)]
+    assert run.series[EPOCH_SERIES] == [(half - 1, 0, T0 + half * 0.125), (STEPS - 1, 1, T0 + STEPS * 0.125)]
 
 
 def test_parameters_hold_config_and_merged_params(exported: tuple[list[Record], NeptuneRun]) -> None:

@@ -11,8 +11,9 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
+from runtel._adapt import Adapter
 from runtel.errors import MissingExtraError, RuntelError
-from runtel.exporters.base import Exporter, ExportResult
+from runtel.exporters.base import EPOCH_SERIES, Exporter, ExportResult
 from runtel.exporters.tensorboard import TensorBoardExporter
 from runtel.records import (
     ArtifactLogged,
@@ -81,7 +82,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[MetricPoints, Pa
     tmp = tmp_path_factory.mktemp("tb")
     points = _points()
     exporter = TensorBoardExporter(str(tmp / "runs"))
-    records = make_stream(tmp, points)
+    records = Adapter("tensorboard", exporter.capabilities, tmp / "adapted").adapt(make_stream(tmp, points))
     assert exporter.export(records[:3]) is ExportResult.SUCCESS
     assert exporter.export(records[3:]) is ExportResult.SUCCESS
     exporter.shutdown()
@@ -122,7 +123,7 @@ def test_nan_and_infinities_are_kept_and_float32_overflow_is_infinite(
 
 def test_epoch_spans_become_the_epoch_scalar(exported: tuple[MetricPoints, Path, EventAccumulator]) -> None:
     _, _, accumulator = exported
-    events = accumulator.Scalars("epoch")
+    events = accumulator.Scalars(EPOCH_SERIES)
     assert [(e.step, e.value, e.wall_time) for e in events] == [
         (666, 0.0, T0 + 0.5),
         (1332, 1.0, T0 + 1.5),
@@ -151,7 +152,7 @@ def test_hparams_session_is_in_the_run_directory(
         True,
     )
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-    assert sorted(m.name.tag for m in experiment.metric_infos) == ["acc", "epoch", "loss", "lr"]
+    assert sorted(m.name.tag for m in experiment.metric_infos) == ["acc", "loss", "lr", EPOCH_SERIES]
     end = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_end_info"])
     assert end.session_end_info.status == api_pb2.Status.Value("STATUS_FAILURE")
     assert end.session_end_info.end_time_secs == T0 + 40
@@ -194,10 +195,10 @@ def test_params_artifacts_summary_and_error_are_text(
     def last_text(tag: str) -> str:
         return accumulator.Tensors(f"{tag}/text_summary")[-1].tensor_proto.string_val[0].decode()
 
-    assert "| model/depth | 4 |" in last_text("params")
-    assert "artifacts/models/ckpt/v2/weights.bin" in last_text("artifacts")
-    assert '"loss": 0.25' in last_text("summary")
-    assert "Traceback: boom" in last_text("error")
+    assert "| model/depth | 4 |" in last_text("runtel/params")
+    assert "artifacts/models/ckpt/v2/weights.bin" in last_text("runtel/artifacts")
+    assert '"loss": 0.25' in last_text("runtel/summary")
+    assert "Traceback: boom" in last_text("runtel/error")
 
 
 def test_second_export_of_the_same_run_is_refused(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import pytest
 import wandb
 
 from runtel.errors import MissingExtraError, RuntelError
-from runtel.exporters.base import Exporter, ExportResult
+from runtel.exporters.base import EPOCH_SERIES, Exporter, ExportResult
 from runtel.exporters.wandb import CAPABILITIES, AlreadyExportedError, WandbExporter
 from runtel.records import (
     MetricPoints,
@@ -97,7 +97,7 @@ def test_epoch_spans_become_a_step_indexed_epoch_series(
     exported: tuple[Path, list[Record], WandbLog],
 ) -> None:
     _, _, log = exported
-    epochs = {step: row["epoch"] for step, row in log.history.items() if "epoch" in row}
+    epochs = {step: row[EPOCH_SERIES] for step, row in log.history.items() if EPOCH_SERIES in row}
     assert epochs == {STEPS // 2 - 1: 0, STEPS - 1: 1}
 
 
