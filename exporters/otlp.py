@@ -36,12 +36,9 @@ Signal = Literal["traces", "metrics"]
 _PROTOCOLS: tuple[OtlpProtocol, ...] = ("http/protobuf", "grpc")
 
 CAPABILITIES = Capabilities(
-    # What reaches the backend is the OpenTelemetry pipeline: spans, and each run metric's latest
-    # value per flush as a gauge, which refuses NaN and +/-inf (the local store keeps every point).
-    non_finite_values="drop",
-    artifacts=False,
-    figures=False,
-    histograms=False,
+    # Reads only the run's OpenTelemetry pipeline (spans, and each run metric's latest value at each
+    # collect, as a gauge), so the dispatcher gives it no records and nothing is adapted for it.
+    records=False,
     every_rank=True,
 )
 

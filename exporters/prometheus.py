@@ -40,12 +40,9 @@ logger = logging.getLogger("runtel")
 DEFAULT_PORT = 9464
 
 CAPABILITIES = Capabilities(
-    # Only each metric's latest value is exposed, through gauges that refuse NaN and +/-inf.
-    non_finite_values="drop",
-    spans=False,
-    artifacts=False,
-    figures=False,
-    histograms=False,
+    # Each run metric's latest value at each scrape, through the run's OpenTelemetry gauges: the
+    # dispatcher gives it no records and nothing is adapted for it.
+    records=False,
     every_rank=True,
 )
 

@@ -66,6 +66,9 @@ class _Worker:
     retries: int
     report: ExporterReport
     adapter: Adapter | None
+    #: False for an exporter that reads only the run's OpenTelemetry pipeline (OTLP, Prometheus): it
+    #: is given no record batches, only flushes and the shutdown.
+    takes_records: bool = True
     thread: threading.Thread = field(init=False)
 
     def start(self) -> None:
@@ -196,13 +199,17 @@ class Dispatcher:
         for exporter in exporters:
             name = getattr(exporter, "name", type(exporter).__name__)
             capabilities = getattr(exporter, "capabilities", None)
+            takes_records = capabilities is None or capabilities.records
             self._workers.append(
                 _Worker(
                     exporter=exporter,
                     queue=queue.Queue(maxsize=queue_size),
                     retries=retries,
                     report=ExporterReport(name=name),
-                    adapter=None if capabilities is None else Adapter(name, capabilities, scratch_dir / name),
+                    adapter=None
+                    if capabilities is None or not takes_records
+                    else Adapter(name, capabilities, scratch_dir / name),
+                    takes_records=takes_records,
                 )
             )
         for worker in self._workers:
@@ -216,6 +223,8 @@ class Dispatcher:
         if include_store:
             self._store.queue.put(batch)
         for worker in self._workers:
+            if not worker.takes_records:
+                continue
             if worker.report.status == "failed":
                 worker._count_undelivered(batch)
                 continue

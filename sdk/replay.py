@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from runtel._adapt import Adapter
+from runtel.errors import RuntelError
 from runtel.exporters.base import Exporter, ExportResult
 from runtel.records import (
     ArtifactLogged,
@@ -113,6 +114,12 @@ def export_run(
     the run's ``summary.json`` under ``replays``, as live export reports go under ``exporters``.
     """
     name = getattr(exporter, "name", type(exporter).__name__)
+    if not exporter.capabilities.records:
+        raise RuntelError(
+            f"the {name} exporter sends a live run's OpenTelemetry telemetry and takes no records, "
+            "so a stored run cannot be replayed to it; export to a record backend (wandb, mlflow, "
+            "tensorboard, neptune) instead"
+        )
     adapter = Adapter(name, exporter.capabilities, run.dir / "adapted" / f"replay-{name}")
     started = time.perf_counter()
     sent = 0
