@@ -10,8 +10,8 @@ offline transaction log):
 - ``_timestamp`` in the logged dict is kept as the row's time, so each row carries the
   runtel time of its points (the latest one when several metrics share a step).
   ``_runtime`` is always export wall time; the run's start time cannot be set.
-- NaN and ±inf in history and summary survive exactly (JSON ``NaN``/``Infinity``);
-  floats round-trip bit-exact. In the config a NaN becomes ``null``.
+- NaN and ±inf in history survive exactly (JSON ``NaN``/``Infinity``); floats round-trip
+  bit-exact. In the config and in a nested summary value a NaN becomes ``null``.
 - Config keys lose leading and trailing "-" ("-lr-" becomes "lr"); keys starting
   with "_" are kept but treated as wandb-internal. Re-logged params change the config
   with ``allow_val_change=True``; nested params are merged key by key.
@@ -58,8 +58,10 @@ CAPABILITIES = Capabilities(
     step_rule="strictly_increasing",
     run_step_rule="non_decreasing",
     param_types=(bool, int, float, str, list, dict, type(None)),
-    # NaN in the config becomes null.
+    # NaN in the config becomes null, and so does a NaN inside the summary's nested dicts: the
+    # summary follows the config's rules.
     non_finite_params=False,
+    summary_fields=True,
     # Top-level config keys lose leading/trailing "-" (wandb_config._sanitize) and keys
     # starting with "_" are wandb-internal (hidden from run.config.keys()).
     key_pattern=r"^(?![_-])(?!.*-$).+$",

@@ -46,6 +46,8 @@ _KEY_CHAR = re.compile(r"[\w\-. /]")
 _USER_PREFIX = "user/"
 
 _Path = tuple[str, ...]
+#: Report kinds for params and for a summary stored as fields: ``param_truncated``, ``summary_truncated``...
+_PREFIX = {"parameter": "param", "summary": "summary"}
 
 
 @dataclasses.dataclass
@@ -293,7 +295,7 @@ class Adapter:
         leaves = _leaves(params) if not nested else [((key,), value) for key, value in params.items()]
         if any(len(path) > 1 for path, _ in leaves):
             self._report.note(
-                "params_flattened",
+                "params_flattened" if what == "parameter" else "summary_flattened",
                 1,
                 [{"kind": what, "keys": [caps.param_separator.join(p) for p, _ in leaves][:5]}],
             )
@@ -308,7 +310,7 @@ class Adapter:
                 extra.append(artifact)
                 new = text[: caps.max_param_length]
                 self._report.note(
-                    "param_truncated",
+                    f"{_PREFIX[what]}_truncated",
                     1,
                     [
                         {
@@ -335,7 +337,7 @@ class Adapter:
         if not caps.non_finite_params and _has_non_finite(value):
             text = _json_text(value) if isinstance(value, list | dict) else repr(value)
             self._report.note(
-                "param_stringified",
+                f"{_PREFIX[what]}_stringified",
                 1,
                 [{"kind": what, "key": key, "sent_as": text[:80], "reason": "NaN or infinity"}],
             )
@@ -360,11 +362,13 @@ class Adapter:
         return value
 
     def _immutable_key(self, key: str, value: Any) -> str:
-        """A changed value of a write-once parameter goes under ``key@2``, ``key@3``... instead of failing."""
+        """A changed value of a write-once param goes under ``key.v2``, ``key.v3``... instead of failing."""
         candidate, version = key, 1
         while candidate in self._sent_params and self._sent_params[candidate] != value:
             version += 1
-            candidate = f"{key}@{version}"
+            suffix = f".v{version}"
+            limit = self._caps.max_key_length
+            candidate = (key if limit is None else key[: limit - len(suffix)]) + suffix
         if version > 1 and candidate not in self._sent_params:
             self._report.note("param_changed", 1, [{"key": key, "sent_as": candidate}])
         self._sent_params[candidate] = value
