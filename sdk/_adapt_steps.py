@@ -105,12 +105,7 @@ class StepFitter:
         if fast is not None:
             return fast
         if self._run_gap is not None:  # one counter for all series: point by point, in logging order
-            sent = np.fromiter(
-                (self.fit_one(names[i], s) for i, s in zip(index.tolist(), steps.tolist(), strict=True)),
-                dtype=np.int64,
-                count=steps.size,
-            )
-            return sent
+            return self._fit_run(names, index, steps)
         sorted_steps = steps[order]
         sent_sorted = np.empty_like(sorted_steps)
         for name, start, end in zip(series, starts.tolist(), ends.tolist(), strict=True):
@@ -173,6 +168,69 @@ class StepFitter:
             self._shifted(moved, [])
             return sent
         return steps
+
+    def _fit_run(
+        self, names: tuple[str, ...], index: npt.NDArray[np.int32], steps: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.int64]:
+        """``fit_one`` over a batch, in logging order, with the state in local lists (one counter
+        for all series has no per-series split to vectorise)."""
+        series_gap, run_gap = self._series_gap, self._run_gap
+        assert run_gap is not None
+        offset = self._offset.get(_RUN, 0)
+        highest = self._highest.get(_RUN)
+        run_last = self._run_last
+        last = [self._last.get(name) for name in names]
+        last_original = [self._last_original.get(name) for name in names]
+        sent_steps = steps.tolist()
+        shifted: list[dict[str, Any]] = []
+        moved: list[dict[str, Any]] = []
+        shifted_count = moved_count = 0
+        for position, (i, original) in enumerate(zip(index.tolist(), sent_steps, strict=True)):
+            required = None if run_last is None else run_last + run_gap
+            previous = last[i]
+            if (
+                series_gap is not None
+                and previous is not None
+                and (required is None or previous + series_gap > required)
+            ):
+                required = previous + series_gap
+            if highest is not None and original < highest:
+                if required is not None and required - original > offset:
+                    offset = required - original
+                highest = original
+                sent = original + offset
+                if sent != original:
+                    shifted_count += 1
+                    if len(shifted) < _MAX_EXAMPLES:
+                        shifted.append(_example(names[i], original, sent, "step went backwards"))
+            else:
+                if highest is None or original > highest:
+                    highest = original
+                sent = original + offset
+                if required is not None and sent < required:
+                    moved_count += 1
+                    if len(moved) < _MAX_EXAMPLES:
+                        moved.append(
+                            _example(names[i], original, required, _reason(last_original[i], original))
+                        )
+                    sent = required
+                elif offset:
+                    shifted_count += 1
+            last[i], last_original[i] = sent, original
+            if run_last is None or sent > run_last:
+                run_last = sent
+            sent_steps[position] = sent
+        for name, value, original_value in zip(names, last, last_original, strict=True):
+            if value is not None and original_value is not None:
+                self._last[name], self._last_original[name] = value, original_value
+        self._offset[_RUN], self._run_last = offset, run_last
+        if highest is not None:
+            self._highest[_RUN] = highest
+        if moved_count:
+            self._report.note("step_moved", moved_count, moved)
+        if shifted_count:
+            self._shifted(shifted_count, shifted)
+        return np.asarray(sent_steps, dtype=np.int64)
 
     def _fit_series(self, name: str, steps: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         """One series' steps in logging order (per-series rules only), split where it goes back."""
@@ -247,15 +305,16 @@ class StepFitter:
         self, series: str, count: int, originals: list[int], sent: list[int], before: list[int | None]
     ) -> None:
         examples = [
-            _example(
-                series,
-                original,
-                to,
-                "two points at one step" if previous == original else "step taken by an earlier moved point",
-            )
+            _example(series, original, to, _reason(previous, original))
             for original, to, previous in zip(originals, sent, before, strict=True)
         ]
         self._report.note("step_moved", count, examples)
+
+
+def _reason(previous_original: int | None, original: int) -> str:
+    if previous_original == original:
+        return "two points at one step"
+    return "step taken by an earlier moved point"
 
 
 def _example(series: str, step: int, sent_as: int, reason: str) -> dict[str, Any]:
