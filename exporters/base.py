@@ -60,7 +60,9 @@ class Capabilities:
     as one JSON document, unchanged). ``max_param_length`` counts characters of the value as the
     backend stores it (``str`` of a scalar, the JSON text of anything else). ``key_pattern`` is a
     regular expression a metric, parameter or summary key must match in full (for a nesting
-    backend: each top-level key); ``max_key_length`` its length in characters.
+    backend: each top-level key); ``max_key_length`` its length in characters. ``key_tree``: ``/``
+    in a key makes a path of namespaces, so one key cannot also be the namespace of another
+    (Neptune: ``a`` and ``a/b``).
 
     Records: ``artifacts``, ``figures``, ``histograms``: whether the backend takes those records
     (others are left out and reported; the local store keeps them). ``records=False``: the exporter
@@ -83,6 +85,7 @@ class Capabilities:
     max_param_length: int | None = None
     max_key_length: int | None = None
     key_pattern: str | None = None
+    key_tree: bool = False
     max_histogram_bins: int | None = None
     artifact_name_pattern: str | None = None
     artifacts: bool = True

@@ -70,6 +70,8 @@ CAPABILITIES = Capabilities(
     summary_fields=True,
     # A path is split on "/"; empty segments vanish, so "a//b" and "a/b/" become "a/b".
     key_pattern=r"^[^/]+(/[^/]+)*$",
+    # A field cannot also be a namespace: "opt" and "opt/lr" cannot both hold a value.
+    key_tree=True,
 )
 
 #: ``NEPTUNE_DATA_DIRECTORY`` is read from the environment when a run opens its

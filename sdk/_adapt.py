@@ -95,6 +95,7 @@ class Adapter:
         self._artifact_pattern = re.compile(pattern) if pattern else None
         self._keys: dict[tuple[str, _Path], str] = {}
         self._taken: dict[tuple[str, str], _Path] = {}
+        self._namespaces: set[tuple[str, str]] = set()
         self._sent_params: dict[str, Any] = {}
         self._last_time: dict[str, float] = {}
 
@@ -443,13 +444,26 @@ class Adapter:
         owner = self._taken.get((what, new))
         if owner is not None and owner != path:
             new, reason = _with_hash(new, path, limit), f"the same key as {'/'.join(owner)!r} once adapted"
+        if self._caps.key_tree and self._tree_clash(what, new):
+            reason = "a key cannot also be the namespace of another"
+            new = new.replace("/", "_")
+            if self._tree_clash(what, new) or (what, new) in self._taken:
+                new = _with_hash(new, path, limit)
         if self._key_pattern is not None and not self._key_pattern.fullmatch(new):
             new = "k_" + _digest(path, 16)
         self._taken[what, new] = path
+        if self._caps.key_tree:
+            self._namespaces.update((what, prefix) for prefix in _prefixes(new))
         self._keys[what, path] = new
         if new != joined:
             self._report.note("key_renamed", 1, [{"kind": what, "from": joined, "to": new, "reason": reason}])
         return new
+
+    def _tree_clash(self, what: str, key: str) -> bool:
+        """``key`` is already a namespace, or one of its namespaces already holds a value."""
+        if (what, key) in self._namespaces:
+            return True
+        return any((what, prefix) in self._taken for prefix in _prefixes(key))
 
 
 _Stepped = TypeVar("_Stepped", FigureLogged, HistogramLogged)
@@ -512,6 +526,12 @@ def _stored_text(value: Any) -> str | None:
     if value is None or isinstance(value, list):
         return _json_text(value)
     return None
+
+
+def _prefixes(key: str) -> list[str]:
+    """``a/b/c`` -> ``a``, ``a/b``: the namespaces a key lives in."""
+    parts = key.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
 
 
 def _digest(path: _Path, size: int) -> str:

@@ -316,3 +316,15 @@ def test_records_a_backend_cannot_take_are_left_out_and_reported(tmp_path: Path)
         "histograms_left_out": 1,
         "artifacts_left_out": 1,
     }
+
+
+def test_a_key_is_never_also_the_namespace_of_another_on_a_tree_backend(tmp_path: Path) -> None:
+    """Neptune cannot hold ``opt`` and ``opt/lr`` both: the later one is renamed, reported."""
+    adapter = Adapter("neptune-like", Capabilities(key_tree=True, param_types=(int,)), tmp_path)
+    first = adapter.adapt([ParamsLogged({"opt": 1, "a": {"b": 1}}, 0.0)])
+    (second,) = adapter.adapt([ParamsLogged({"opt": {"lr": 2}, "a": 3}, 1.0)])
+    assert isinstance(first[0], ParamsLogged) and first[0].params == {"opt": 1, "a/b": 1}
+    assert isinstance(second, ParamsLogged) and second.params["opt_lr"] == 2
+    (a_key,) = set(second.params) - {"opt_lr"}
+    assert a_key.startswith("a-") and second.params[a_key] == 3  # "a" is already a namespace
+    assert adapter.report()["key_renamed"]["count"] == 2

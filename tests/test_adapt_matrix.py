@@ -49,6 +49,7 @@ CONFIG: dict[str, Any] = {
     "-dash-": 4,
     "_under": 5,
     "x//y": 7,
+    "opt": 1,  # later a namespace too: {"opt": {"lr": ...}}
 }
 
 NAMES = (
@@ -61,6 +62,7 @@ NAMES = (
     "_private",
     "m" * 600,
     "system/cpu.utilization",
+    "loss/ema",  # inside the name of another metric: a Neptune field cannot be a namespace too
 )
 
 
@@ -123,7 +125,7 @@ def hostile_batches() -> list[list[Record]]:
         ],
         [_points(_segment(range(10), 0.0), T0 + 2), _epoch(0, 9)],
         [
-            ParamsLogged({"lr": 0.01}, T0 + 20),
+            ParamsLogged({"lr": 0.01, "opt": {"lr": 2}}, T0 + 20),
             _points(_segment(range(5, 10), 100.0), T0 + 30),
             _epoch(1, 9),
         ],
@@ -366,6 +368,7 @@ def test_neptune_holds_every_adapted_value(tmp_path: Path) -> None:
     summary = {k.removeprefix("summary/"): v for k, v in run.fields.items() if k.startswith("summary/")}
     assert summary == sent.summary
     assert summary["metrics/loss/min"] == "nan" and summary["metrics/loss/max"] == "inf"
+    assert params["opt"] == 1 and params["opt_lr"] == 2 and "loss_ema" in sent.points
     stringified = sent.report["param_stringified"]["examples"]
     assert any(e["kind"] == "parameter" for e in stringified)
     assert_reported(
