@@ -199,7 +199,7 @@ class Dispatcher:
         for exporter in exporters:
             name = getattr(exporter, "name", type(exporter).__name__)
             capabilities = getattr(exporter, "capabilities", None)
-            takes_records = capabilities is None or capabilities.records
+            takes_records = getattr(capabilities, "records", True)
             self._workers.append(
                 _Worker(
                     exporter=exporter,
