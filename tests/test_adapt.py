@@ -328,3 +328,21 @@ def test_a_key_is_never_also_the_namespace_of_another_on_a_tree_backend(tmp_path
     (a_key,) = set(second.params) - {"opt_lr"}
     assert a_key.startswith("a-") and second.params[a_key] == 3  # "a" is already a namespace
     assert adapter.report()["key_renamed"]["count"] == 2
+
+
+def test_a_time_going_back_is_raised_per_series_and_reported(tmp_path: Path) -> None:
+    adapter = Adapter("neptune-like", Capabilities(time_rule="non_decreasing"), tmp_path)
+    record = dataclasses.replace(
+        points(("a", "b"), [0, 1, 0, 1], [0, 0, 1, 1], [1.0] * 4), times=np.array([5.0, 9.0, 4.0, 9.5])
+    )
+    out = adapt_one(adapter, record)
+    assert out.times.tolist() == [5.0, 9.0, 5.0, 9.5]  # only a's second time went back
+    later = adapt_one(adapter, dataclasses.replace(points(("a",), [0], [2], [1.0]), times=np.array([4.5])))
+    assert later.times.tolist() == [5.0]  # carried across batches
+    assert adapter.report()["time_raised"] == {
+        "count": 2,
+        "examples": [
+            {"metric": "a", "time": 4.0, "sent_as": 5.0},
+            {"metric": "a", "time": 4.5, "sent_as": 5.0},
+        ],
+    }
