@@ -65,9 +65,14 @@ class AppendFile:
             self._dirty = False
 
     def sync(self) -> None:
-        """fsync, if anything was written since the last one."""
+        """fsync, if anything was written since the last one (a closed file is opened for it and closed)."""
         if self.unsynced:
-            os.fsync(self._open())
+            was_open = self.is_open
+            try:
+                os.fsync(self._open())
+            finally:
+                if not was_open:
+                    self.release()
             self.unsynced = False
 
     def release(self) -> None:

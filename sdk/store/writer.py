@@ -64,9 +64,12 @@ from runtel.store._series import (
 
 logger = logging.getLogger("runtel")
 
-#: Above this many files written since the last sync, ``close`` syncs the file system once
-#: (``os.sync``) instead of one ``fsync`` per file (about 2.5 ms each here: 25 s for 10,000 series).
+#: Above this many files written since the last sync, ``close`` fsyncs them from a pool of threads:
+#: one fsync costs 2.5-5 ms here (25-50 s for 10,000 series one after the other), while concurrent
+#: ones share journal commits (2,000 files in 0.28 s with 32 threads). ``os.sync`` would also wait
+#: for every other process's dirty data.
 _FSYNC_EACH_UP_TO = 16
+_FSYNC_THREADS = 32
 #: ``summary.json`` is indented for people up to this many series.
 _INDENTED_SUMMARY_UP_TO = 1000
 
@@ -435,13 +438,15 @@ class StoreWriter:
 
     def _sync(self) -> None:
         files = [file for file in (*self._series.values(), self._crc, self._events) if file.unsynced]
-        if len(files) > _FSYNC_EACH_UP_TO and hasattr(os, "sync"):
-            os.sync()
+        if len(files) <= _FSYNC_EACH_UP_TO:
             for file in files:
-                file.unsynced = False
+                file.sync()
             return
-        for file in files:
-            file.sync()
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(_FSYNC_THREADS, thread_name_prefix="runtel-fsync") as pool:
+            for _ in pool.map(AppendFile.sync, files):  # re-raises the first error
+                pass
 
     def _note_failure(self, exc: OSError, path: Path) -> None:
         where = str(path)
