@@ -470,7 +470,8 @@ class Run:
                 logger.exception("runtel: background flush failed; will retry")
 
     def flush(self, timeout: float | None = None, *, exporters: bool = False) -> bool:
-        """Write everything logged so far to the local store now; False if ``timeout`` ran out.
+        """Write everything logged so far to the local store now; False if ``timeout`` ran out or the
+        store cannot write at the moment (disk full: it keeps a backlog and retries by itself).
 
         For readers that must see the latest points at once (the store is otherwise at most
         ``flush_interval`` seconds behind). With ``exporters=True`` every exporter also delivers
