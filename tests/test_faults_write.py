@@ -92,7 +92,9 @@ def test_a_full_disk_warns_once_keeps_a_backlog_and_writes_it_when_space_returns
     assert len(_store_warnings(caplog)) == 1
     assert "No space left on device" in _store_warnings(caplog)[0]
     filler.unlink()
-    _until(lambda: run.flush())
+    stored = runtel.Store(small_disk / "runs")
+    _until(lambda: stored.run(run.id).history("acc")[0].size == 9000)  # by itself, nothing new logged
+    assert run.flush()
     for step in range(9000, 9500):
         run.log({"loss": float(step), "acc": step / 1000})
     run.finish()
