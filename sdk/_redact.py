@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Mapping
 
 MASK = "***"
 #: Shorter strings are too likely to occur by chance to be replaced wherever they appear.
@@ -59,10 +60,15 @@ def remember(secret: object) -> None:
 
 
 def remember_held_by(holder: object) -> None:
-    """Remember the secrets ``holder`` (an exporter) keeps in attributes named like ``_api_key``."""
+    """Remember the secrets ``holder`` (an exporter) keeps in attributes named like ``_api_key``, or
+    under such keys in a dict attribute (keyword arguments it passes on, e.g. ``init_kwargs``)."""
     for name, value in getattr(holder, "__dict__", {}).items():
         if _SECRET_NAME.search(name.rstrip("_")):
             remember(value)
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                if isinstance(key, str) and _SECRET_NAME.search(key):
+                    remember(item)
 
 
 class RedactingFilter(logging.Filter):

@@ -118,8 +118,8 @@ def exact_float(name: str, value: float | np.floating[Any]) -> float:
     """``value`` as a float64 if that is exact; a ``numpy.longdouble`` (``float128``) that float64 would
     round is refused, as an int beyond 2**53 is."""
     result = float(value)
-    if type(value) is float or result == value or math.isnan(result):
-        return result
+    if not isinstance(value, np.longdouble) or result == value or math.isnan(result):
+        return result  # float16/32/64 always convert exactly
     raise InvalidValueError(
         f"metric {name!r}: {np.dtype(type(value)).name} {value!r} cannot be stored exactly as float64; "
         "log float(value) if rounding is acceptable"

@@ -608,7 +608,7 @@ def _flat_attributes(params: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-class _ChildQueue(deque):  # type: ignore[type-arg]
+class _ChildQueue(deque[Any]):
     """A forked child's queue: what the child records is dropped, with one warning per run.
 
     Not an error: the usual child is a DataLoader worker running code shared with the parent, and
@@ -639,7 +639,8 @@ def _after_fork_in_child() -> None:
         run._detach_in_child()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+if hasattr(os, "register_at_fork"):  # POSIX; elsewhere there is no fork to survive
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _remember(run: Run) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import runtel
-from runtel._redact import redact, remember
+from runtel._redact import redact, remember, remember_held_by
 from runtel.cli import main
 from runtel.exporters.base import Capabilities
 from runtel.exporters.mlflow import MlflowExporter
@@ -122,3 +122,15 @@ def test_api_key_held_by_an_exporter_is_masked_in_its_report(base_dir: Path) -> 
     error = runtel.Store(base_dir).run(run.id).summary()["exporters"]["keyed"]["error"]
     assert "refused key ***" in error
     assert key not in error
+
+
+def test_keys_given_to_the_wandb_and_neptune_exporters_are_masked(tmp_path: Path) -> None:
+    from runtel.exporters.neptune import NeptuneExporter
+    from runtel.exporters.wandb import WandbExporter
+
+    wandb_key, neptune_token, passed_on = "wandb-key-0123456789", "eyJuZXB0dW5lIjoidG9rZW4ifQ==", "pass-0n-42"
+    remember_held_by(WandbExporter(mode="offline", dir=str(tmp_path), api_key=wandb_key))
+    remember_held_by(NeptuneExporter(api_token=neptune_token, data_directory=str(tmp_path)))
+    remember_held_by(WandbExporter(mode="offline", dir=str(tmp_path), settings_token=passed_on))
+    text = f"401 for {wandb_key}; token {neptune_token} rejected; {passed_on}"
+    assert redact(text) == "401 for ***; token *** rejected; ***"
