@@ -45,6 +45,9 @@ if pid == 0:  # the child: ends like any script, through the interpreter's exit 
         except runtel.RunForkedError as exc:
             print("refused:", exc, flush=True)
         run.finish()
+    if mode == "own":  # a run of the child's own, in its own base dir, works as in any process
+        with runtel.init(project="fork", name="child", base_dir=sys.argv[1] + "-child") as own:
+            own.log({"child/loss": 7.0})
     sys.exit(0)
 deadline = time.monotonic() + 20
 while time.monotonic() < deadline:
@@ -73,7 +76,7 @@ def assert_exact(stored: runtel.StoredRun, steps: int) -> None:
     assert values.tolist() == [float(step) for step in range(steps)]
 
 
-@pytest.mark.parametrize("mode", ["exits", "logs"])
+@pytest.mark.parametrize("mode", ["exits", "logs", "own"])
 def test_forked_child_exiting_normally_neither_hangs_nor_writes(tmp_path: Path, mode: str) -> None:
     script = tmp_path / "forks.py"
     script.write_text(CHILD_SCRIPT)
@@ -94,6 +97,10 @@ def test_forked_child_exiting_normally_neither_hangs_nor_writes(tmp_path: Path, 
     if mode == "logs":
         assert "refused: log_artifact() in a forked child" in result.stdout
         assert result.stderr.count("cannot record into it") == 1
+    if mode == "own":
+        (child,) = runtel.Store(tmp_path / "runs-child").runs()
+        assert child.status == "completed"
+        assert child.history("child/loss")[2].tolist() == [7.0]
 
 
 @pytest.fixture
