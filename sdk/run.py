@@ -43,7 +43,7 @@ from runtel._models import save_torch_module
 from runtel._params import check_params
 from runtel._values import MAX_EXACT_INT, check_name, check_span_text, check_step, coerce_value
 from runtel.config import Settings
-from runtel.errors import ConfigError, InvalidMetricError, RunFinishedError, RunForkedError
+from runtel.errors import ArtifactError, ConfigError, InvalidMetricError, RunFinishedError, RunForkedError
 from runtel.exporters.base import Exporter, TelemetryHooks
 from runtel.records import (
     ArtifactLogged,
@@ -100,6 +100,7 @@ class Run:
         self._mirrors: dict[str, Any] = {}
         self._owner_pid = os.getpid()  # a forked child is not the owner (see _detach_in_child)
         self._child_warned = False
+        self._figure_names: dict[str, str] = {}  # collision key -> name (see log_figure)
 
         from runtel import __version__
 
@@ -390,11 +391,18 @@ class Run:
 
     def log_figure(self, figure: Any, name: str, step: int | None = None) -> Path:
         """A matplotlib figure as a PNG in ``plots/``, one file per step (``<name>_step<N>.png``)."""
+        from runtel.store._portable import collision_key
         from runtel.store.artifacts import check_artifact_name
 
         self._check_open()
         self._check_owner("log_figure")
         parts = check_artifact_name(name)
+        known = self._figure_names.setdefault(collision_key(name), name)
+        if known != name:
+            raise ArtifactError(
+                f"figure name {name!r} differs from figure {known!r} only in case or Unicode normalisation "
+                "(NFC/NFD); macOS and Windows would write both to one file"
+            )
         at = self.step if step is None else check_step(step)
         stem, _, suffix = parts[-1].rpartition(".") if "." in parts[-1] else (parts[-1], "", "png")
         target = self.dir.joinpath("plots", *parts[:-1], f"{stem}_step{at}.{suffix or 'png'}")

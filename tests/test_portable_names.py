@@ -107,3 +107,24 @@ def test_run_names_folding_to_one_slug_get_distinct_folders(base_dir: Path) -> N
         run.finish()
     assert len({run.dir for run in runs}) == 3
     assert {runtel.Store(base_dir).run(run.id).name for run in runs} == {composed, "É", "é"}
+
+
+def test_figure_names_that_fold_together_are_refused(run: runtel.Run) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure = plt.figure()
+    try:
+        run.log_figure(figure, "curves/Loss.png")
+        before = files_under(run.dir / "plots")
+        with pytest.raises(runtel.ArtifactError, match="only in case"):
+            run.log_figure(figure, "curves/loss.png")
+        with pytest.raises(runtel.ArtifactError, match="reserved device name"):
+            run.log_figure(figure, "curves/aux.png")
+        assert files_under(run.dir / "plots") == before
+        run.log_figure(figure, "curves/Loss.png", step=3)  # the same name again is fine
+    finally:
+        plt.close(figure)
+    assert len(files_under(run.dir / "plots" / "curves")) == 2
