@@ -8,6 +8,7 @@ one in a metric name used to leave the series index unwritten (every series unre
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -182,3 +183,24 @@ def test_params_that_json_cannot_hold_exactly_are_refused(run: runtel.Run, value
 def test_exact_longdouble_param_is_stored_as_float(run: runtel.Run) -> None:
     run.log_params({"x": np.longdouble(0.25)})
     assert finish_and_read(run).params() == {"x": 0.25}
+
+
+@pytest.mark.parametrize("where", [b"caf\xe9.txt", b"sub\xff/ok.txt"], ids=["file", "folder"])
+def test_directory_artifact_with_an_undecodable_file_name_is_refused_before_copying(
+    run: runtel.Run, tmp_path: Path, where: bytes
+) -> None:
+    source = tmp_path / "checkpoint"
+    (source / "fine").mkdir(parents=True)
+    (source / "fine" / "weights.bin").write_bytes(b"w")
+    bad = os.path.join(os.fsencode(source), where)
+    os.makedirs(os.path.dirname(bad), exist_ok=True)
+    with open(bad, "wb") as handle:
+        handle.write(b"x")
+    run.log_params({"lr": 0.1})
+    run.log({"loss": 1.0})
+    with pytest.raises(runtel.ArtifactError, match="not valid UTF-8"):
+        run.log_artifact(source)
+    run.log({"loss": 2.0})
+    stored = finish_and_read(run)
+    assert_untouched(stored)
+    assert list(stored.dir.joinpath("versions").iterdir()) == []

@@ -137,6 +137,7 @@ class ArtifactStore:
             )
         if stat.S_ISDIR(source_mode) and self.run_dir.resolve().is_relative_to(source_path.resolve()):
             raise ArtifactError(f"artifact source {str(source_path)!r} contains the run folder itself")
+        tree = _tree_files(source_path) if stat.S_ISDIR(source_mode) else None  # checked before writing
         with self._lock:
             self._check_nesting(name)
             previous = self._versions.get(name, []) if version else []
@@ -144,8 +145,8 @@ class ArtifactStore:
             final = self.versions_dir.joinpath(*parts, f"v{number}_{parts[-1]}")
             final.parent.mkdir(parents=True, exist_ok=True)
             self._blobs.mkdir(exist_ok=True)
-            if stat.S_ISDIR(source_mode):
-                checksum, size = self._store_tree(source_path, final)
+            if tree is not None:
+                checksum, size = self._store_tree(source_path, tree, final)
             else:
                 checksum, size = self._store_file(source_path, final)
             _link_into_place(final, self.latest_dir.joinpath(*parts))
@@ -239,12 +240,12 @@ class ArtifactStore:
         _manifest_path(final).unlink(missing_ok=True)  # left by a folder this file replaces
         return blob.name, size
 
-    def _store_tree(self, source: Path, final: Path) -> tuple[str, int]:
+    def _store_tree(self, source: Path, tree: list[Path], final: Path) -> tuple[str, int]:
         """Build the tree in a hidden folder beside ``final``, then rename it: never half a tree there."""
         staging = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
         entries: list[dict[str, Any]] = []
         try:
-            for relative in _tree_files(source):
+            for relative in tree:
                 blob, size = self._copy_to_blob(source / relative)
                 _link_into_place(blob, staging.joinpath(*relative.parts))
                 entries.append({"path": relative.as_posix(), "sha256": blob.name, "size": size})
@@ -382,7 +383,13 @@ def _tree_files(root: Path) -> list[Path]:
                 raise ArtifactError(
                     f"artifact source {str(path)!r} is not a regular file (broken link, pipe?)"
                 )
-            found.append(path.relative_to(root))
+            relative = path.relative_to(root)
+            if not encodable(str(relative)):
+                raise ArtifactError(
+                    f"artifact source file {str(path)!r} has a name that is not valid UTF-8 (undecodable "
+                    "bytes); the manifest cannot record it: rename it"
+                )
+            found.append(relative)
     return sorted(found, key=lambda path: path.as_posix())
 
 
