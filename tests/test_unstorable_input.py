@@ -204,3 +204,10 @@ def test_directory_artifact_with_an_undecodable_file_name_is_refused_before_copy
     stored = finish_and_read(run)
     assert_untouched(stored)
     assert list(stored.dir.joinpath("versions").iterdir()) == []
+
+
+def test_base_dir_whose_path_is_not_utf8_is_refused_at_init(tmp_path: Path) -> None:
+    base_dir = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"runs-caf\xe9"))
+    with pytest.raises(runtel.ConfigError, match="not valid UTF-8"):
+        runtel.init(base_dir=base_dir)
+    assert not os.path.exists(base_dir)
