@@ -27,7 +27,10 @@ _KEY_WORDS = (
     r"(?:api[_-]?key|apikey|api[_-]?token|access[_-]?token|auth[_-]?token|refresh[_-]?token|token"
     r"|password|passwd|pwd|secret|client[_-]?secret)"
 )
-_SECRET_NAME = re.compile(rf"(?i){_KEY_WORDS}s?$")
+#: Names of variables and attributes holding a secret (not ``pwd``: ``PWD`` is the working directory).
+_SECRET_NAME = re.compile(
+    r"(?i)(?:api[_-]?key|apikey|token|password|passwd|secret|secret[_-]?key|credentials?)s?$"
+)
 _URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@?#'\"]+@")
 _VALUE = r"(?:\"[^\"]*\"|'[^']*'|[^\s&,;)}\]'\"]+)"
 _AUTHORIZATION = re.compile(

@@ -86,6 +86,14 @@ def test_credentials_in_text_are_masked(text: str, expected: str) -> None:
     assert redact(text) == expected
 
 
+def test_ordinary_environment_values_are_kept(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PWD", str(tmp_path))
+    monkeypatch.setenv("OLDPWD", str(tmp_path))
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false-ish")
+    text = f"cannot write {tmp_path}/run: false-ish"
+    assert redact(text) == text
+
+
 def test_secrets_from_the_environment_and_from_exporters_are_masked_anywhere(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

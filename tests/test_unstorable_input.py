@@ -211,3 +211,29 @@ def test_base_dir_whose_path_is_not_utf8_is_refused_at_init(tmp_path: Path) -> N
     with pytest.raises(runtel.ConfigError, match="not valid UTF-8"):
         runtel.init(base_dir=base_dir)
     assert not os.path.exists(base_dir)
+
+
+def test_user_instrument_attributes_that_no_series_name_may_hold_are_adapted_and_kept(
+    run: runtel.Run, caplog: pytest.LogCaptureFixture
+) -> None:
+    """OTel instruments are not runtel calls, so nothing can be refused there: the point is kept
+    under a storable name (lone surrogates and control characters replaced, a hash of the original)."""
+    counter = run.meter.create_counter("requests")
+    counter.add(1, {"route": BAD})
+    counter.add(2, {"route": "two\nlines"})
+    counter.add(3, {"route": "ok"})
+    run.log_params({"lr": 0.1})
+    run.log({"loss": 1.0})
+    run.log({"loss": 2.0})
+    stored = finish_and_read(run)
+    names = stored.metrics()
+    assert "requests{route=ok}" in names
+    adapted = sorted(name for name in names if name.startswith("requests{route=") and "~" in name)
+    assert [name.split("~")[0] for name in adapted] == [
+        "requests{route=bad \ufffd byte}",
+        "requests{route=two\ufffdlines}",
+    ]
+    assert [stored.history(name)[2].tolist() for name in adapted] == [[1.0], [2.0]]
+    assert stored.history("requests{route=ok}")[2].tolist() == [3.0]
+    assert stored.history("loss")[2].tolist() == [1.0, 2.0]
+    assert "not storable text" in caplog.text
