@@ -5,12 +5,15 @@ raises is retried with back-off and then marked failed; one that hangs fills its
 and is marked failed once the queue stays full past a bound. Neither stops training nor
 the other exporters. The local store (source of truth) is a sink of its own, never given up
 on: its queue is unbounded, and its writer resumes a failed write exactly where it stopped
-(:mod:`runtel.store.writer`), so it is retried while it has a backlog, never re-sent.
+(:mod:`runtel.store.writer`), so it is retried while it has a backlog, never re-sent. Error texts
+are redacted (:mod:`runtel._redact`) before they are stored or logged. In a forked child nothing
+waits for the parent's worker threads, which the child does not have.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runtel import _redact
 from runtel.exporters.base import Exporter, ExportResult
 
 if TYPE_CHECKING:
@@ -27,6 +31,7 @@ if TYPE_CHECKING:
 from runtel.records import MetricPoints, Record
 
 logger = logging.getLogger("runtel")
+_redact.install(logger)
 
 _STOP = object()
 #: Seconds between retries of the local store's backlog while the disk refuses writes.
@@ -95,7 +100,7 @@ class _Worker:
                     batch = self.adapter.adapt(batch)
                 except Exception as exc:
                     logger.exception("runtel: adapting records for %r failed", self.report.name)
-                    self.mark_failed(f"adaptation failed: {type(exc).__name__}: {exc}")
+                    self.mark_failed(f"adaptation failed: {_describe(exc)}")
                     self._count_undelivered(batch)
                     continue
             self._export_with_retries(batch)
@@ -120,7 +125,7 @@ class _Worker:
                     self.report.batches_exported += 1
                     return
             except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
+                error = _describe(exc)
                 logger.warning(
                     "runtel: exporter %r raised %s (attempt %d)", self.report.name, error, attempt + 1
                 )
@@ -132,6 +137,7 @@ class _Worker:
         self._count_undelivered(batch)
 
     def mark_failed(self, error: str) -> None:
+        error = _redact.redact(error)
         if self.report.status != "failed":
             logger.error(
                 "runtel: exporter %r failed (%s); training goes on, the local store keeps everything, "
@@ -194,9 +200,11 @@ class Dispatcher:
         from runtel._adapt import Adapter  # at run start rather than at `import runtel`
 
         self._block_timeout = block_timeout
+        self._pid = os.getpid()
         self._store = _StoreWorker(store)
         self._workers = []
         for exporter in exporters:
+            _redact.remember_held_by(exporter)
             name = getattr(exporter, "name", type(exporter).__name__)
             capabilities = getattr(exporter, "capabilities", None)
             takes_records = getattr(capabilities, "records", True)
@@ -238,7 +246,9 @@ class Dispatcher:
 
     def wait_for_store(self, timeout: float | None = None) -> bool:
         """Block until the store writer has taken in everything submitted so far; True if it is all
-        on disk (False while the disk refuses writes, or when ``timeout`` ran out)."""
+        on disk (False while the disk refuses writes, when ``timeout`` ran out, or in a forked child)."""
+        if self._forked():
+            return False
         barrier = _Barrier()
         self._store.queue.put(barrier)
         return barrier.reached.wait(timeout) and self._store.store.caught_up
@@ -246,6 +256,8 @@ class Dispatcher:
     def force_flush(self, timeout: float) -> bool:
         """Every exporter delivers what was submitted so far and flushes what it buffers; False if one
         did not within ``timeout`` seconds. A failed exporter is skipped."""
+        if self._forked():
+            return False
         deadline = time.monotonic() + timeout
         barriers = []
         done = True
@@ -266,7 +278,10 @@ class Dispatcher:
 
     def shutdown(self, timeout: float) -> list[ExporterReport]:
         """Drain and stop every worker, waiting for the store and at most ``timeout`` seconds for the
-        exporters; the exporters' reports (the store writer keeps its own)."""
+        exporters; the exporters' reports (the store writer keeps its own). In a forked child it
+        returns the reports as they are: the workers are the parent's."""
+        if self._forked():
+            return [worker.report for worker in self._workers]
         self._store.queue.put(_STOP)
         for worker in self._workers:
             try:
@@ -284,3 +299,11 @@ class Dispatcher:
             if worker.adapter is not None:
                 worker.report.adaptations = worker.adapter.report()
         return [worker.report for worker in self._workers]
+
+    def _forked(self) -> bool:
+        return os.getpid() != self._pid
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception as stored in a report: its type and its message, credentials redacted."""
+    return _redact.redact(f"{type(exc).__name__}: {exc}")

@@ -10,6 +10,7 @@ from opentelemetry.context import Context
 
 from runtel import _otel
 from runtel._distributed import JobInfo, detect_job, root_span_id, shared_trace_id
+from runtel._values import encodable
 from runtel.config import Settings
 from runtel.errors import ConfigError
 from runtel.store import _layout
@@ -32,6 +33,12 @@ class RunPlace:
 def locate_run(settings: Settings, environ: Mapping[str, str], resume: str | None) -> RunPlace:
     """The run this process records into, with its folder created (or re-opened when resuming)."""
     base_dir = Path(settings.base_dir).absolute()
+    if not encodable(str(base_dir)):  # records hold paths inside it as UTF-8 text (artifacts, figures)
+        raise ConfigError(
+            f"base_dir {str(base_dir)!r} (from init(), RUNTEL_BASE_DIR or the working directory) contains "
+            "bytes that are not valid UTF-8, which the run's records cannot hold; use a folder whose path is"
+            " valid UTF-8"
+        )
     job = detect_job(environ)
     parent = _otel.remote_parent(environ)
     wanted = resume or settings.run_id

@@ -49,6 +49,8 @@ RUN_METRICS_SCOPE = "runtel.metrics"
 USER_METRICS_SCOPE = "runtel.user"
 SPAN_KIND_ATTRIBUTE = "runtel.span.kind"
 
+#: What a series name may not hold: control characters and lone surrogates (not UTF-8).
+_UNSTORABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 _INSTRUMENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_./\-]{0,254}")
 
 
@@ -209,14 +211,21 @@ def user_points(reader: InMemoryMetricReader, totals: dict[str, float]) -> list[
 
 
 def _user_series_name(name: str) -> str:
-    """``name`` if a series may have it; else its start and a hash of the whole, so that the points of
-    an instrument with long attribute values are kept (under a name a warning gives once)."""
-    if len(name) <= _USER_NAME_LIMIT:
+    """``name`` if a series may have it; else its storable start and a hash of the whole, so that the
+    points of an instrument with long attribute values, or values holding control characters or lone
+    surrogates (which no series name may have), are kept under a name a warning gives once."""
+    storable = _UNSTORABLE.sub("\ufffd", name)
+    if len(name) <= _USER_NAME_LIMIT and storable == name:
         return name
-    short = name[: _USER_NAME_LIMIT - 9] + "~" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    short = storable[: _USER_NAME_LIMIT - 9] + "~" + digest
     if short not in _shortened:
         _shortened.add(short)
-        logger.warning("runtel: the series of instrument point %r is recorded as %r (too long)", name, short)
+        logger.warning(
+            "runtel: the series of instrument point %r is recorded as %r (too long, or not storable text)",
+            name,
+            short,
+        )
     return short
 
 

@@ -7,11 +7,20 @@ an int beyond 2**53 is refused rather than rounded silently.
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from runtel.errors import InvalidMetricError, InvalidNameError, InvalidStepError, InvalidValueError
+from runtel.errors import (
+    InvalidMetricError,
+    InvalidNameError,
+    InvalidParamError,
+    InvalidStepError,
+    InvalidValueError,
+)
 
 #: Longest metric name accepted (characters). Backends with tighter limits get a reported adaptation.
 MAX_NAME_LENGTH = 256
@@ -19,8 +28,20 @@ MAX_EXACT_INT = 2**53
 MAX_STEP = 2**63 - 1
 
 
+def encodable(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8: lone surrogates (``"\\udc80"``, from bytes decoded with
+    ``surrogateescape``) cannot, and would make the store file holding them unwritable."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_name(name: object, what: str = "metric") -> str:
-    """``name`` if it is a usable name; raises InvalidNameError otherwise."""
+    """``name`` if it is a usable name; raises InvalidNameError otherwise.
+
+    Called once per distinct name (the run interns metric names), so it is off the hot path."""
     if not isinstance(name, str):
         raise InvalidNameError(f"{what} names must be str, got {type(name).__name__} {name!r}")
     if not name or name.isspace():
@@ -31,7 +52,27 @@ def check_name(name: object, what: str = "metric") -> str:
         )
     if any(ord(char) < 32 or ord(char) == 127 for char in name):
         raise InvalidNameError(f"{what} name {name!r} contains a control character")
+    if not encodable(name):
+        raise InvalidNameError(
+            f"{what} name {name!r} contains a lone surrogate and cannot be stored as UTF-8; "
+            "decode the bytes it came from with a real encoding (or errors='replace')"
+        )
     return name
+
+
+def check_span_text(name: object, kind: object, attributes: Mapping[str, Any]) -> None:
+    """A span's name, kind and attributes end up in ``events.jsonl``: refuse what UTF-8 cannot hold."""
+    for what, text in (("span name", name), ("span kind", kind)):
+        if not isinstance(text, str):
+            raise InvalidNameError(f"{what} must be a str, got {type(text).__name__} {text!r}")
+        if not encodable(text):
+            raise InvalidNameError(f"{what} {text!r} contains a lone surrogate and cannot be stored as UTF-8")
+    try:
+        json.dumps(attributes, ensure_ascii=False, default=str).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidParamError(
+            f"span {name!r}: an attribute contains a lone surrogate and cannot be stored as UTF-8"
+        ) from None
 
 
 def coerce_value(name: str, value: Any) -> float:
@@ -41,7 +82,7 @@ def coerce_value(name: str, value: Any) -> float:
     if isinstance(value, int | np.integer):
         return exact_int(name, int(value))
     if isinstance(value, float | np.floating):
-        return float(value)
+        return exact_float(name, value)
     if isinstance(value, np.ndarray):
         if value.size != 1 or value.dtype.kind not in "biuf":
             raise InvalidMetricError(
@@ -69,6 +110,18 @@ def exact_int(name: str, value: int) -> float:
         return float(value)
     raise InvalidValueError(
         f"metric {name!r}: {value} cannot be stored exactly as float64 (|value| > 2**53); "
+        "log float(value) if rounding is acceptable"
+    )
+
+
+def exact_float(name: str, value: float | np.floating[Any]) -> float:
+    """``value`` as a float64 if that is exact; a ``numpy.longdouble`` (``float128``) that float64 would
+    round is refused, as an int beyond 2**53 is."""
+    result = float(value)
+    if not isinstance(value, np.longdouble) or result == value or math.isnan(result):
+        return result  # float16/32/64 always convert exactly
+    raise InvalidValueError(
+        f"metric {name!r}: {np.dtype(type(value)).name} {value!r} cannot be stored exactly as float64; "
         "log float(value) if rounding is acceptable"
     )
 

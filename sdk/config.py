@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from runtel._values import encodable
 from runtel.errors import ConfigError
 
 #: Unwritten points the store keeps in memory while it cannot write (about 32 bytes each: 64 MiB).
@@ -137,4 +138,18 @@ def resolve_settings(overrides: Mapping[str, Any], environ: Mapping[str, str] | 
     unknown = set(overrides) - {spec.name for spec in fields(Settings)}
     if unknown:
         raise ConfigError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(ENVIRONMENT)}")
+    _check_stored_text(values)
     return Settings(**values)
+
+
+def _check_stored_text(values: Mapping[str, Any]) -> None:
+    """Project, name and tags are written to ``metadata.json``: refuse what UTF-8 cannot hold (a name
+    read from bytes with ``surrogateescape``) now, before a folder exists."""
+    for key in ("project", "name", "tags"):
+        value = values.get(key)
+        for text in value if isinstance(value, tuple | list) else (value,):
+            if isinstance(text, str) and not encodable(text):
+                raise ConfigError(
+                    f"{key} {text!r} (from init() or {ENVIRONMENT[key][0]}) contains a lone surrogate and "
+                    "cannot be stored as UTF-8; decode the bytes it came from with a real encoding"
+                )

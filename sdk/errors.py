@@ -36,6 +36,11 @@ class RunFinishedError(RuntelError, RuntimeError):
     """The run has already finished; start a new run or resume this one."""
 
 
+class RunForkedError(RuntelError, RuntimeError):
+    """A forked child (a DataLoader worker, a multiprocessing fork) tried to write files into its
+    parent's run; the run belongs to the process that started it."""
+
+
 class RunStillRunningError(RuntelError, RuntimeError):
     """The run's writer is still alive; finish it before deleting it."""
 

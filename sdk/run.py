@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 import traceback
+import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import chain
@@ -34,15 +35,15 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
-from runtel import _otel
+from runtel import _otel, _redact
 from runtel._dispatch import Dispatcher
 from runtel._histogram import make_histogram
 from runtel._identity import locate_run
 from runtel._models import save_torch_module
 from runtel._params import check_params
-from runtel._values import MAX_EXACT_INT, check_name, check_step, coerce_value
+from runtel._values import MAX_EXACT_INT, check_name, check_span_text, check_step, coerce_value
 from runtel.config import Settings
-from runtel.errors import ConfigError, InvalidMetricError, RunFinishedError
+from runtel.errors import ArtifactError, ConfigError, InvalidMetricError, RunFinishedError, RunForkedError
 from runtel.exporters.base import Exporter, TelemetryHooks
 from runtel.records import (
     ArtifactLogged,
@@ -97,6 +98,9 @@ class Run:
         self._finished = False
         self._user_totals: dict[str, float] = {}
         self._mirrors: dict[str, Any] = {}
+        self._owner_pid = os.getpid()  # a forked child is not the owner (see _detach_in_child)
+        self._child_warned = False
+        self._figure_names: dict[str, str] = {}  # collision key -> name (see log_figure)
 
         from runtel import __version__
 
@@ -197,6 +201,7 @@ class Run:
                 settings.system_interval, self._record_sample, resource_attributes=dict(resource.attributes)
             )
             self._system.start()
+        _RUNS.add(self)
 
     # ------------------------------------------------------------------ hot path
     def log(self, metrics: Mapping[str, Any], step: int | None = None, *, all_ranks: bool = False) -> None:
@@ -287,7 +292,7 @@ class Run:
         try:
             yield span
         except BaseException as exc:
-            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            span.set_status(Status(StatusCode.ERROR, _redact.redact(f"{type(exc).__name__}: {exc}")))
             raise
         finally:
             self.end_span(span)
@@ -300,6 +305,7 @@ class Run:
 
     def start_span(self, name: str, *, kind: str = "phase", **attributes: Any) -> trace.Span:
         """Open a child span without a ``with`` block (end it with :meth:`end_span`)."""
+        check_span_text(name, kind, attributes)
         parent = self._span_stack[-1][0] if self._span_stack else self._root
         span = self._tracer.start_span(
             name,
@@ -344,6 +350,7 @@ class Run:
     ) -> ArtifactVersion:
         """Copy a file or directory into the run now (SHA-256 checked, deduplicated, versioned)."""
         self._check_open()
+        self._check_owner("log_artifact")
         stored = self.artifacts.add(
             path, name, version=version, step=self.step, kind=kind, metadata=dict(metadata or {})
         )
@@ -373,6 +380,7 @@ class Run:
         """A model file or directory, or a torch ``nn.Module`` (its ``state_dict``), as a new version."""
         from runtel.store.artifacts import check_artifact_name
 
+        self._check_owner("log_model")
         details = {**dict(metadata or {}), "framework": framework}
         if isinstance(model, str | os.PathLike):
             return self.log_artifact(model, name, version, details, kind="model")
@@ -383,10 +391,18 @@ class Run:
 
     def log_figure(self, figure: Any, name: str, step: int | None = None) -> Path:
         """A matplotlib figure as a PNG in ``plots/``, one file per step (``<name>_step<N>.png``)."""
+        from runtel.store._portable import collision_key
         from runtel.store.artifacts import check_artifact_name
 
         self._check_open()
+        self._check_owner("log_figure")
         parts = check_artifact_name(name)
+        known = self._figure_names.setdefault(collision_key(name), name)
+        if known != name:
+            raise ArtifactError(
+                f"figure name {name!r} differs from figure {known!r} only in case or Unicode normalisation "
+                "(NFC/NFD); macOS and Windows would write both to one file"
+            )
         at = self.step if step is None else check_step(step)
         stem, _, suffix = parts[-1].rpartition(".") if "." in parts[-1] else (parts[-1], "", "png")
         target = self.dir.joinpath("plots", *parts[:-1], f"{stem}_step{at}.{suffix or 'png'}")
@@ -405,11 +421,14 @@ class Run:
 
     # ------------------------------------------------------------------ lifecycle
     def finish(self, status: str = "completed", *, error: str | None = None) -> None:
-        """Flush everything, end the trace and close every exporter. Safe to call twice."""
-        if self._finished:
+        """Flush everything, end the trace and close every exporter. Safe to call twice.
+
+        In a forked child it does nothing: the run belongs to the parent, which finishes it."""
+        if self._finished or os.getpid() != self._owner_pid:
             return
         if status not in ("completed", "failed", "crashed", "killed"):
             raise ConfigError(f"status must be completed, failed, crashed or killed; got {status!r}")
+        error = None if error is None else _redact.redact(error)  # a traceback may quote credentials
         if self._system is not None:
             self._system.shutdown()
         while self._span_stack:
@@ -448,6 +467,39 @@ class Run:
         if self._finished:
             raise RunFinishedError(f"run {self.name} ({self.id}) has finished")
 
+    def _check_owner(self, call: str) -> None:
+        """Files written by a forked child would land in the parent's run behind its back."""
+        if os.getpid() != self._owner_pid:
+            raise RunForkedError(
+                f"{call}() in a forked child (pid {os.getpid()}) of the process that owns run {self.name} "
+                f"({self.id}, pid {self._owner_pid}): return the file to the parent and log it there, "
+                "or start a run of the child's own with runtel.init()"
+            )
+
+    def _detach_in_child(self) -> None:
+        """Run in a forked child: the parent's threads are gone and its locks may be held forever, so
+        the child gets fresh locks and a queue that drops what it records (with one warning)."""
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._child_warned = False
+        self._queue = _ChildQueue(self)
+
+    def _dropped_in_child(self) -> None:
+        """The first record of a forked child: warn once, then drop silently at the parent's cost."""
+        if self._child_warned:
+            return
+        self._child_warned = True
+        self._queue = deque(maxlen=0)
+        logger.warning(
+            "runtel: run %s (%s) belongs to process %d; this forked child (pid %d, e.g. a DataLoader "
+            "worker) cannot record into it, so what it logs is dropped. Log from the parent, or start a "
+            "run of the child's own with runtel.init(). (Warned once per child.)",
+            self.name,
+            self.id,
+            self._owner_pid,
+            os.getpid(),
+        )
+
     # ------------------------------------------------------------------ background flush
     def _emit(self, record: Record) -> None:
         """Queue a non-metric record in order with the points logged before it."""
@@ -481,6 +533,9 @@ class Run:
         """
         if self._finished:
             return True
+        if os.getpid() != self._owner_pid:
+            self._dropped_in_child()
+            return False
         self._flush()
         if exporters:
             bound = self._settings.export_timeout if timeout is None else timeout
@@ -488,6 +543,8 @@ class Run:
         return self._dispatcher.wait_for_store(timeout)
 
     def _flush(self) -> None:
+        if os.getpid() != self._owner_pid:  # the parent's store and threads are not the child's
+            return
         with self._flush_lock:
             self._flush_locked()
 
@@ -560,8 +617,39 @@ def _flat_attributes(params: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+class _ChildQueue(deque[Any]):
+    """A forked child's queue: what the child records is dropped, with one warning per run.
+
+    Not an error: the usual child is a DataLoader worker running code shared with the parent, and
+    raising there would stop the parent's training loop. Its first ``append`` replaces it by an empty
+    bounded deque, so later calls cost no more than in the parent."""
+
+    def __init__(self, run: Run) -> None:
+        super().__init__(maxlen=0)
+        self._run = run
+
+    def append(self, item: object) -> None:
+        self._run._dropped_in_child()
+
+
 _ACTIVE: list[Run] = []
 _ACTIVE_LOCK = threading.Lock()
+#: Every live run, for the fork hook (weak: a finished run that nothing uses is not kept alive).
+_RUNS: weakref.WeakSet[Run] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child inherits its parent's runs but none of their threads: it detaches from each and
+    forgets them, so its exit hook neither waits for a flush thread nor writes into the parent's run."""
+    global _ACTIVE_LOCK
+    _ACTIVE_LOCK = threading.Lock()
+    _ACTIVE.clear()
+    for run in list(_RUNS):
+        run._detach_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; elsewhere there is no fork to survive
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _remember(run: Run) -> None:

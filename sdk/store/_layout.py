@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from runtel.errors import StoreWriteError
+from runtel.store._portable import is_device_name
 
 METADATA = "metadata.json"
 HYPERPARAMETERS = "hyperparameters.json"
@@ -20,9 +21,11 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def folder_name(name: str, run_id: str) -> str:
-    """``<name>_<id8>`` as in the seed layout, with the name reduced to portable characters."""
+    """``<name>_<id8>`` as in the seed layout, with the name reduced to portable characters (and a
+    ``_`` before a Windows device name: ``nul.txt_<id8>`` would open the NUL device there)."""
     slug = _UNSAFE.sub("-", name).strip("-.")[:64] or "run"
-    return f"{slug}_{run_id[:8]}"
+    folder = f"{slug}_{run_id[:8]}"
+    return f"_{folder}" if is_device_name(folder) else folder
 
 
 def create_run_dir(run_dir: Path) -> None:

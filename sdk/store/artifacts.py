@@ -31,8 +31,10 @@ from datetime import datetime, timezone
 from pathlib import Path, PureWindowsPath
 from typing import Any, NoReturn
 
+from runtel._values import encodable
 from runtel.errors import ArtifactError, ChecksumMismatchError
-from runtel.store._jsonio import read_json, write_json_atomic
+from runtel.store import _portable
+from runtel.store._jsonio import _fallback, read_json, write_json_atomic
 
 CHUNK_SIZE = 1 << 20
 MAX_NAME_LENGTH = 255
@@ -98,6 +100,7 @@ class ArtifactStore:
         self._blobs = self.versions_dir / _BLOBS
         self._fsync = fsync
         self._lock = threading.Lock()
+        self._name_max = _portable.name_max(self.run_dir)
         document = read_json(self.index_path, default={"artifacts": {}})
         self._versions: dict[str, list[ArtifactVersion]] = {
             name: [self._from_index(item) for item in items] for name, items in document["artifacts"].items()
@@ -121,6 +124,7 @@ class ArtifactStore:
         source_path = Path(os.path.abspath(source))
         name = source_path.name if name is None else name
         parts = self._check_name(name)
+        _check_metadata(name, metadata)
         try:
             source_mode = source_path.stat().st_mode
         except OSError as exc:
@@ -133,6 +137,7 @@ class ArtifactStore:
             )
         if stat.S_ISDIR(source_mode) and self.run_dir.resolve().is_relative_to(source_path.resolve()):
             raise ArtifactError(f"artifact source {str(source_path)!r} contains the run folder itself")
+        tree = _tree_files(source_path) if stat.S_ISDIR(source_mode) else None  # checked before writing
         with self._lock:
             self._check_nesting(name)
             previous = self._versions.get(name, []) if version else []
@@ -140,8 +145,8 @@ class ArtifactStore:
             final = self.versions_dir.joinpath(*parts, f"v{number}_{parts[-1]}")
             final.parent.mkdir(parents=True, exist_ok=True)
             self._blobs.mkdir(exist_ok=True)
-            if stat.S_ISDIR(source_mode):
-                checksum, size = self._store_tree(source_path, final)
+            if tree is not None:
+                checksum, size = self._store_tree(source_path, tree, final)
             else:
                 checksum, size = self._store_file(source_path, final)
             _link_into_place(final, self.latest_dir.joinpath(*parts))
@@ -197,7 +202,7 @@ class ArtifactStore:
     def _check_name(self, name: str) -> list[str]:
         """The name's parts, or ``ArtifactError`` before anything is written: names become paths."""
         parts = name.split("/") if isinstance(name, str) else []
-        rule = _name_rule(name, parts)
+        rule = _name_rule(name, parts, self._name_max)
         if rule is None:
             for root in (self.versions_dir, self.latest_dir):
                 if not root.joinpath(*parts).resolve().is_relative_to(self.run_dir.resolve()):
@@ -211,16 +216,17 @@ class ArtifactStore:
 
     def _check_nesting(self, name: str) -> None:
         """``a`` and ``a/b`` cannot both exist: ``artifacts/a`` would have to be a file and a folder.
-        Nor can ``Model.pt`` and ``model.pt``: on macOS and Windows they would be one folder."""
-        folded = name.casefold()
+        Nor can ``Model.pt`` and ``model.pt``, or ``é`` composed and decomposed (NFC, NFD): on macOS
+        and Windows they would be one folder."""
+        folded = _portable.collision_key(name)
         for other in self._versions:
             if other == name:
                 continue
-            theirs = other.casefold()
+            theirs = _portable.collision_key(other)
             if theirs == folded:
                 raise ArtifactError(
-                    f"artifact name {name!r} differs from existing artifact {other!r} only in case; "
-                    "case-insensitive file systems (macOS, Windows) would store both in one folder"
+                    f"artifact name {name!r} differs from existing artifact {other!r} only in case or "
+                    "Unicode normalisation (NFC/NFD); macOS and Windows would store both in one folder"
                 )
             if theirs.startswith(folded + "/") or folded.startswith(theirs + "/"):
                 raise ArtifactError(
@@ -234,12 +240,12 @@ class ArtifactStore:
         _manifest_path(final).unlink(missing_ok=True)  # left by a folder this file replaces
         return blob.name, size
 
-    def _store_tree(self, source: Path, final: Path) -> tuple[str, int]:
+    def _store_tree(self, source: Path, tree: list[Path], final: Path) -> tuple[str, int]:
         """Build the tree in a hidden folder beside ``final``, then rename it: never half a tree there."""
         staging = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
         entries: list[dict[str, Any]] = []
         try:
-            for relative in _tree_files(source):
+            for relative in tree:
                 blob, size = self._copy_to_blob(source / relative)
                 _link_into_place(blob, staging.joinpath(*relative.parts))
                 entries.append({"path": relative.as_posix(), "sha256": blob.name, "size": size})
@@ -325,12 +331,25 @@ def check_artifact_name(name: object) -> list[str]:
     return parts
 
 
-def _name_rule(name: object, parts: list[str]) -> str | None:
+def _check_metadata(name: str, metadata: dict[str, Any] | None) -> None:
+    """Refuse metadata ``artifacts.json`` could not hold, before any file is copied."""
+    try:
+        json.dumps(metadata, ensure_ascii=False, default=_fallback).encode("utf-8")
+    except (UnicodeEncodeError, ValueError, RecursionError) as exc:
+        raise ArtifactError(
+            f"artifact {name!r}: its metadata cannot be stored as JSON ({type(exc).__name__}: {exc}); "
+            "pass a tree of str, numbers, bools and None whose strings are valid Unicode"
+        ) from None
+
+
+def _name_rule(name: object, parts: list[str], name_max: int = _portable.DEFAULT_NAME_MAX) -> str | None:
     """The first rule ``name`` breaks, in words, or None when it is safe."""
     if not isinstance(name, str):
         return f"it must be a str, not {type(name).__name__}"
     if not name:
         return "it is empty"
+    if not encodable(name):
+        return "it contains a lone surrogate, which cannot be stored as UTF-8"
     if len(name) > MAX_NAME_LENGTH:
         return f"it is {len(name)} characters long, the limit is {MAX_NAME_LENGTH}"
     if any(unicodedata.category(char) == "Cc" for char in name):
@@ -347,7 +366,7 @@ def _name_rule(name: object, parts: list[str]) -> str | None:
         return "it has an empty component ('//' or a trailing '/')"
     if parts[0] == _BLOBS:
         return f"{_BLOBS!r} is reserved for the store's content blobs"
-    return None
+    return next(filter(None, (_portable.part_rule(part, name_max) for part in parts)), None)
 
 
 def _tree_files(root: Path) -> list[Path]:
@@ -364,7 +383,13 @@ def _tree_files(root: Path) -> list[Path]:
                 raise ArtifactError(
                     f"artifact source {str(path)!r} is not a regular file (broken link, pipe?)"
                 )
-            found.append(path.relative_to(root))
+            relative = path.relative_to(root)
+            if not encodable(str(relative)):
+                raise ArtifactError(
+                    f"artifact source file {str(path)!r} has a name that is not valid UTF-8 (undecodable "
+                    "bytes); the manifest cannot record it: rename it"
+                )
+            found.append(relative)
     return sorted(found, key=lambda path: path.as_posix())
 
 
