@@ -68,7 +68,11 @@ def _adaptation_reports(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     and of an import (``<source> import``)."""
     reports: dict[str, dict[str, Any]] = {}
     imported = summary.get("import")
-    if isinstance(imported, dict) and isinstance(imported.get("adaptations"), dict) and imported["adaptations"]:
+    if (
+        isinstance(imported, dict)
+        and isinstance(imported.get("adaptations"), dict)
+        and imported["adaptations"]
+    ):
         reports[f"{imported.get('source')} import"] = imported["adaptations"]
     for name, report in (summary.get("exporters") or {}).items():
         if isinstance(report, dict) and report.get("adaptations"):

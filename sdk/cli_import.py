@@ -1,4 +1,4 @@
-"""``runtel import <source> ...``: bring TensorBoard, MLflow, W&B offline or Neptune offline runs into the store.
+"""``runtel import <source> ...``: TensorBoard, MLflow, W&B offline or Neptune offline runs into the store.
 
 A progress bar per run on a terminal (stderr), one line per run saying what happened, ``--json`` for
 scripts. The exit status is 1 when a run failed to import; skipped folders (not a run of that source)
@@ -26,7 +26,9 @@ def register(commands: Any) -> None:
     neptune = sources.add_parser("neptune", help="neptune 1.x offline and async runs")
     neptune.add_argument("path", help="a .neptune folder, or one run's folder in it")
     for sub in (tensorboard, mlflow, wandb, neptune):
-        sub.add_argument("--base-dir", default=None, help="store folder (default: runtel_runs or RUNTEL_BASE_DIR)")
+        sub.add_argument(
+            "--base-dir", default=None, help="store folder (default: runtel_runs or RUNTEL_BASE_DIR)"
+        )
         sub.add_argument("--force", action="store_true", help="import again runs already in the store")
         sub.add_argument("--json", action="store_true", help="print every run's outcome as JSON on stdout")
         sub.set_defaults(handler=run_import)

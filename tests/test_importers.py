@@ -55,7 +55,8 @@ from torch.utils.tensorboard import SummaryWriter
 import tensorboardX
 root = sys.argv[1]
 rng = np.random.default_rng(3)
-for name, writer in (("torch", SummaryWriter(root + "/torch")), ("tbx", tensorboardX.SummaryWriter(root + "/tbx"))):
+writers = (("torch", SummaryWriter(root + "/torch")), ("tbx", tensorboardX.SummaryWriter(root + "/tbx")))
+for name, writer in writers:
     for step in range({steps}):
         writer.add_scalar("train/loss", 1.0 / (step + 1) + rng.random(), step, walltime={t0} + step * 0.01)
     writer.add_histogram("weights", rng.standard_normal(1000), 5, walltime={t0} + 1)
@@ -92,7 +93,9 @@ def _accumulator(folder: Path) -> ea.EventAccumulator:
 
 
 @pytest.mark.parametrize("writer", ["torch", "tbx"])
-def test_tensorboard_every_point_equals_tensorboards_reader(tb_logdir: Path, tb_store: Path, writer: str) -> None:
+def test_tensorboard_every_point_equals_tensorboards_reader(
+    tb_logdir: Path, tb_store: Path, writer: str
+) -> None:
     run = runtel.Store(tb_store).run(writer)
     events = _accumulator(tb_logdir / writer).Scalars("train/loss")
     steps, times, values = run.history("train/loss")
@@ -139,7 +142,9 @@ def test_tensorboard_reimport_creates_nothing_and_force_replaces(tb_logdir: Path
     assert runtel.Store(base).run("tbx").history("train/loss")[0].size == TB_STEPS
 
 
-def test_interrupted_import_is_marked_partial_and_completed_next_time(tb_logdir: Path, tmp_path: Path) -> None:
+def test_interrupted_import_is_marked_partial_and_completed_next_time(
+    tb_logdir: Path, tmp_path: Path
+) -> None:
     base = tmp_path / "store"
 
     class Interrupt:
@@ -336,7 +341,10 @@ def test_a_damaged_wandb_log_fails_alone(wandb_source: tuple[Path, str], tmp_pat
     for source in (root / "wandb").iterdir():
         if source.name.startswith("offline-run-"):
             os.symlink(source, tmp_path / "wandb" / source.name)
-    outcomes = {Path(o.source_path).name: o for o in import_source("wandb", str(tmp_path / "wandb"), base_dir=tmp_path / "s")}
+    outcomes = {
+        Path(o.source_path).name: o
+        for o in import_source("wandb", str(tmp_path / "wandb"), base_dir=tmp_path / "s")
+    }
     assert outcomes["offline-run-20200101_000000-deadbeef"].status == "failed"
     assert "not a W&B transaction log" in str(outcomes["offline-run-20200101_000000-deadbeef"].reason)
     assert outcomes["offline-run-20200101_000000-empty"].status == "skipped"
@@ -390,7 +398,9 @@ def _round_trip(run: runtel.StoredRun, tmp_path: Path) -> tuple[MlflowClient, st
     return client, target.info.run_id, result["adaptations"]
 
 
-def _assert_round_trip(run: runtel.StoredRun, tmp_path: Path, source: dict[str, tuple[Any, Any, Any]]) -> None:
+def _assert_round_trip(
+    run: runtel.StoredRun, tmp_path: Path, source: dict[str, tuple[Any, Any, Any]]
+) -> None:
     """Steps and values equal to the source's; times equal to the millisecond MLflow keeps."""
     client, run_id, _ = _round_trip(run, tmp_path)
     for key, (steps, times, values) in source.items():
@@ -402,7 +412,9 @@ def _assert_round_trip(run: runtel.StoredRun, tmp_path: Path, source: dict[str, 
 
 def test_round_trip_tensorboard_to_mlflow(tb_logdir: Path, tb_store: Path, tmp_path: Path) -> None:
     events = _accumulator(tb_logdir / "tbx").Scalars("train/loss")
-    source = {"train/loss": ([e.step for e in events], [e.wall_time for e in events], [e.value for e in events])}
+    source = {
+        "train/loss": ([e.step for e in events], [e.wall_time for e in events], [e.value for e in events])
+    }
     _assert_round_trip(runtel.Store(tb_store).run("tbx"), tmp_path, source)
 
 
@@ -413,7 +425,11 @@ def test_round_trip_mlflow_to_mlflow(mlflow_source: tuple[str, dict[str, str], P
     source = {}
     for key in ("loss", "acc"):
         history = client.get_metric_history(ids["good"], key)
-        source[key] = ([m.step for m in history], [m.timestamp / 1000 for m in history], [m.value for m in history])
+        source[key] = (
+            [m.step for m in history],
+            [m.timestamp / 1000 for m in history],
+            [m.value for m in history],
+        )
     _assert_round_trip(run, tmp_path, source)
 
 

@@ -75,7 +75,9 @@ def write_run(base_dir: Path, run: SourceRun, progress: Progress | None = None) 
         "imported_at": time.time(),
         "source_metadata": run.source_metadata,
     }
-    write_json_atomic(run_dir / _layout.METADATA, {"id": run_id, "imported_from": run.source, "import": details})
+    write_json_atomic(
+        run_dir / _layout.METADATA, {"id": run_id, "imported_from": run.source, "import": details}
+    )
     span_id = run_id[:16] if int(run_id[:16], 16) else "1" * 16
     writer = LocalStoreExporter(run_dir)
     try:

@@ -36,7 +36,9 @@ class ImportReport:
             item["examples"].append(example)
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
-        return {kind: {"count": v["count"], "examples": list(v["examples"])} for kind, v in self._kinds.items()}
+        return {
+            kind: {"count": v["count"], "examples": list(v["examples"])} for kind, v in self._kinds.items()
+        }
 
 
 @dataclass

@@ -53,6 +53,6 @@ def records(path: Path) -> Iterator[Any]:
             pending = []
         pending.append(payload)
         if kind in (_FULL, _LAST):
-            record = pb.Record()
+            record: Any = pb.Record()  # type: ignore[attr-defined]
             record.ParseFromString(b"".join(pending))
             yield record

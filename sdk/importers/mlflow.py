@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ def discover(
             source_id=f"{info.experiment_id}/{info.run_id}",
             source_path=f"{uri}#{info.run_id}",
             fingerprint=f"{info.status}|{info.end_time}|{len(found.data.metrics)}|{len(found.data.params)}",
-            load=lambda found=found: read_run(client, found, uri, names.get(found.info.experiment_id, "")),
+            load=partial(read_run, client, found, uri, names.get(info.experiment_id, "")),
         )
 
 
@@ -67,7 +68,11 @@ def read_run(client: Any, found: Any, uri: str, experiment_name: str) -> SourceR
         start_time=start,
         end_time=(info.end_time or info.start_time or 0) / 1000.0,
         config=dict(data.params),
-        tags=tuple(f"{key}={value}" if value else key for key, value in data.tags.items() if not key.startswith("mlflow.")),
+        tags=tuple(
+            f"{key}={value}" if value else key
+            for key, value in data.tags.items()
+            if not key.startswith("mlflow.")
+        ),
         notes=data.tags.get(_NOTE),
         host=None,
         source_metadata={
@@ -106,7 +111,9 @@ def _client(tracking_uri: str | None) -> Any:
     try:
         from mlflow.tracking import MlflowClient
     except ImportError as exc:
-        raise MissingExtraError("importing from MLflow needs the mlflow package: pip install runtel[mlflow]") from exc
+        raise MissingExtraError(
+            "importing from MLflow needs the mlflow package: pip install runtel[mlflow]"
+        ) from exc
     if not tracking_uri:
         raise ConfigError("name the MLflow store: --tracking-uri sqlite:///mlflow.db (or http://host:port)")
     return MlflowClient(tracking_uri=tracking_uri)
@@ -143,7 +150,10 @@ def _artifacts(client: Any, run_id: str, when: float, scratch_dirs: list[Path]) 
     scratch = Path(tempfile.mkdtemp(prefix="runtel-mlflow-"))
     scratch_dirs.append(scratch)
     client.download_artifacts(run_id, "", str(scratch))
-    return [SourceFile(scratch / relative, relative, when, metadata={"mlflow_path": relative}) for relative in listed]
+    return [
+        SourceFile(scratch / relative, relative, when, metadata={"mlflow_path": relative})
+        for relative in listed
+    ]
 
 
 def _listing(client: Any, run_id: str, path: str | None) -> list[str]:

@@ -14,6 +14,7 @@ import glob
 import json
 import math
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ def discover(path: str | None, **options: Any) -> Iterator[Pending | Skipped]:
             source_id=container,
             source_path=str(folder),
             fingerprint=fingerprint_of(logs),
-            load=lambda folder=folder, logs=logs, container=container: read_run(folder, logs, container),
+            load=partial(read_run, folder, logs, container),
         )
 
 
@@ -209,4 +210,3 @@ def _upload_set(run: SourceRun, path: str, globs: list[str], at: float) -> None:
             if match.is_file():
                 name = f"{path}/{match.name}"
                 run.files.append(SourceFile(match, name, at, metadata={"neptune_field": path}))
-

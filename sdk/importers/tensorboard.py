@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ def discover(path: str | None, **options: Any) -> Iterator[Pending | Skipped]:
             source_id=f"{relative}|{'|'.join(event.name for event in events)}",
             source_path=str(Path(folder)),
             fingerprint=fingerprint_of(events),
-            load=lambda folder=Path(folder), name=name: read_run(folder, name, root.resolve().name),
+            load=partial(read_run, Path(folder), name, root.resolve().name),
         )
     if not found:
         yield Skipped(str(root), "no TensorBoard event files (*tfevents*) in this folder or below it")

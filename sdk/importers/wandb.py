@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ def discover(path: str | None, **options: Any) -> Iterator[Pending | Skipped]:
             source_id=f"{log.stem[len('run-') :]}|{folder.name}",
             source_path=str(folder),
             fingerprint=fingerprint_of([log]),
-            load=lambda folder=folder, log=log: read_run(folder, log),
+            load=partial(read_run, folder, log),
         )
 
 
@@ -134,7 +135,9 @@ def _require() -> None:
     try:
         import wandb.proto.wandb_internal_pb2  # noqa: F401
     except ImportError as exc:
-        raise MissingExtraError("importing W&B runs needs the wandb package: pip install runtel[wandb]") from exc
+        raise MissingExtraError(
+            "importing W&B runs needs the wandb package: pip install runtel[wandb]"
+        ) from exc
 
 
 def _start(run: SourceRun, record: Any) -> None:
