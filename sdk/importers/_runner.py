@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol
 from runtel.errors import ConfigError
 from runtel.importers import _sink
 from runtel.importers._source import Pending, Skipped, SourceRun
+from runtel.store._jsonio import read_json
 
 #: Source name → module with ``discover(path, **options)``; the module imports its library lazily.
 SOURCES = {
@@ -98,6 +99,7 @@ def _import_one(pending: Pending, base_dir: Path, force: bool, listener: Listene
         current = details.get("state") == "complete" and details.get("fingerprint") == pending.fingerprint
         if current and not force:
             outcome.status, outcome.folder = "unchanged", str(folder)
+            outcome.name = read_json(folder / "metadata.json", default={}).get("name")
             outcome.reason = "already imported (pass force=True / --force to import it again)"
             return outcome
         _sink.remove_import(folder)

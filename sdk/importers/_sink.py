@@ -90,15 +90,17 @@ def write_run(base_dir: Path, run: SourceRun, progress: Progress | None = None) 
         events.sort(key=_event_time)
         events.append(_run_span(run, span_id))
         writer.export(events)
-        summary = {
-            "metrics": writer.metric_stats(),
-            "import": {"source": run.source, "status": "ok", "adaptations": run.report.as_dict()},
-        }
-        if run.source_summary:
-            summary["source_summary"] = run.source_summary
+        summary = {"metrics": writer.metric_stats()}
         writer.export([RunEnded(status=run.status, end_time=run.end_time, error=run.error, summary=summary)])
     finally:
         writer.shutdown()
+    _add_to_summary(
+        run_dir,
+        {
+            "import": {"source": run.source, "status": "ok", "adaptations": run.report.as_dict()},
+            **({"source_summary": run.source_summary} if run.source_summary else {}),
+        },
+    )
     metadata = read_json(run_dir / _layout.METADATA, default={})
     metadata.update(
         {
@@ -114,6 +116,14 @@ def write_run(base_dir: Path, run: SourceRun, progress: Progress | None = None) 
     )
     write_json_atomic(run_dir / _layout.METADATA, metadata)
     return run_dir
+
+
+def _add_to_summary(run_dir: Path, items: dict[str, Any]) -> None:
+    """The import's report beside the run's summary; kept out of the records, so a replay sends what a
+    live run would have sent."""
+    summary = read_json(run_dir / _layout.SUMMARY, default={})
+    summary.update(items)
+    write_json_atomic(run_dir / _layout.SUMMARY, summary)
 
 
 def _started(run: SourceRun) -> RunStarted:

@@ -78,8 +78,14 @@ def read_run(folder: Path, logs: list[Path], container: str) -> SourceRun:
     points: dict[str, list[tuple[int, float, float]]] = {}
     config: dict[str, Any] = {}
     failed = False
+    # Operation.from_dict looks up every subclass on each call; the same lookup, done once:
+    kinds = {kind.__name__: kind for kind in ops.all_subclasses(ops.Operation)}
     for line in sorted(lines, key=lambda item: int(item.get("version", 0))):
-        operation = ops.Operation.from_dict(line["obj"])
+        kind = kinds.get(line["obj"].get("type"))
+        if kind is None:
+            report.add("operation_skipped", 1, {"operation": line["obj"].get("type")})
+            continue
+        operation = kind.from_dict(line["obj"])
         at = float(line.get("at") or 0.0)
         run.start_time, run.end_time = min(run.start_time, at), max(run.end_time, at)
         path = "/".join(operation.path)
