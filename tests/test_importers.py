@@ -130,6 +130,34 @@ def test_tensorboard_histograms_images_text_and_hparams(tb_logdir: Path, tb_stor
     assert hparams.history("hp/accuracy")[2].tolist() == pytest.approx([0.9])
 
 
+def test_tensorboard_steps_that_go_back_are_all_kept(tmp_path: Path) -> None:
+    """A restarted job logs steps 50.. again; TensorBoard's UI purges the "orphaned" first 50..99, the
+    import keeps every event the file holds, in file order."""
+    import tensorboardX
+    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+
+    from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+    writer = tensorboardX.SummaryWriter(str(tmp_path / "logs" / "resumed"))
+    for step in range(100):
+        writer.add_scalar("loss", float(step), step, walltime=T0 + step)
+    restart = Event(wall_time=T0 + 200, step=50, session_log=SessionLog(status=SessionLog.START))
+    writer._get_file_writer().add_event(restart)  # what a restarted TensorFlow job writes
+    for step in range(50, 150):
+        writer.add_scalar("loss", float(step) + 0.5, step, walltime=T0 + 200 + step)
+    writer.close()
+    (events_file,) = (tmp_path / "logs" / "resumed").glob("*tfevents*")
+    raw = [
+        (event.step, event.wall_time, value.simple_value)
+        for event in LegacyEventFileLoader(str(events_file)).Load()
+        for value in event.summary.value  # the events as written (simple_value), not upgraded to tensors
+    ]
+    (run,) = _import("tensorboard", tmp_path / "logs", tmp_path / "store")
+    steps, times, values = run.history("loss")
+    assert len(raw) == 200
+    assert list(zip(steps.tolist(), times.tolist(), values.tolist(), strict=True)) == raw
+
+
 def test_tensorboard_reimport_creates_nothing_and_force_replaces(tb_logdir: Path, tmp_path: Path) -> None:
     base = tmp_path / "store"
     first = import_source("tensorboard", str(tb_logdir / "tbx"), base_dir=base)
