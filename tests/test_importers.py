@@ -135,7 +135,6 @@ def test_tensorboard_steps_that_go_back_are_all_kept(tmp_path: Path) -> None:
     import keeps every event the file holds, in file order."""
     import tensorboardX
     from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
-
     from tensorboardX.proto.event_pb2 import Event, SessionLog
 
     writer = tensorboardX.SummaryWriter(str(tmp_path / "logs" / "resumed"))
