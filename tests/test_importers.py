@@ -203,6 +203,11 @@ def test_folders_without_runs_are_skipped_with_a_reason(tmp_path: Path) -> None:
     assert "no TensorBoard event files" in str(outcome.reason)
 
 
+def test_a_mistyped_folder_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["import", "wandb", str(tmp_path / "nope"), "--base-dir", str(tmp_path / "store")]) == 1
+    assert "no wandb folder at" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------------------- MLflow
 def _log_mlflow(uri: str, artifact_root: Path, source: Path) -> dict[str, str]:
     """Two runs logged with mlflow itself: a finished one (metrics, params, tags, artifacts), a failed one."""
@@ -495,3 +500,25 @@ def test_cli_imports_reports_json_and_exports_imported_runs(
     exported = json.loads(capsys.readouterr().out)["runs"]
     assert len(exported) == 2 and all(item["error"] is None for item in exported)
     assert main(["export", "--imported-from", "wandb", "--to", "mlflow", "--base-dir", base]) == 1
+
+
+@pytest.mark.parametrize(
+    ("source", "module", "extra"),
+    [
+        ("tensorboard", "tensorboard.backend.event_processing.event_accumulator", "runtel[tensorboard]"),
+        ("wandb", "wandb.proto.wandb_internal_pb2", "runtel[wandb]"),
+        ("neptune", "neptune.internal.operation", "runtel[neptune]"),
+        ("mlflow", "mlflow.tracking", "runtel[mlflow]"),
+    ],
+)
+def test_a_missing_extra_is_named(
+    source: str, module: str, extra: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # what an interpreter without the package does
+    with pytest.raises(runtel.MissingExtraError, match=extra.replace("[", r"\[").replace("]", r"\]")):
+        import_runs(
+            source,
+            tmp_path,
+            base_dir=tmp_path / "store",
+            **({"tracking_uri": "x"} if source == "mlflow" else {}),
+        )

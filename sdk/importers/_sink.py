@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from runtel.errors import ConfigError
+from runtel.errors import ArtifactError, ConfigError
 from runtel.exporters.local import LocalStoreExporter
 from runtel.importers._source import Pending, SourceRun
 from runtel.records import ArtifactLogged, FigureLogged, MetricPoints, Record, RunEnded, RunStarted, SpanEnded
@@ -184,7 +184,11 @@ def _artifacts(run: SourceRun, run_dir: Path) -> list[ArtifactLogged]:
     store = ArtifactStore(run_dir)
     logged = []
     for item in run.files:
-        stored = store.add(item.path, item.name, step=item.step, kind=item.kind, metadata=item.metadata)
+        try:
+            stored = store.add(item.path, item.name, step=item.step, kind=item.kind, metadata=item.metadata)
+        except ArtifactError as exc:  # an unsafe name or an unreadable file: the rest of the run still comes
+            run.report.add("artifact_skipped", 1, {"name": item.name, "why": str(exc)})
+            continue
         logged.append(
             ArtifactLogged(
                 name=stored.name,

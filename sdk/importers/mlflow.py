@@ -9,6 +9,7 @@ the artifact store with its SHA-256). MLflow keeps times in milliseconds: report
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from collections.abc import Iterator
 from functools import partial
@@ -51,9 +52,20 @@ def discover(
             source=SOURCE,
             source_id=f"{info.experiment_id}/{info.run_id}",
             source_path=f"{uri}#{info.run_id}",
-            fingerprint=f"{info.status}|{info.end_time}|{len(found.data.metrics)}|{len(found.data.params)}",
+            fingerprint=_fingerprint(found),
             load=partial(read_run, client, found, uri, names.get(info.experiment_id, "")),
         )
+
+
+def _fingerprint(found: Any) -> str:
+    """Changes when the run ends, or gets new params or metric values (the latest value of each)."""
+    state = [
+        found.info.status,
+        found.info.end_time,
+        sorted(found.data.params),
+        sorted(found.data.metrics.items()),
+    ]
+    return hashlib.sha256(repr(state).encode()).hexdigest()[:16]
 
 
 def read_run(client: Any, found: Any, uri: str, experiment_name: str) -> SourceRun:

@@ -44,8 +44,7 @@ def discover(path: str | None, **options: Any) -> Iterator[Pending | Skipped]:
         raise ConfigError("name the Neptune data folder to import, e.g. runtel import neptune ./.neptune")
     root = Path(path)
     if not root.is_dir():
-        yield Skipped(str(root), "no such folder")
-        return
+        raise ConfigError(f"no Neptune data folder at {str(root)!r} (no such folder)")
     folders = sorted({log.parent for log in root.glob("**/data-*.log")})
     if not folders:
         yield Skipped(str(root), "no neptune operation logs (data-*.log) here or below")

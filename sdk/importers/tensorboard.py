@@ -43,8 +43,7 @@ def discover(path: str | None, **options: Any) -> Iterator[Pending | Skipped]:
         raise ConfigError("name the TensorBoard log dir to import, e.g. runtel import tensorboard ./runs")
     root = Path(path)
     if not root.is_dir():
-        yield Skipped(str(root), "no such folder")
-        return
+        raise ConfigError(f"no log dir at {str(root)!r} (no such folder)")
     found = False
     for folder, _, files in sorted(os.walk(root)):
         events = sorted(Path(folder, name) for name in files if _EVENTS_MARK in name)

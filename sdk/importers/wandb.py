@@ -45,8 +45,7 @@ def discover(path: str | None, **options: Any) -> Iterator[Pending | Skipped]:
         raise ConfigError("name the wandb folder to import, e.g. runtel import wandb ./wandb")
     root = Path(path)
     if not root.is_dir():
-        yield Skipped(str(root), "no such folder")
-        return
+        raise ConfigError(f"no wandb folder at {str(root)!r} (no such folder)")
     folders = [root] if root.name.startswith("offline-run-") else sorted(root.glob("**/offline-run-*"))
     if not folders:
         yield Skipped(str(root), "no offline-run-* folders here or below")
