@@ -78,7 +78,8 @@ def read_run(folder: Path, logs: list[Path], container: str) -> SourceRun:
     config: dict[str, Any] = {}
     failed = False
     # Operation.from_dict looks up every subclass on each call; the same lookup, done once:
-    kinds = {kind.__name__: kind for kind in ops.all_subclasses(ops.Operation)}
+    finder: Any = ops.all_subclasses
+    kinds = {kind.__name__: kind for kind in finder(ops.Operation)}
     for line in sorted(lines, key=lambda item: int(item.get("version", 0))):
         kind = kinds.get(line["obj"].get("type"))
         if kind is None:
