@@ -321,11 +321,15 @@ def test_mlflow_server_imports_exactly(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------ W&B offline
 _WANDB_SCRIPT = """
-import os, wandb
+import os, numpy as np, wandb
 run = wandb.init(project="migrate", name="wandb-run", mode="offline", dir=".", notes="from wandb",
                  tags=["a", "b"], config={{"lr": 0.01, "model": {{"depth": 4}}}})
 for step in range({rows}):
-    run.log({{"loss": 1.0 / (step + 1), "acc": float("nan") if step == 5 else step / {rows}}}, step=step)
+    row = {{"loss": 1.0 / (step + 1), "acc": float("nan") if step == 5 else step / {rows}}}
+    if step == 10:
+        row["weights"] = wandb.Histogram(np.arange(100.0))
+        row["sample"] = wandb.Image(np.arange(48, dtype=np.uint8).reshape(4, 4, 3))
+    run.log(row, step=step)
 with open("notes.txt", "w") as handle:
     handle.write("a file saved with the run")
 run.save("notes.txt", policy="now")
@@ -362,6 +366,15 @@ def test_wandb_offline_run_imports_exactly(wandb_source: tuple[Path, str], tmp_p
     (saved,) = json.loads((run.dir / "artifacts.json").read_text())["artifacts"]["notes.txt"]
     assert saved["checksum"] == _sha256(root / "notes.txt")
     assert "step_missing" not in _adaptations(run)
+    (histogram,) = [r for r in run.events() if type(r).__name__ == "HistogramLogged"]
+    assert (histogram.name, histogram.step) == ("weights", 10)
+    np.testing.assert_array_equal(histogram.bin_edges, log.history[10]["weights/bins"])
+    np.testing.assert_array_equal(histogram.counts, log.history[10]["weights/values"])
+    (figure,) = [r for r in run.events() if type(r).__name__ == "FigureLogged"]
+    assert (figure.name, figure.step) == ("sample", 10)
+    media = next(root.glob(f"wandb/offline-run-*-{run_id}/files/{log.history[10]['sample/path']}"))
+    assert Path(figure.path).read_bytes() == media.read_bytes()
+    assert not [name for name in run.metrics() if name.startswith(("weights", "sample"))]
 
 
 def test_a_damaged_wandb_log_fails_alone(wandb_source: tuple[Path, str], tmp_path: Path) -> None:

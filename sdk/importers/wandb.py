@@ -4,8 +4,9 @@ History rows become series at their ``_step`` with their ``_timestamp`` (values 
 them as JSON text); a row without ``_step`` gets the step after the previous row (reported
 ``step_missing``). Config, summary (as ``source_summary``), notes, tags, host and exit code come
 in; system ``stats`` records become ``system/<key>`` series at the history step current when they
-were taken; every file under ``files/`` is copied into the artifact store. Media and other
-non-numeric history values are reported as skipped.
+were taken; every file under ``files/`` is copied into the artifact store. ``wandb.Histogram``
+values become histograms and ``wandb.Image`` files figures; other media and non-numeric history
+values are reported as skipped.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from runtel.importers._source import (
     Series,
     Skipped,
     SourceFile,
+    SourceImage,
     SourceRun,
     fingerprint_of,
 )
+from runtel.records import HistogramLogged
 
 SOURCE = "wandb"
 _INTERNAL = {"_step", "_timestamp", "_runtime"}
@@ -89,7 +92,7 @@ def read_run(folder: Path, log: Path) -> SourceRun:
                     report.add("step_missing", 1, {"row": sorted(row)[:5], "step_given": step})
                 when = row.get("_timestamp")
                 last_time = float(when) if isinstance(when, int | float) else last_time
-                for key, value in row.items():
+                for key, value in _media(run, folder, row, step, last_time).items():
                     if key not in _INTERNAL:
                         _add_point(points, report, key, step, last_time, value)
             elif kind == "stats":
@@ -154,6 +157,53 @@ def _start(run: SourceRun, record: Any) -> None:
         "job_type": record.job_type,
         "git_commit": record.git.commit or None,
     }
+
+
+def _media(run: SourceRun, folder: Path, row: dict[str, Any], step: int, when: float) -> dict[str, Any]:
+    """Take W&B's typed values (``<key>/_type`` and its siblings) out of ``row``; returns the rest.
+
+    Histograms become histograms and image files figures; other media are reported as skipped.
+    """
+    rest = dict(row)
+    for key, value in row.items():
+        if isinstance(value, dict) and isinstance(value.get("_type"), str):  # an unflattened value
+            rest.pop(key)
+            rest.update({f"{key}/{inner}": item for inner, item in value.items()})
+    typed = {key[: -len("/_type")]: value for key, value in rest.items() if key.endswith("/_type")}
+    for prefix, kind in typed.items():
+        group = {key[len(prefix) + 1 :]: rest.pop(key) for key in list(rest) if key.startswith(prefix + "/")}
+        if kind == "histogram":
+            histogram = _histogram(prefix, step, when, group)
+            if histogram is not None:
+                run.histograms.append(histogram)
+                run.report.add("histogram_moments_estimated", 1, {"histogram": prefix, "step": step})
+                continue
+        elif kind == "image-file":
+            path = folder / "files" / str(group.get("path", ""))
+            if path.is_file() and path.resolve().is_relative_to(folder.resolve()):
+                suffix = str(group.get("format") or path.suffix.lstrip(".") or "png")
+                run.images.append(SourceImage(prefix, step, when, path.read_bytes(), suffix))
+                continue
+        run.report.add("history_value_skipped", 1, {"key": prefix, "step": step, "type": str(kind)})
+    return rest
+
+
+def _histogram(name: str, step: int, when: float, group: dict[str, Any]) -> HistogramLogged | None:
+    """W&B keeps bin edges and counts only: min/max are the outer edges, mean/std from bin centres."""
+    try:
+        edges = np.asarray(group["bins"], dtype=np.float64)
+        counts = np.asarray(group["values"], dtype=np.int64)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if edges.ndim != 1 or counts.ndim != 1 or edges.size != counts.size + 1 or not counts.size:
+        return None
+    total = int(counts.sum())
+    centres = (edges[:-1] + edges[1:]) / 2
+    mean = float((centres * counts).sum() / total) if total else math.nan
+    std = float(np.sqrt((counts * (centres - mean) ** 2).sum() / total)) if total else math.nan
+    return HistogramLogged(
+        name, step, when, edges, counts, float(edges[0]), float(edges[-1]), mean, std, total
+    )
 
 
 def _add_point(
