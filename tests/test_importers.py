@@ -432,6 +432,12 @@ def test_neptune_offline_run_imports_exactly(neptune_source: Path, tmp_path: Pat
     assert (run.name, run.metadata["notes"], run.metadata["tags"]) == ("neptune-run", "from neptune", ["n1"])
     (weights,) = json.loads((run.dir / "artifacts.json").read_text())["artifacts"]["model/weights.bin"]
     assert weights["checksum"] == _sha256(neptune_source / "weights.bin")
+    monitoring = {path: found for path, found in source.series.items() if path.startswith("monitoring/")}
+    assert monitoring  # neptune samples the system while the run is open
+    for path, found in monitoring.items():
+        steps, times, values = run.history("system/" + path.split("/", 2)[2])
+        np.testing.assert_array_equal(values, [p[1] for p in found])
+        np.testing.assert_array_equal(times, [p[2] for p in found])
 
 
 # ---------------------------------------------------------------------- round trip: source → store → MLflow

@@ -9,7 +9,9 @@ the artifact store with its SHA-256). MLflow keeps times in milliseconds: report
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import tempfile
 from collections.abc import Iterator
 from functools import partial
@@ -161,11 +163,28 @@ def _artifacts(client: Any, run_id: str, when: float, scratch_dirs: list[Path]) 
         return []
     scratch = Path(tempfile.mkdtemp(prefix="runtel-mlflow-"))
     scratch_dirs.append(scratch)
-    client.download_artifacts(run_id, "", str(scratch))
+    with _no_download_bar():
+        client.download_artifacts(run_id, "", str(scratch))
     return [
         SourceFile(scratch / relative, relative, when, metadata={"mlflow_path": relative})
         for relative in listed
     ]
+
+
+@contextlib.contextmanager
+def _no_download_bar() -> Iterator[None]:
+    """MLflow draws its own tqdm bar on stderr for each download; runtel import draws one per run."""
+    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR as bar
+
+    before = os.environ.get(bar.name)
+    os.environ[bar.name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(bar.name, None)
+        else:
+            os.environ[bar.name] = before
 
 
 def _listing(client: Any, run_id: str, path: str | None) -> list[str]:
