@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -541,3 +542,18 @@ def test_a_missing_extra_is_named(
             base_dir=tmp_path / "store",
             **({"tracking_uri": "x"} if source == "mlflow" else {}),
         )
+
+
+def test_a_source_damaged_since_keeps_the_earlier_import(
+    wandb_source: tuple[Path, str], tmp_path: Path
+) -> None:
+    root, run_id = wandb_source
+    (folder,) = (root / "wandb").glob(f"offline-run-*-{run_id}")
+    copy = tmp_path / "wandb" / folder.name
+    shutil.copytree(folder, copy, symlinks=True)
+    import_runs("wandb", tmp_path / "wandb", base_dir=tmp_path / "store")
+    (copy / f"run-{run_id}.wandb").write_bytes(b"damaged")
+    (outcome,) = import_source("wandb", str(tmp_path / "wandb"), base_dir=tmp_path / "store", force=True)
+    assert outcome.status == "failed" and "not a W&B transaction log" in str(outcome.reason)
+    (run,) = runtel.Store(tmp_path / "store").runs()
+    assert run.history("loss")[0].size == WANDB_ROWS

@@ -102,20 +102,23 @@ def _import_one(pending: Pending, base_dir: Path, force: bool, listener: Listene
             outcome.name = read_json(folder / "metadata.json", default={}).get("name")
             outcome.reason = "already imported (pass force=True / --force to import it again)"
             return outcome
-        _sink.remove_import(folder)
         outcome.status = "replaced"
     started = time.perf_counter()
     run: SourceRun | None = None
+    writing = False
     try:
         run = pending.load()
         run.source_id, run.fingerprint = pending.source_id, pending.fingerprint
         outcome.name = run.name
+        if earlier is not None:  # only once the source was read: a source now unreadable keeps the old run
+            _sink.remove_import(earlier[0])
         if listener is not None:
             listener.started(run.name, run.points())
+        writing = True
         folder = _sink.write_run(base_dir, run, listener.advance if listener is not None else None)
     except Exception as exc:
-        leftover = _sink.existing_import(base_dir, pending)
-        if leftover is not None:
+        leftover = _sink.existing_import(base_dir, pending) if writing else None
+        if leftover is not None:  # the half-written run of this attempt, never an earlier one
             _sink.remove_import(leftover[0])
         outcome.status, outcome.reason = "failed", f"{type(exc).__name__}: {exc}"
         return outcome

@@ -78,7 +78,8 @@ class SourceRun:
     """Everything one source run holds that the store can represent, plus the report of the rest.
 
     ``source_id`` identifies the run at its source (it decides idempotence); ``fingerprint`` changes
-    when the source run changed since (more points, a new status), which triggers a fresh import.
+    when the source run changed since (more points, a new status), which triggers a fresh import. Both
+    are copied from the :class:`Pending` the run was loaded from.
     """
 
     source: str
