@@ -348,10 +348,18 @@ def wandb_source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return root, run_id
 
 
-def test_wandb_offline_run_imports_exactly(wandb_source: tuple[Path, str], tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def wandb_run(wandb_source: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> runtel.StoredRun:
+    (run,) = _import("wandb", wandb_source[0] / "wandb", tmp_path_factory.mktemp("wandb-store"))
+    return run
+
+
+def test_wandb_offline_run_imports_exactly(
+    wandb_source: tuple[Path, str], wandb_run: runtel.StoredRun
+) -> None:
     root, run_id = wandb_source
     log = read_finished_log(root, run_id)
-    (run,) = _import("wandb", root / "wandb", tmp_path / "store")
+    run = wandb_run
     assert len(log.history) == WANDB_ROWS
     for key in ("loss", "acc"):
         steps, times, values = run.history(key)
@@ -419,10 +427,16 @@ def neptune_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_neptune_offline_run_imports_exactly(neptune_source: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def neptune_run(neptune_source: Path, tmp_path_factory: pytest.TempPathFactory) -> runtel.StoredRun:
+    (run,) = _import("neptune", neptune_source / ".neptune", tmp_path_factory.mktemp("neptune-store"))
+    return run
+
+
+def test_neptune_offline_run_imports_exactly(neptune_source: Path, neptune_run: runtel.StoredRun) -> None:
     (folder,) = offline_runs(neptune_source / ".neptune")
     source = read_neptune(folder)
-    (run,) = _import("neptune", neptune_source / ".neptune", tmp_path / "store")
+    run = neptune_run
     steps, times, values = run.history("train/loss")
     points = source.series["train/loss"]
     assert len(points) == 3000
@@ -485,34 +499,46 @@ def test_round_trip_mlflow_to_mlflow(mlflow_source: tuple[str, dict[str, str], P
     _assert_round_trip(run, tmp_path, source)
 
 
-def test_round_trip_wandb_to_mlflow(wandb_source: tuple[Path, str], tmp_path: Path) -> None:
+@pytest.mark.slow  # 20,000 points through MLflow's SQLite store: about 20 s here
+def test_round_trip_wandb_to_mlflow(
+    wandb_source: tuple[Path, str], wandb_run: runtel.StoredRun, tmp_path: Path
+) -> None:
     root, run_id = wandb_source
     log = read_finished_log(root, run_id)
-    (run,) = _import("wandb", root / "wandb", tmp_path / "store")
+    run = wandb_run
     rows = [log.history[step] for step in sorted(log.history)]
     source = {"loss": (sorted(log.history), [r["_timestamp"] for r in rows], [r["loss"] for r in rows])}
     _assert_round_trip(run, tmp_path, source)
 
 
-def test_round_trip_neptune_to_mlflow(neptune_source: Path, tmp_path: Path) -> None:
+def test_round_trip_neptune_to_mlflow(
+    neptune_source: Path, neptune_run: runtel.StoredRun, tmp_path: Path
+) -> None:
     (folder,) = offline_runs(neptune_source / ".neptune")
     points = read_neptune(folder).series["train/loss"]
-    (run,) = _import("neptune", neptune_source / ".neptune", tmp_path / "store")
+    run = neptune_run
     source = {"train/loss": ([p[0] for p in points], [p[2] for p in points], [p[1] for p in points])}
     _assert_round_trip(run, tmp_path, source)
 
 
 # ------------------------------------------------------------------------------------------------- CLI
 def test_cli_imports_reports_json_and_exports_imported_runs(
-    tb_logdir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    import tensorboardX
+
+    for name in ("first", "second"):
+        writer = tensorboardX.SummaryWriter(str(tmp_path / "logs" / name))
+        for step in range(20):
+            writer.add_scalar("loss", 1.0 / (step + 1), step)
+        writer.close()
     base = str(tmp_path / "store")
-    assert main(["import", "tensorboard", str(tb_logdir / "tbx"), "--base-dir", base, "--json"]) == 0
+    assert main(["import", "tensorboard", str(tmp_path / "logs"), "--base-dir", base, "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert sorted(run["status"] for run in document["runs"]) == ["imported", "imported"]
-    assert main(["show", "tbx", "--base-dir", base, "--json"]) == 0
+    assert main(["show", "first", "--base-dir", base, "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert shown["adaptations"]["tensorboard import"]["source_float32"]["count"] == TB_STEPS
+    assert shown["adaptations"]["tensorboard import"]["source_float32"]["count"] == 20
     target = f"sqlite:///{tmp_path / 'out.db'}"
     code = main(["export", "--imported-from", "tensorboard", "--to", "mlflow", "--tracking-uri", target,
                  "--base-dir", base, "--json"])  # fmt: skip
