@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 
 from runtel.errors import ArtifactError, ConfigError
-from runtel.exporters.local import LocalStoreExporter
 from runtel.importers._source import Pending, SourceRun
-from runtel.records import ArtifactLogged, FigureLogged, MetricPoints, Record, RunEnded, RunStarted, SpanEnded
+from runtel.records import ArtifactLogged, FigureLogged, MetricPoints, Record, RunStarted, SpanEnded
 from runtel.store import _layout
 from runtel.store._jsonio import read_json, write_json_atomic
 from runtel.store.artifacts import ArtifactStore
+from runtel.store.writer import StoreWriter
 
 BATCH_POINTS = 50_000
 _UNSAFE_PART = re.compile(r"[^\w.\- ]+")
@@ -79,21 +79,20 @@ def write_run(base_dir: Path, run: SourceRun, progress: Progress | None = None) 
         run_dir / _layout.METADATA, {"id": run_id, "imported_from": run.source, "import": details}
     )
     span_id = run_id[:16] if int(run_id[:16], 16) else "1" * 16
-    writer = LocalStoreExporter(run_dir)
+    writer = StoreWriter(run_dir)
     try:
-        writer.export([_started(run)])
+        writer.start(_started(run))
         for batch in _point_batches(run, np.uint64(int(span_id, 16))):
-            writer.export([batch])
+            writer.write([batch])
             if progress is not None:
                 progress(len(batch))
         events: list[Record] = [*run.histograms, *_figures(run, run_dir), *_artifacts(run, run_dir)]
         events.sort(key=_event_time)
         events.append(_run_span(run, span_id))
-        writer.export(events)
-        summary = {"metrics": writer.metric_stats()}
-        writer.export([RunEnded(status=run.status, end_time=run.end_time, error=run.error, summary=summary)])
+        writer.write(events)
+        writer.write([writer.run_ended(run.status, run.error, run.end_time)])
     finally:
-        writer.shutdown()
+        writer.close({})  # StoreWriteError when something did not reach the disk
     _add_to_summary(
         run_dir,
         {
