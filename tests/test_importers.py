@@ -226,6 +226,9 @@ def _log_mlflow(uri: str, artifact_root: Path, source: Path) -> dict[str, str]:
     client.log_param(run_id, "layers", "[64, 32]")
     client.set_tag(run_id, "mlflow.note.content", "the baseline")
     client.log_artifact(run_id, str(source), "checkpoints")
+    model = client.create_logged_model(experiment, name="net", source_run_id=run_id)
+    client.log_model_artifact(model.model_id, str(source))
+    client.finalize_logged_model(model.model_id, "READY")
     client.set_terminated(run_id, "FINISHED")
     bad = client.create_run(experiment, run_name="bad")
     client.log_metric(bad.info.run_id, "loss", 2.5, timestamp=int(T0 * 1000), step=0)
@@ -271,6 +274,9 @@ def test_mlflow_sqlite_imports_exactly_and_reimport_adds_nothing(
     (stored,) = json.loads((good.dir / "artifacts.json").read_text())["artifacts"]["checkpoints/model.bin"]
     assert stored["checksum"] == _sha256(artifact)
     assert _sha256(good.dir / stored["path"]) == _sha256(artifact)
+    (model,) = json.loads((good.dir / "artifacts.json").read_text())["artifacts"]["models/net"]
+    assert model["kind"] == "model" and model["metadata"]["status"] == "READY"
+    assert _sha256(good.dir / model["path"] / "model.bin") == _sha256(artifact)
     assert _adaptations(good)["source_time_milliseconds"]["count"] == 2050
     again = import_source("mlflow", None, base_dir=tmp_path / "store", options={"tracking_uri": uri})
     assert {o.status for o in again} == {"unchanged"}
@@ -313,6 +319,8 @@ def test_mlflow_server_imports_exactly(tmp_path: Path) -> None:
         runs = {run.name: run for run in _import("mlflow", None, tmp_path / "store", tracking_uri=uri)}
         _assert_mlflow_run_equal(uri, ids["good"], runs["good"])
         assert runs["bad"].status == "failed"
+        stored = json.loads((runs["good"].dir / "artifacts.json").read_text())["artifacts"]
+        assert _sha256(runs["good"].dir / stored["models/net"][0]["path"] / "model.bin") == _sha256(artifact)
         again = import_source("mlflow", None, base_dir=tmp_path / "store", options={"tracking_uri": uri})
         assert {o.status for o in again} == {"unchanged"}
     finally:

@@ -2,8 +2,9 @@
 
 Every metric's full history (``get_metric_history``), params (strings in MLflow, kept as strings),
 tags (user tags become runtel tags ``key=value``; all tags stay in the metadata), the note
-(``mlflow.note.content``), status and times, and every artifact file (downloaded, then copied into
-the artifact store with its SHA-256). MLflow keeps times in milliseconds: reported as
+(``mlflow.note.content``), status and times, every artifact file and every logged model of the run
+(MLflow 3's ``log_model``; a directory artifact ``models/<name>`` of kind ``model``), downloaded, then
+copied into the artifact store with its SHA-256. MLflow keeps times in milliseconds: reported as
 ``source_time_milliseconds``. MLflow's ``system/...`` metrics are the run's system series.
 """
 
@@ -118,6 +119,7 @@ def read_run(client: Any, found: Any, uri: str, experiment_name: str) -> SourceR
         if history:
             run.end_time = max(run.end_time, max(m.timestamp for m in history) / 1000.0)
     run.files = _artifacts(client, info.run_id, run.end_time, run.scratch)
+    run.files += _models(client, run, uri)
     return run
 
 
@@ -185,6 +187,46 @@ def _no_download_bar() -> Iterator[None]:
             os.environ.pop(bar.name, None)
         else:
             os.environ[bar.name] = before
+
+
+def _models(client: Any, run: SourceRun, uri: str) -> list[SourceFile]:
+    """MLflow 3's logged models of this run (``log_model``), each a directory artifact ``models/<name>``."""
+    import mlflow.artifacts
+
+    info = run.source_metadata
+    models: list[Any] = []
+    token = None
+    while True:
+        try:
+            page = client.search_logged_models(
+                [info["experiment_id"]], filter_string=f"source_run_id = '{info['run_id']}'", page_token=token
+            )
+        except Exception as exc:  # a server older than MLflow 3 has no logged models
+            run.report.add("models_not_listed", 1, {"why": f"{type(exc).__name__}: {exc}"})
+            return []
+        models.extend(page)
+        token = page.token
+        if not token:
+            break
+    files = []
+    for model in models:
+        scratch = Path(tempfile.mkdtemp(prefix="runtel-mlflow-model-"))
+        run.scratch.append(scratch)
+        with _no_download_bar():
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=model.artifact_location, dst_path=str(scratch), tracking_uri=uri
+            )
+        details = {
+            "mlflow_model_id": model.model_id,
+            "model_type": model.model_type,
+            "status": str(model.status),
+        }
+        files.append(
+            SourceFile(
+                Path(local), f"models/{model.name}", model.creation_timestamp / 1000.0, None, "model", details
+            )
+        )
+    return files
 
 
 def _listing(client: Any, run_id: str, path: str | None) -> list[str]:
