@@ -5,6 +5,8 @@ go through OpenTelemetry instruments) recorded exactly into a local store, and
 ``runtel.Store(...)`` reads runs back, live or finished.
 """
 
+from typing import Any
+
 from runtel import step_timing
 from runtel.api import available_exporters, finish, init
 from runtel.errors import (
@@ -30,6 +32,16 @@ from runtel.store.query import Store, StoredRun
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> Any:
+    """``runtel.import_runs`` is loaded on first use, so ``import runtel`` stays fast."""
+    if name == "import_runs":
+        from runtel.importers import import_runs
+
+        return import_runs
+    raise AttributeError(f"module 'runtel' has no attribute {name!r}")
+
+
 __all__ = [
     "ArtifactError",
     "ChecksumMismatchError",
@@ -53,6 +65,7 @@ __all__ = [
     "__version__",
     "available_exporters",
     "finish",
+    "import_runs",
     "init",
     "step_timing",
 ]

@@ -13,6 +13,7 @@ from typing import Any
 from runtel import __version__
 from runtel.cli_commands import open_store, print_json
 from runtel.cli_commands import register as register_read_commands
+from runtel.cli_import import register as register_import
 from runtel.errors import RuntelError
 
 #: CLI flags that become keyword arguments of the chosen exporter's constructor.
@@ -43,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     export = commands.add_parser("export", help="replay stored runs to a backend (wandb, mlflow, ...)")
     export.add_argument("runs", nargs="*", help="run ids, id prefixes or names")
     export.add_argument("--all", action="store_true", help="every run in the store")
+    export.add_argument(
+        "--imported-from", default=None, metavar="SOURCE", help="every run imported from SOURCE (e.g. mlflow)"
+    )
     export.add_argument("--to", required=True, help="exporter name, e.g. mlflow, wandb, tensorboard, neptune")
     export.add_argument("--base-dir", default=None)
     export.add_argument("--force", action="store_true", help="replace a run the target already holds")
@@ -51,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     export.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE")
     export.add_argument("--json", action="store_true", help="print one JSON object per run on stdout")
     register_read_commands(commands)
+    register_import(commands)
     args = parser.parse_args(argv)
 
     try:
@@ -84,10 +89,15 @@ def _export(args: argparse.Namespace) -> int:
     from runtel.errors import ConfigError
     from runtel.replay import count_points, export_run
 
-    if args.all == bool(args.runs):
-        raise ConfigError("name the runs to export, or pass --all (not both)")
+    if [args.all, bool(args.runs), args.imported_from is not None].count(True) != 1:
+        raise ConfigError("name the runs to export, or pass --all or --imported-from SOURCE (one of them)")
     store = open_store(args.base_dir)
-    runs = store.runs() if args.all else [store.run(key) for key in args.runs]
+    if args.imported_from is not None:
+        runs = [run for run in store.runs() if run.metadata.get("imported_from") == args.imported_from]
+        if not runs:
+            raise ConfigError(f"no run in {str(store.base_dir)!r} was imported from {args.imported_from!r}")
+    else:
+        runs = store.runs() if args.all else [store.run(key) for key in args.runs]
     options: dict[str, Any] = {key: getattr(args, key) for key in _EXPORTER_FLAGS if getattr(args, key)}
     for item in args.option:
         key, sep, value = item.partition("=")

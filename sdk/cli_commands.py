@@ -64,8 +64,16 @@ def _common(parser: argparse.ArgumentParser, handler: Handler) -> None:
 
 
 def _adaptation_reports(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``{exporter: {kind: {"count", "examples"}}}`` of live export and of each replay (``<name> replay``)."""
+    """``{exporter: {kind: {"count", "examples"}}}`` of live export, of each replay (``<name> replay``)
+    and of an import (``<source> import``)."""
     reports: dict[str, dict[str, Any]] = {}
+    imported = summary.get("import")
+    if (
+        isinstance(imported, dict)
+        and isinstance(imported.get("adaptations"), dict)
+        and imported["adaptations"]
+    ):
+        reports[f"{imported.get('source')} import"] = imported["adaptations"]
     for name, report in (summary.get("exporters") or {}).items():
         if isinstance(report, dict) and report.get("adaptations"):
             reports[str(name)] = report["adaptations"]
