@@ -126,9 +126,17 @@ def _resolve_exporter(item: str | Exporter, options: Mapping[str, Mapping[str, A
 
 
 def _install_hooks() -> None:
-    """At exit, finish runs a script forgot; an uncaught exception marks them failed."""
+    """At exit, finish runs a script forgot; an uncaught exception marks them failed.
+
+    ``atexit`` runs hooks last-registered first, and a backend library registers its own teardown
+    when its exporter starts it (W&B's service process): the hook is therefore registered again at
+    every ``init``, after the exporters of that run were built, so open runs are finished and
+    exported while every backend is still up.
+    """
     global _hooks_installed
     with _hooks_lock:
+        atexit.unregister(_finish_all_at_exit)
+        atexit.register(_finish_all_at_exit)
         if _hooks_installed:
             return
         _hooks_installed = True
@@ -140,7 +148,6 @@ def _install_hooks() -> None:
         previous(exc_type, exc, tb)
 
     sys.excepthook = excepthook
-    atexit.register(_finish_all_at_exit)
     if (
         threading.current_thread() is threading.main_thread()
         and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
