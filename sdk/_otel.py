@@ -168,6 +168,12 @@ class RecordingSpanProcessor(SpanProcessor):
         )
 
 
+def error_type(kind: type[BaseException]) -> str:
+    """OTel's ``error.type`` for an exception class: its qualified name, module-prefixed unless builtin."""
+    module = kind.__module__
+    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+
+
 def instrument_name(metric: str) -> str:
     """A valid OTel instrument name for any metric name (the original goes in an attribute)."""
     if _INSTRUMENT_NAME.fullmatch(metric):
