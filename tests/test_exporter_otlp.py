@@ -332,3 +332,53 @@ def test_every_rank_sends_its_spans_into_the_one_trace_and_mlflow_gets_one_run(
     client = MlflowClient(f"sqlite:///{db}")
     (mlrun,) = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
     assert mlrun.data.tags["runtel.run_id"] == run.id
+
+
+@pytest.mark.parametrize("variable", ["OTEL_METRICS_EXPORTER", "OTEL_TRACES_EXPORTER"])
+def test_otel_signal_exporter_none_turns_that_signal_off(
+    base_dir: Path, http_receiver: Server, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    monkeypatch.setenv(variable, "none")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", http_receiver.endpoint)
+    with runtel.init(project="otlptest", base_dir=str(base_dir), exporters=[OtlpExporter()]) as run:
+        _train(run)
+    received = http_receiver.received
+    if variable == "OTEL_METRICS_EXPORTER":
+        assert received.metrics == [] and _spans(received)[1]
+    else:
+        assert received.traces == [] and _last_points(received)
+
+
+def test_a_keyword_wins_over_the_signal_variable(
+    base_dir: Path, http_receiver: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")  # no otlp in the list: off
+    exporter = OtlpExporter(http_receiver.endpoint, metrics=True)
+    with runtel.init(project="otlptest", base_dir=str(base_dir), exporters=[exporter]) as run:
+        _train(run)
+    assert http_receiver.received.traces == [] and _last_points(http_receiver.received)
+
+
+def test_per_signal_endpoint_variables_are_used_as_given(
+    base_dir: Path, http_receiver: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")  # the per-signal ones win
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"{http_receiver.endpoint}/v1/traces")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", f"{http_receiver.endpoint}/v1/metrics")
+    with runtel.init(
+        project="otlptest", name="env", base_dir=str(base_dir), exporters=[OtlpExporter()]
+    ) as run:
+        _train(run)
+    _check_trace_and_metrics(run, http_receiver.received)
+
+
+def test_otel_sdk_disabled_sends_nothing(
+    base_dir: Path, http_receiver: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    with runtel.init(
+        project="otlptest", base_dir=str(base_dir), exporters=[OtlpExporter(http_receiver.endpoint)]
+    ) as run:
+        _train(run)
+    assert http_receiver.received.traces == [] and http_receiver.received.metrics == []
