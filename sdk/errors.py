@@ -91,3 +91,7 @@ class StoreWriteError(RuntelError, OSError):
 
     def __str__(self) -> str:  # OSError would print "[Errno ...] strerror: filename" instead
         return str(self.args[0])
+
+
+class PortInUseError(ConfigError):
+    """A server was asked for a port another process holds; the message names it and the way out."""

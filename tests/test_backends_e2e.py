@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import runtel
 from runtel.cli import main as cli
 from runtel.exporters.base import EPOCH_SERIES
 
+from .ports import closed_port
 from .readers.neptune_offline import offline_runs, read_run
 from .readers.wandb_log import read_finished_log
 
@@ -169,18 +169,12 @@ def test_neptune_holds_every_finite_point_and_reports_the_dropped_ones(
         assert steps == sorted(set(steps))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_dead_mlflow_server_does_not_slow_training_and_the_run_replays_later(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    dead = f"http://127.0.0.1:{free_port()}"
+    dead = f"http://127.0.0.1:{closed_port()}"
     run = runtel.init(
         project="dead",
         name="dead-server",

@@ -24,6 +24,7 @@ from runtel.exporters.base import ExportResult
 from runtel.exporters.otlp import OtlpExporter
 from tests import launch
 from tests.conftest import run_python
+from tests.ports import closed_port
 
 
 @dataclass
@@ -264,7 +265,7 @@ def test_unsupported_protocol_names_the_variable(monkeypatch: pytest.MonkeyPatch
 
 
 def test_replaying_a_stored_run_is_refused() -> None:
-    assert OtlpExporter("http://127.0.0.1:9").export([]) is ExportResult.FAILURE
+    assert OtlpExporter(f"http://127.0.0.1:{closed_port()}").export([]) is ExportResult.FAILURE
 
 
 def test_module_import_does_not_load_the_otlp_packages(tmp_path: Path) -> None:
@@ -363,7 +364,9 @@ def test_a_keyword_wins_over_the_signal_variable(
 def test_per_signal_endpoint_variables_are_used_as_given(
     base_dir: Path, http_receiver: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")  # the per-signal ones win
+    monkeypatch.setenv(
+        "OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{closed_port()}"
+    )  # per-signal ones win
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"{http_receiver.endpoint}/v1/traces")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", f"{http_receiver.endpoint}/v1/metrics")
     with runtel.init(
