@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from runtel.errors import MissingExtraError, RuntelError
+from runtel.errors import AlreadyExportedError, MissingExtraError, RuntelError
 from runtel.exporters._translator import RecordTranslator
 from runtel.exporters.base import EPOCH_SERIES, Capabilities
 from runtel.records import (
@@ -83,10 +83,6 @@ COMPLETE_MARKER = "runtel-export.json"
 
 #: W&B knows only an exit code; the exact runtel status also goes to the summary.
 EXIT_CODES: dict[str, int] = {"completed": 0, "running": 0, "failed": 1, "crashed": 1, "killed": 143}
-
-
-class AlreadyExportedError(RuntelError, FileExistsError):
-    """The target already holds a W&B run with this run's id; a second export would merge into it."""
 
 
 def _import_wandb() -> Any:
@@ -218,8 +214,9 @@ class WandbExporter(RecordTranslator):
         ]
         if complete and not self._force:
             raise AlreadyExportedError(
-                f"run {run_id} was already exported to W&B offline at {complete[0]}; "
-                "sync or delete that folder, export to another dir, or pass force=True"
+                f"run {run_id} was already exported to W&B offline at {complete[0]} "
+                "(sync or delete that folder, or export to another dir)",
+                remedy="pass WandbExporter(..., force=True) to replace it",
             )
         self._remove_exports(run_id)
 

@@ -134,6 +134,17 @@ _QUANTITIES = {
 }
 
 
+def series_unit(series: str) -> str | None:
+    """The unit of a ``system/...`` series as the module docstring's table gives it (``By``, ``%``...)."""
+    parts = series.split("/")
+    if len(parts) < 2 or parts[0] != "system":
+        return None
+    for spec in _GAUGES:
+        if parts[1] in spec.quantities.values():
+            return "%" if spec.unit == "1" else spec.unit
+    return None
+
+
 def _series_name(instrument: str, attributes: Mapping[str, Any]) -> str:
     """The runtel series for one OTel point: ``system/<quantity>[/<device>]`` (see the module docstring)."""
     qualifier = next((str(attributes[key]) for key in _QUALIFIER_KEYS if key in attributes), None)
