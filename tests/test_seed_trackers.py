@@ -331,3 +331,13 @@ def test_convenience_functions_and_model_versioning(model: TinyNet) -> None:
 def test_unknown_backend_is_a_clear_error() -> None:
     with pytest.raises(runtel.ConfigError, match="unknown backend 'comet'"):
         create_tracker("p", backend="comet")
+
+
+def test_create_tracker_local_is_a_documented_local_tracker(base_dir: Path) -> None:
+    from runtel.tracking import LocalTracker
+
+    tracker = create_tracker("project", base_dir=str(base_dir))
+    assert type(tracker) is LocalTracker
+    tracker.log_metrics({"loss": 0.5}, step=3)
+    tracker.finish()
+    assert runtel.Store(base_dir).run(tracker.run.id).history("loss")[0].tolist() == [3]

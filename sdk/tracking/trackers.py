@@ -106,6 +106,25 @@ class RunTracker(BaseTracker):
         self.run.__exit__(exc_type, exc, tb)
 
 
+class LocalTracker(RunTracker):
+    """The local store only, no backend: what ``create_tracker(project, backend="local")`` returns.
+
+    A run like any other (``tracker.run``), readable with ``runtel.Store``, ``runtel show`` and the UI,
+    and replayable to any backend later with ``runtel export``.
+    """
+
+    def __init__(
+        self,
+        project_name: str,
+        experiment_name: str | None = None,
+        *,
+        base_dir: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        **settings: Any,
+    ) -> None:
+        super().__init__(project_name, experiment_name, base_dir=base_dir, config=config, **settings)
+
+
 class WandbTracker(RunTracker):
     """Weights & Biases; ``api_key`` goes to wandb in memory only, never to disk or logs."""
 
@@ -323,7 +342,7 @@ def create_tracker(
 ) -> RunTracker:
     """One tracker for ``backend`` (wandb, mlflow, tensorboard, neptune, or local for the store only)."""
     if _backend_exporter(backend) == "local":
-        return RunTracker(project_name, experiment_name, **kwargs)
+        return LocalTracker(project_name, experiment_name, **kwargs)
     return _TRACKERS[backend.lower()](project_name, experiment_name, **kwargs)
 
 
