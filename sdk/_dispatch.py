@@ -55,6 +55,7 @@ class ExporterReport:
     status: str = "ok"  # ok | failed
     error: str | None = None
     batches_exported: int = 0
+    points_delivered: int = 0
     records_undelivered: int = 0
     points_undelivered: int = 0
     retries: int = 0
@@ -123,6 +124,7 @@ class _Worker:
             try:
                 if self.exporter.export(batch) is ExportResult.SUCCESS:
                     self.report.batches_exported += 1
+                    self.report.points_delivered += _points(batch)
                     return
             except Exception as exc:
                 error = _describe(exc)
@@ -150,7 +152,11 @@ class _Worker:
 
     def _count_undelivered(self, batch: Sequence[Record]) -> None:
         self.report.records_undelivered += len(batch)
-        self.report.points_undelivered += sum(len(r) for r in batch if isinstance(r, MetricPoints))
+        self.report.points_undelivered += _points(batch)
+
+
+def _points(batch: Sequence[Record]) -> int:
+    return sum(len(r) for r in batch if isinstance(r, MetricPoints))
 
 
 class _StoreWorker:
@@ -243,6 +249,21 @@ class Dispatcher:
                     f"queue stayed full for {self._block_timeout}s (exporter hung or too slow)"
                 )
                 worker._count_undelivered(batch)
+
+    def health(self) -> list[dict[str, Any]]:
+        """Each exporter's live readings (``runtel._health``): name, status, queue depth, points, retries."""
+        return [
+            {
+                "name": w.report.name,
+                "status": w.report.status,
+                "queue_depth": w.queue.qsize(),
+                "points_delivered": w.report.points_delivered,
+                "points_undelivered": w.report.points_undelivered,
+                "retries": w.report.retries,
+                "failed": int(w.report.status == "failed"),
+            }
+            for w in self._workers
+        ]
 
     def wait_for_store(self, timeout: float | None = None) -> bool:
         """Block until the store writer has taken in everything submitted so far; True if it is all

@@ -48,6 +48,8 @@ RUN_METRICS_SCOPE = "runtel.metrics"
 #: Scope of ``run.meter``: the user's own instruments, recorded as series at every flush.
 USER_METRICS_SCOPE = "runtel.user"
 SPAN_KIND_ATTRIBUTE = "runtel.span.kind"
+#: Scopes our own reader skips: mirrors of logged series, and exporter health (``runtel._health``).
+_NOT_SERIES = frozenset({RUN_METRICS_SCOPE, "runtel.health"})
 
 #: What a series name may not hold: control characters and lone surrogates (not UTF-8).
 _UNSTORABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
@@ -197,7 +199,7 @@ def user_points(reader: InMemoryMetricReader, totals: dict[str, float]) -> list[
         return out
     for resource_metrics in data.resource_metrics:
         for scope_metrics in resource_metrics.scope_metrics:
-            if scope_metrics.scope.name == RUN_METRICS_SCOPE:
+            if scope_metrics.scope.name in _NOT_SERIES:
                 continue
             for metric in scope_metrics.metrics:
                 for point in metric.data.data_points:

@@ -141,6 +141,7 @@ def show_run(args: argparse.Namespace) -> int:
         "metrics": summary.get("metrics", {}),
         "error": card["error"],
         "exporters": card["exporters"],
+        "exporters_live": card["live"],
         "adaptations": _adaptation_reports(summary),
         "replays": summary.get("replays", []),
         "artifacts": data.artifact_rows(run),
@@ -184,6 +185,25 @@ def show_run(args: argparse.Namespace) -> int:
             escape(name), escape(item["status"]), escape(adapted), escape(str(item["error"] or ""))
         )
     console.print(exporters)
+    if card["live"]:
+        live = Table(
+            "exporter",
+            "queue",
+            "delivered",
+            "undelivered",
+            "retries",
+            title="exporters (live, last heartbeat)",
+            title_justify="left",
+        )
+        for name, reading in card["live"].items():
+            live.add_row(
+                escape(name),
+                *(
+                    f"{reading[key]:,}"
+                    for key in ("queue_depth", "points_delivered", "points_undelivered", "retries")
+                ),
+            )
+        console.print(live)
     adaptations = Table(
         "exporter", "adaptation", "count", "example", title="adaptations", title_justify="left"
     )

@@ -35,7 +35,7 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
-from runtel import _otel, _redact
+from runtel import _health, _otel, _redact
 from runtel._dispatch import Dispatcher
 from runtel._histogram import make_histogram
 from runtel._identity import locate_run
@@ -188,6 +188,9 @@ class Run:
             scratch_dir=where.own_dir / "adapted",
         )
         self._dispatcher.submit([started], include_store=False)
+        _health.register_instruments(
+            self._meter_provider.get_meter(_health.HEALTH_SCOPE), self._dispatcher.health, self._run_labels
+        )
         self._set_param_attributes(clean_config)
 
         self._wake = threading.Event()
@@ -571,7 +574,9 @@ class Run:
             try:
                 self._flush()
                 if time.monotonic() >= next_heartbeat:
-                    self._dispatcher.submit([Heartbeat(time=time.time())])
+                    now = time.time()
+                    _health.write_live(self.dir, self._dispatcher.health(), now)
+                    self._dispatcher.submit([Heartbeat(time=now)])
                     next_heartbeat = time.monotonic() + self._settings.heartbeat_interval
             except Exception:
                 logger.exception("runtel: background flush failed; will retry")

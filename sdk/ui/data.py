@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from runtel import _health
 from runtel.errors import RuntelError
 from runtel.records import flatten_params
 from runtel.store import _layout
@@ -414,6 +415,9 @@ def run_card(run: StoredRun) -> dict[str, Any]:
                 for kind, item in adaptations.items()
             },
         }
+    live = _health.read_live(run.dir) if not exporters else {}
+    for name, reading in live.items():  # a live run: its exporters' health of the last heartbeat
+        exporters[name] = {"status": reading["status"], "error": None, "adaptations": {}}
     return {
         "id": run.id,
         "name": run.name,
@@ -422,6 +426,7 @@ def run_card(run: StoredRun) -> dict[str, Any]:
         "points": row["points"],
         "error": summary.get("error") if isinstance(summary, dict) else None,
         "exporters": exporters,
+        "live": live,
         "adaptations": sum(sum(item["adaptations"].values()) for item in exporters.values()),
     }
 
