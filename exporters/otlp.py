@@ -140,7 +140,7 @@ class OtlpExporter:
             done = reader.force_flush(timeout_millis) and done
         return done
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout_millis: int = 30_000) -> None:
         """Send the ended spans; the final metrics go out when the run shuts its ``MeterProvider`` down.
 
         The run ends every span and sets its final gauges before shutting exporters down, then shuts
@@ -149,7 +149,7 @@ class OtlpExporter:
         (``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s by default) to ``finish()``.
         """
         for processor in self._processors or ():
-            if not processor.force_flush():
+            if not processor.force_flush(timeout_millis):
                 logger.warning("runtel: the otlp exporter could not deliver the run's spans")
 
 
