@@ -116,8 +116,9 @@ class Run:
                 "runtel.run.id": self.id,
                 "runtel.run.name": self.name,
                 "runtel.version": __version__,
-                "rank": where.job.rank,
-                "world_size": where.job.world_size,
+                "runtel.rank": where.job.rank,
+                "runtel.world_size": where.job.world_size,
+                **({"vcs.ref.head.revision": revision} if (revision := _git_revision()) else {}),
             }
         )
         hooks = [e for e in exporters if isinstance(e, TelemetryHooks)]
@@ -140,7 +141,7 @@ class Run:
         self._user_series: set[str] = set()
         self.meter = self._meter_provider.get_meter(_otel.USER_METRICS_SCOPE)
 
-        self._span_attributes = {"rank": where.job.rank} if where.job.distributed else {}
+        self._span_attributes = {"runtel.rank": where.job.rank} if where.job.distributed else {}
         self._root = self._tracer.start_span(
             f"run {self.name}" if where.job.primary else f"rank {where.job.rank}",
             context=where.parent,
@@ -667,6 +668,20 @@ def _add_points(batch: list[Record], calls: list[_Call], names: tuple[str, ...])
             span_ids=np.repeat(np.fromiter(map(_SPAN, calls), np.uint64, n), counts),
         )
     )
+
+
+def _git_revision() -> str | None:
+    """The commit checked out in the working directory (OTel's ``vcs.ref.head.revision``), if any."""
+    import subprocess
+
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=2, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    revision = result.stdout.strip()
+    return revision if result.returncode == 0 and revision else None
 
 
 def _flat_attributes(params: Mapping[str, Any]) -> dict[str, Any]:

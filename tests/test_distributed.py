@@ -79,7 +79,7 @@ def test_two_ranks_are_one_run_in_the_store_and_in_each_backend(tmp_path: Path) 
     rank_root = next(s for s in spans if s.name == "rank 1")
     assert rank_root.parent_span_id == root.span_id
     epochs = [s for s in spans if s.kind == "epoch"]
-    assert sorted(s.attributes["rank"] for s in epochs) == [0, 0, 1, 1]
+    assert sorted(s.attributes["runtel.rank"] for s in epochs) == [0, 0, 1, 1]
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     (mlrun,) = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])

@@ -326,7 +326,7 @@ def test_every_rank_sends_its_spans_into_the_one_trace_and_mlflow_gets_one_run(
     ]
     assert {span.trace_id.hex() for span, _ in spans} == {run.id}
     epochs = sorted(
-        (attributes["rank"], span.name) for span, attributes in spans if span.name.startswith("epoch")
+        (attributes["runtel.rank"], span.name) for span, attributes in spans if span.name.startswith("epoch")
     )
     assert epochs == [(0, "epoch 0"), (0, "epoch 1"), (1, "epoch 0"), (1, "epoch 1")]
     assert {span.name for span, _ in spans} >= {"run ddp-otlp", "rank 1"}

@@ -236,7 +236,7 @@ def test_ddp_all_ranks_record_into_the_one_run(ddp: Path) -> None:
         steps, _, values = run.history("train/loss", rank=rank)
         assert values.tolist() == json.loads((ddp / f"all-ranks-{rank}.json").read_text())
         assert steps.tolist() == list(range(STEPS_PER_RANK))
-    epochs = sorted((s.name, s.attributes["rank"]) for s in run.spans() if s.kind == "epoch")
+    epochs = sorted((s.name, s.attributes["runtel.rank"]) for s in run.spans() if s.kind == "epoch")
     assert epochs == [("epoch 0", 0), ("epoch 0", 1), ("epoch 1", 0), ("epoch 1", 1)]
     assert mlflow_run_ids(ddp / "all-ranks.db") == [run.id]
 

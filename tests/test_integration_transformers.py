@@ -228,7 +228,7 @@ def test_ddp_all_ranks_record_into_the_one_run(ddp: Path) -> None:
         expected = logged_losses(ddp / f"all-ranks-{rank}.json")
         assert list(zip(steps.tolist(), values.tolist(), strict=True)) == expected
         assert len(expected) == EPOCHS * SAMPLES // BATCH // 2
-    epochs = sorted((s.name, s.attributes["rank"]) for s in run.spans() if s.kind == "epoch")
+    epochs = sorted((s.name, s.attributes["runtel.rank"]) for s in run.spans() if s.kind == "epoch")
     assert epochs == [("epoch 0", 0), ("epoch 0", 1), ("epoch 1", 0), ("epoch 1", 1)]
     assert mlflow_run_ids(ddp / "all-ranks.db") == [run.id]
 

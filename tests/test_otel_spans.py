@@ -213,3 +213,25 @@ def test_epoch_step_ranges_start_at_their_first_step_and_never_overlap(
         if s.name.startswith("epoch")
     ]
     assert ranges == [(0, 93), (94, 187), (188, 281)]
+
+
+def test_resource_carries_the_git_revision_and_namespaced_rank(
+    base_dir: Path, spans: InMemorySpanExporter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "x"], cwd=repo, check=True)
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True
+    ).stdout.strip()
+    monkeypatch.chdir(repo)
+    with traced(base_dir, spans):
+        pass
+    resource = spans.get_finished_spans()[-1].resource.attributes
+    assert resource["vcs.ref.head.revision"] == head
+    assert (resource["runtel.rank"], resource["runtel.world_size"]) == (0, 1)
+    assert "rank" not in resource
