@@ -307,6 +307,7 @@ run.finish()
 """
 
 
+@pytest.mark.slow  # 24 s measured: two torchrun ranks
 def test_every_rank_sends_its_spans_into_the_one_trace_and_mlflow_gets_one_run(
     tmp_path: Path, http_receiver: Server
 ) -> None:
