@@ -289,7 +289,7 @@ def compare_runs(args: argparse.Namespace) -> int:
 def verify_runs(args: argparse.Namespace) -> int:
     """Exit status 1 when a series is damaged, naming its file and the damaged byte range."""
     store = open_store(args.base_dir)
-    runs = [store.run(key) for key in args.runs] if args.runs else store.runs()
+    runs = [open_run(store, key) for key in args.runs] if args.runs else store.runs()
     results: list[tuple[StoredRun, int, str, SeriesIntegrity]] = []
     for run in runs:
         for rank in run.ranks():
@@ -325,9 +325,12 @@ def verify_runs(args: argparse.Namespace) -> int:
     for run, _, metric, check in damaged:
         start, end = check.damage_at or (0, 0)
         console.print(
-            f"[red]damaged[/] {run.name} ({run.id[:8]}) {metric!r}: {check.path} "
-            f"bytes {start}-{end} (records {start // RECORD_SIZE}-{max(end - 1, start) // RECORD_SIZE}): "
-            f"{check.problem}"
+            "[red]damaged[/] "
+            + escape(
+                f"{run.name} ({run.id[:8]}) {metric!r}: {check.path} "
+                f"bytes {start}-{end} (records {start // RECORD_SIZE}-{max(end - 1, start) // RECORD_SIZE}): "
+                f"{check.problem}"
+            )
         )
     unverified = sum(check.status == "unverified" for *_, check in results)
     console.print(
