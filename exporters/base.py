@@ -97,21 +97,52 @@ class Capabilities:
 
 @runtime_checkable
 class Exporter(Protocol):
-    """A destination for a run's records.
+    """A destination for a run's records: the contract between the dispatcher and an exporter.
 
-    ``export`` is called from one worker thread per exporter, with records in the order
-    they were logged; the first batch starts with ``RunStarted``, the last ends with
-    ``RunEnded``.
+    Threads: every method is called from the exporter's own worker thread (one per exporter per
+    run), never from the training thread and never concurrently with another method of the same
+    exporter; the constructor runs on the caller's thread, before ``runtel.init`` returns. So an
+    exporter needs no lock of its own unless it starts threads itself.
+
+    Failure: a method may raise; the dispatcher logs it, retries ``export`` with back-off
+    (``export_retries``) and then marks the exporter failed for the run. Training, the local store
+    and the other exporters go on; the store keeps everything for ``runtel export``.
     """
 
+    #: The name in ``summary.json``'s exporter report, logs and ``runtel.exporter.name``.
     name: str
+    #: What the backend can hold; the SDK adapts records to it before ``export`` sees them.
     capabilities: Capabilities
 
-    def export(self, records: Sequence[Record]) -> ExportResult: ...
+    def export(self, records: Sequence[Record]) -> ExportResult:
+        """Deliver ``records`` (already adapted to ``capabilities``), in the order they were logged.
 
-    def force_flush(self, timeout_millis: int = 30_000) -> bool: ...
+        The caller may rely on: the first batch of a run starts with ``RunStarted`` and the last
+        ends with ``RunEnded``; a batch that failed (``FAILURE`` or an exception) is given again,
+        whole, to the same exporter object, so a retry must not duplicate what the failed attempt
+        delivered. Return ``SUCCESS`` only once the backend holds the batch or has taken it over.
+        """
+        ...
 
-    def shutdown(self) -> None: ...
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Make what ``export`` accepted durable in the backend within ``timeout_millis``.
+
+        Called for ``run.flush(exporters=True)`` with what is left of that call's deadline, after
+        every batch submitted before it was exported. Return False when it could not finish in
+        time; never block much past the deadline.
+        """
+        ...
+
+    def shutdown(self) -> None:
+        """Release the backend's resources; called once, last, after the final batch (``RunEnded``).
+
+        It also comes without ``RunEnded`` when a run was abandoned (the process is exiting, or the
+        exporter was marked failed): finish the backend's run as crashed rather than leave it
+        running. An exporter may declare ``shutdown(self, timeout_millis: int = 30_000)``: it is then
+        given what is left of ``finish()``'s ``export_timeout``, as OpenTelemetry's processors pass
+        the remaining deadline down; the dispatcher stops waiting for it at that deadline.
+        """
+        ...
 
 
 @runtime_checkable

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from runtel.errors import MissingExtraError, RuntelError
+from runtel.errors import AlreadyExportedError, MissingExtraError, RuntelError
 from runtel.exporters.base import EPOCH_SERIES, Capabilities, ExportResult
 from runtel.records import (
     ArtifactLogged,
@@ -190,9 +190,10 @@ class MlflowExporter:
             return
         if existing and not self._force:
             ids = ", ".join(run.info.run_id for run in existing)
-            raise RuntelError(
+            raise AlreadyExportedError(
                 f"run {record.run_id} was already exported to MLflow experiment {experiment_id} "
-                f"(MLflow run {ids}); pass MlflowExporter(..., force=True) to replace it"
+                f"(MLflow run {ids})",
+                remedy="pass MlflowExporter(..., force=True) to replace it",
             )
         for run in existing:
             self._client.delete_run(run.info.run_id)

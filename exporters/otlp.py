@@ -9,7 +9,11 @@ Configuration follows OpenTelemetry's environment variables: ``OTEL_EXPORTER_OTL
 ``_HEADERS``, ``_TIMEOUT``, ``_COMPRESSION``, ``_INSECURE``, certificates and their per-signal
 ``_TRACES_*`` / ``_METRICS_*`` forms are read by the official exporters; ``OTEL_EXPORTER_OTLP_PROTOCOL``
 (and ``_TRACES_PROTOCOL`` / ``_METRICS_PROTOCOL``) choose the protocol here; ``OTEL_METRIC_EXPORT_INTERVAL``
-sets the metric interval. Keyword arguments win over the environment.
+sets the metric interval. ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER`` choose the signals as
+the OTel SDK reads them (a comma-separated list: ``otlp``, the default, sends the signal; ``none`` or
+a list without ``otlp`` turns it off) and ``OTEL_SDK_DISABLED=true`` turns both off. runtel sends no
+log records over OTLP, so ``OTEL_LOGS_EXPORTER`` has nothing to choose. Keyword arguments win over
+the environment.
 """
 
 from __future__ import annotations
@@ -51,7 +55,8 @@ class OtlpExporter:
     ``OTEL_EXPORTER_OTLP_*`` variables (default ``localhost:4318`` / ``4317``). ``protocol`` is
     ``http/protobuf`` (default) or ``grpc``. ``insecure`` applies to gRPC only (HTTP follows the URL's
     scheme). ``export_interval`` is in seconds. ``traces=False`` or ``metrics=False`` turns a signal
-    off (an MLflow server ingests traces only). Live only: a stored run replayed to it is refused.
+    off (an MLflow server ingests traces only); left as None, ``OTEL_TRACES_EXPORTER`` /
+    ``OTEL_METRICS_EXPORTER`` decide. Live only: a stored run replayed to it is refused.
     """
 
     name = "otlp"
@@ -66,11 +71,17 @@ class OtlpExporter:
         insecure: bool | None = None,
         export_interval: float | None = None,
         timeout: float | None = None,
-        traces: bool = True,
-        metrics: bool = True,
+        traces: bool | None = None,
+        metrics: bool | None = None,
     ) -> None:
-        if not (traces or metrics):
+        if traces is False and metrics is False:
             raise ConfigError("traces=False and metrics=False leave the otlp exporter nothing to send")
+        traces, metrics = _signal_on("traces", traces), _signal_on("metrics", metrics)
+        if not (traces or metrics):
+            logger.warning(
+                "runtel: OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER (or OTEL_SDK_DISABLED) turn both "
+                "signals off: the otlp exporter sends nothing"
+            )
         if export_interval is not None and not export_interval > 0:
             raise ConfigError(
                 f"export_interval must be a positive number of seconds, got {export_interval!r}"
@@ -129,7 +140,7 @@ class OtlpExporter:
             done = reader.force_flush(timeout_millis) and done
         return done
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout_millis: int = 30_000) -> None:
         """Send the ended spans; the final metrics go out when the run shuts its ``MeterProvider`` down.
 
         The run ends every span and sets its final gauges before shutting exporters down, then shuts
@@ -138,8 +149,28 @@ class OtlpExporter:
         (``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s by default) to ``finish()``.
         """
         for processor in self._processors or ():
-            if not processor.force_flush():
+            if not processor.force_flush(timeout_millis):
                 logger.warning("runtel: the otlp exporter could not deliver the run's spans")
+
+
+def _signal_on(signal: Signal, keyword: bool | None) -> bool:
+    """The keyword, else ``OTEL_SDK_DISABLED`` and ``OTEL_<SIGNAL>_EXPORTER`` as the OTel SDK reads them."""
+    if keyword is not None:
+        return keyword
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    variable = f"OTEL_{signal.upper()}_EXPORTER"
+    names = [name.strip().lower() for name in os.environ.get(variable, "").split(",") if name.strip()]
+    if not names or "otlp" in names:
+        return True
+    if names != ["none"]:
+        logger.warning(
+            "runtel: %s=%s names no otlp exporter: the otlp exporter sends no %s",
+            variable,
+            os.environ[variable],
+            signal,
+        )
+    return False
 
 
 def _protocol(signal: Signal, keyword: str | None) -> OtlpProtocol:

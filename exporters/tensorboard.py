@@ -28,7 +28,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from runtel.errors import ArtifactError, MissingExtraError, RuntelError
+from runtel.errors import AlreadyExportedError, ArtifactError, MissingExtraError, RuntelError
 from runtel.exporters.base import EPOCH_SERIES, Capabilities, ExportResult
 from runtel.records import (
     ArtifactLogged,
@@ -178,9 +178,9 @@ class TensorBoardExporter:
         )
         if exported and not record.resumed:  # a resumed run appends a new event file to its folder
             if not self._force:
-                raise RuntelError(
-                    f"run {record.run_id} was already exported to TensorBoard in {run_dir}; "
-                    "pass TensorBoardExporter(..., force=True) to replace it"
+                raise AlreadyExportedError(
+                    f"run {record.run_id} was already exported to TensorBoard in {run_dir}",
+                    remedy="pass TensorBoardExporter(..., force=True) to replace it",
                 )
             shutil.rmtree(run_dir)
         self._run_id, self._run_dir = record.run_id, run_dir

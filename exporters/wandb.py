@@ -20,13 +20,21 @@ offline transaction log):
 - The run id is the runtel run id. Online, ``resume="never"`` makes the server refuse a
   second export of the same run. Offline, wandb would silently write a second folder
   (``offline-run-...-<id>-1``) that ``wandb sync`` merges into the same run, so this
-  exporter refuses when ``<dir>/wandb`` already holds a run with that id; ``force=True``
-  deletes those folders first. An online run cannot be replaced from here (delete it in W&B).
+  exporter refuses when ``<dir>/wandb`` already holds a complete export of that id (marked by
+  a ``runtel-export.json`` written after ``run.finish()``); ``force=True`` deletes those
+  folders first. A folder without the marker is an export that failed or was cut short: it is
+  replaced without ``force``, so a failed export can simply be retried. An online run cannot be
+  replaced from here (delete it in W&B).
+- wandb-core is one service process per Python process, torn down by an ``atexit`` hook that
+  wandb registers when it starts the service. The exporter starts it when it is built, before
+  ``runtel.init`` (re)registers runtel's own exit hook, so runs left open at exit are finished
+  and exported before wandb tears its service down, whatever the order the runs were opened in.
 """
 
 from __future__ import annotations
 
 import glob
+import json
 import math
 import os
 import shutil
@@ -34,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from runtel.errors import MissingExtraError, RuntelError
+from runtel.errors import AlreadyExportedError, MissingExtraError, RuntelError
 from runtel.exporters._translator import RecordTranslator
 from runtel.exporters.base import EPOCH_SERIES, Capabilities
 from runtel.records import (
@@ -70,12 +78,11 @@ CAPABILITIES = Capabilities(
     artifact_name_pattern=r"[A-Za-z0-9_.\-]{1,128}",
 )
 
+#: Written into an offline run's folder once its export is complete (see the module docstring).
+COMPLETE_MARKER = "runtel-export.json"
+
 #: W&B knows only an exit code; the exact runtel status also goes to the summary.
 EXIT_CODES: dict[str, int] = {"completed": 0, "running": 0, "failed": 1, "crashed": 1, "killed": 143}
-
-
-class AlreadyExportedError(RuntelError, FileExistsError):
-    """The target already holds a W&B run with this run's id; a second export would merge into it."""
 
 
 def _import_wandb() -> Any:
@@ -111,19 +118,24 @@ class WandbExporter(RecordTranslator):
     ) -> None:
         super().__init__()
         self._wandb = _import_wandb()
+        # Now, on the caller's thread: wandb registers its service's atexit teardown when it starts it.
+        self._wandb.setup().ensure_service()
         self._force = force
         self._project = project
         self._entity = entity
         # Resolved now, like the folder: wandb's process-wide settings would otherwise decide.
         self._mode = mode or os.environ.get("WANDB_MODE") or "online"
         # Resolved now: wandb caches its first run's folder process-wide, so later runs would follow it.
-        self._dir = dir or os.environ.get("WANDB_DIR") or os.getcwd()
+        # Absolute: a wandb-core service shared with a parent process (WANDB_SERVICE) writes the
+        # transaction log of a relative dir nowhere the run's folder is.
+        self._dir = os.path.abspath(dir or os.environ.get("WANDB_DIR") or os.getcwd())
         self._api_key = api_key
         self._init_kwargs = init_kwargs
         self._run: wandb_module.Run | None = None
         self._params: dict[str, Any] = {}
         self._row_step: int | None = None
         self._row_time = -math.inf
+        self._checked_id: str | None = None  # the run id whose duplicate check has passed
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Everything exported is already in wandb's hands; wandb has no public flush."""
@@ -149,9 +161,17 @@ class WandbExporter(RecordTranslator):
 
     def _start(self, record: RunStarted) -> None:
         if self._run is not None:
+            if self._run.id == record.run_id:
+                # A retried batch: the run is open already, and re-logged points merge into their rows.
+                return
             raise RuntelError(f"wandb exporter got a second RunStarted ({record.run_id}) in one run")
-        if not record.resumed:
+        if record.resumed:
+            self._checked_id = record.run_id
+        elif self._checked_id == record.run_id:
+            self._remove_exports(record.run_id)  # a retry: this exporter's own failed attempt
+        else:
             self._refuse_duplicate(record.run_id)
+            self._checked_id = record.run_id
         settings = self._wandb.Settings(console="off", x_disable_stats=True)
         user_settings = self._init_kwargs.get("settings")
         if user_settings is not None:
@@ -160,6 +180,7 @@ class WandbExporter(RecordTranslator):
             settings.api_key = self._api_key
         kwargs = {k: v for k, v in self._init_kwargs.items() if k != "settings"}
         self._params = _deep_merge({}, record.config)
+        self._row_step, self._row_time = None, -math.inf
         self._run = self._wandb.init(
             project=self._project or record.project,
             entity=self._entity,
@@ -188,15 +209,32 @@ class WandbExporter(RecordTranslator):
                     f"force cannot replace the online W&B run {run_id}: delete it in W&B, then export again"
                 )
             return
-        pattern = os.path.join(glob.escape(self._dir), "wandb", f"*run-*-{run_id}*", f"run-{run_id}.wandb")
-        existing = [os.path.dirname(path) for path in glob.glob(pattern)]
-        if existing and not self._force:
+        complete = [
+            f for f in self._export_folders(run_id) if os.path.exists(os.path.join(f, COMPLETE_MARKER))
+        ]
+        if complete and not self._force:
             raise AlreadyExportedError(
-                f"run {run_id} was already exported to W&B offline at {existing[0]}; "
-                "sync or delete that folder, export to another dir, or pass force=True (--force)"
+                f"run {run_id} was already exported to W&B offline at {complete[0]} "
+                "(sync or delete that folder, or export to another dir)",
+                remedy="pass WandbExporter(..., force=True) to replace it",
             )
-        for folder in existing:
-            shutil.rmtree(folder)
+        self._remove_exports(run_id)
+
+    def _export_folders(self, run_id: str) -> list[str]:
+        pattern = os.path.join(glob.escape(self._dir), "wandb", f"*run-*-{run_id}*", f"run-{run_id}.wandb")
+        return [os.path.dirname(path) for path in glob.glob(pattern)]
+
+    def _remove_exports(self, run_id: str) -> None:
+        """Delete the offline folders of ``run_id`` (earlier attempts, or all of them with ``force``)."""
+        if self._offline:
+            for folder in self._export_folders(run_id):
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def _mark_complete(self, run: wandb_module.Run) -> None:
+        if self._offline and os.path.isdir(run.dir):
+            folder = os.path.dirname(run.dir)  # run.dir is <run folder>/files
+            with open(os.path.join(folder, COMPLETE_MARKER), "w", encoding="utf-8") as marker:
+                json.dump({"run_id": run.id, "complete": True}, marker)
 
     def _log_params(self, record: ParamsLogged) -> None:
         self._params = _deep_merge(self._params, record.params)
@@ -272,6 +310,7 @@ class WandbExporter(RecordTranslator):
             run.summary["runtel/error"] = record.error
         run.finish(exit_code=EXIT_CODES[record.status])
         self._run = None
+        self._mark_complete(run)
 
 
 def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ waits for the parent's worker threads, which the child does not have.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import queue
@@ -33,18 +34,38 @@ from runtel.records import MetricPoints, Record
 logger = logging.getLogger("runtel")
 _redact.install(logger)
 
-_STOP = object()
 #: Seconds between retries of the local store's backlog while the disk refuses writes.
 STORE_RETRY_INTERVAL = 1.0
 
 
+class _Stop:
+    """Queued last at shutdown: the worker shuts its exporter down with what is left of ``deadline``."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
+
 class _Barrier:
     """Queued behind everything before it; set once the worker reaches it (and, with ``flush``, once
-    the exporter's ``force_flush`` has returned)."""
+    the exporter's ``force_flush`` has returned, given what is left of ``deadline``)."""
 
-    def __init__(self, *, flush: bool = False) -> None:
+    def __init__(self, *, flush: bool = False, deadline: float | None = None) -> None:
         self.flush = flush
+        self.deadline = deadline
         self.reached = threading.Event()
+
+
+def _millis_left(deadline: float | None) -> int:
+    """Milliseconds until ``deadline`` (a ``time.monotonic`` value), never negative; 30 s without one."""
+    return 30_000 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+
+
+def _takes_timeout(method: Any) -> bool:
+    """Whether ``shutdown`` accepts ``timeout_millis`` (optional in the contract, as in OTel's exporters)."""
+    try:
+        return "timeout_millis" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 @dataclass
@@ -55,6 +76,7 @@ class ExporterReport:
     status: str = "ok"  # ok | failed
     error: str | None = None
     batches_exported: int = 0
+    points_delivered: int = 0
     records_undelivered: int = 0
     points_undelivered: int = 0
     retries: int = 0
@@ -85,11 +107,12 @@ class _Worker:
     def _loop(self) -> None:
         while True:
             batch = self.queue.get()
-            if batch is _STOP:
-                break
+            if isinstance(batch, _Stop):
+                self._shutdown(_millis_left(batch.deadline))
+                return
             if isinstance(batch, _Barrier):
                 if batch.flush and self.report.status != "failed":
-                    self._force_flush()
+                    self._force_flush(_millis_left(batch.deadline))
                 batch.reached.set()
                 continue
             if self.report.status == "failed":
@@ -104,14 +127,20 @@ class _Worker:
                     self._count_undelivered(batch)
                     continue
             self._export_with_retries(batch)
+
+    def _shutdown(self, timeout_millis: int) -> None:
+        """``exporter.shutdown``, given the time left of ``finish()``'s deadline when it takes one."""
         try:
-            self.exporter.shutdown()
+            if _takes_timeout(self.exporter.shutdown):
+                self.exporter.shutdown(timeout_millis=timeout_millis)  # type: ignore[call-arg]
+            else:
+                self.exporter.shutdown()
         except Exception:
             logger.exception("runtel: exporter %r failed to shut down", self.report.name)
 
-    def _force_flush(self) -> None:
+    def _force_flush(self, timeout_millis: int) -> None:
         try:
-            if not self.exporter.force_flush():
+            if not self.exporter.force_flush(timeout_millis):
                 logger.warning("runtel: exporter %r could not flush everything", self.report.name)
         except Exception:
             logger.exception("runtel: exporter %r failed to flush", self.report.name)
@@ -123,6 +152,7 @@ class _Worker:
             try:
                 if self.exporter.export(batch) is ExportResult.SUCCESS:
                     self.report.batches_exported += 1
+                    self.report.points_delivered += _points(batch)
                     return
             except Exception as exc:
                 error = _describe(exc)
@@ -150,7 +180,11 @@ class _Worker:
 
     def _count_undelivered(self, batch: Sequence[Record]) -> None:
         self.report.records_undelivered += len(batch)
-        self.report.points_undelivered += sum(len(r) for r in batch if isinstance(r, MetricPoints))
+        self.report.points_undelivered += _points(batch)
+
+
+def _points(batch: Sequence[Record]) -> int:
+    return sum(len(r) for r in batch if isinstance(r, MetricPoints))
 
 
 class _StoreWorker:
@@ -169,7 +203,7 @@ class _StoreWorker:
             except queue.Empty:
                 self._guard(self.store.retry)
                 continue
-            if item is _STOP:
+            if isinstance(item, _Stop):
                 return
             if isinstance(item, _Barrier):
                 item.reached.set()
@@ -244,6 +278,21 @@ class Dispatcher:
                 )
                 worker._count_undelivered(batch)
 
+    def health(self) -> list[dict[str, Any]]:
+        """Each exporter's live readings (``runtel._health``): name, status, queue depth, points, retries."""
+        return [
+            {
+                "name": w.report.name,
+                "status": w.report.status,
+                "queue_depth": w.queue.qsize(),
+                "points_delivered": w.report.points_delivered,
+                "points_undelivered": w.report.points_undelivered,
+                "retries": w.report.retries,
+                "failed": int(w.report.status == "failed"),
+            }
+            for w in self._workers
+        ]
+
     def wait_for_store(self, timeout: float | None = None) -> bool:
         """Block until the store writer has taken in everything submitted so far; True if it is all
         on disk (False while the disk refuses writes, when ``timeout`` ran out, or in a forked child)."""
@@ -264,7 +313,7 @@ class Dispatcher:
         for worker in self._workers:
             if worker.report.status == "failed":
                 continue
-            barrier = _Barrier(flush=True)
+            barrier = _Barrier(flush=True, deadline=deadline)
             try:
                 worker.queue.put(barrier, timeout=self._block_timeout)
             except queue.Full:
@@ -282,13 +331,13 @@ class Dispatcher:
         returns the reports as they are: the workers are the parent's."""
         if self._forked():
             return [worker.report for worker in self._workers]
-        self._store.queue.put(_STOP)
+        deadline = time.monotonic() + timeout
+        self._store.queue.put(_Stop(deadline))
         for worker in self._workers:
             try:
-                worker.queue.put(_STOP, timeout=0.1)
+                worker.queue.put(_Stop(deadline), timeout=0.1)
             except queue.Full:
                 worker.mark_failed("still busy at shutdown (queue full)")
-        deadline = time.monotonic() + timeout
         for worker in self._workers:
             worker.thread.join(max(0.0, deadline - time.monotonic()))
             if worker.thread.is_alive():

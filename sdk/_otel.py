@@ -48,6 +48,8 @@ RUN_METRICS_SCOPE = "runtel.metrics"
 #: Scope of ``run.meter``: the user's own instruments, recorded as series at every flush.
 USER_METRICS_SCOPE = "runtel.user"
 SPAN_KIND_ATTRIBUTE = "runtel.span.kind"
+#: Scopes our own reader skips: mirrors of logged series, and exporter health (``runtel._health``).
+_NOT_SERIES = frozenset({RUN_METRICS_SCOPE, "runtel.health"})
 
 #: What a series name may not hold: control characters and lone surrogates (not UTF-8).
 _UNSTORABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
@@ -168,6 +170,12 @@ class RecordingSpanProcessor(SpanProcessor):
         )
 
 
+def error_type(kind: type[BaseException]) -> str:
+    """OTel's ``error.type`` for an exception class: its qualified name, module-prefixed unless builtin."""
+    module = kind.__module__
+    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+
+
 def instrument_name(metric: str) -> str:
     """A valid OTel instrument name for any metric name (the original goes in an attribute)."""
     if _INSTRUMENT_NAME.fullmatch(metric):
@@ -191,7 +199,7 @@ def user_points(reader: InMemoryMetricReader, totals: dict[str, float]) -> list[
         return out
     for resource_metrics in data.resource_metrics:
         for scope_metrics in resource_metrics.scope_metrics:
-            if scope_metrics.scope.name == RUN_METRICS_SCOPE:
+            if scope_metrics.scope.name in _NOT_SERIES:
                 continue
             for metric in scope_metrics.metrics:
                 for point in metric.data.data_points:

@@ -16,6 +16,7 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.trace import SpanProcessor
 
 from runtel._distributed import detect_job
+from runtel._otel import error_type
 from runtel.config import resolve_settings
 from runtel.errors import ConfigError
 from runtel.exporters.base import ENTRY_POINT_GROUP, Exporter
@@ -24,6 +25,7 @@ from runtel.run import Run, _remember, active_runs
 _hooks_installed = False
 _hooks_lock = threading.Lock()
 _uncaught: str | None = None
+_uncaught_type: str | None = None
 
 
 def init(
@@ -126,21 +128,29 @@ def _resolve_exporter(item: str | Exporter, options: Mapping[str, Mapping[str, A
 
 
 def _install_hooks() -> None:
-    """At exit, finish runs a script forgot; an uncaught exception marks them failed."""
+    """At exit, finish runs a script forgot; an uncaught exception marks them failed.
+
+    ``atexit`` runs hooks last-registered first, and a backend library registers its own teardown
+    when its exporter starts it (W&B's service process): the hook is therefore registered again at
+    every ``init``, after the exporters of that run were built, so open runs are finished and
+    exported while every backend is still up.
+    """
     global _hooks_installed
     with _hooks_lock:
+        atexit.unregister(_finish_all_at_exit)
+        atexit.register(_finish_all_at_exit)
         if _hooks_installed:
             return
         _hooks_installed = True
     previous = sys.excepthook
 
     def excepthook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
-        global _uncaught
+        global _uncaught, _uncaught_type
         _uncaught = "".join(traceback.format_exception(exc_type, exc, tb))
+        _uncaught_type = error_type(exc_type)
         previous(exc_type, exc, tb)
 
     sys.excepthook = excepthook
-    atexit.register(_finish_all_at_exit)
     if (
         threading.current_thread() is threading.main_thread()
         and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
@@ -151,7 +161,7 @@ def _install_hooks() -> None:
 def _finish_all_on_sigterm(signum: int, frame: FrameType | None) -> None:
     """A scheduler or launcher stopping the job: runs end ``killed``, then the default action."""
     for run in reversed(active_runs()):
-        run.finish("killed", error="SIGTERM")
+        run.finish("killed", error="SIGTERM", error_type="SIGTERM")
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)
 
@@ -161,4 +171,4 @@ def _finish_all_at_exit() -> None:
         if _uncaught is None:
             run.finish("completed")
         else:
-            run.finish("failed", error=_uncaught)
+            run.finish("failed", error=_uncaught, error_type=_uncaught_type)

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
 from runtel import __version__
-from runtel.cli_commands import open_store, print_json
+from runtel.cli_commands import open_run, open_store, print_json
 from runtel.cli_commands import register as register_read_commands
 from runtel.cli_import import register as register_import
-from runtel.errors import RuntelError
+from runtel.errors import AlreadyExportedError, RuntelError
 
 #: CLI flags that become keyword arguments of the chosen exporter's constructor.
 _EXPORTER_FLAGS = {
@@ -53,7 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for keyword, flag in _EXPORTER_FLAGS.items():
         export.add_argument(flag, dest=keyword, default=None)
     export.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE")
-    export.add_argument("--json", action="store_true", help="print one JSON object per run on stdout")
+    export.add_argument(
+        "--json",
+        action="store_true",
+        help='print one JSON document on stdout: {"runs": [{"run_id", "name", "target", "points", '
+        '"seconds", "adaptations", "error"}, ...]}, one entry per run (error null when it was exported)',
+    )
     register_read_commands(commands)
     register_import(commands)
     args = parser.parse_args(argv)
@@ -66,6 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _export(args)
     except RuntelError as exc:
         print(f"runtel: error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `runtel ls --json | head`: the reader has gone, nothing left to say
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail again
         return 1
 
 
@@ -83,6 +93,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from runtel.api import exporter_factory
@@ -97,7 +108,7 @@ def _export(args: argparse.Namespace) -> int:
         if not runs:
             raise ConfigError(f"no run in {str(store.base_dir)!r} was imported from {args.imported_from!r}")
     else:
-        runs = store.runs() if args.all else [store.run(key) for key in args.runs]
+        runs = store.runs() if args.all else [open_run(store, key) for key in args.runs]
     options: dict[str, Any] = {key: getattr(args, key) for key in _EXPORTER_FLAGS if getattr(args, key)}
     for item in args.option:
         key, sep, value = item.partition("=")
@@ -113,23 +124,31 @@ def _export(args: argparse.Namespace) -> int:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console) as progress:
         for run in runs:
-            task = progress.add_task(f"{run.name} → {args.to}", total=count_points(run))
+            task = progress.add_task(escape(f"{run.name} → {args.to}"), total=count_points(run))
             outcome: dict[str, Any] = {"run_id": run.id, "name": run.name, "target": args.to}
             exported.append(outcome)
             try:
                 result = export_run(run, factory(**options), progress=partial(progress.advance, task))
+            except AlreadyExportedError as exc:
+                failures += 1
+                error = f"{type(exc).__name__}: {exc.detail}; pass --force to replace it"
+                outcome.update(points=None, seconds=None, adaptations={}, error=error)
+                console.print(f"[red]{escape(run.name)} ({run.id[:8]}): not exported: {escape(error)}")
+                continue
             except Exception as exc:
                 failures += 1
                 error = f"{type(exc).__name__}: {exc}"
                 outcome.update(points=None, seconds=None, adaptations={}, error=error)
-                console.print(f"[red]{run.name} ({run.id[:8]}): not exported: {error}")
+                console.print(f"[red]{escape(run.name)} ({run.id[:8]}): not exported: {escape(error)}")
                 continue
             outcome.update(result, error=None)
             rate = result["points"] / result["seconds"] if result["seconds"] else 0.0
             adapted = ", ".join(f"{k} {v['count']}" for k, v in result["adaptations"].items()) or "none"
             console.print(
-                f"{run.name} ({run.id[:8]}): {result['points']} points in {result['seconds']:.2f}s "
-                f"({rate:,.0f}/s); adaptations: {adapted}"
+                escape(
+                    f"{run.name} ({run.id[:8]}): {result['points']} points in {result['seconds']:.2f}s "
+                    f"({rate:,.0f}/s); adaptations: {adapted}"
+                )
             )
     if args.json:
         print_json({"runs": exported})

@@ -13,7 +13,9 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from runtel.errors import ConfigError, MetricNotFoundError
+from rich.markup import escape
+
+from runtel.errors import ConfigError, MetricNotFoundError, RunNotFoundError
 from runtel.records import flatten_params
 from runtel.store import _layout
 from runtel.store._series import RECORD_SIZE, SeriesIntegrity, verify_folder
@@ -30,6 +32,13 @@ def register(commands: Any) -> None:
     ls.add_argument("--status", default=None, help="completed, running, crashed, failed, killed")
     ls.add_argument("--tag", default=None)
     ls.add_argument("--name", default=None, help="substring of the run name, or an id prefix")
+    ls.add_argument(
+        "--metric",
+        action="append",
+        default=None,
+        help="metric for the best column (repeatable; default: the two a run's summary ranks first, "
+        "validation and accuracy/loss-like names before the rest)",
+    )
     _common(ls, list_runs)
 
     show = commands.add_parser("show", help="params, summary, exporters, artifacts and spans of one run")
@@ -97,7 +106,7 @@ def open_store(base_dir: str | None) -> Store:
 def list_runs(args: argparse.Namespace) -> int:
     listing = data.scan(open_store(args.base_dir).base_dir)
     rows = data.filter_rows(
-        (data.run_row(run) for run in listing.runs),
+        (data.run_row(run, args.metric) for run in listing.runs),
         projects=[args.project] if args.project else (),
         statuses=[args.status] if args.status else (),
         tags=[args.tag] if args.tag else (),
@@ -113,25 +122,25 @@ def list_runs(args: argparse.Namespace) -> int:
     for column in ("name", "id", "project", "status", "start", "duration", "best"):
         table.add_column(column, no_wrap=column != "best", overflow="fold")
     for row in rows:
-        best = ", ".join(f"{name}={value:.4g}" for name, value in row["best"].items())
+        best = ", ".join(f"{name}={_number(value, name)}" for name, value in row["best"].items())
         table.add_row(
-            row["name"],
+            escape(row["name"]),
             row["id8"],
-            row["project"],
+            escape(row["project"] or ""),
             _status(row["status"]),
             row["started"],
             data.format_duration(row["duration"]),
-            best,
+            escape(best),
         )
     console = _console()
     console.print(table)
     for item in listing.skipped:
-        console.print(f"[yellow]skipped {item.folder}/: {item.reason}")
+        console.print(f"[yellow]skipped {escape(str(item.folder))}/: {escape(str(item.reason))}")
     return 0
 
 
 def show_run(args: argparse.Namespace) -> int:
-    run = open_store(args.base_dir).run(args.run)
+    run = open_run(open_store(args.base_dir), args.run)
     card = data.run_card(run)
     summary = run.summary()
     report = {
@@ -140,6 +149,7 @@ def show_run(args: argparse.Namespace) -> int:
         "metrics": summary.get("metrics", {}),
         "error": card["error"],
         "exporters": card["exporters"],
+        "exporters_live": card["live"],
         "adaptations": _adaptation_reports(summary),
         "replays": summary.get("replays", []),
         "artifacts": data.artifact_rows(run),
@@ -153,51 +163,87 @@ def show_run(args: argparse.Namespace) -> int:
     console = _console()
     row = report["run"]
     console.print(
-        f"[bold]{row['name']}[/] {row['id']}  {_status(row['status'])}  project {row['project'] or '—'}  "
+        f"[bold]{escape(row['name'])}[/] {row['id']}  {_status(row['status'])}  "
+        f"project {escape(row['project'] or '—')}  "
         f"started {row['started']}  duration {data.format_duration(row['duration']) or '—'}  "
         f"points {row['points'] if row['points'] is not None else '—'}"
     )
     for problem in row["problems"]:
-        console.print(f"[red]{problem}")
+        console.print(f"[red]{escape(str(problem))}")
     if card["error"]:
-        console.print(f"[red]error: {str(card['error']).splitlines()[-1]}")
+        console.print(f"[red]error: {escape(str(card['error']).splitlines()[-1])}")
     params = Table("parameter", "value", title="parameters", title_justify="left")
     for key, value in flatten_params(report["params"]).items():
-        params.add_row(key, value if isinstance(value, str) else json.dumps(value, default=str))
+        params.add_row(
+            escape(key), escape(value if isinstance(value, str) else json.dumps(value, default=str))
+        )
     console.print(params)
     metrics = Table("metric", "count", "last", "min", "max", title="metrics", title_justify="left")
     for name, stats in report["metrics"].items():
-        metrics.add_row(name, *(_number(stats.get(key)) for key in ("count", "last", "min", "max")))
+        metrics.add_row(
+            escape(name),
+            _number(stats.get("count")),
+            *(_number(stats.get(key), name) for key in ("last", "min", "max")),
+        )
     console.print(metrics)
     exporters = Table("exporter", "status", "adaptations", "error", title="exporters", title_justify="left")
     for name, item in card["exporters"].items():
         adapted = ", ".join(f"{kind} {count}" for kind, count in item["adaptations"].items()) or "none"
-        exporters.add_row(name, item["status"], adapted, str(item["error"] or ""))
+        exporters.add_row(
+            escape(name), escape(item["status"]), escape(adapted), escape(str(item["error"] or ""))
+        )
     console.print(exporters)
+    if card["live"]:
+        live = Table(
+            "exporter",
+            "queue",
+            "delivered",
+            "undelivered",
+            "retries",
+            title="exporters (live, last heartbeat)",
+            title_justify="left",
+        )
+        for name, reading in card["live"].items():
+            live.add_row(
+                escape(name),
+                *(
+                    f"{reading[key]:,}"
+                    for key in ("queue_depth", "points_delivered", "points_undelivered", "retries")
+                ),
+            )
+        console.print(live)
     adaptations = Table(
         "exporter", "adaptation", "count", "example", title="adaptations", title_justify="left"
     )
     for name, kinds in report["adaptations"].items():
         for kind, item in kinds.items():
             example = json.dumps(item["examples"][0], default=str) if item["examples"] else ""
-            adaptations.add_row(name, kind, f"{item['count']:,}", example)
+            adaptations.add_row(escape(name), escape(kind), f"{item['count']:,}", escape(example))
     if adaptations.row_count:
         console.print(adaptations)
     for replay in report["replays"]:
         console.print(
-            f"replayed to {replay.get('exporter')}: {replay.get('status')}, {replay.get('points')} points"
-            + (f", {replay['error']}" if replay.get("error") else "")
+            escape(
+                f"replayed to {replay.get('exporter')}: {replay.get('status')}, {replay.get('points')} points"
+                + (f", {replay['error']}" if replay.get("error") else "")
+            )
         )
     artifacts = Table("artifact", "version", "sha256", "size", title="artifacts", title_justify="left")
     for item in report["artifacts"]:
-        artifacts.add_row(item["name"], f"v{item['version']}", item["sha256"][:12], f"{item['size']:,} B")
+        artifacts.add_row(
+            escape(item["name"]), f"v{item['version']}", item["sha256"][:12], human_bytes(item["size"])
+        )
     console.print(artifacts)
     spans = Table(
         "span", "kind", "start", "duration", "steps", title="epochs and phases", title_justify="left"
     )
     for item in report["spans"]:
         spans.add_row(
-            item["name"], item["kind"], f"{item['start']:.3f}s", f"{item['duration']:.3f}s", item["steps"]
+            escape(item["name"]),
+            escape(item["kind"]),
+            f"{item['start']:.3f}s",
+            f"{item['duration']:.3f}s",
+            item["steps"],
         )
     console.print(spans)
     return 0
@@ -209,7 +255,7 @@ def compare_runs(args: argparse.Namespace) -> int:
             f"compare needs two or more runs, got {len(args.runs)} ({', '.join(map(repr, args.runs))})"
         )
     store = open_store(args.base_dir)
-    runs = [store.run(key) for key in args.runs]
+    runs = [open_run(store, key) for key in args.runs]
     rows = store.compare(runs, args.metric, args.mode)
     if args.metric and not rows:
         raise MetricNotFoundError(f"none of the runs has points for {', '.join(map(repr, args.metric))}")
@@ -229,14 +275,21 @@ def compare_runs(args: argparse.Namespace) -> int:
     )
     for row in rows:
         table.add_row(
-            f"{row['name']} ({row['run_id'][:8]})",
-            row["metric"],
-            *(_number(row[key]) for key in ("best", "best_step", "last", "min", "max", "count")),
+            escape(f"{row['name']} ({row['run_id'][:8]})"),
+            escape(row["metric"]),
+            _number(row["best"], row["metric"]),
+            _number(row["best_step"]),
+            *(_number(row[key], row["metric"]) for key in ("last", "min", "max")),
+            _number(row["count"]),
         )
     console.print(table)
-    diff = Table("parameter", *[f"{run.name} ({run.id[:8]})" for run in runs], title="parameters that differ")
+    diff = Table(
+        "parameter", *[escape(f"{run.name} ({run.id[:8]})") for run in runs], title="parameters that differ"
+    )
     for row in differing:
-        diff.add_row(row["key"], *("—" if value is None else str(value) for value in row["values"]))
+        diff.add_row(
+            escape(row["key"]), *("—" if value is None else escape(str(value)) for value in row["values"])
+        )
     console.print(diff)
     return 0
 
@@ -244,7 +297,7 @@ def compare_runs(args: argparse.Namespace) -> int:
 def verify_runs(args: argparse.Namespace) -> int:
     """Exit status 1 when a series is damaged, naming its file and the damaged byte range."""
     store = open_store(args.base_dir)
-    runs = [store.run(key) for key in args.runs] if args.runs else store.runs()
+    runs = [open_run(store, key) for key in args.runs] if args.runs else store.runs()
     results: list[tuple[StoredRun, int, str, SeriesIntegrity]] = []
     for run in runs:
         for rank in run.ranks():
@@ -280,9 +333,12 @@ def verify_runs(args: argparse.Namespace) -> int:
     for run, _, metric, check in damaged:
         start, end = check.damage_at or (0, 0)
         console.print(
-            f"[red]damaged[/] {run.name} ({run.id[:8]}) {metric!r}: {check.path} "
-            f"bytes {start}-{end} (records {start // RECORD_SIZE}-{max(end - 1, start) // RECORD_SIZE}): "
-            f"{check.problem}"
+            "[red]damaged[/] "
+            + escape(
+                f"{run.name} ({run.id[:8]}) {metric!r}: {check.path} "
+                f"bytes {start}-{end} (records {start // RECORD_SIZE}-{max(end - 1, start) // RECORD_SIZE}): "
+                f"{check.problem}"
+            )
         )
     unverified = sum(check.status == "unverified" for *_, check in results)
     console.print(
@@ -316,10 +372,41 @@ def _status(status: str) -> str:
     return f"[{colour}]{status}[/]"
 
 
-def _number(value: Any) -> str:
+def _number(value: Any, metric: str | None = None) -> str:
+    """A table cell: byte series (``system/memory.used``...) in KiB/MiB/GiB, other floats to 6 digits."""
+    if isinstance(value, (int, float)) and metric is not None and _unit(metric) == "By":
+        return human_bytes(value)
     if isinstance(value, float):
         return f"{value:.6g}"
     return "—" if value is None else str(value)
+
+
+def _unit(metric: str) -> str | None:
+    from runtel.system import series_unit
+
+    return series_unit(metric)
+
+
+def human_bytes(size: float) -> str:
+    """``2191710000`` as ``2.04 GiB`` (binary units); below 1 KiB the exact number of bytes."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+    if not math.isfinite(size) or abs(size) < 1024:
+        return f"{size:g} B"
+    power = min(int(math.log(abs(size), 1024)), len(units) - 1)
+    return f"{size / 1024**power:.2f} {units[power]}"
+
+
+def open_run(store: Store, key: str) -> StoredRun:
+    """``store.run(key)``; when nothing matches a short hex key, the message names the 8-character rule."""
+    try:
+        return store.run(key)
+    except RunNotFoundError as exc:
+        if len(key) < 8 and all(c in "0123456789abcdef" for c in key.lower()):
+            raise RunNotFoundError(
+                f"{exc}; an id prefix needs at least 8 characters ({key!r} has {len(key)}): "
+                "pass 8 or more, the full id, the folder name or the run name"
+            ) from None
+        raise
 
 
 def print_json(document: Any) -> None:

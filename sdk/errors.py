@@ -91,3 +91,19 @@ class StoreWriteError(RuntelError, OSError):
 
     def __str__(self) -> str:  # OSError would print "[Errno ...] strerror: filename" instead
         return str(self.args[0])
+
+
+class PortInUseError(ConfigError):
+    """A server was asked for a port another process holds; the message names it and the way out."""
+
+
+class AlreadyExportedError(RuntelError, FileExistsError):
+    """The target already holds this run: a second export would duplicate or merge into it.
+
+    ``detail`` says where; the message adds how to replace it from Python (``remedy``), and
+    ``runtel export`` says ``--force`` instead.
+    """
+
+    def __init__(self, detail: str, *, remedy: str) -> None:
+        super().__init__(f"{detail}; {remedy}")
+        self.detail = detail

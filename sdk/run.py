@@ -35,7 +35,7 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
-from runtel import _otel, _redact
+from runtel import _health, _otel, _redact
 from runtel._dispatch import Dispatcher
 from runtel._histogram import make_histogram
 from runtel._identity import locate_run
@@ -116,8 +116,9 @@ class Run:
                 "runtel.run.id": self.id,
                 "runtel.run.name": self.name,
                 "runtel.version": __version__,
-                "rank": where.job.rank,
-                "world_size": where.job.world_size,
+                "runtel.rank": where.job.rank,
+                "runtel.world_size": where.job.world_size,
+                **({"vcs.ref.head.revision": revision} if (revision := _git_revision()) else {}),
             }
         )
         hooks = [e for e in exporters if isinstance(e, TelemetryHooks)]
@@ -140,7 +141,7 @@ class Run:
         self._user_series: set[str] = set()
         self.meter = self._meter_provider.get_meter(_otel.USER_METRICS_SCOPE)
 
-        self._span_attributes = {"rank": where.job.rank} if where.job.distributed else {}
+        self._span_attributes = {"runtel.rank": where.job.rank} if where.job.distributed else {}
         self._root = self._tracer.start_span(
             f"run {self.name}" if where.job.primary else f"rank {where.job.rank}",
             context=where.parent,
@@ -158,6 +159,7 @@ class Run:
             "runtel.project": self.project,
         }
         self._span_stack: list[tuple[trace.Span, object]] = []
+        self._left_spans: list[tuple[trace.Span, int]] = []  # closed by their loop, not ended yet
 
         self.dir = where.run_dir
         from runtel.store.artifacts import ArtifactStore
@@ -187,6 +189,9 @@ class Run:
             scratch_dir=where.own_dir / "adapted",
         )
         self._dispatcher.submit([started], include_store=False)
+        _health.register_instruments(
+            self._meter_provider.get_meter(_health.HEALTH_SCOPE), self._dispatcher.health, self._run_labels
+        )
         self._set_param_attributes(clean_config)
 
         self._wake = threading.Event()
@@ -285,34 +290,55 @@ class Run:
     def span(self, name: str, *, kind: str = "phase", **attributes: Any) -> Iterator[trace.Span]:
         """A phase of training (``validate``, ``checkpoint``...) as a child span.
 
-        Points logged inside carry its span id.
+        Points logged inside carry its span id. An exception ends it with status ERROR and its type
+        as ``error.type``; a generator closed inside it (``GeneratorExit``) is not an error.
         """
         self._check_open()
         span = self.start_span(name, kind=kind, **attributes)
         try:
             yield span
+        except GeneratorExit:
+            raise
         except BaseException as exc:
             span.set_status(Status(StatusCode.ERROR, _redact.redact(f"{type(exc).__name__}: {exc}")))
+            span.set_attribute("error.type", _otel.error_type(type(exc)))
             raise
         finally:
             self.end_span(span)
 
     def epochs(self, n: int, start: int = 0) -> Iterator[int]:
-        """``range(start, n)`` where each epoch is a child span of the run."""
+        """``range(start, n)`` where each epoch is a child span of the run.
+
+        Leaving the loop with ``break`` ends the epoch span OK. An exception escaping the loop
+        body never reaches this generator: the span is closed at the moment the loop is left and
+        ended once the run learns how (the run's ``with`` block or exit hook ends it ERROR with the
+        exception's ``error.type``; the next span, or a normal ``finish()``, ends it OK).
+        """
         for epoch in range(start, n):
-            with self.span(f"epoch {epoch}", kind="epoch", epoch=epoch):
+            span = self.start_span(f"epoch {epoch}", kind="epoch", epoch=epoch)
+            try:
                 yield epoch
+            except GeneratorExit:
+                self._leave_span(span)
+                raise
+            self.end_span(span)
 
     def start_span(self, name: str, *, kind: str = "phase", **attributes: Any) -> trace.Span:
-        """Open a child span without a ``with`` block (end it with :meth:`end_span`)."""
+        """Open a child span without a ``with`` block (end it with :meth:`end_span`).
+
+        ``runtel.step_start`` is the first step the span can hold (the step the next implicit
+        ``log`` gets) and ``runtel.step_end`` the last step logged when it ends (0 before any): the
+        step ranges of consecutive spans never overlap.
+        """
         check_span_text(name, kind, attributes)
+        self._end_left_spans(None)
         parent = self._span_stack[-1][0] if self._span_stack else self._root
         span = self._tracer.start_span(
             name,
             context=trace.set_span_in_context(parent),
             attributes={
                 _otel.SPAN_KIND_ATTRIBUTE: kind,
-                "runtel.step_start": self.step,
+                "runtel.step_start": self._next_step,
                 **self._span_attributes,
                 **_flat_attributes(dict(attributes)),
             },
@@ -324,12 +350,18 @@ class Run:
 
     def end_span(self, span: trace.Span) -> None:
         """End ``span`` (and any span opened inside it that is still open)."""
+        for top, end_time in self._pop_spans(span):
+            top.end(end_time)
+
+    def _pop_spans(self, span: trace.Span) -> list[tuple[trace.Span, int]]:
+        """Take ``span`` and the spans opened inside it off the stack, stamped with their end step."""
+        popped = []
         while self._span_stack:
             top, token = self._span_stack.pop()
             with contextlib.suppress(ValueError):
                 otel_context.detach(token)  # type: ignore[arg-type]
             top.set_attribute("runtel.step_end", self.step)
-            top.end()
+            popped.append((top, time.time_ns()))
             if top is span:
                 break
         self._span_id = (
@@ -337,6 +369,19 @@ class Run:
             if self._span_stack
             else self._root.get_span_context().span_id
         )
+        return popped
+
+    def _leave_span(self, span: trace.Span) -> None:
+        """Close ``span`` now but end it once the run knows whether its loop was left by an exception."""
+        self._left_spans.extend(self._pop_spans(span))
+
+    def _end_left_spans(self, error_type: str | None) -> None:
+        left, self._left_spans = self._left_spans, []
+        for span, end_time in left:
+            if error_type is not None:
+                span.set_status(Status(StatusCode.ERROR, error_type))
+                span.set_attribute("error.type", error_type)
+            span.end(end_time)
 
     # ------------------------------------------------------------------ artifacts, models, figures
     def log_artifact(
@@ -420,20 +465,33 @@ class Run:
         self._emit(record)
 
     # ------------------------------------------------------------------ lifecycle
-    def finish(self, status: str = "completed", *, error: str | None = None) -> None:
+    def finish(
+        self, status: str = "completed", *, error: str | None = None, error_type: str | None = None
+    ) -> None:
         """Flush everything, end the trace and close every exporter. Safe to call twice.
 
-        In a forked child it does nothing: the run belongs to the parent, which finishes it."""
+        A run that did not complete gets ``error.type`` on its root span and on the spans still
+        open: ``error_type`` (the exception's type name), or ``_OTHER`` when none is known. In a
+        forked child it does nothing: the run belongs to the parent, which finishes it.
+        """
         if self._finished or os.getpid() != self._owner_pid:
             return
         if status not in ("completed", "failed", "crashed", "killed"):
             raise ConfigError(f"status must be completed, failed, crashed or killed; got {status!r}")
         error = None if error is None else _redact.redact(error)  # a traceback may quote credentials
+        failed_as = None if status == "completed" else (error_type or "_OTHER")
         if self._system is not None:
             self._system.shutdown()
+        self._end_left_spans(failed_as)
         while self._span_stack:
-            self.end_span(self._span_stack[-1][0])
+            span = self._span_stack[-1][0]
+            if failed_as is not None:
+                span.set_status(Status(StatusCode.ERROR, failed_as))
+                span.set_attribute("error.type", failed_as)
+            self.end_span(span)
         self._root.set_attribute("runtel.step_end", self.step)
+        if failed_as is not None:
+            self._root.set_attribute("error.type", failed_as)
         self._root.set_status(Status(StatusCode.OK if status == "completed" else StatusCode.ERROR, error))
         self._root.end()
         self._finished = True
@@ -459,9 +517,10 @@ class Run:
         if exc_type is None:
             self.finish()
         elif issubclass(exc_type, KeyboardInterrupt):
-            self.finish("killed", error="KeyboardInterrupt")
+            self.finish("killed", error="KeyboardInterrupt", error_type="KeyboardInterrupt")
         else:
-            self.finish("failed", error="".join(traceback.format_exception(exc_type, exc, tb)))
+            text = "".join(traceback.format_exception(exc_type, exc, tb))
+            self.finish("failed", error=text, error_type=_otel.error_type(exc_type))
 
     def _check_open(self) -> None:
         if self._finished:
@@ -516,7 +575,9 @@ class Run:
             try:
                 self._flush()
                 if time.monotonic() >= next_heartbeat:
-                    self._dispatcher.submit([Heartbeat(time=time.time())])
+                    now = time.time()
+                    _health.write_live(self.dir, self._dispatcher.health(), now)
+                    self._dispatcher.submit([Heartbeat(time=now)])
                     next_heartbeat = time.monotonic() + self._settings.heartbeat_interval
             except Exception:
                 logger.exception("runtel: background flush failed; will retry")
@@ -607,6 +668,20 @@ def _add_points(batch: list[Record], calls: list[_Call], names: tuple[str, ...])
             span_ids=np.repeat(np.fromiter(map(_SPAN, calls), np.uint64, n), counts),
         )
     )
+
+
+def _git_revision() -> str | None:
+    """The commit checked out in the working directory (OTel's ``vcs.ref.head.revision``), if any."""
+    import subprocess
+
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=2, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    revision = result.stdout.strip()
+    return revision if result.returncode == 0 and revision else None
 
 
 def _flat_attributes(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,8 @@
 """System metrics as OpenTelemetry observable gauges, sampled on a background thread.
 
-Every sensor is an observable gauge named after the OTel semantic conventions, registered on a
+Every sensor is an observable instrument named after the OTel semantic conventions, of the kind
+they give it (counters for disk/network bytes, up-down counters for memory and threads in use,
+gauges for utilisation, power and temperature), registered on a
 ``MeterProvider`` owned by :class:`SystemMetrics` (never the global one). Its
 ``PeriodicExportingMetricReader`` collects every ``interval`` seconds on the reader's own thread and
 hands the points to a small exporter that flattens them into ``{series: value}`` for ``on_sample``.
@@ -49,7 +51,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import psutil
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -60,6 +62,7 @@ from opentelemetry.sdk.metrics.export import (
     MetricExportResult,
     MetricsData,
     PeriodicExportingMetricReader,
+    Sum,
 )
 from opentelemetry.sdk.resources import Resource
 
@@ -81,57 +84,88 @@ _GPU = "gpu"
 
 @dataclass(frozen=True, slots=True)
 class _GaugeSpec:
-    """One observable gauge: its OTel identity and the series quantity for each qualifier value."""
+    """One observable instrument: its OTel identity and kind, and the series quantity per qualifier.
+
+    ``kind`` follows the semantic conventions: ``counter`` for cumulative totals (disk and network
+    bytes), ``updown`` for amounts in use that rise and fall (memory, threads), ``gauge`` for
+    readings (utilisation, power, temperature).
+    """
 
     name: str
     unit: str
     description: str
     quantities: Mapping[str | None, str]
+    kind: Literal["gauge", "counter", "updown"] = "gauge"
 
 
 _GAUGES = (
     _GaugeSpec("system.cpu.utilization", "1", "CPU busy time over the interval.", {None: "cpu.utilization"}),
-    _GaugeSpec("system.memory.usage", "By", "Memory in use by state.", {"used": "memory.used"}),
+    _GaugeSpec("system.memory.usage", "By", "Memory in use by state.", {"used": "memory.used"}, "updown"),
     _GaugeSpec(
         "system.memory.linux.available",
         "By",
         "Memory available without swapping.",
         {None: "memory.available"},
+        "updown",
     ),
     _GaugeSpec(
-        "process.memory.usage", "By", "Resident set size of this process.", {None: "process.memory.rss"}
+        "process.memory.usage",
+        "By",
+        "Resident set size of this process.",
+        {None: "process.memory.rss"},
+        "updown",
     ),
-    _GaugeSpec("process.thread.count", "{thread}", "Threads of this process.", {None: "process.threads"}),
+    _GaugeSpec(
+        "process.thread.count", "{thread}", "Threads of this process.", {None: "process.threads"}, "updown"
+    ),
     _GaugeSpec(
         "system.disk.io",
         "By",
         "Disk bytes transferred since sampling began.",
         {"read": "disk.read_bytes", "write": "disk.write_bytes"},
+        "counter",
     ),
     _GaugeSpec(
         "system.network.io",
         "By",
         "Network bytes transferred since sampling began.",
         {"transmit": "network.sent_bytes", "receive": "network.recv_bytes"},
+        "counter",
     ),
     _GaugeSpec("hw.gpu.utilization", "1", "Fraction of time the GPU was busy.", {_GPU: "gpu.utilization"}),
-    _GaugeSpec("hw.gpu.memory.usage", "By", "GPU memory used.", {_GPU: "gpu.memory.used"}),
-    _GaugeSpec("hw.gpu.memory.limit", "By", "GPU memory size.", {_GPU: "gpu.memory.total"}),
+    _GaugeSpec("hw.gpu.memory.usage", "By", "GPU memory used.", {_GPU: "gpu.memory.used"}, "updown"),
+    _GaugeSpec("hw.gpu.memory.limit", "By", "GPU memory size.", {_GPU: "gpu.memory.total"}, "updown"),
     _GaugeSpec("hw.power", "W", "Power drawn by the GPU.", {_GPU: "gpu.power"}),
     _GaugeSpec("hw.temperature", "Cel", "GPU core temperature.", {_GPU: "gpu.temperature"}),
     _GaugeSpec(
-        "torch.cuda.memory.allocated", "By", "Memory held by torch tensors.", {None: "torch.cuda.allocated"}
+        "torch.cuda.memory.allocated",
+        "By",
+        "Memory held by torch tensors.",
+        {None: "torch.cuda.allocated"},
+        "updown",
     ),
     _GaugeSpec(
         "torch.cuda.memory.reserved",
         "By",
         "Memory held by torch's caching allocator.",
         {None: "torch.cuda.reserved"},
+        "updown",
     ),
 )
 _QUANTITIES = {
     (spec.name, qualifier): quantity for spec in _GAUGES for qualifier, quantity in spec.quantities.items()
 }
+
+
+def series_unit(series: str) -> str | None:
+    """The unit of a ``system/...`` series as the module docstring's table gives it (``By``, ``%``...)."""
+    parts = series.split("/")
+    if len(parts) < 2 or parts[0] != "system":
+        return None
+    for spec in _GAUGES:
+        if parts[1] in spec.quantities.values():
+            return "%" if spec.unit == "1" else spec.unit
+    return None
 
 
 def _series_name(instrument: str, attributes: Mapping[str, Any]) -> str:
@@ -426,7 +460,7 @@ class _SampleExporter(MetricExporter):
         for resource_metrics in metrics_data.resource_metrics:
             for scope_metrics in resource_metrics.scope_metrics:
                 for metric in scope_metrics.metrics:
-                    if not isinstance(metric.data, Gauge):
+                    if not isinstance(metric.data, Gauge | Sum):
                         continue
                     percent = metric.unit == "1"  # a 0-1 ratio in OTel, a percentage in runtel
                     for point in metric.data.data_points:
@@ -514,8 +548,13 @@ class SystemMetrics:
             )
             meter = provider.get_meter("runtel.system", __version__)
             callbacks = self._sensors.callbacks()
+            create = {
+                "gauge": meter.create_observable_gauge,
+                "counter": meter.create_observable_counter,
+                "updown": meter.create_observable_up_down_counter,
+            }
             for spec in _GAUGES:
-                meter.create_observable_gauge(
+                create[spec.kind](
                     spec.name, callbacks=[callbacks[spec.name]], unit=spec.unit, description=spec.description
                 )
             self._provider, self._reader = provider, reader

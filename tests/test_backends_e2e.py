@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import runtel
 from runtel.cli import main as cli
 from runtel.exporters.base import EPOCH_SERIES
 
+from .ports import closed_port
 from .readers.neptune_offline import offline_runs, read_run
 from .readers.wandb_log import read_finished_log
 
@@ -82,6 +82,7 @@ def stored_series(stored: runtel.StoredRun, name: str) -> tuple[np.ndarray, np.n
     return steps, values
 
 
+@pytest.mark.slow  # the all_four fixture: 66 s measured (100,000 points to four backends)
 def test_every_exporter_finished_ok_and_the_store_has_every_point(
     all_four: tuple[Path, runtel.StoredRun],
 ) -> None:
@@ -95,6 +96,7 @@ def test_every_exporter_finished_ok_and_the_store_has_every_point(
         assert stored_series(stored, name)[0].size == FORWARD + REPLAYED
 
 
+@pytest.mark.slow  # the all_four fixture: 66 s measured (100,000 points to four backends)
 def test_mlflow_holds_every_point_with_infinity_clamped_as_reported(
     all_four: tuple[Path, runtel.StoredRun],
 ) -> None:
@@ -117,6 +119,7 @@ def test_mlflow_holds_every_point_with_infinity_clamped_as_reported(
         assert np.array_equal([v for _, v in got], [v for _, v in want], equal_nan=True)
 
 
+@pytest.mark.slow  # the all_four fixture: 66 s measured (100,000 points to four backends)
 def test_tensorboard_holds_every_point_with_shifted_steps_as_reported(
     all_four: tuple[Path, runtel.StoredRun],
 ) -> None:
@@ -136,6 +139,7 @@ def test_tensorboard_holds_every_point_with_shifted_steps_as_reported(
         )
 
 
+@pytest.mark.slow  # the all_four fixture: 66 s measured (100,000 points to four backends)
 def test_wandb_holds_every_point_with_shifted_steps_as_reported(
     all_four: tuple[Path, runtel.StoredRun],
 ) -> None:
@@ -151,6 +155,7 @@ def test_wandb_holds_every_point_with_shifted_steps_as_reported(
     assert log.config["lr"] == 0.1
 
 
+@pytest.mark.slow  # the all_four fixture: 66 s measured (100,000 points to four backends)
 def test_neptune_holds_every_finite_point_and_reports_the_dropped_ones(
     all_four: tuple[Path, runtel.StoredRun],
 ) -> None:
@@ -169,18 +174,13 @@ def test_neptune_holds_every_finite_point_and_reports_the_dropped_ones(
         assert steps == sorted(set(steps))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
+@pytest.mark.slow  # 63 s measured
 def test_dead_mlflow_server_does_not_slow_training_and_the_run_replays_later(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    dead = f"http://127.0.0.1:{free_port()}"
+    dead = f"http://127.0.0.1:{closed_port()}"
     run = runtel.init(
         project="dead",
         name="dead-server",
@@ -227,6 +227,7 @@ def test_dead_mlflow_server_does_not_slow_training_and_the_run_replays_later(
     assert len(runs) == 1
 
 
+@pytest.mark.slow  # the all_four fixture: 66 s measured (100,000 points to four backends)
 def test_every_backend_gets_the_run_summary_of_every_metric(all_four: tuple[Path, runtel.StoredRun]) -> None:
     tmp, stored = all_four
     expected = stored.summary()["metrics"]

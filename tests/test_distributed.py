@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 from mlflow.tracking import MlflowClient
 
 import runtel
@@ -60,6 +61,7 @@ def torchrun(tmp_path: Path, kill_rank: int = -1) -> subprocess.CompletedProcess
     return launch.torchrun(script, str(tmp_path / "runs"), str(tmp_path / "mlflow.db"), str(kill_rank))
 
 
+@pytest.mark.slow  # 61 s measured: torchrun, four backends
 def test_two_ranks_are_one_run_in_the_store_and_in_each_backend(tmp_path: Path) -> None:
     result = torchrun(tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -79,7 +81,7 @@ def test_two_ranks_are_one_run_in_the_store_and_in_each_backend(tmp_path: Path) 
     rank_root = next(s for s in spans if s.name == "rank 1")
     assert rank_root.parent_span_id == root.span_id
     epochs = [s for s in spans if s.kind == "epoch"]
-    assert sorted(s.attributes["rank"] for s in epochs) == [0, 0, 1, 1]
+    assert sorted(s.attributes["runtel.rank"] for s in epochs) == [0, 0, 1, 1]
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     (mlrun,) = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
@@ -91,6 +93,7 @@ def test_two_ranks_are_one_run_in_the_store_and_in_each_backend(tmp_path: Path) 
     assert [path.name.rsplit("-", 1)[1] for path in wandb_runs] == [run.id]
 
 
+@pytest.mark.slow  # 33 s measured: torchrun, a rank killed
 def test_a_rank_killed_mid_run_leaves_the_run_readable_and_marked(tmp_path: Path) -> None:
     result = torchrun(tmp_path, kill_rank=1)
     assert result.returncode != 0

@@ -24,6 +24,7 @@ from runtel.exporters.base import ExportResult
 from runtel.exporters.otlp import OtlpExporter
 from tests import launch
 from tests.conftest import run_python
+from tests.ports import closed_port
 
 
 @dataclass
@@ -264,7 +265,7 @@ def test_unsupported_protocol_names_the_variable(monkeypatch: pytest.MonkeyPatch
 
 
 def test_replaying_a_stored_run_is_refused() -> None:
-    assert OtlpExporter("http://127.0.0.1:9").export([]) is ExportResult.FAILURE
+    assert OtlpExporter(f"http://127.0.0.1:{closed_port()}").export([]) is ExportResult.FAILURE
 
 
 def test_module_import_does_not_load_the_otlp_packages(tmp_path: Path) -> None:
@@ -306,6 +307,7 @@ run.finish()
 """
 
 
+@pytest.mark.slow  # 24 s measured: two torchrun ranks
 def test_every_rank_sends_its_spans_into_the_one_trace_and_mlflow_gets_one_run(
     tmp_path: Path, http_receiver: Server
 ) -> None:
@@ -325,10 +327,62 @@ def test_every_rank_sends_its_spans_into_the_one_trace_and_mlflow_gets_one_run(
     ]
     assert {span.trace_id.hex() for span, _ in spans} == {run.id}
     epochs = sorted(
-        (attributes["rank"], span.name) for span, attributes in spans if span.name.startswith("epoch")
+        (attributes["runtel.rank"], span.name) for span, attributes in spans if span.name.startswith("epoch")
     )
     assert epochs == [(0, "epoch 0"), (0, "epoch 1"), (1, "epoch 0"), (1, "epoch 1")]
     assert {span.name for span, _ in spans} >= {"run ddp-otlp", "rank 1"}
     client = MlflowClient(f"sqlite:///{db}")
     (mlrun,) = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
     assert mlrun.data.tags["runtel.run_id"] == run.id
+
+
+@pytest.mark.parametrize("variable", ["OTEL_METRICS_EXPORTER", "OTEL_TRACES_EXPORTER"])
+def test_otel_signal_exporter_none_turns_that_signal_off(
+    base_dir: Path, http_receiver: Server, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    monkeypatch.setenv(variable, "none")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", http_receiver.endpoint)
+    with runtel.init(project="otlptest", base_dir=str(base_dir), exporters=[OtlpExporter()]) as run:
+        _train(run)
+    received = http_receiver.received
+    if variable == "OTEL_METRICS_EXPORTER":
+        assert received.metrics == [] and _spans(received)[1]
+    else:
+        assert received.traces == [] and _last_points(received)
+
+
+def test_a_keyword_wins_over_the_signal_variable(
+    base_dir: Path, http_receiver: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")  # no otlp in the list: off
+    exporter = OtlpExporter(http_receiver.endpoint, metrics=True)
+    with runtel.init(project="otlptest", base_dir=str(base_dir), exporters=[exporter]) as run:
+        _train(run)
+    assert http_receiver.received.traces == [] and _last_points(http_receiver.received)
+
+
+def test_per_signal_endpoint_variables_are_used_as_given(
+    base_dir: Path, http_receiver: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{closed_port()}"
+    )  # per-signal ones win
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"{http_receiver.endpoint}/v1/traces")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", f"{http_receiver.endpoint}/v1/metrics")
+    with runtel.init(
+        project="otlptest", name="env", base_dir=str(base_dir), exporters=[OtlpExporter()]
+    ) as run:
+        _train(run)
+    _check_trace_and_metrics(run, http_receiver.received)
+
+
+def test_otel_sdk_disabled_sends_nothing(
+    base_dir: Path, http_receiver: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    with runtel.init(
+        project="otlptest", base_dir=str(base_dir), exporters=[OtlpExporter(http_receiver.endpoint)]
+    ) as run:
+        _train(run)
+    assert http_receiver.received.traces == [] and http_receiver.received.metrics == []

@@ -219,6 +219,7 @@ def mlflow_run_ids(db: Path) -> list[str]:
     return [mlrun.data.tags["runtel.run_id"] for mlrun in runs]
 
 
+@pytest.mark.slow  # the ddp fixture: 78 s measured (two torchrun ranks)
 def test_ddp_by_default_only_rank_zero_records(ddp: Path) -> None:
     (run,) = runtel.Store(ddp / "rank-zero").runs()
     assert run.ranks() == {0: "completed"}
@@ -229,6 +230,7 @@ def test_ddp_by_default_only_rank_zero_records(ddp: Path) -> None:
     assert mlflow_run_ids(ddp / "rank-zero.db") == [run.id]
 
 
+@pytest.mark.slow  # the ddp fixture: 78 s measured (two torchrun ranks)
 def test_ddp_all_ranks_record_into_the_one_run(ddp: Path) -> None:
     (run,) = runtel.Store(ddp / "all-ranks").runs()
     assert run.ranks() == {0: "completed", 1: "completed"}
@@ -236,7 +238,7 @@ def test_ddp_all_ranks_record_into_the_one_run(ddp: Path) -> None:
         steps, _, values = run.history("train/loss", rank=rank)
         assert values.tolist() == json.loads((ddp / f"all-ranks-{rank}.json").read_text())
         assert steps.tolist() == list(range(STEPS_PER_RANK))
-    epochs = sorted((s.name, s.attributes["rank"]) for s in run.spans() if s.kind == "epoch")
+    epochs = sorted((s.name, s.attributes["runtel.rank"]) for s in run.spans() if s.kind == "epoch")
     assert epochs == [("epoch 0", 0), ("epoch 0", 1), ("epoch 1", 0), ("epoch 1", 1)]
     assert mlflow_run_ids(ddp / "all-ranks.db") == [run.id]
 

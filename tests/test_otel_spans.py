@@ -145,3 +145,93 @@ def test_joining_the_trace_of_a_run_stored_in_the_same_base_dir_is_refused(
             pass
     assert child.id == parent.id
     assert [run.name for run in runtel.Store(base_dir).runs()] == ["parent"]
+
+
+def traced(base_dir: Path, spans: InMemorySpanExporter) -> runtel.Run:
+    return runtel.init(project="otel", base_dir=str(base_dir), span_processors=[SimpleSpanProcessor(spans)])
+
+
+def by_name(spans: InMemorySpanExporter) -> dict[str, object]:
+    return {s.name: s for s in spans.get_finished_spans()}
+
+
+def test_break_out_of_epochs_ends_the_epoch_span_ok(base_dir: Path, spans: InMemorySpanExporter) -> None:
+    with traced(base_dir, spans) as run:
+        for epoch in run.epochs(10):
+            run.log({"loss": 1.0})
+            if epoch == 2:
+                break  # early stopping
+        with run.span("test"):
+            run.log({"test/acc": 0.9})
+    finished = by_name(spans)
+    assert finished["epoch 2"].status.status_code.name == "UNSET"  # not an error
+    assert "error.type" not in finished["epoch 2"].attributes
+    assert finished["test"].parent.span_id == finished[f"run {run.name}"].context.span_id
+    assert finished["epoch 2"].end_time <= finished["test"].start_time
+
+
+class Diverged(Exception):
+    pass
+
+
+def test_an_exception_in_an_epoch_is_recorded_with_its_type(
+    base_dir: Path, spans: InMemorySpanExporter
+) -> None:
+    with pytest.raises(Diverged), traced(base_dir, spans) as run:
+        for _ in run.epochs(10):
+            run.log({"loss": float("nan")})
+            raise Diverged("loss is NaN")
+    finished = by_name(spans)
+    expected = f"{Diverged.__module__}.Diverged"
+    assert finished["epoch 0"].status.status_code.name == "ERROR"
+    assert finished["epoch 0"].attributes["error.type"] == expected
+    assert finished[f"run {run.name}"].attributes["error.type"] == expected
+    stored = runtel.Store(base_dir).run(run.id)
+    epoch = next(s for s in stored.spans() if s.kind == "epoch")
+    assert (epoch.status, epoch.attributes["error.type"]) == ("error", expected)
+
+
+def test_an_exception_in_a_phase_span_is_recorded_with_its_type(
+    base_dir: Path, spans: InMemorySpanExporter
+) -> None:
+    with traced(base_dir, spans) as run, pytest.raises(KeyError), run.span("validate"):
+        raise KeyError("val/acc")
+    validate = by_name(spans)["validate"]
+    assert (validate.status.status_code.name, validate.attributes["error.type"]) == ("ERROR", "KeyError")
+
+
+def test_epoch_step_ranges_start_at_their_first_step_and_never_overlap(
+    base_dir: Path, spans: InMemorySpanExporter
+) -> None:
+    with traced(base_dir, spans) as run:
+        for _ in run.epochs(3):
+            for _ in range(94):
+                run.log({"loss": 1.0})
+    ranges = [
+        (s.attributes["runtel.step_start"], s.attributes["runtel.step_end"])
+        for s in spans.get_finished_spans()
+        if s.name.startswith("epoch")
+    ]
+    assert ranges == [(0, 93), (94, 187), (188, 281)]
+
+
+def test_resource_carries_the_git_revision_and_namespaced_rank(
+    base_dir: Path, spans: InMemorySpanExporter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "x"], cwd=repo, check=True)
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True
+    ).stdout.strip()
+    monkeypatch.chdir(repo)
+    with traced(base_dir, spans):
+        pass
+    resource = spans.get_finished_spans()[-1].resource.attributes
+    assert resource["vcs.ref.head.revision"] == head
+    assert (resource["runtel.rank"], resource["runtel.world_size"]) == (0, 1)
+    assert "rank" not in resource

@@ -28,6 +28,7 @@ from runtel.tracking import (
     create_tracker,
 )
 
+from .ports import closed_port, free_port
 from .readers.wandb_log import read_finished_log
 
 
@@ -107,7 +108,9 @@ def test_mlflow_tracker_example_against_a_server_that_is_not_there(monkeypatch: 
     monkeypatch.setenv("RUNTEL_EXPORT_RETRIES", "0")
     monkeypatch.setenv("RUNTEL_EXPORT_TIMEOUT", "5")
 
-    tracker = MLflowTracker(project_name="my_project", tracking_uri="http://localhost:5000")
+    # The seed's own example uses localhost:5000; a port proven closed keeps the test from writing
+    # into whatever server happens to listen there.
+    tracker = MLflowTracker(project_name="my_project", tracking_uri=f"http://localhost:{closed_port()}")
 
     tracker.log_params({"epochs": 50, "optimizer": "adam"})
     tracker.log_metrics({"train_loss": 0.3, "val_loss": 0.5})
@@ -143,7 +146,7 @@ def test_tensorboard_tracker_example_with_a_real_dashboard(model: TinyNet) -> No
     tracker.finish()
 
     # Launch dashboard
-    url = tracker.launch_dashboard(port=6006)
+    url = tracker.launch_dashboard(port=free_port())  # the seed's example says 6006
     try:
         with urllib.request.urlopen(url + "data/runs", timeout=30) as response:
             assert response.status == 200
@@ -328,3 +331,13 @@ def test_convenience_functions_and_model_versioning(model: TinyNet) -> None:
 def test_unknown_backend_is_a_clear_error() -> None:
     with pytest.raises(runtel.ConfigError, match="unknown backend 'comet'"):
         create_tracker("p", backend="comet")
+
+
+def test_create_tracker_local_is_a_documented_local_tracker(base_dir: Path) -> None:
+    from runtel.tracking import LocalTracker
+
+    tracker = create_tracker("project", base_dir=str(base_dir))
+    assert type(tracker) is LocalTracker
+    tracker.log_metrics({"loss": 0.5}, step=3)
+    tracker.finish()
+    assert runtel.Store(base_dir).run(tracker.run.id).history("loss")[0].tolist() == [3]

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -274,3 +275,31 @@ def test_a_run_records_system_series_on_the_sampler_thread(tmp_path: Path) -> No
     assert "system/cpu.utilization" in immediate
     assert steps.min() >= 0 and steps.max() <= 29
     assert any(name.startswith("system/gpu") for name in stored.metrics()) == nvml_works()
+
+
+def test_system_instruments_have_the_kinds_the_conventions_give() -> None:
+    from runtel import system
+
+    kinds: dict[str, tuple[str, object]] = {}
+
+    class Recording(system._SampleExporter):
+        def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> Any:
+            for resource_metrics in metrics_data.resource_metrics:
+                for scope_metrics in resource_metrics.scope_metrics:
+                    for metric in scope_metrics.metrics:
+                        kinds[metric.name] = (
+                            type(metric.data).__name__,
+                            getattr(metric.data, "is_monotonic", None),
+                        )
+            return super().export(metrics_data, timeout_millis, **kwargs)
+
+    sampler = system.SystemMetrics(60, lambda when, values: None)
+    sampler._exporter = Recording(lambda when, values: None)
+    sampler.start()
+    sample = sampler.sample_now()
+    sampler.shutdown()
+    assert kinds["system.network.io"] == ("Sum", True)  # counters of cumulative bytes
+    assert kinds["system.memory.usage"] == ("Sum", False)  # up-down counters of memory in use
+    assert kinds["process.memory.usage"] == ("Sum", False)
+    assert kinds["system.cpu.utilization"] == ("Gauge", None)
+    assert sample["system/memory.used"] > 0 and "system/network.sent_bytes" in sample

@@ -12,6 +12,7 @@ from matplotlib.image import imread
 
 import runtel
 from runtel.tracking import ExperimentTracker, MetricVisualizer, minmax_downsample
+from runtel.tracking.visualizer import as_arrays
 
 
 def _spiky(n: int, at: int, spike: float) -> tuple[np.ndarray, np.ndarray]:
@@ -122,3 +123,37 @@ def test_missing_matplotlib_names_the_extra(base_dir: Path, monkeypatch: pytest.
     with pytest.raises(runtel.MissingExtraError, match=r"pip install runtel\[viz\]"):
         tracker.generate_visualizations()
     tracker.finish()
+
+
+def test_plain_values_arrays_and_pandas_series_are_plotted() -> None:
+    import pandas as pd
+
+    history = {
+        "list": [0.5, 0.4, 0.3],
+        "array": np.array([1.0, 2.0, math.nan]),
+        "series": pd.Series([3.0, 2.0], index=[10, 20]),
+        "seed": [{"step": 5, "value": 1.5}],
+        "pair": ([1, 2], [0.1, 0.2]),
+    }
+    series = as_arrays(history)
+    assert series["list"][0].tolist() == [0, 1, 2] and series["list"][1].tolist() == [0.5, 0.4, 0.3]
+    assert np.array_equal(series["array"][1], history["array"], equal_nan=True)
+    assert series["series"][0].tolist() == [10, 20] and series["series"][1].tolist() == [3.0, 2.0]
+    assert series["seed"][0].tolist() == [5] and series["pair"][1].tolist() == [0.1, 0.2]
+    figures = MetricVisualizer.create_metric_plots(history)
+    assert set(figures) == {f"metric_{name}" for name in history} | {"all_metrics_combined"}
+
+
+@pytest.mark.parametrize(
+    ("series", "message"),
+    [
+        (0.5, "cannot plot a float"),
+        ("abc", "cannot plot a str"),
+        (np.ones((2, 2)), "one-dimensional"),
+        (["a", "b"], "values must be numbers"),
+        (([1, 2, 3], [0.1]), "3 steps but 1 values"),
+    ],
+)
+def test_anything_else_is_refused_naming_the_metric(series: object, message: str) -> None:
+    with pytest.raises(runtel.InvalidMetricError, match=rf"metric 'loss'.*{message}"):
+        MetricVisualizer.create_metric_plots({"loss": series})

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
-import subprocess
 import sys
 from typing import Any
 
@@ -29,15 +28,15 @@ def apply_started(metadata: dict[str, Any], record: RunStarted) -> None:
             "project": record.project,
             "status": "running",
             "heartbeat": record.start_time,
-            "rank": record.resource.get("rank", 0),
-            "world_size": record.resource.get("world_size", 1),
+            "rank": record.resource.get("runtel.rank", 0),
+            "world_size": record.resource.get("runtel.world_size", 1),
             "tags": list(record.tags),
             "host": record.resource.get("host.name", platform.node()),
             "pid": pid,
             "process_start_time": _process_start_time(pid),
             "python": sys.version.split()[0],
             "runtel_version": record.resource.get("runtel.version"),
-            "git_commit": _git_commit(),
+            "git_commit": record.resource.get("vcs.ref.head.revision"),  # found once, by the run
         }
     )
 
@@ -77,13 +76,3 @@ def _process_start_time(pid: int) -> float | None:
         return float(psutil.Process(pid).create_time())
     except (psutil.Error, OSError):
         return None
-
-
-def _git_commit() -> str | None:
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=2, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip() or None if result.returncode == 0 else None

@@ -13,6 +13,7 @@ from runtel.tracking.logger import ExperimentLogger
 from runtel.tracking.manager import Comparison, ExperimentManager
 from runtel.tracking.trackers import (
     BaseTracker,
+    LocalTracker,
     MLflowTracker,
     MultiTracker,
     NeptuneTracker,
@@ -47,6 +48,7 @@ __all__ = [
     "ExperimentLogger",
     "ExperimentManager",
     "ExperimentTracker",
+    "LocalTracker",
     "MLflowTracker",
     "MetricVisualizer",
     "MultiTracker",

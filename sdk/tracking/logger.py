@@ -185,7 +185,9 @@ class ExperimentLogger:
         """Open the span of the epoch now starting; :meth:`log_epoch_end` gives it its final epoch."""
         guess = self.epochs_done if self._last_epoch is None else self._last_epoch + 1
         span = run.start_span(f"epoch {guess}", kind="epoch", epoch=guess)
-        span.set_attribute("runtel.step_start", self.step)  # the run's step is still the previous one
+        # The first step this epoch can hold, as on every span; the run's own counter may lag the
+        # logger's, which logs once per interval.
+        span.set_attribute("runtel.step_start", self.step)
         return span
 
     def _checkpoint(self, epoch: int, model: Any) -> None:

@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import abc
 import logging
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import runtel
-from runtel.errors import ConfigError, MissingExtraError
+from runtel.errors import ConfigError
 from runtel.run import Run
 from runtel.store.artifacts import ArtifactVersion
+
+if TYPE_CHECKING:
+    from runtel.tracking._dashboard import TensorBoardServer
 
 logger = logging.getLogger("runtel")
 
@@ -109,6 +106,25 @@ class RunTracker(BaseTracker):
         self.run.__exit__(exc_type, exc, tb)
 
 
+class LocalTracker(RunTracker):
+    """The local store only, no backend: what ``create_tracker(project, backend="local")`` returns.
+
+    A run like any other (``tracker.run``), readable with ``runtel.Store``, ``runtel show`` and the UI,
+    and replayable to any backend later with ``runtel export``.
+    """
+
+    def __init__(
+        self,
+        project_name: str,
+        experiment_name: str | None = None,
+        *,
+        base_dir: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        **settings: Any,
+    ) -> None:
+        super().__init__(project_name, experiment_name, base_dir=base_dir, config=config, **settings)
+
+
 class WandbTracker(RunTracker):
     """Weights & Biases; ``api_key`` goes to wandb in memory only, never to disk or logs."""
 
@@ -171,7 +187,9 @@ class TensorBoardTracker(RunTracker):
         **kwargs: Any,
     ) -> None:
         self.log_dir = log_dir
-        self._dashboard: subprocess.Popen[bytes] | None = None
+        self._dashboard: TensorBoardServer | None = None
+        self._dashboard_before_finish = False
+        self._finished = False
         super().__init__(
             project_name,
             experiment_name,
@@ -181,39 +199,37 @@ class TensorBoardTracker(RunTracker):
             **kwargs,
         )
 
-    def launch_dashboard(self, port: int = 6006, timeout: float = 60.0) -> str:
-        """Start ``tensorboard --logdir <log_dir>`` on 127.0.0.1 and return its URL once it answers."""
-        executable = shutil.which("tensorboard", path=os.path.dirname(sys.executable)) or shutil.which(
-            "tensorboard"
-        )
-        if executable is None:
-            raise MissingExtraError(
-                "the TensorBoard dashboard needs tensorboard: pip install runtel[tensorboard]"
-            )
+    def launch_dashboard(self, port: int = 6006, timeout: float = 60.0, *, keep: bool = False) -> str:
+        """Start ``tensorboard --logdir <log_dir>`` on 127.0.0.1 and return its URL once it serves.
+
+        A port already in use raises :class:`PortInUseError`; ``port=0`` picks a free port (the
+        URL and a warning say which). The server is stopped by :meth:`stop_dashboard`, by
+        :meth:`finish` when launched before it, and at exit; ``keep=True`` leaves it running after
+        the script ends (stop it yourself, its pid is ``dashboard_pid``).
+        """
+        from runtel.tracking._dashboard import TensorBoardServer
+
         self.stop_dashboard()
-        self._dashboard = subprocess.Popen(
-            [executable, "--logdir", self.log_dir, "--host", "127.0.0.1", "--port", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._dashboard.poll() is not None:
-                raise ConfigError(
-                    f"tensorboard exited with code {self._dashboard.returncode} (port {port} in use?)"
-                )
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    return f"http://127.0.0.1:{port}/"
-            time.sleep(0.2)
-        self.stop_dashboard()
-        raise ConfigError(f"tensorboard did not answer on port {port} within {timeout}s")
+        self._dashboard = TensorBoardServer(self.log_dir, port, keep=keep, timeout=timeout)
+        self._dashboard_before_finish = not self._finished
+        return self._dashboard.url
+
+    @property
+    def dashboard_pid(self) -> int | None:
+        """The process id of the running dashboard, if one is running."""
+        return self._dashboard.pid if self._dashboard is not None and self._dashboard.running() else None
 
     def stop_dashboard(self) -> None:
-        if self._dashboard is not None and self._dashboard.poll() is None:
-            self._dashboard.terminate()
-            self._dashboard.wait(timeout=10)
+        if self._dashboard is not None:
+            self._dashboard.stop()
         self._dashboard = None
+
+    def finish(self) -> None:
+        """Finish the run; a dashboard launched before (and not kept) stops with it."""
+        super().finish()
+        self._finished = True
+        if self._dashboard is not None and self._dashboard_before_finish and not self._dashboard.keep:
+            self.stop_dashboard()
 
 
 class NeptuneTracker(RunTracker):
@@ -326,7 +342,7 @@ def create_tracker(
 ) -> RunTracker:
     """One tracker for ``backend`` (wandb, mlflow, tensorboard, neptune, or local for the store only)."""
     if _backend_exporter(backend) == "local":
-        return RunTracker(project_name, experiment_name, **kwargs)
+        return LocalTracker(project_name, experiment_name, **kwargs)
     return _TRACKERS[backend.lower()](project_name, experiment_name, **kwargs)
 
 

@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-from runtel.errors import MissingExtraError
+from runtel.errors import InvalidMetricError, MissingExtraError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 FloatArray: TypeAlias = npt.NDArray[np.float64]
-#: ``{name: [{"step": s, "value": v, ...}, ...]}`` (the seed's shape) or ``{name: (steps, values)}``.
+#: ``{name: series}``: the seed's ``[{"step": s, "value": v}, ...]``, ``(steps, values)``, plain values
+#: (list, tuple, 1-D numpy array) or a pandas Series; see :func:`as_arrays`.
 MetricsHistory: TypeAlias = Mapping[str, Any]
 
 #: Points kept per series when drawing: two per bucket, about one bucket per horizontal pixel.
@@ -71,17 +72,66 @@ def minmax_downsample(
 
 
 def as_arrays(metrics_history: MetricsHistory) -> dict[str, tuple[FloatArray, FloatArray]]:
-    """``{name: (steps, values)}`` float arrays from either accepted shape of ``metrics_history``."""
-    out: dict[str, tuple[FloatArray, FloatArray]] = {}
-    for name, series in metrics_history.items():
-        if isinstance(series, tuple) and len(series) == 2:
-            steps, values = series
-        else:
-            points: Sequence[Mapping[str, Any]] = series
-            steps = [point["step"] for point in points]
-            values = [point["value"] for point in points]
-        out[str(name)] = (np.asarray(steps, dtype=np.float64), np.asarray(values, dtype=np.float64))
-    return out
+    """``{name: (steps, values)}`` float arrays from any accepted shape of ``metrics_history``.
+
+    Each series may be the seed's ``[{"step": s, "value": v}, ...]``, a ``(steps, values)`` pair of
+    sequences, a pandas Series (its index as steps when numeric), or plain values: a list, tuple or
+    1-D numpy array, drawn at steps 0, 1, 2... Anything else raises :class:`InvalidMetricError`.
+    """
+    if not isinstance(metrics_history, Mapping):
+        raise InvalidMetricError(
+            f"metrics_history must map metric names to series, got {type(metrics_history).__name__}"
+        )
+    return {str(name): _series_arrays(str(name), series) for name, series in metrics_history.items()}
+
+
+def _series_arrays(name: str, series: Any) -> tuple[FloatArray, FloatArray]:
+    if type(series).__name__ == "Series" and hasattr(series, "index") and hasattr(series, "to_numpy"):
+        index = np.asarray(series.index)
+        numeric = index.dtype.kind in "iuf"
+        steps = index if numeric else np.arange(len(series))
+        return _checked(name, steps, series.to_numpy(dtype=np.float64, na_value=np.nan))
+    if isinstance(series, tuple) and len(series) == 2 and all(_is_sequence(part) for part in series):
+        return _checked(name, *series)
+    if isinstance(series, np.ndarray) or (isinstance(series, list | tuple) and not _has_dicts(series)):
+        values = _checked_values(name, series)
+        return np.arange(values.size, dtype=np.float64), values
+    if isinstance(series, list | tuple):
+        try:
+            return _checked(name, [p["step"] for p in series], [p["value"] for p in series])
+        except (KeyError, TypeError):
+            pass
+    raise InvalidMetricError(
+        f"metric {name!r}: cannot plot a {type(series).__name__}; give a list/tuple/1-D array of numbers, "
+        "a pandas Series, a (steps, values) pair, or [{'step': s, 'value': v}, ...]"
+    )
+
+
+def _is_sequence(value: Any) -> bool:
+    return isinstance(value, np.ndarray | list | tuple) or type(value).__name__ == "Series"
+
+
+def _has_dicts(series: Sequence[Any]) -> bool:
+    return any(isinstance(point, Mapping) for point in series)
+
+
+def _checked_values(name: str, values: Any) -> FloatArray:
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidMetricError(f"metric {name!r}: values must be numbers ({exc})") from None
+    if array.ndim != 1:
+        raise InvalidMetricError(f"metric {name!r}: values must be one-dimensional, got shape {array.shape}")
+    return array
+
+
+def _checked(name: str, steps: Any, values: Any) -> tuple[FloatArray, FloatArray]:
+    step_array, value_array = _checked_values(name, steps), _checked_values(name, values)
+    if step_array.size != value_array.size:
+        raise InvalidMetricError(
+            f"metric {name!r}: {step_array.size} steps but {value_array.size} values; give one step per value"
+        )
+    return step_array, value_array
 
 
 def plot_names(metric_names: Sequence[str]) -> dict[str, str]:

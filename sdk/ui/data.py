@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from runtel import _health
 from runtel.errors import RuntelError
 from runtel.records import flatten_params
 from runtel.store import _layout
@@ -104,8 +106,9 @@ def _not_a_run(folder: Path) -> str | None:
     return None
 
 
-def run_row(run: StoredRun) -> dict[str, Any]:
-    """One line of the runs table (also ``runtel ls --json``): identity, status, timing, size, best values."""
+def run_row(run: StoredRun, best_metrics: Sequence[str] | None = None) -> dict[str, Any]:
+    """One line of the runs table (also ``runtel ls --json``): identity, status, timing, size, best values
+    (of ``best_metrics``, else of the two metrics :func:`best_from_summary` ranks first)."""
     metadata = run.metadata
     start = _number(metadata.get("start_time"))
     status = _safe(lambda: run.status, "unreadable")
@@ -124,7 +127,7 @@ def run_row(run: StoredRun) -> dict[str, Any]:
         "duration": _duration(metadata, summary, status),
         "points": _safe(lambda: count_points(run), None),
         "tags": [str(tag) for tag in tags] if isinstance(tags, list) else [],
-        "best": best_from_summary(summary, limit=2),
+        "best": best_from_summary(summary, limit=2, metrics=best_metrics),
         "problems": problems(run),
     }
 
@@ -177,14 +180,47 @@ def count_points(run: StoredRun) -> int:
     return total
 
 
-def best_from_summary(summary: dict[str, Any], limit: int | None = None) -> dict[str, float]:
-    """Best value of each non-system metric from ``summary.json`` (lower is better for loss-like names)."""
+#: Words of the names a user watches first (held-out results of the objective) and of bookkeeping series.
+_HELD_OUT = frozenset({"val", "valid", "validation", "eval", "evaluation", "test", "dev", "holdout"})
+_OBJECTIVE = (
+    "acc",
+    "loss",
+    "f1",
+    "auc",
+    "error",
+    "bleu",
+    "rouge",
+    "perplexity",
+    "map",
+    "iou",
+    "score",
+    "reward",
+)
+_BOOKKEEPING = frozenset(
+    {"lr", "epoch", "epochs", "step", "steps", "timing", "throughput", "norm", "samples"}
+)
+
+
+def best_from_summary(
+    summary: dict[str, Any], limit: int | None = None, metrics: Sequence[str] | None = None
+) -> dict[str, float]:
+    """Best value of each metric of ``summary.json`` (lower is better for loss-like names).
+
+    ``metrics`` chooses which; otherwise every non-system metric, those a user watches first:
+    validation/test names, then accuracy/loss-like ones, with learning rate, timings and counters last.
+    """
     stats = summary.get("metrics")
     best: dict[str, float] = {}
     if not isinstance(stats, dict):
         return best
-    for name, item in stats.items():
-        if name.startswith("system/") or not isinstance(item, dict):
+    names = (
+        list(metrics)
+        if metrics is not None
+        else sorted((name for name in stats if not str(name).startswith("system/")), key=_watch_rank)
+    )
+    for name in names:
+        item = stats.get(name)
+        if not isinstance(item, dict):
             continue
         value = item.get("min" if best_direction(name) == "min" else "max")
         if isinstance(value, (int, float)):
@@ -192,6 +228,18 @@ def best_from_summary(summary: dict[str, Any], limit: int | None = None) -> dict
         if limit is not None and len(best) >= limit:
             break
     return best
+
+
+def _watch_rank(name: str) -> int:
+    """0 a held-out objective (``val/acc``), 1 another objective (``train/loss``), 2 anything else,
+    3 bookkeeping (``lr``, ``timing/...``, ``epoch``)."""
+    lowered = name.lower()
+    words = set(re.split(r"[^a-z0-9]+", lowered))
+    if words & _BOOKKEEPING or "learning_rate" in lowered:
+        return 3
+    if any(word in lowered for word in _OBJECTIVE):
+        return 0 if words & _HELD_OUT else 1
+    return 2
 
 
 def filter_rows(
@@ -367,6 +415,9 @@ def run_card(run: StoredRun) -> dict[str, Any]:
                 for kind, item in adaptations.items()
             },
         }
+    live = _health.read_live(run.dir) if not exporters else {}
+    for name, reading in live.items():  # a live run: its exporters' health of the last heartbeat
+        exporters[name] = {"status": reading["status"], "error": None, "adaptations": {}}
     return {
         "id": run.id,
         "name": run.name,
@@ -375,6 +426,7 @@ def run_card(run: StoredRun) -> dict[str, Any]:
         "points": row["points"],
         "error": summary.get("error") if isinstance(summary, dict) else None,
         "exporters": exporters,
+        "live": live,
         "adaptations": sum(sum(item["adaptations"].values()) for item in exporters.values()),
     }
 

@@ -129,8 +129,13 @@ def read_finished_log(wandb_dir: str | Path, run_id: str, timeout: float = 15.0)
     """
     (path,) = glob.glob(str(Path(wandb_dir) / "wandb" / f"offline-run-*-{run_id}" / f"run-{run_id}.wandb"))
     deadline = time.monotonic() + timeout
-    log = read_log(path)
-    while log.exit_code is None and time.monotonic() < deadline:
+    while True:
+        try:  # a chunk wandb-core is still writing fails its checksum until it is whole
+            log = read_log(path)
+        except ValueError:
+            if time.monotonic() >= deadline:
+                raise
+        else:
+            if log.exit_code is not None or time.monotonic() >= deadline:
+                return log
         time.sleep(0.05)
-        log = read_log(path)
-    return log
