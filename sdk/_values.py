@@ -25,6 +25,7 @@ from runtel.errors import (
 #: Longest metric name accepted (characters). Backends with tighter limits get a reported adaptation.
 MAX_NAME_LENGTH = 256
 MAX_EXACT_INT = 2**53
+#: Largest step (int64). The implicit step after it is refused at the call, never overflowed later.
 MAX_STEP = 2**63 - 1
 
 
@@ -127,16 +128,28 @@ def exact_float(name: str, value: float | np.floating[Any]) -> float:
 
 
 def check_step(step: Any) -> int:
-    """A validated explicit step: a non-negative integer (Python or numpy, not bool)."""
+    """A validated explicit step: an integer from 0 to ``MAX_STEP``.
+
+    Python and numpy integers and one-element integer tensors are accepted; ``bool`` and
+    floats are refused, a whole-number float too (``step=3.0`` is most often a bug; pass
+    ``int(step)``).
+    """
     if _is_torch_tensor(step) and step.numel() == 1 and not step.is_floating_point():
+        if str(step.dtype) == "torch.bool":
+            raise InvalidStepError(f"step must be a non-negative int, got a bool tensor {step!r}")
         return check_step(int(step.item()))
-    if isinstance(step, bool) or not isinstance(step, int | np.integer):
+    if isinstance(step, float | np.floating) and float(step).is_integer():
+        raise InvalidStepError(
+            f"step must be a non-negative int, got {type(step).__name__} {step!r}; "
+            "pass int(step) if it is one"
+        )
+    if isinstance(step, bool | np.bool_) or not isinstance(step, int | np.integer):
         raise InvalidStepError(f"step must be a non-negative int, got {type(step).__name__} {step!r}")
     value = int(step)
     if value < 0:
         raise InvalidStepError(f"step must be >= 0, got {value}")
     if value > MAX_STEP:
-        raise InvalidStepError(f"step {value} does not fit in int64")
+        raise InvalidStepError(f"step {value} does not fit in int64 (the largest step is 2**63 - 1)")
     return value
 
 

@@ -21,13 +21,14 @@ import traceback
 import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from itertools import chain
+from itertools import chain, islice, repeat
 from operator import itemgetter
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 from opentelemetry import context as otel_context
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
@@ -41,9 +42,16 @@ from runtel._histogram import make_histogram
 from runtel._identity import locate_run
 from runtel._models import save_torch_module
 from runtel._params import check_params
-from runtel._values import MAX_EXACT_INT, check_name, check_span_text, check_step, coerce_value
+from runtel._values import MAX_EXACT_INT, MAX_STEP, check_name, check_span_text, check_step, coerce_value
 from runtel.config import Settings
-from runtel.errors import ArtifactError, ConfigError, InvalidMetricError, RunFinishedError, RunForkedError
+from runtel.errors import (
+    ArtifactError,
+    ConfigError,
+    InvalidMetricError,
+    InvalidStepError,
+    RunFinishedError,
+    RunForkedError,
+)
 from runtel.exporters.base import Exporter, TelemetryHooks
 from runtel.records import (
     ArtifactLogged,
@@ -64,7 +72,10 @@ logger = logging.getLogger("runtel")
 
 #: One ``log`` call as queued: (step, time, span id, series ids, values).
 _Call = tuple[int, float, int, tuple[int, ...], tuple[float, ...]]
-_WAKE_AT_CALLS = 100_000
+#: Queued calls that wake the flush early: keeps each write short and memory bounded by the window.
+_WAKE_AT_CALLS = 16_384
+#: Distinct sets of metric names whose series ids are cached for ``log``.
+_MAX_LAYOUTS = 4_096
 _STEP, _TIME, _SPAN, _IDS, _VALUES = (itemgetter(i) for i in range(5))  # fields of a _Call, at C speed
 
 
@@ -94,7 +105,10 @@ class Run:
         self._queue: deque[_Call | Record] = deque()
         self._series_ids: dict[str, int] = {}
         self._series_names: list[str] = []
-        self._next_step = 0
+        #: Implicit steps still to hand out; None after an explicit step (continued lazily from it).
+        self._steps: Iterator[int] | None = _steps_from(0)
+        self._last_step = -1
+        self._layouts: dict[tuple[Any, ...], tuple[int, ...]] = {}
         self._finished = False
         self._user_totals: dict[str, float] = {}
         self._mirrors: dict[str, Any] = {}
@@ -179,7 +193,8 @@ class Run:
 
         self._store = StoreWriter(where.own_dir, backlog_points=settings.store_backlog_points)
         self._store.start(started)  # written before init() returns: the run is visible at once
-        self._next_step = self._store.next_step()
+        self._last_step = self._store.next_step() - 1
+        self._steps = None
         self._dispatcher = Dispatcher(
             self._store,
             exporters if where.job.primary else [],
@@ -214,39 +229,67 @@ class Run:
 
         Values: int, float, bool, numpy scalars, one-element tensors; NaN and ±inf are
         kept exactly. A bad name, value or step raises and records nothing of the call.
-        In a distributed job only rank 0's calls are recorded unless ``all_ranks`` (or the
-        ``log_all_ranks`` setting); other ranks' steps still advance.
+        Implicit steps are unique across threads. In a distributed job only rank 0's calls
+        are recorded unless ``all_ranks`` (or the ``log_all_ranks`` setting); other ranks'
+        steps still advance.
         """
         if self._finished:
             raise RunFinishedError(f"run {self.name} ({self.id}) has finished; log() is no longer possible")
-        at = self._next_step if step is None else check_step(step)
-        if self._silent and not all_ranks:
-            self._next_step = at + 1
-            return
-        ids = self._series_ids
         try:
-            items = metrics.items()
+            values = tuple(metrics.values())
         except AttributeError:
             raise InvalidMetricError(
                 f"log() takes a mapping of metric name to value, got {type(metrics).__name__}"
             ) from None
-        series_ids: list[int] = []
-        values: list[float] = []
-        for key, value in items:
-            series = ids.get(key)
-            if series is None:
-                series = self._register(key)
-            kind = type(value)
-            if kind is not float and not (kind is int and -MAX_EXACT_INT <= value <= MAX_EXACT_INT):
-                value = coerce_value(key, value)
-            series_ids.append(series)
-            values.append(value)
+        keys = tuple(metrics)
+        series = self._layouts.get(keys)
+        if series is None:
+            series = self._layout(keys)
+        for value in values:
+            if type(value) is not float:
+                values = _coerce_values(keys, values)
+                break
+        if step is None:
+            try:
+                at = next(self._steps)  # atomic under the interpreter lock: no two threads get one step
+            except (TypeError, StopIteration):  # after an explicit step, or past the last int64
+                at = self._continue_steps()
+        elif type(step) is int and 0 <= step <= MAX_STEP:
+            at = step
+            self._steps = None
+        else:
+            at = check_step(step)
+            self._steps = None
+        self._last_step = at
+        if self._silent and not all_ranks:
+            return
         queue = self._queue
         # Tuples of numbers leave the garbage collector's tracking; lists would make it slow down.
-        queue.append((at, time.time(), self._span_id, tuple(series_ids), tuple(values)))
-        self._next_step = at + 1
-        if len(queue) >= _WAKE_AT_CALLS:
+        queue.append((at, time.time(), self._span_id, series, values))
+        if len(queue) == _WAKE_AT_CALLS:
             self._wake.set()
+
+    def _continue_steps(self) -> int:
+        """The next implicit step after an explicit one; refused once past the largest int64."""
+        with self._lock:
+            steps = self._steps
+            if steps is None:
+                steps = self._steps = _steps_from(self._last_step + 1)
+            at = next(steps, None)
+        if at is None:
+            raise InvalidStepError(
+                f"the implicit step after {MAX_STEP} (the largest int64) does not fit; "
+                "pass an explicit step= instead"
+            )
+        return at
+
+    def _layout(self, keys: tuple[Any, ...]) -> tuple[int, ...]:
+        """Series ids of a set of metric names, validated and cached for the next call like it."""
+        ids = self._series_ids
+        series = tuple(ids[key] if key in ids else self._register(key) for key in keys)
+        if len(self._layouts) < _MAX_LAYOUTS:
+            self._layouts[keys] = series
+        return series
 
     def _record_sample(self, when: float, values: Mapping[str, float]) -> None:
         """System gauges' readings (on the sampler's thread) as series at the current step."""
@@ -262,7 +305,7 @@ class Run:
     @property
     def step(self) -> int:
         """The step of the last ``log`` call (0 before the first)."""
-        return max(self._next_step - 1, 0)
+        return max(self._last_step, 0)
 
     def _register(self, key: object) -> int:
         name = check_name(key)
@@ -565,13 +608,17 @@ class Run:
         self._queue.append(record)
 
     def _flush_loop(self) -> None:
+        """Flush once per interval, counted from the start of the last flush (so a slow write
+        does not stretch the gap), and early when ``_WAKE_AT_CALLS`` calls are waiting."""
         interval = self._settings.flush_interval
         next_heartbeat = time.monotonic() + self._settings.heartbeat_interval
+        due = time.monotonic() + interval
         while not self._finished:
-            self._wake.wait(interval)
+            self._wake.wait(max(0.0, due - time.monotonic()))
             self._wake.clear()
             if self._finished:
                 break
+            due = time.monotonic() + interval
             try:
                 self._flush()
                 if time.monotonic() >= next_heartbeat:
@@ -614,18 +661,19 @@ class Run:
             self._user_series.add(name)
             self._queue.append((self.step, when, self._span_id, (self._register(name),), (value,)))
         queue = self._queue
-        items = [queue.popleft() for _ in range(len(queue))]
+        count = len(queue)
+        if not count:
+            return
+        # Taken in bulk at C speed: no Python bytecode per call while the training thread waits.
+        items = list(islice(iter(queue.popleft, None), count))
         names = tuple(self._series_names)  # after popping: every popped call's names are in it
         batch: list[Record] = []
-        calls: list[_Call] = []
-        for item in items:
-            if type(item) is tuple:
-                calls.append(item)
-                continue
-            _add_points(batch, calls, names)
-            calls = []
-            batch.append(item)  # type: ignore[arg-type]
-        _add_points(batch, calls, names)
+        begin = 0
+        for at in np.flatnonzero(~np.fromiter(map(isinstance, items, repeat(tuple)), bool, count)).tolist():
+            _add_points(batch, items[begin:at], names)
+            batch.append(items[at])
+            begin = at + 1
+        _add_points(batch, items[begin:] if begin else items, names)
         self._dispatcher.submit(batch)
         self._mirror(batch)
 
@@ -651,17 +699,51 @@ class Run:
                     self._nonfinite_seen.add(name)
 
 
+def _steps_from(start: int) -> Iterator[int]:
+    """Implicit steps ``start, start + 1, ...`` up to the largest int64 (a C-speed iterator)."""
+    if start > MAX_STEP:
+        return iter(())
+    return chain(range(start, MAX_STEP), (MAX_STEP,))
+
+
+def _coerce_values(keys: tuple[Any, ...], values: tuple[Any, ...]) -> tuple[float, ...]:
+    """A call's values as float64, exactly, when one of them is not a Python float."""
+    return tuple(
+        value
+        if type(value) is float
+        else float(value)
+        if type(value) is int and -MAX_EXACT_INT <= value <= MAX_EXACT_INT
+        else coerce_value(key, value)
+        for key, value in zip(keys, values, strict=True)
+    )
+
+
 def _add_points(batch: list[Record], calls: list[_Call], names: tuple[str, ...]) -> None:
-    """Queued calls as one batch of columns (each call's step, time and span repeated per point)."""
+    """Queued calls as one batch of columns (each call's step, time and span repeated per point).
+
+    Each column is one ``np.fromiter`` pass over the calls; when every call logged the same
+    names (the usual training loop) the series ids are one tiled array.
+    """
     n = len(calls)
-    counts = np.fromiter(map(len, map(_IDS, calls)), np.int64, n)
-    total = int(counts.sum())
+    if not n:
+        return
+    layouts = list(map(_IDS, calls))
+    first = layouts[0]
+    if layouts.count(first) == n:
+        width = len(first)
+        total = width * n
+        index = np.tile(np.array(first, np.int32), n)
+        counts: int | npt.NDArray[np.int64] = width
+    else:
+        counts = np.fromiter(map(len, layouts), np.int64, n)
+        total = int(counts.sum())
+        index = np.fromiter(chain.from_iterable(layouts), np.int32, total)
     if not total:
         return
     batch.append(
         MetricPoints(
             names=names,
-            index=np.fromiter(chain.from_iterable(map(_IDS, calls)), np.int32, total),
+            index=index,
             steps=np.repeat(np.fromiter(map(_STEP, calls), np.int64, n), counts),
             times=np.repeat(np.fromiter(map(_TIME, calls), np.float64, n), counts),
             values=np.fromiter(chain.from_iterable(map(_VALUES, calls)), np.float64, total),
