@@ -36,7 +36,7 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
-from runtel import _health, _otel, _redact
+from runtel import _health, _otel, _redact, _switch
 from runtel._dispatch import Dispatcher
 from runtel._histogram import make_histogram
 from runtel._identity import locate_run
@@ -74,6 +74,8 @@ logger = logging.getLogger("runtel")
 _Call = tuple[int, float, int, tuple[int, ...], tuple[float, ...]]
 #: Queued calls that wake the flush early: keeps each write short and memory bounded by the window.
 _WAKE_AT_CALLS = 16_384
+#: Most calls converted into one block of columns; a larger backlog is split into several.
+_MAX_BATCH_CALLS = 4 * _WAKE_AT_CALLS
 #: Distinct sets of metric names whose series ids are cached for ``log``.
 _MAX_LAYOUTS = 4_096
 _STEP, _TIME, _SPAN, _IDS, _VALUES = (itemgetter(i) for i in range(5))  # fields of a _Call, at C speed
@@ -212,6 +214,7 @@ class Run:
         self._wake = threading.Event()
         self._flush_lock = threading.Lock()
         self._flush_thread = threading.Thread(target=self._flush_loop, name="runtel-flush", daemon=True)
+        _switch.hold()
         self._flush_thread.start()
         self._system: SystemMetrics | None = None
         if settings.system_interval > 0:
@@ -541,6 +544,7 @@ class Run:
         self._wake.set()
         self._flush_thread.join()
         self._flush()
+        _switch.release()
         self._dispatcher.wait_for_store()  # the writer's statistics then cover every point stored
         self._dispatcher.submit([self._store.run_ended(status, error, time.time())])
         reports = self._dispatcher.shutdown(self._settings.export_timeout)
@@ -674,6 +678,7 @@ class Run:
             batch.append(items[at])
             begin = at + 1
         _add_points(batch, items[begin:] if begin else items, names)
+        del items
         self._dispatcher.submit(batch)
         self._mirror(batch)
 
@@ -725,6 +730,10 @@ def _add_points(batch: list[Record], calls: list[_Call], names: tuple[str, ...])
     names (the usual training loop) the series ids are one tiled array.
     """
     n = len(calls)
+    if n > _MAX_BATCH_CALLS:  # a backlog: written as several blocks, each one a short write
+        for begin in range(0, n, _MAX_BATCH_CALLS):
+            _add_points(batch, calls[begin : begin + _MAX_BATCH_CALLS], names)
+        return
     if not n:
         return
     layouts = list(map(_IDS, calls))
