@@ -19,6 +19,9 @@ VERSIONED = (
     "wandb",
     "mlflow",
     "neptune",
+    "trackio",
+    "aim",
+    "dvclive",
 )
 
 

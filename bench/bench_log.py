@@ -285,6 +285,74 @@ def trial_neptune(warm: list[Step], timed: list[Step]) -> Trial:
     return Trial(_points(timed), len(timed), t1 - t0, {"init": (s1 - s0) / 1e9, "finish": (t2 - t1) / 1e9})
 
 
+def trial_trackio(warm: list[Step], timed: list[Step]) -> Trial:
+    """trackio ``trackio.log(dict, step=...)`` into a local SQLite project; ``finish()`` timed apart."""
+    with tempfile.TemporaryDirectory(prefix="runtel-bench-trackio-") as tmp:
+        os.environ["TRACKIO_DIR"] = tmp
+        import trackio
+
+        s0 = time.perf_counter_ns()
+        trackio.init(project=f"bench-{os.path.basename(tmp)}")
+        s1 = time.perf_counter_ns()
+        for step, row in enumerate(warm):
+            trackio.log(row, step=step)
+        first = len(warm)
+        t0 = _ns()
+        for step, row in enumerate(timed, first):
+            trackio.log(row, step=step)
+        t1 = time.perf_counter_ns()
+        trackio.finish()
+        t2 = time.perf_counter_ns()
+    return Trial(_points(timed), len(timed), t1 - t0, {"init": (s1 - s0) / 1e9, "finish": (t2 - t1) / 1e9})
+
+
+def trial_aim(warm: list[Step], timed: list[Step]) -> Trial:
+    """aim ``Run.track(dict, step=...)`` into a local repo; ``close()`` timed apart."""
+    from aim import Run
+
+    # aim's storage closes its files from a finalizer after close(): the folder outlives the trial
+    # (removed with ignore_cleanup_errors when the process is done with it).
+    with tempfile.TemporaryDirectory(prefix="runtel-bench-aim-", ignore_cleanup_errors=True) as tmp:
+        s0 = time.perf_counter_ns()
+        run = Run(repo=tmp, experiment="bench", system_tracking_interval=None, capture_terminal_logs=False)
+        s1 = time.perf_counter_ns()
+        for step, row in enumerate(warm):
+            run.track(row, step=step)
+        first = len(warm)
+        t0 = _ns()
+        for step, row in enumerate(timed, first):
+            run.track(row, step=step)
+        t1 = time.perf_counter_ns()
+        run.close()
+        t2 = time.perf_counter_ns()
+        del run
+        gc.collect()
+    return Trial(_points(timed), len(timed), t1 - t0, {"init": (s1 - s0) / 1e9, "finish": (t2 - t1) / 1e9})
+
+
+def trial_dvclive(warm: list[Step], timed: list[Step]) -> Trial:
+    """dvclive ``Live.log_metric`` per point and ``next_step()`` per step (it writes each step's files)."""
+    from dvclive import Live
+
+    with tempfile.TemporaryDirectory(prefix="runtel-bench-dvclive-") as tmp, quiet_cwd(tmp):
+        s0 = time.perf_counter_ns()
+        live = Live(dir=os.path.join(tmp, "live"), save_dvc_exp=False, report=None, dvcyaml=None)
+        s1 = time.perf_counter_ns()
+        for row in warm:
+            for name, v in row.items():
+                live.log_metric(name, v)
+            live.next_step()
+        t0 = _ns()
+        for row in timed:
+            for name, v in row.items():
+                live.log_metric(name, v)
+            live.next_step()
+        t1 = time.perf_counter_ns()
+        live.end()
+        t2 = time.perf_counter_ns()
+    return Trial(_points(timed), len(timed), t1 - t0, {"init": (s1 - s0) / 1e9, "finish": (t2 - t1) / 1e9})
+
+
 @dataclass
 class Backend:
     """A backend to measure: how to run one trial, what it needs installed, how many points it gets."""
@@ -347,6 +415,33 @@ def backends(args: argparse.Namespace, mlflow_bench: MlflowBench) -> list[Backen
             "offline `run.log(dict, step=)`",
             slow=True,
             fn=trial_wandb,
+        ),
+        Backend(
+            "trackio",
+            "trackio",
+            "trackio",
+            "pip install trackio",
+            "`trackio.log(dict, step=)`, local SQLite",
+            slow=True,
+            fn=trial_trackio,
+        ),
+        Backend(
+            "aim",
+            "aim",
+            "aim",
+            "pip install aim",
+            "`Run.track(dict, step=)`, local repo",
+            points_override=args.mlflow_points,
+            fn=trial_aim,
+        ),
+        Backend(
+            "dvclive",
+            "dvclive",
+            "dvclive",
+            "pip install dvclive",
+            "`Live.log_metric` per point + `next_step()`",
+            points_override=args.mlflow_points,
+            fn=trial_dvclive,
         ),
     ]
 
