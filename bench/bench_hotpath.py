@@ -6,7 +6,7 @@ and peak memory against run length. Every trial is a fresh process.
   (1 metric a step: 3,000,000 calls; 10 metrics: 1,000,000 calls).
 - both with the implicit step (``run.log(d)``) and an explicit one (``run.log(d, step=s)``).
 - memory: peak RSS (``resource.getrusage``) of a 100,000-point and a 10,000,000-point run,
-  10 metrics a step, ``finish()`` included.
+  10 metrics a step, ``finish()`` included, taken before the points are read back to check them.
 
 Usage: ``python bench/bench_hotpath.py [--repeats 5] [--quick]``; ``bench_log.py`` runs it too.
 """
@@ -50,9 +50,9 @@ with tempfile.TemporaryDirectory(prefix="runtel-bench-hot-") as tmp:
     t1 = time.perf_counter_ns()
     run.finish()
     t2 = time.perf_counter_ns()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the read-back below
     stored = runtel.Store(tmp).run(run.id)
     missing = sum(100 + calls - len(stored.history(n)[0]) for n in names)
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"ns": t1 - t0, "finish": (t2 - t1) / 1e9, "missing": missing, "rss_mib": rss}))
 """
 

@@ -24,6 +24,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
+import bench_hotpath
 import bench_store
 from _common import Result, Trial, dist_version, fmt_s, fmt_us, log, machine_table, md_table
 
@@ -603,6 +604,24 @@ def targets_table(results: list[Result]) -> str:
     )
 
 
+def fastest_peers(results: list[Result]) -> dict[int, tuple[str, float]]:
+    """Per metrics a step: the fastest peer's name and median us/call (``list.append`` is no peer)."""
+    out = {}
+    for case in CASES:
+        peers = [
+            r
+            for r in results
+            if r.case == case.key
+            and r.trials
+            and not r.skipped
+            and r.backend not in ("runtel", "list.append")
+        ]
+        if peers:
+            best = min(peers, key=lambda r: r.median_call())
+            out[case.metrics] = (best.backend, best.median_call())
+    return out
+
+
 def notes(args: argparse.Namespace) -> str:
     """Method notes printed under the tables."""
     return "\n".join(
@@ -644,6 +663,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--only", default="", help="comma-separated backends, e.g. runtel,list.append")
     ap.add_argument("--skip-store", action="store_true", help="leave out the store and import figures")
+    ap.add_argument("--skip-sustained", action="store_true", help="leave out bench_hotpath.py's loops")
+    ap.add_argument(
+        "--hot-repeats", type=int, default=5, help="fresh processes per bench_hotpath.py case (default 5)"
+    )
     ap.add_argument("--json", default="", help="also write the raw trials to this JSON file")
     args = ap.parse_args(argv)
     if args.quick:
@@ -663,6 +686,7 @@ def main(argv: list[str] | None = None) -> int:
     mlflow_bench = MlflowBench()
     results: list[Result] = []
     store_rep: bench_store.StoreReport | None = None
+    hot_rep: bench_hotpath.HotReport | None = None
     t_start = time.perf_counter()
     try:
         # Peers print (neptune's logger writes to stdout): keep stdout for the tables only.
@@ -683,11 +707,17 @@ def main(argv: list[str] | None = None) -> int:
                     and (not only or "store" in only or "runtel" in only)
                 ):
                     store_rep = bench_store.run_all(args.store_points, args.repeats)
+                if backend.name == "runtel" and not args.skip_sustained:
+                    log("runtel sustained and short loops, fresh processes (bench_hotpath.py)")
+                    hot_rep = bench_hotpath.run_all(args.hot_repeats, args.quick)
     finally:
         mlflow_bench.close()
     elapsed = time.perf_counter() - t_start
 
     out = ["### Hot path: cost of logging a metric", "", machine_table(), ""]
+    if hot_rep is not None:
+        out += ["#### Sustained (the flush running) beside short loops: runtel against the fastest peer", ""]
+        out += [bench_hotpath.hot_tables(hot_rep, fastest_peers(results)), ""]
     out += [case_table(case, results, mlflow_bench) + "\n" for case in CASES]
     out += ["#### runtel against the design targets", "", targets_table(results), ""]
     if store_rep is not None:
@@ -702,6 +732,7 @@ def main(argv: list[str] | None = None) -> int:
                     "args": vars(args),
                     "results": [asdict(r) for r in results],
                     "store": asdict(store_rep) if store_rep else None,
+                    "hot": asdict(hot_rep) if hot_rep else None,
                 },
                 fh,
                 indent=1,

@@ -72,10 +72,13 @@ logger = logging.getLogger("runtel")
 
 #: One ``log`` call as queued: (step, time, span id, series ids, values).
 _Call = tuple[int, float, int, tuple[int, ...], tuple[float, ...]]
-#: Queued calls that wake the flush early: keeps each write short and memory bounded by the window.
-_WAKE_AT_CALLS = 16_384
+#: Points a batch aims at: the flush wakes early once about this many are queued, so each write
+#: stays short and memory is bounded by this window rather than by the run.
+_BATCH_POINTS = 65_536
+#: Bounds of the queued calls that wake the flush early (the count follows the calls' width).
+_WAKE_MIN_CALLS, _WAKE_MAX_CALLS = 1_024, 16_384
 #: Most calls converted into one block of columns; a larger backlog is split into several.
-_MAX_BATCH_CALLS = 4 * _WAKE_AT_CALLS
+_MAX_BATCH_CALLS = _WAKE_MAX_CALLS
 #: Distinct sets of metric names whose series ids are cached for ``log``.
 _MAX_LAYOUTS = 4_096
 _STEP, _TIME, _SPAN, _IDS, _VALUES = (itemgetter(i) for i in range(5))  # fields of a _Call, at C speed
@@ -111,6 +114,7 @@ class Run:
         self._steps: Iterator[int] | None = _steps_from(0)
         self._last_step = -1
         self._layouts: dict[tuple[Any, ...], tuple[int, ...]] = {}
+        self._wake_at = _BATCH_POINTS // 16  # until the first flush has seen how wide calls are
         self._finished = False
         self._user_totals: dict[str, float] = {}
         self._mirrors: dict[str, Any] = {}
@@ -269,7 +273,7 @@ class Run:
         queue = self._queue
         # Tuples of numbers leave the garbage collector's tracking; lists would make it slow down.
         queue.append((at, time.time(), self._span_id, series, values))
-        if len(queue) == _WAKE_AT_CALLS:
+        if len(queue) == self._wake_at:
             self._wake.set()
 
     def _continue_steps(self) -> int:
@@ -613,7 +617,7 @@ class Run:
 
     def _flush_loop(self) -> None:
         """Flush once per interval, counted from the start of the last flush (so a slow write
-        does not stretch the gap), and early when ``_WAKE_AT_CALLS`` calls are waiting."""
+        does not stretch the gap), and early when ``_wake_at`` calls (about ``_BATCH_POINTS``) wait."""
         interval = self._settings.flush_interval
         next_heartbeat = time.monotonic() + self._settings.heartbeat_interval
         due = time.monotonic() + interval
@@ -678,6 +682,9 @@ class Run:
             batch.append(items[at])
             begin = at + 1
         _add_points(batch, items[begin:] if begin else items, names)
+        points = sum(len(record) for record in batch if isinstance(record, MetricPoints))
+        if points:
+            self._wake_at = min(_WAKE_MAX_CALLS, max(_WAKE_MIN_CALLS, _BATCH_POINTS * count // points))
         del items
         self._dispatcher.submit(batch)
         self._mirror(batch)
@@ -726,8 +733,9 @@ def _coerce_values(keys: tuple[Any, ...], values: tuple[Any, ...]) -> tuple[floa
 def _add_points(batch: list[Record], calls: list[_Call], names: tuple[str, ...]) -> None:
     """Queued calls as one batch of columns (each call's step, time and span repeated per point).
 
-    Each column is one ``np.fromiter`` pass over the calls; when every call logged the same
-    names (the usual training loop) the series ids are one tiled array.
+    Each column is one C-speed pass over the calls (``np.fromiter``; the values through one flat
+    list, which numpy converts fastest); when every call logged the same names (the usual
+    training loop) the series ids are one tiled array.
     """
     n = len(calls)
     if n > _MAX_BATCH_CALLS:  # a backlog: written as several blocks, each one a short write
@@ -755,7 +763,7 @@ def _add_points(batch: list[Record], calls: list[_Call], names: tuple[str, ...])
             index=index,
             steps=np.repeat(np.fromiter(map(_STEP, calls), np.int64, n), counts),
             times=np.repeat(np.fromiter(map(_TIME, calls), np.float64, n), counts),
-            values=np.fromiter(chain.from_iterable(map(_VALUES, calls)), np.float64, total),
+            values=np.array(list(chain.from_iterable(map(_VALUES, calls))), np.float64),
             span_ids=np.repeat(np.fromiter(map(_SPAN, calls), np.uint64, n), counts),
         )
     )
