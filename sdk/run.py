@@ -258,7 +258,7 @@ class Run:
                 break
         if step is None:
             try:
-                at = next(self._steps)  # atomic under the interpreter lock: no two threads get one step
+                at = next(self._steps)  # type: ignore[arg-type]  # None: TypeError, caught; atomic under the GIL
             except (TypeError, StopIteration):  # after an explicit step, or past the last int64
                 at = self._continue_steps()
         elif type(step) is int and 0 <= step <= MAX_STEP:
@@ -673,7 +673,7 @@ class Run:
         if not count:
             return
         # Taken in bulk at C speed: no Python bytecode per call while the training thread waits.
-        items = list(islice(iter(queue.popleft, None), count))
+        items: list[Any] = list(islice(iter(queue.popleft, None), count))
         names = tuple(self._series_names)  # after popping: every popped call's names are in it
         batch: list[Record] = []
         begin = 0
