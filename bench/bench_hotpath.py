@@ -47,6 +47,7 @@ with tempfile.TemporaryDirectory(prefix="runtel-bench-hot-") as tmp:
     for s in range(100):
         log(rows[s & 1023])
     gc.collect()
+    c0 = time.process_time_ns()
     t0 = time.perf_counter_ns()
     if explicit:
         for s in range(100, 100 + calls):
@@ -55,12 +56,14 @@ with tempfile.TemporaryDirectory(prefix="runtel-bench-hot-") as tmp:
         for s in range(100, 100 + calls):
             log(rows[s & 1023])
     t1 = time.perf_counter_ns()
+    c1 = time.process_time_ns()
     run.finish()
     t2 = time.perf_counter_ns()
     rss = peak_rss_mib()  # before the read-back below
     stored = runtel.Store(tmp).run(run.id)
     missing = sum(100 + calls - len(stored.history(n)[0]) for n in names)
-print(json.dumps({"ns": t1 - t0, "finish": (t2 - t1) / 1e9, "missing": missing, "rss_mib": rss}))
+result = {"ns": t1 - t0, "cpu_ns": c1 - c0, "finish": (t2 - t1) / 1e9, "missing": missing, "rss_mib": rss}
+print(json.dumps(result))
 """
 
 
@@ -73,6 +76,7 @@ class Case:
     step: str
     kind: str
     us_call: list[float] = field(default_factory=list)
+    cpu_us_call: list[float] = field(default_factory=list)
     rss_mib: list[float] = field(default_factory=list)
     finish_s: list[float] = field(default_factory=list)
     missing: int = 0
@@ -86,6 +90,10 @@ class Case:
         """Median microseconds per call."""
         return statistics.median(self.us_call)
 
+    def median_cpu(self) -> float:
+        """Median CPU microseconds per call, every thread of the process (the flush and writer too)."""
+        return statistics.median(self.cpu_us_call)
+
 
 def trial(case: Case) -> None:
     """One fresh process running the case once."""
@@ -97,12 +105,14 @@ def trial(case: Case) -> None:
     )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     case.us_call.append(result["ns"] / 1e3 / case.calls)
+    case.cpu_us_call.append(result["cpu_ns"] / 1e3 / case.calls)
     case.rss_mib.append(result["rss_mib"])
     case.finish_s.append(result["finish"])
     case.missing += int(result["missing"])
     log(
         f"  {case.kind} {case.label}, {case.calls:,} calls: {case.us_call[-1]:.3f} us/call, "
-        f"RSS {result['rss_mib']:.0f} MiB, finish {result['finish']:.2f} s"
+        f"CPU {case.cpu_us_call[-1]:.3f} us/call (all threads), RSS {result['rss_mib']:.0f} MiB, "
+        f"finish {result['finish']:.2f} s"
     )
 
 
@@ -158,6 +168,7 @@ def hot_tables(rep: HotReport, fastest_peer: dict[int, tuple[str, float]] | None
                     f"{sustained.calls:,}",
                     fmt_us(short.median_call()),
                     f"{ratio:.2f}x" + ("" if ratio <= TARGET_SUSTAINED_RATIO else " **> 1.3x**"),
+                    f"{fmt_us(sustained.median_cpu())} / {fmt_us(short.median_cpu())}",
                     speedup,
                     "all"
                     if sustained.missing + short.missing == 0
@@ -172,6 +183,7 @@ def hot_tables(rep: HotReport, fastest_peer: dict[int, tuple[str, float]] | None
             "sustained calls",
             "short-loop us/call (10,000 calls)",
             "sustained / short (<= 1.3x)",
+            "CPU us/call, all threads: sustained / short",
             "fastest peer / sustained (>= 15x)",
             "read back",
         ],
