@@ -101,8 +101,10 @@ def trial(case: Case) -> None:
         [sys.executable, "-c", _CHILD, str(case.metrics), str(case.calls), case.step],
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
     )
+    if out.returncode != 0:
+        raise RuntimeError(f"{case.kind} {case.label}: the child failed:\n{out.stderr[-2000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
     case.us_call.append(result["ns"] / 1e3 / case.calls)
     case.cpu_us_call.append(result["cpu_ns"] / 1e3 / case.calls)
