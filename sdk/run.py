@@ -77,6 +77,7 @@ _Call = tuple[int, float, int, tuple[int, ...], tuple[float, ...]]
 _BATCH_POINTS = 65_536
 #: Bounds of the queued calls that wake the flush early (the count follows the calls' width).
 _WAKE_MIN_CALLS, _WAKE_MAX_CALLS = 1_024, 16_384
+_NEVER = 2**62  # a wake threshold no queue reaches
 #: Most calls converted into one block of columns; a larger backlog is split into several.
 _MAX_BATCH_CALLS = _WAKE_MAX_CALLS
 #: Distinct sets of metric names whose series ids are cached for ``log``.
@@ -273,7 +274,8 @@ class Run:
         queue = self._queue
         # Tuples of numbers leave the garbage collector's tracking; lists would make it slow down.
         queue.append((at, time.time(), self._span_id, series, values))
-        if len(queue) == self._wake_at:
+        if len(queue) >= self._wake_at:
+            self._wake_at = _NEVER  # one wake per batch: the flush sets the threshold again
             self._wake.set()
 
     def _continue_steps(self) -> int:
@@ -671,6 +673,7 @@ class Run:
         queue = self._queue
         count = len(queue)
         if not count:
+            self._wake_at = min(self._wake_at, _WAKE_MAX_CALLS)
             return
         # Taken in bulk at C speed: no Python bytecode per call while the training thread waits.
         items: list[Any] = list(islice(iter(queue.popleft, None), count))
@@ -683,8 +686,8 @@ class Run:
             begin = at + 1
         _add_points(batch, items[begin:] if begin else items, names)
         points = sum(len(record) for record in batch if isinstance(record, MetricPoints))
-        if points:
-            self._wake_at = min(_WAKE_MAX_CALLS, max(_WAKE_MIN_CALLS, _BATCH_POINTS * count // points))
+        width = points / count if points else 1.0
+        self._wake_at = min(_WAKE_MAX_CALLS, max(_WAKE_MIN_CALLS, int(_BATCH_POINTS / width)))
         del items
         self._dispatcher.submit(batch)
         self._mirror(batch)

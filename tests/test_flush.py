@@ -66,7 +66,7 @@ def test_records_between_calls_keep_their_place_among_the_points(base_dir: Path)
     run = runtel.init(
         project="tests", name="order", base_dir=str(base_dir), system_interval=0, flush_interval=600
     )
-    run._wake_at = -1  # no early wake: the whole backlog is converted by the flush below
+    run._wake_at = run_module._NEVER  # no early wake: the flush below converts the whole backlog
     for s in range(30_000):
         run.log({"x": float(s)})
         if s in (10, 20_000):
