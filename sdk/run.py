@@ -36,7 +36,7 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
-from runtel import _health, _otel, _redact, _switch
+from runtel import _health, _memory, _otel, _redact, _switch
 from runtel._dispatch import Dispatcher
 from runtel._histogram import make_histogram
 from runtel._identity import locate_run
@@ -631,6 +631,7 @@ class Run:
             due = time.monotonic() + interval
             try:
                 self._flush()
+                _memory.release_free_memory()
                 if time.monotonic() >= next_heartbeat:
                     now = time.time()
                     _health.write_live(self.dir, self._dispatcher.health(), now)
