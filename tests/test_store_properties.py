@@ -146,12 +146,12 @@ def apply(run: runtel.Run, model: Model, operation: tuple[Any, ...], source: Pat
     kind = operation[0]
     if kind == "log":
         _, metrics, step = operation
-        at = run._next_step
+        at = run._last_step + 1  # the implicit step this call would get
         try:
             run.log(metrics, step=step)
         except RuntelError:
             assert not all(plainly_fine_metric(n, v) for n, v in metrics.items()) or step is not None
-            assert run._next_step == at, "a refused log() moved the implicit step"
+            assert run._last_step + 1 == at, "a refused log() moved the implicit step"
             return
         stamp = at if step is None else int(step)
         for name, value in metrics.items():
