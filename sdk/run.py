@@ -390,7 +390,7 @@ class Run:
             context=trace.set_span_in_context(parent),
             attributes={
                 _otel.SPAN_KIND_ATTRIBUTE: kind,
-                "runtel.step_start": self._next_step,
+                "runtel.step_start": self._last_step + 1,
                 **self._span_attributes,
                 **_flat_attributes(dict(attributes)),
             },
