@@ -37,11 +37,16 @@ def run(base_dir: Path) -> Iterator[runtel.Run]:
 
 
 def run_python(code: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> str:
-    """Run ``code`` in a fresh interpreter (a real second process); return its stdout."""
+    """Run ``code`` in a fresh interpreter (a real second process); return its stdout.
+
+    A wandb service that an earlier test started in this process is not inherited
+    (``WANDB_SERVICE``): it would resolve the child's relative paths against its own cwd.
+    """
+    inherited = {key: value for key, value in os.environ.items() if key != "WANDB_SERVICE"}
     result = subprocess.run(
         [sys.executable, "-c", code],
         cwd=cwd,
-        env={**os.environ, **(env or {})},
+        env={**inherited, **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

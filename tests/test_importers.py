@@ -331,7 +331,7 @@ def test_mlflow_server_imports_exactly(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------ W&B offline
 _WANDB_SCRIPT = """
 import os, numpy as np, wandb
-run = wandb.init(project="migrate", name="wandb-run", mode="offline", dir=".", notes="from wandb",
+run = wandb.init(project="migrate", name="wandb-run", mode="offline", dir=os.getcwd(), notes="from wandb",
                  tags=["a", "b"], config={{"lr": 0.01, "model": {{"depth": 4}}}})
 for step in range({rows}):
     row = {{"loss": 1.0 / (step + 1), "acc": float("nan") if step == 5 else step / {rows}}}
