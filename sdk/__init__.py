@@ -25,6 +25,7 @@ from runtel.errors import (
     RunNotFoundError,
     RunStillRunningError,
     RuntelError,
+    StoreCorruptError,
     StoreWriteError,
 )
 from runtel.run import Run
@@ -60,6 +61,7 @@ __all__ = [
     "RunStillRunningError",
     "RuntelError",
     "Store",
+    "StoreCorruptError",
     "StoreWriteError",
     "StoredRun",
     "__version__",

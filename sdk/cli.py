@@ -98,7 +98,8 @@ def _export(args: argparse.Namespace) -> int:
 
     from runtel.api import exporter_factory
     from runtel.errors import ConfigError
-    from runtel.replay import count_points, export_run
+    from runtel.replay import export_run
+    from runtel.store.scan import READ_ERRORS, count_points
 
     if [args.all, bool(args.runs), args.imported_from is not None].count(True) != 1:
         raise ConfigError("name the runs to export, or pass --all or --imported-from SOURCE (one of them)")
@@ -124,7 +125,11 @@ def _export(args: argparse.Namespace) -> int:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console) as progress:
         for run in runs:
-            task = progress.add_task(escape(f"{run.name} → {args.to}"), total=count_points(run))
+            try:
+                total: int | None = count_points(run)
+            except READ_ERRORS:  # a damaged index: export_run below names it
+                total = None
+            task = progress.add_task(escape(f"{run.name} → {args.to}"), total=total)
             outcome: dict[str, Any] = {"run_id": run.id, "name": run.name, "target": args.to}
             exported.append(outcome)
             try:
@@ -150,6 +155,8 @@ def _export(args: argparse.Namespace) -> int:
                     f"({rate:,.0f}/s); adaptations: {adapted}"
                 )
             )
+            for problem in result["problems"]:
+                console.print(f"[yellow]{escape(f'{run.name} ({run.id[:8]}): {problem}')}")
     if args.json:
         print_json({"runs": exported})
     return 1 if failures else 0

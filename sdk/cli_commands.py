@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Callable
+import re
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.markup import escape
@@ -20,6 +22,7 @@ from runtel.records import flatten_params
 from runtel.store import _layout
 from runtel.store._series import RECORD_SIZE, SeriesIntegrity, verify_folder
 from runtel.store.query import Store, StoredRun
+from runtel.store.scan import READ_ERRORS, reason, scan, summary_of
 from runtel.ui import data
 
 Handler = Callable[[argparse.Namespace], int]
@@ -104,7 +107,7 @@ def open_store(base_dir: str | None) -> Store:
 
 
 def list_runs(args: argparse.Namespace) -> int:
-    listing = data.scan(open_store(args.base_dir).base_dir)
+    listing = scan(open_store(args.base_dir).base_dir)
     rows = data.filter_rows(
         (data.run_row(run, args.metric) for run in listing.runs),
         projects=[args.project] if args.project else (),
@@ -114,38 +117,50 @@ def list_runs(args: argparse.Namespace) -> int:
     )
     if args.json:
         skipped = [{"folder": item.folder, "reason": item.reason} for item in listing.skipped]
-        print_json({"runs": rows, "skipped": skipped})
+        print_json({"runs": rows, "skipped": skipped}, indent=None)
         return 0
-    from rich.table import Table
-
-    table = Table(title=f"{len(rows)} runs", title_justify="left")
-    for column in ("name", "id", "project", "status", "start", "duration", "best"):
-        table.add_column(column, no_wrap=column != "best", overflow="fold")
-    for row in rows:
-        best = ", ".join(f"{name}={_number(value, name)}" for name, value in row["best"].items())
-        table.add_row(
-            escape(row["name"]),
+    header = ("name", "id", "project", "status", "start", "duration", "best")
+    cells = [
+        (
+            row["name"],
             row["id8"],
-            escape(row["project"] or ""),
-            _status(row["status"]),
+            row["project"],
+            row["status"],
             row["started"],
             data.format_duration(row["duration"]),
-            escape(best),
+            ", ".join(f"{name}={_number(value, name)}" for name, value in row["best"].items()),
         )
-    console = _console()
-    console.print(table)
+        for row in rows
+    ]
+    out = sys.stdout
+    out.write(f"{len(rows)} runs\n")
+    out.write(_columns(header, cells, colour=3 if out.isatty() else None))
     for item in listing.skipped:
-        console.print(f"[yellow]skipped {escape(str(item.folder))}/: {escape(str(item.reason))}")
+        out.write(f"skipped {item.folder}/: {item.reason}\n")
     return 0
+
+
+def _columns(header: tuple[str, ...], cells: Sequence[tuple[str, ...]], colour: int | None) -> str:
+    """A plain aligned table: rich lays out each cell in Python, too slow for 10,000 runs (see
+    docs/benchmarks.md). ``colour`` is the status column to colour on a terminal, or None."""
+    widths = [max([len(name), *(len(row[i]) for row in cells)]) for i, name in enumerate(header)]
+    lines = ["  ".join(name.ljust(width) for name, width in zip(header, widths, strict=True)).rstrip()]
+    for row in cells:
+        shown = [value.ljust(width) for value, width in zip(row, widths, strict=True)]
+        if colour is not None:
+            code = {"completed": 32, "running": 34}.get(row[colour], 31)
+            shown[colour] = f"\x1b[{code}m{shown[colour]}\x1b[0m"
+        lines.append("  ".join(shown).rstrip())
+    return "\n".join(lines) + "\n"
 
 
 def show_run(args: argparse.Namespace) -> int:
     run = open_run(open_store(args.base_dir), args.run)
     card = data.run_card(run)
-    summary = run.summary()
+    summary = summary_of(run)
     report = {
-        "run": data.run_row(run),
-        "params": run.params(),
+        "run": {**data.run_row(run), "problems": card["problems"]},
+        "params": data.params_of(run),
         "metrics": summary.get("metrics", {}),
         "error": card["error"],
         "exporters": card["exporters"],
@@ -168,7 +183,7 @@ def show_run(args: argparse.Namespace) -> int:
         f"started {row['started']}  duration {data.format_duration(row['duration']) or '—'}  "
         f"points {row['points'] if row['points'] is not None else '—'}"
     )
-    for problem in row["problems"]:
+    for problem in card["problems"]:
         console.print(f"[red]{escape(str(problem))}")
     if card["error"]:
         console.print(f"[red]error: {escape(str(card['error']).splitlines()[-1])}")
@@ -255,8 +270,17 @@ def compare_runs(args: argparse.Namespace) -> int:
             f"compare needs two or more runs, got {len(args.runs)} ({', '.join(map(repr, args.runs))})"
         )
     store = open_store(args.base_dir)
-    runs = [open_run(store, key) for key in args.runs]
-    rows = store.compare(runs, args.metric, args.mode)
+    runs, rows, skipped = [], [], []
+    for key in args.runs:
+        try:
+            run = open_run(store, key)
+            rows.extend(store.compare([run], args.metric, args.mode))
+        except READ_ERRORS as exc:
+            if isinstance(exc, RunNotFoundError):
+                raise
+            skipped.append({"run": key, "reason": reason(exc, store.base_dir)})
+            continue
+        runs.append(run)
     if args.metric and not rows:
         raise MetricNotFoundError(f"none of the runs has points for {', '.join(map(repr, args.metric))}")
     differing = [row for row in data.params_rows(runs) if row["differs"]]
@@ -265,7 +289,7 @@ def compare_runs(args: argparse.Namespace) -> int:
             {"key": row["key"], "values": dict(zip([r.id for r in runs], row["values"], strict=True))}
             for row in differing
         ]
-        print_json({"metrics": rows, "params_differing": params})
+        print_json({"metrics": rows, "params_differing": params, "skipped": skipped})
         return 0
     from rich.table import Table
 
@@ -291,6 +315,8 @@ def compare_runs(args: argparse.Namespace) -> int:
             escape(row["key"]), *("—" if value is None else escape(str(value)) for value in row["values"])
         )
     console.print(diff)
+    for item in skipped:
+        console.print(f"[yellow]skipped {escape(item['run'])}: {escape(item['reason'])}")
     return 0
 
 
@@ -409,17 +435,14 @@ def open_run(store: Store, key: str) -> StoredRun:
         raise
 
 
-def print_json(document: Any) -> None:
-    """``document`` as indented JSON on stdout, NaN and infinities as ``null``."""
-    print(json.dumps(_finite(document), indent=2, ensure_ascii=False, allow_nan=False, default=str))
+def print_json(document: Any, *, indent: int | None = 2) -> None:
+    """``document`` as JSON on stdout, NaN and infinities as ``null``; ``indent=None`` prints one line
+    with the C encoder (``ls --json`` of 10,000 runs), where indenting runs the pure-Python one."""
+    text = json.dumps(document, indent=indent, ensure_ascii=False, allow_nan=True, default=str)
+    if "NaN" in text or "Infinity" in text:
+        text = _NON_FINITE.sub(lambda match: "null" if match.group(1) else match.group(0), text)
+    print(text)
 
 
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and infinities as None, so any JSON parser reads the output."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(key): _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
+#: A JSON string (kept as it is), or a NaN/infinity token outside strings (made ``null``).
+_NON_FINITE = re.compile(r'"(?:[^"\\]|\\.)*"|(-?Infinity|NaN)')

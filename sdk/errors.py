@@ -107,3 +107,18 @@ class AlreadyExportedError(RuntelError, FileExistsError):
     def __init__(self, detail: str, *, remedy: str) -> None:
         super().__init__(f"{detail}; {remedy}")
         self.detail = detail
+
+
+class StoreCorruptError(RuntelError, ValueError):
+    """A run folder holds a file or field runtel cannot trust: wrong type, path outside, missing file.
+
+    ``path`` is the damaged file and ``field`` the field inside it (None for the whole file), so a
+    listing can name the reason and skip that one folder.
+    """
+
+    def __init__(self, path: object, field: str | None, problem: str) -> None:
+        where = f"{path}: field {field!r}" if field is not None else f"{path}"
+        super().__init__(f"{where} {problem}; the run folder is damaged or was not written by runtel")
+        self.path = str(path)
+        self.field = field
+        self.problem = problem

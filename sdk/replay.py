@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from runtel._adapt import Adapter
-from runtel.errors import RuntelError
+from runtel.errors import RuntelError, StoreCorruptError
 from runtel.exporters.base import Exporter, ExportResult
 from runtel.records import (
     ArtifactLogged,
@@ -33,23 +33,36 @@ from runtel.records import (
     SpanEnded,
 )
 from runtel.store import _layout
-from runtel.store._jsonio import read_json, write_json_atomic
-from runtel.store._series import series_stats
-from runtel.store.query import StoredRun
+from runtel.store._events import read_events
+from runtel.store._jsonio import write_json_atomic
+from runtel.store._series import read_index, series_stats
+from runtel.store._untrusted import relocated
+from runtel.store.artifacts import ArtifactVersion
+from runtel.store.query import StoredRun, metrics_dir, read_summary, run_file
+from runtel.store.scan import series_damage
 
 DEFAULT_BATCH_POINTS = 50_000
 
 Progress = Callable[[int], None]
 
 
-def count_points(run: StoredRun) -> int:
-    """Total number of metric points stored for ``run`` (the progress bar's length)."""
-    return sum(run.history(name)[0].size for name in run.metrics())
+def records_of(
+    run: StoredRun, batch_points: int = DEFAULT_BATCH_POINTS, notes: list[str] | None = None
+) -> Iterator[Record]:
+    """The run's records in logging order; a run that never ended gets ``RunEnded(crashed)``.
 
-
-def records_of(run: StoredRun, batch_points: int = DEFAULT_BATCH_POINTS) -> Iterator[Record]:
-    """The run's records in logging order; a run that never ended gets ``RunEnded(crashed)``."""
+    Files the records name are taken from this run folder only: an artifact is sent only when its
+    bytes match the SHA-256 recorded at logging time (:class:`~runtel.errors.ChecksumMismatchError`
+    otherwise), a figure only from the folder's ``plots/``. What had to be left out (a torn last line
+    of ``events.jsonl``, an artifact version replaced since) is appended to ``notes``.
+    """
+    notes = [] if notes is None else notes
+    log = read_events(run_file(run.dir, _layout.EVENTS))
+    if log.torn is not None:
+        notes.append(log.torn)
+    files = _Files(run, notes)
     names = tuple(run.metrics())
+    _refuse_damaged_series(run, names)
     columns = [run.history(name) for name in names]
     sizes = [steps.size for steps, _, _ in columns]
     order = np.argsort(np.concatenate([np.empty(0), *[c[1] for c in columns]]), kind="stable")
@@ -61,11 +74,13 @@ def records_of(run: StoredRun, batch_points: int = DEFAULT_BATCH_POINTS) -> Iter
 
     ended: RunEnded | None = None
     events: list[tuple[float, int, Record]] = []
-    for record in run.events():
+    for record in log.records:
         if isinstance(record, RunEnded):
             ended = record
         elif not isinstance(record, RunStarted):
-            events.append((_event_time(record), 1, record))
+            trusted = files.check(record)
+            if trusted is not None:
+                events.append((_event_time(trusted), 1, trusted))
 
     def point_batches() -> Iterator[tuple[float, int, Record]]:
         """Batches cut at every event's time, so an epoch or figure comes after exactly the points
@@ -86,12 +101,12 @@ def records_of(run: StoredRun, batch_points: int = DEFAULT_BATCH_POINTS) -> Iter
                 ),
             )
 
-    started = next((r for r in run.events() if isinstance(r, RunStarted)), None)
+    started = next((r for r in log.records if isinstance(r, RunStarted)), None)
     if started is not None:
         yield started
     for _, _, record in heapq.merge(events, point_batches(), key=lambda item: (item[0], item[1])):
         yield record
-    summary = {"metrics": series_stats(run.dir / _layout.METRICS_DIR)}
+    summary = {"metrics": series_stats(metrics_dir(run.dir))}
     if ended is None:
         ended = RunEnded(
             status="crashed",
@@ -124,8 +139,9 @@ def export_run(
     started = time.perf_counter()
     sent = 0
     report: dict[str, Any] = {"exporter": name, "time": time.time(), "status": "failed"}
+    notes: list[str] = []
     try:
-        for record in records_of(run, batch_points):
+        for record in records_of(run, batch_points, notes):
             result = exporter.export(adapter.adapt([record]))
             if result is not ExportResult.SUCCESS:
                 raise RuntimeError(f"exporter {name!r} reported FAILURE")
@@ -140,16 +156,65 @@ def export_run(
         raise
     finally:
         exporter.shutdown()
-        report.update(points=sent, seconds=time.perf_counter() - started, adaptations=adapter.report())
+        report.update(
+            points=sent, seconds=time.perf_counter() - started, adaptations=adapter.report(), problems=notes
+        )
         _record_replay(run, report)
-    return {key: report[key] for key in ("points", "seconds", "adaptations")}
+    return {key: report[key] for key in ("points", "seconds", "adaptations", "problems")}
+
+
+def _refuse_damaged_series(run: StoredRun, names: tuple[str, ...]) -> None:
+    """Garbled series bytes are never sent: every block is checked against its CRC first."""
+    folder = metrics_dir(run.dir)
+    index = read_index(folder)
+    for name in names:
+        path = folder / index[name]
+        if path.is_file() and not path.is_symlink():
+            damage = series_damage(path, name)
+            if damage is not None:
+                raise StoreCorruptError(path, None, f"{damage}; `runtel verify` lists every damaged series")
+
+
+class _Files:
+    """Artifact and figure records pointed at files of this run folder, checked before they are sent."""
+
+    def __init__(self, run: StoredRun, notes: list[str]) -> None:
+        self._run = run
+        self._notes = notes
+        self._artifacts: dict[str, list[ArtifactVersion]] | None = None
+
+    def check(self, record: Record) -> Record | None:
+        if isinstance(record, ArtifactLogged):
+            return self._artifact(record)
+        if isinstance(record, FigureLogged):
+            path = relocated(self._run.dir, record.path, "plots", self._run.dir / _layout.EVENTS, "path")
+            return dataclasses.replace(record, path=str(path))
+        return record
+
+    def _artifact(self, record: ArtifactLogged) -> ArtifactLogged | None:
+        """The stored version with the record's content, verified; None (noted) once it was replaced."""
+        if self._artifacts is None:
+            self._artifacts = self._run.artifacts()
+        versions = self._artifacts.get(record.name, [])
+        stored = next((item for item in versions if item.checksum == record.sha256), None)
+        if stored is None:
+            self._notes.append(
+                f"artifact {record.name!r} v{record.version} (sha256 {record.sha256[:12]}) is no longer "
+                "stored (replaced with version=False, or removed): not sent"
+            )
+            return None
+        self._run.artifact(record.name, stored.version, verify=True)
+        return dataclasses.replace(record, path=stored.path)
 
 
 def _record_replay(run: StoredRun, report: dict[str, Any]) -> None:
-    path = run.dir / _layout.SUMMARY
-    summary = read_json(path, default={})
+    """Append ``report`` to ``summary.json``; a damaged summary is left as found (``runtel ls`` names it)."""
+    try:
+        summary = read_summary(run.dir)
+    except StoreCorruptError:
+        return
     summary.setdefault("replays", []).append(report)
-    write_json_atomic(path, summary)
+    write_json_atomic(run.dir / _layout.SUMMARY, summary)
 
 
 def _event_time(record: Record) -> float:
@@ -160,4 +225,4 @@ def _event_time(record: Record) -> float:
     return 0.0
 
 
-__all__ = ["count_points", "export_run", "records_of"]
+__all__ = ["export_run", "records_of"]

@@ -48,12 +48,12 @@ def test_ls_table_and_json(
     assert main(["ls", "--base-dir", str(base_dir)]) == 0
     out = capsys.readouterr().out
     assert "alpha" in out and stored["beta"][:8] in out and "skipped scratch/" in out
-    assert "skipped foreign/: metadata.json field 'name' is int, not a string" in out
+    assert "skipped foreign/: metadata.json field 'name' is an integer, not a string" in out
     listing = _json(capsys, "ls", "--base-dir", str(base_dir))
     assert [row["name"] for row in listing["runs"]] == ["alpha", "beta"]
     assert listing["runs"][0]["status"] == "completed" and listing["runs"][0]["points"] == 20
     assert listing["skipped"] == [
-        {"folder": "foreign", "reason": "metadata.json field 'name' is int, not a string"},
+        {"folder": "foreign", "reason": "metadata.json field 'name' is an integer, not a string"},
         {"folder": "scratch", "reason": "not a run folder (no metadata.json)"},
     ]
     assert [r["name"] for r in _json(capsys, "ls", "--base-dir", str(base_dir), "--tag", "beta")["runs"]] == [

@@ -192,7 +192,7 @@ def test_broken_folders_are_marked_and_good_runs_listed(page: Any, ui: str, stor
     assert "torn record" in crashed.locator(".problem").inner_text()
     notes = page.locator("#notes").inner_text()
     assert "half_written/: metadata.json is not valid JSON" in notes and "notes/: not a run folder" in notes
-    assert "foreign/: metadata.json field 'name' is int, not a string" in notes
+    assert "foreign/: metadata.json field 'name' is an integer, not a string" in notes
     _wait_for_trace(page, "train/loss")
     (trace,) = _served(page, "train/loss")
     assert len(trace["x"]) == 100  # the whole records written before the kill, the torn tail ignored

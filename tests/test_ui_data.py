@@ -11,6 +11,7 @@ import pytest
 
 import runtel
 from runtel.errors import RunNotFoundError
+from runtel.store.scan import scan
 from runtel.ui import data
 
 
@@ -23,7 +24,7 @@ def two_runs(base_dir: Path) -> list[runtel.Store]:
             for _ in run.epochs(2):
                 for _ in range(5):
                     run.log({"loss": 1.0 / (run.step + 1), "acc": run.step * lr})
-    return data.scan(base_dir).runs
+    return scan(base_dir).runs
 
 
 def test_scan_lists_runs_and_notes_every_other_folder(two_runs: list, base_dir: Path) -> None:
@@ -32,11 +33,11 @@ def test_scan_lists_runs_and_notes_every_other_folder(two_runs: list, base_dir: 
     (base_dir / "torn_meta" / "metadata.json").write_text('{"id": "ab')
     (base_dir / "no_id").mkdir()
     (base_dir / "no_id" / "metadata.json").write_text("{}")
-    listing = data.scan(base_dir)
+    listing = scan(base_dir)
     assert [run.name for run in listing.runs] == ["alpha", "beta"]
     assert {item.folder: item.reason for item in listing.skipped} == {
-        "no_id": "metadata.json has no run id",
-        "torn_meta": "metadata.json is not valid JSON (half-written or damaged)",
+        "no_id": "metadata.json field 'id' is missing",
+        "torn_meta": "metadata.json is not valid JSON (half-written or damaged, line 1 column 8)",
         "unrelated": "not a run folder (no metadata.json)",
     }
 
@@ -50,11 +51,11 @@ def test_metadata_with_non_string_name_or_project_is_skipped_with_the_reason(
     )
     (base_dir / "odd_id").mkdir()
     (base_dir / "odd_id" / "metadata.json").write_text('{"id": 12345678}')
-    listing = data.scan(base_dir)
+    listing = scan(base_dir)
     assert [run.name for run in listing.runs] == ["alpha", "beta"]
     assert {item.folder: item.reason for item in listing.skipped} == {
-        "foreign": "metadata.json field 'name' is int, not a string",
-        "odd_id": "metadata.json field 'id' is int, not a string",
+        "foreign": "metadata.json field 'name' is an integer, not a string",
+        "odd_id": "metadata.json field 'id' is an integer, not a string",
     }
     assert [run.name for run in runtel.Store(base_dir).runs()] == ["alpha", "beta"]
     with pytest.raises(RunNotFoundError):
@@ -62,7 +63,7 @@ def test_metadata_with_non_string_name_or_project_is_skipped_with_the_reason(
 
 
 def test_resolve_accepts_only_exact_listed_ids(two_runs: list, base_dir: Path) -> None:
-    listing = data.scan(base_dir)
+    listing = scan(base_dir)
     first = listing.runs[0]
     assert listing.resolve([first.id, first.id[:8], "../..", 3, first.name]) == [first]
     assert listing.resolve("not-a-list") == []
@@ -156,7 +157,10 @@ def test_damaged_summary_and_index_become_problems(two_runs: list) -> None:
     (run.dir / "summary.json").write_text("{")
     (run.dir / "metrics" / "index.json").write_text("[")
     row = data.run_row(run)
-    assert row["problems"] == ["summary.json is unreadable", "metrics/index.json is unreadable"]
+    assert row["problems"] == [
+        "summary.json is not valid JSON (half-written or damaged, line 1 column 2)",
+        "metrics/index.json is not valid JSON (half-written or damaged, line 1 column 2)",
+    ]
     assert data.metric_names([run]) == [] and data.run_card(run)["exporters"] == {}
 
 
@@ -206,7 +210,7 @@ def test_fingerprint_changes_when_a_run_writes(base_dir: Path) -> None:
     run = runtel.init(project="p", name="live", base_dir=str(base_dir))
     run.log({"m": 1.0})
     run.flush()
-    stored = data.scan(base_dir).runs
+    stored = scan(base_dir).runs
     before = data.fingerprint(base_dir, stored)
     assert data.fingerprint(base_dir, stored) == before
     run.log({"m": 2.0})

@@ -16,6 +16,7 @@ Folders written before the sidecar existed still read; their series are reported
 from __future__ import annotations
 
 import mmap
+import os
 import re
 import zlib
 from dataclasses import dataclass
@@ -25,9 +26,10 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from runtel.errors import StoreCorruptError
 from runtel.records import SERIES_DTYPE
-from runtel.store._jsonio import read_json
 from runtel.store._layout import SERIES_INDEX
+from runtel.store._untrusted import kind_of, load_object
 
 RECORD_SIZE = SERIES_DTYPE.itemsize
 #: One sidecar entry: which series (the N of ``sN.bin``), the block's length and first byte, its CRC-32.
@@ -37,21 +39,59 @@ CRC_DTYPE = np.dtype(
 CRC_FILE = "blocks.crc"
 _SERIES_FILE = re.compile(r"s(\d{1,9})\.bin")
 
+#: What an index may name: a file directly inside ``metrics/`` (no separators, no ``..``, not hidden).
+_PLAIN_FILE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}")
+#: Series files at least this long are memory-mapped by readers; shorter ones are read (one copy).
+MMAP_MIN_BYTES = 4 << 20
+
 IntegrityStatus = Literal["ok", "unverified", "damaged"]
 
 
 def read_index(metrics_dir: Path) -> dict[str, str]:
-    document = read_json(metrics_dir / SERIES_INDEX, default={"series": {}})
-    return dict(document.get("series", {}))
+    """Metric name to file name; ``StoreCorruptError`` unless every entry is a string naming a plain file."""
+    path = metrics_dir / SERIES_INDEX
+    document = load_object(path)
+    series = document.get("series", {})
+    if not isinstance(series, dict):
+        raise StoreCorruptError(path, "series", "is not a JSON object of metric name to file name")
+    for name, file_name in series.items():
+        if not isinstance(file_name, str):
+            raise StoreCorruptError(path, f"series: {name}", f"is {kind_of(file_name)}, not a file name")
+        if not _PLAIN_FILE.fullmatch(file_name):
+            raise StoreCorruptError(
+                path, f"series: {name}", f"is {file_name!r}, not a plain file name inside metrics/"
+            )
+    return dict(series)
 
 
 def read_series(path: Path) -> npt.NDArray[np.void]:
-    """Every whole record of a series file (a torn tail is ignored)."""
+    """Every whole record of a series file (a torn tail is ignored), as a read-only array.
+
+    A long series is memory-mapped: no copy and no per-point work, the records are the file's pages,
+    so a cold read of ten million points costs what the page cache costs. A short one (under
+    ``MMAP_MIN_BYTES``) is read into memory: a mapping holds a file descriptor while its array
+    lives, and a run may have thousands of short series.
+    """
     try:
-        size = path.stat().st_size
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
         return np.empty(0, dtype=SERIES_DTYPE)
-    return np.fromfile(path, dtype=SERIES_DTYPE, count=size // RECORD_SIZE)
+    except OSError as exc:  # ELOOP: a symbolic link, which could lead anywhere on the disk
+        raise StoreCorruptError(path, None, f"cannot be read as a series ({exc.strerror})") from exc
+    with os.fdopen(descriptor, "rb") as handle:
+        count = os.fstat(handle.fileno()).st_size // RECORD_SIZE
+        if count == 0:
+            return np.empty(0, dtype=SERIES_DTYPE)
+        if count * RECORD_SIZE >= MMAP_MIN_BYTES:
+            try:
+                mapped = mmap.mmap(handle.fileno(), count * RECORD_SIZE, access=mmap.ACCESS_READ)
+            except OSError:  # a file system without mmap (some network and FUSE mounts): read it
+                pass
+            else:
+                return np.frombuffer(mapped, dtype=SERIES_DTYPE, count=count)
+        records = np.fromfile(handle, dtype=SERIES_DTYPE, count=count)
+    records.flags.writeable = False
+    return records
 
 
 def series_number(file_name: str) -> int | None:

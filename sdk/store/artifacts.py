@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -32,14 +33,29 @@ from pathlib import Path, PureWindowsPath
 from typing import Any, NoReturn
 
 from runtel._values import encodable
-from runtel.errors import ArtifactError, ChecksumMismatchError
+from runtel.errors import ArtifactError, ChecksumMismatchError, StoreCorruptError
 from runtel.store import _portable
-from runtel.store._jsonio import _fallback, read_json, write_json_atomic
+from runtel.store._jsonio import _fallback, write_json_atomic
+from runtel.store._untrusted import INTEGER, OBJECT, TEXT, Kind, inside, load_json, load_object
+from runtel.store._untrusted import field as check_field
 
 CHUNK_SIZE = 1 << 20
 MAX_NAME_LENGTH = 255
 _BLOBS = ".blobs"
 _FORMAT = 1
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_INDEX_FIELDS: dict[str, Kind] = {
+    "name": TEXT,
+    "version": INTEGER,
+    "checksum": TEXT,
+    "size": INTEGER,
+    "created_at": TEXT,
+    "path": TEXT,
+    "step": INTEGER,
+    "kind": TEXT,
+    "metadata": OBJECT,
+}
+_REQUIRED_INDEX_FIELDS = ("name", "version", "checksum", "size", "created_at", "path")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +117,7 @@ class ArtifactStore:
         self._fsync = fsync
         self._lock = threading.Lock()
         self._name_max = _portable.name_max(self.run_dir)
-        document = read_json(self.index_path, default={"artifacts": {}})
-        self._versions: dict[str, list[ArtifactVersion]] = {
-            name: [self._from_index(item) for item in items] for name, items in document["artifacts"].items()
-        }
+        self._versions = self._read_index()
 
     def add(
         self,
@@ -287,8 +300,37 @@ class ArtifactStore:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def _from_index(self, item: dict[str, Any]) -> ArtifactVersion:
-        return ArtifactVersion.from_dict({**item, "path": str(self.run_dir / item["path"])})
+    def _read_index(self) -> dict[str, list[ArtifactVersion]]:
+        """``artifacts.json`` checked field by field: it names files that export sends elsewhere."""
+        path = self.index_path
+        if path.is_symlink():
+            inside(self.run_dir, path.name, path, "path")
+        artifacts = load_object(path).get("artifacts", {})
+        if not isinstance(artifacts, dict):
+            raise StoreCorruptError(path, "artifacts", "is not a JSON object of name to versions")
+        versions: dict[str, list[ArtifactVersion]] = {}
+        for name, items in artifacts.items():
+            if not isinstance(items, list):
+                raise StoreCorruptError(path, f"artifacts: {name}", "is not a JSON array of versions")
+            versions[name] = [self._from_index(name, number, item) for number, item in enumerate(items, 1)]
+        return versions
+
+    def _from_index(self, name: str, number: int, item: object) -> ArtifactVersion:
+        path, label = self.index_path, f"artifacts: {name}: {number}"
+        if not isinstance(item, dict):
+            raise StoreCorruptError(path, label, "is not a JSON object")
+        for key, kind in _INDEX_FIELDS.items():
+            check_field(
+                item, key, kind, path, required=key in _REQUIRED_INDEX_FIELDS, label=f"{label}: {key}"
+            )
+        if item["name"] != name or item["version"] != number:
+            raise StoreCorruptError(path, label, f"holds {item['name']!r} v{item['version']}, not v{number}")
+        if not _SHA256.fullmatch(item["checksum"]):
+            raise StoreCorruptError(path, f"{label}: checksum", "is not a hex SHA-256")
+        located = inside(self.run_dir, item["path"], path, f"{label}: path")
+        if not located.is_relative_to(self.versions_dir.resolve()):
+            raise StoreCorruptError(path, f"{label}: path", f"{item['path']!r} is not under versions/")
+        return ArtifactVersion.from_dict({**item, "path": str(located)})
 
     def _write_index(self) -> None:
         document = {
@@ -435,7 +477,15 @@ def _verify(record: ArtifactVersion) -> None:
 
 def _verify_tree(record: ArtifactVersion, path: Path) -> None:
     """Hash every file of a directory version and name the first one that differs from the manifest."""
-    expected = read_json(_manifest_path(path), default=[])
+    manifest = _manifest_path(path)
+    expected = load_json(manifest, default=[])
+    if not isinstance(expected, list) or not all(
+        isinstance(entry, dict)
+        and isinstance(entry.get("path"), str)
+        and isinstance(entry.get("sha256"), str)
+        for entry in expected
+    ):
+        raise StoreCorruptError(manifest, None, "is not a list of {path, sha256, size} entries")
     stored = {entry["path"]: entry["sha256"] for entry in expected}
     entries: list[dict[str, Any]] = []
     for relative in _tree_files(path):

@@ -2,24 +2,40 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import platform
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 import psutil
 
-from runtel.errors import MetricNotFoundError, RunNotFoundError
+from runtel.errors import MetricNotFoundError, StoreCorruptError
 from runtel.records import Record, SpanEnded
 from runtel.store import _layout
-from runtel.store._events import from_line
-from runtel.store._jsonio import read_json
+from runtel.store._events import read_events
 from runtel.store._series import read_index, read_series
+from runtel.store._untrusted import (
+    ARRAY,
+    INTEGER,
+    NUMBER,
+    OBJECT,
+    TEXT,
+    Kind,
+    Where,
+    check_fields,
+    finite_number,
+    inside,
+    load_object,
+)
+
+if TYPE_CHECKING:
+    from runtel.store.artifacts import ArtifactVersion
 
 #: A run whose heartbeat is older than this, on another host, is shown as crashed.
 STALE_HEARTBEAT_SECONDS = 300.0
@@ -31,41 +47,43 @@ _LOWER_IS_BETTER = ("loss", "error", "err", "perplexity", "mse", "mae", "rmse", 
 class StoredRun:
     """One run folder, read lazily; every call re-reads disk, so a live run shows new data.
 
-    ``ValueError`` when ``metadata.json`` is not valid JSON or not runtel's (see :func:`metadata_problem`).
+    Attributes read when the run is opened (``metadata.json`` is validated then):
+
+    - ``dir``: the run folder (``<base_dir>/<name>_<id8>``), a :class:`~pathlib.Path`.
+    - ``id``: the run id, 32 hex digits, which is also the run's OpenTelemetry trace id.
+    - ``name`` and ``project``: as given to ``runtel.init`` (``name`` falls back to the folder name).
+    - ``metadata``: the whole ``metadata.json`` as a dict (status, timestamps, host, pid, git commit...).
+
+    Every file read is untrusted input: a field of the wrong type, a path leading out of the folder
+    or a missing file raises :class:`~runtel.errors.StoreCorruptError` naming the file and the field.
     """
 
-    def __init__(self, run_dir: Path) -> None:
-        self.dir = run_dir
-        metadata = read_json(run_dir / _layout.METADATA, default={})
-        problem = metadata_problem(metadata)
-        if problem is not None:
-            raise ValueError(f"{run_dir}: {problem}")
+    def __init__(self, run_dir: Path, metadata: dict[str, Any] | None = None) -> None:
+        """Open ``run_dir``; ``metadata`` is its already validated ``metadata.json`` (from a listing)."""
+        self.dir = run_dir if isinstance(run_dir, Path) else Path(run_dir)
+        if metadata is None:
+            metadata = read_metadata(self.dir)
         self.metadata: dict[str, Any] = metadata
         self.id: str = metadata.get("id") or ""
-        self.name: str = metadata.get("name") or run_dir.name
+        self.name: str = metadata.get("name") or self.dir.name
         self.project: str = metadata.get("project") or ""
 
     def __repr__(self) -> str:
-        return f"StoredRun(name={self.name!r}, id={self.id!r}, status={self.status!r})"
+        return f"StoredRun(name={self.name!r}, id={self.id!r}, status={self.metadata.get('status')!r})"
 
     @property
     def status(self) -> str:
-        """``running`` only while the writing process is alive; a dead writer shows ``crashed``."""
-        metadata = read_json(self.dir / _layout.METADATA, default=self.metadata)
-        status = metadata.get("status") if isinstance(metadata, dict) else None
-        if not isinstance(status, str):
-            return "unknown"
-        if status == "running" and not _writer_alive(metadata):
-            return "crashed"
-        return status
+        """``running`` only while the writing process lives; a dead (or zombie) writer shows ``crashed``."""
+        return live_status(read_metadata(self.dir))
 
     def params(self) -> dict[str, Any]:
-        params: dict[str, Any] = read_json(self.dir / _layout.HYPERPARAMETERS, default={})
-        return params
+        """The hyperparameters, nested as logged (``{}`` before any were logged)."""
+        return load_object(run_file(self.dir, _layout.HYPERPARAMETERS))
 
     def summary(self) -> dict[str, Any]:
-        summary: dict[str, Any] = read_json(self.dir / _layout.SUMMARY, default={})
-        return summary
+        """``summary.json`` of a finished run (``{}`` while it runs): status, duration, error, per-metric
+        ``count/min/max/last``, exporter reports and replays, each checked for its type."""
+        return read_summary(self.dir)
 
     def ranks(self) -> dict[int, str]:
         """Status of each rank of a distributed run (``{0: status}`` for a single process)."""
@@ -77,22 +95,23 @@ class StoredRun:
 
     def metrics(self, rank: int = 0) -> list[str]:
         """Names of the run's metric series, in the order they first appeared."""
-        return list(read_index(self._rank_dir(rank) / _layout.METRICS_DIR))
+        directory = self._rank_dir(rank)
+        return list(read_index(metrics_dir(directory)))
 
     def history(
         self, metric: str, rank: int = 0
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        """``(steps, times, values)`` of every point of ``metric``, in logging order (of ``rank``)."""
+        """``(steps, times, values)`` of every point of ``metric``, in logging order (of ``rank``).
+
+        Exactly the stored values (NaN and infinities included), as read-only arrays; a long series is
+        memory-mapped on its file, nothing copied until used (``numpy.array(values)``: a writable copy).
+        """
         records = self._records(metric, rank)
-        return (
-            np.ascontiguousarray(records["step"]),
-            np.ascontiguousarray(records["time"]),
-            np.ascontiguousarray(records["value"]),
-        )
+        return records["step"], records["time"], records["value"]
 
     def span_ids(self, metric: str, rank: int = 0) -> npt.NDArray[np.uint64]:
         """The OTel span id each point was logged under (the run span's id outside any phase)."""
-        return np.ascontiguousarray(self._records(metric, rank)["span_id"])
+        return self._records(metric, rank)["span_id"]
 
     def best(self, metric: str, mode: Mode = "auto") -> tuple[float, int]:
         """``(value, step)`` of the best point; NaN points are skipped (all NaN: ``(nan, first step)``)."""
@@ -112,16 +131,30 @@ class StoredRun:
         return float(values[-1]), int(steps[-1])
 
     def events(self, rank: int = 0) -> Iterator[Record]:
-        """Every non-metric record (params, spans, artifacts, ...) in logging order."""
-        try:
-            handle = (self._rank_dir(rank) / _layout.EVENTS).open(encoding="utf-8")
-        except FileNotFoundError:
-            return
-        with handle:
-            for line in handle:
-                record = from_line(line)
-                if record is not None:
-                    yield record
+        """Every non-metric record, in logging order, as the typed records of :mod:`runtel.records`.
+
+        ``RunStarted``, ``ParamsLogged``, ``SpanEnded``, ``ArtifactLogged``, ``FigureLogged``,
+        ``HistogramLogged`` and ``RunEnded`` (frozen dataclasses: ``dataclasses.asdict`` gives a dict).
+        A torn last line (a crash mid-write) is skipped; :func:`runtel.store.scan.problems` names it.
+        """
+        yield from read_events(run_file(self._rank_dir(rank), _layout.EVENTS)).records
+
+    def artifacts(self) -> dict[str, list[ArtifactVersion]]:
+        """Every artifact name of the run with its versions, oldest first (paths inside this folder)."""
+        from runtel.store.artifacts import ArtifactStore
+
+        store = ArtifactStore(self.dir)
+        return {name: store.versions(name) for name in store.names()}
+
+    def artifact(self, name: str, version: int = -1, *, verify: bool = True) -> ArtifactVersion:
+        """Version ``version`` of artifact ``name`` (1 = first, -1 = latest); ``.path`` is the file to load.
+
+        With ``verify`` the stored bytes are hashed first: a changed, truncated or missing file raises
+        :class:`~runtel.errors.ChecksumMismatchError`, so a damaged checkpoint is never loaded unknowingly.
+        """
+        from runtel.store.artifacts import ArtifactStore
+
+        return ArtifactStore(self.dir).get(name, version, verify=verify)
 
     def spans(self) -> list[SpanEnded]:
         """Every ended span of every rank (one trace), in start order."""
@@ -135,13 +168,15 @@ class StoredRun:
 
     def _records(self, metric: str, rank: int = 0) -> npt.NDArray[np.void]:
         directory = self._rank_dir(rank)
-        index = read_index(directory / _layout.METRICS_DIR)
+        index = read_index(metrics_dir(directory))
         file_name = index.get(metric)
         if file_name is None:
             raise MetricNotFoundError(
                 f"run {self.name} has no metric {metric!r}; it has: {', '.join(sorted(index)) or 'none'}"
             )
-        return read_series(directory / _layout.METRICS_DIR / file_name)
+        index_path = directory / _layout.METRICS_DIR / _layout.SERIES_INDEX
+        path = inside(directory, f"{_layout.METRICS_DIR}/{file_name}", index_path, metric)
+        return read_series(path)
 
 
 class Store:
@@ -153,43 +188,32 @@ class Store:
     def runs(
         self, *, project: str | None = None, status: str | None = None, name: str | None = None
     ) -> list[StoredRun]:
-        """Runs with a readable ``metadata.json``, oldest first; folders that are not runs are skipped."""
-        found: list[StoredRun] = []
-        if not self.base_dir.is_dir():
-            return found
-        for entry in sorted(self.base_dir.iterdir()):
-            if not (entry / _layout.METADATA).is_file():
-                continue
-            try:
-                run = StoredRun(entry)
-            except ValueError:
-                continue
-            if not run.id:
-                continue
-            if project is not None and run.project != project:
-                continue
-            if name is not None and run.name != name:
-                continue
-            if status is not None and run.status != status:
-                continue
-            found.append(run)
-        found.sort(key=lambda run: float(run.metadata.get("start_time", 0.0)))
+        """Runs with a valid ``metadata.json``, oldest first.
+
+        Folders that are not runs, or whose metadata is damaged, are left out: :func:`runtel.store.scan.scan`
+        lists them with the reason. Only ``metadata.json`` is read (cached per folder by modification time).
+        """
+        from runtel.store.scan import scan
+
+        found = scan(self.base_dir).runs
+        if project is not None:
+            found = [run for run in found if run.project == project]
+        if name is not None:
+            found = [run for run in found if run.name == name]
+        if status is not None:
+            found = [run for run in found if run.status == status]
         return found
 
     def run(self, key: str) -> StoredRun:
-        """A run by full id, id prefix (8+ characters), folder name or run name (the latest of that name)."""
-        runs = self.runs()
-        for run in runs:
-            if key in (run.id, run.dir.name):
-                return run
-        if len(key) >= 8:
-            prefixed = [run for run in runs if run.id.startswith(key)]
-            if len(prefixed) == 1:
-                return prefixed[0]
-        named = [run for run in runs if run.name == key]
-        if named:
-            return named[-1]
-        raise RunNotFoundError(f"no run {key!r} in {self.base_dir} ({len(runs)} runs there)")
+        """A run by full id, id prefix (8+ characters), folder name or run name (the latest of that name).
+
+        Ids and names are found from folder names (``<name>_<id8>``), so the cost does not grow with
+        the number of runs; only a key no folder name matches falls back to reading every run. A
+        damaged folder that matches raises :class:`~runtel.errors.StoreCorruptError`.
+        """
+        from runtel.store.scan import lookup
+
+        return lookup(self.base_dir, key)
 
     def compare(
         self, runs: Sequence[str | StoredRun], metrics: Sequence[str] | None = None, mode: Mode = "auto"
@@ -222,21 +246,97 @@ class Store:
         return rows
 
 
-def metadata_problem(metadata: object) -> str | None:
-    """Why a parsed ``metadata.json`` cannot be read as a run (another tool's file), or None.
+#: The fields of ``metadata.json`` readers use, and what each must hold when present.
+_METADATA_FIELDS: dict[str, Kind] = {
+    "id": TEXT,
+    "name": TEXT,
+    "project": TEXT,
+    "status": TEXT,
+    "host": TEXT,
+    "start_time": NUMBER,
+    "end_time": NUMBER,
+    "heartbeat": NUMBER,
+    "duration": NUMBER,
+    "process_start_time": NUMBER,
+    "pid": INTEGER,
+    "tags": ARRAY,
+}
+_SERIES_STATS_FIELDS: dict[str, Kind] = {
+    "count": INTEGER,
+    "last_step": INTEGER,
+    "min": NUMBER,
+    "max": NUMBER,
+    "last": NUMBER,
+    "last_time": NUMBER,
+}
+_SUMMARY_FIELDS: dict[str, Kind] = {
+    "status": TEXT,
+    "duration": NUMBER,
+    "error": TEXT,
+    "metrics": OBJECT,
+    "exporters": OBJECT,
+    "replays": ARRAY,
+}
 
-    Readers rely on ``id``, ``name`` and ``project`` being strings where present: sorting, filtering and
-    tables would otherwise fail on a folder runtel never wrote.
-    """
-    if not isinstance(metadata, dict):
-        return "metadata.json is not a JSON object"
-    for key in ("id", "name", "project"):
-        value = metadata.get(key)
-        if value is not None and not isinstance(value, str):
-            return f"metadata.json field {key!r} is {type(value).__name__}, not a string"
-    return None
+
+def read_metadata(run_dir: Path) -> dict[str, Any]:
+    """``metadata.json`` of ``run_dir`` with every field readers use checked; ``StoreCorruptError`` else."""
+    path = run_file(run_dir, _layout.METADATA)
+    if not path.is_file():
+        raise StoreCorruptError(path, None, "is missing (not a run folder)")
+    return check_metadata(load_object(path), path)
 
 
+def check_metadata(document: dict[str, Any], path: Where) -> dict[str, Any]:
+    """``document`` if every known field has its type and the run id is there."""
+    check_fields(document, _METADATA_FIELDS, path, required=("id",))
+    if not document["id"]:
+        raise StoreCorruptError(path, "id", "is empty")
+    if not all(isinstance(tag, str) for tag in document.get("tags") or []):
+        raise StoreCorruptError(path, "tags", "holds a value that is not a string")
+    return document
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """``summary.json`` (``{}`` until the run ends) with its fields and per-metric entries typed."""
+    path = run_file(run_dir, _layout.SUMMARY)
+    return check_summary(load_object(path), path)
+
+
+def check_summary(summary: dict[str, Any], path: Where) -> dict[str, Any]:
+    """``summary`` if its fields and per-metric entries have their types."""
+    check_fields(summary, _SUMMARY_FIELDS, path)
+    for name, stats in (summary.get("metrics") or {}).items():
+        if not isinstance(stats, dict):
+            raise StoreCorruptError(path, f"metrics: {name}", "is not a JSON object")
+        check_fields(stats, _SERIES_STATS_FIELDS, path, prefix=f"metrics: {name}: ")
+    return summary
+
+
+def run_file(run_dir: Path, relative: str) -> Path:
+    """``run_dir / relative``, refused when a symbolic link on the way leads out of the run folder."""
+    path = run_dir / relative
+    if path.is_symlink() or (path.parent != run_dir and path.parent.is_symlink()):
+        return inside(run_dir, relative, path, "path")
+    return path
+
+
+def metrics_dir(run_dir: Path) -> Path:
+    """``run_dir/metrics``, refused when it, or its index, is a symbolic link leading out of the folder."""
+    return run_file(run_dir, f"{_layout.METRICS_DIR}/{_layout.SERIES_INDEX}").parent
+
+
+def live_status(metadata: dict[str, Any]) -> str:
+    """The status to show: a ``running`` run whose writer is gone (dead, or a zombie) is ``crashed``."""
+    status = metadata.get("status")
+    if not isinstance(status, str):
+        return "unknown"
+    if status == "running" and not _writer_alive(metadata):
+        return "crashed"
+    return status
+
+
+@functools.lru_cache(maxsize=4096)
 def best_direction(metric: str, mode: Mode = "auto") -> Literal["min", "max"]:
     """``min`` or ``max``: ``auto`` means lower is better for names with loss, error, perplexity..."""
     if mode in ("min", "max"):
@@ -253,8 +353,10 @@ def _writer_alive(metadata: dict[str, Any]) -> bool:
         try:
             process = psutil.Process(pid)
             started = metadata.get("process_start_time")
-            return started is None or abs(process.create_time() - float(started)) < 1.0
+            if started is not None and abs(process.create_time() - float(started)) >= 1.0:
+                return False  # the pid was reused by another process
+            return bool(process.status() != psutil.STATUS_ZOMBIE)  # killed, not yet reaped
         except psutil.Error:
             return False
-    heartbeat = float(metadata.get("heartbeat", 0.0))
+    heartbeat = finite_number(metadata.get("heartbeat"))
     return time.time() - heartbeat < STALE_HEARTBEAT_SECONDS

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from runtel.errors import MissingExtraError
 from runtel.store.query import StoredRun
+from runtel.store.scan import READ_ERRORS, Listing, scan
 from runtel.ui import data
-from runtel.ui.data import READ_ERRORS, Listing
 
 if TYPE_CHECKING:
     from dash import Dash
@@ -194,7 +194,7 @@ def _register(app: Dash, base: Path, reports: Path | None) -> None:
     from dash import MATCH, Input, Output, State, ctx, html, no_update
 
     def listing() -> Listing:
-        return data.scan(base)
+        return scan(base)
 
     @app.callback(
         Output("stamp", "data"),
@@ -510,6 +510,7 @@ def _card(card: dict[str, Any]) -> Any:
             html.Div(f"adaptations {card['adaptations']}"),
             *exporters,
             html.Div(str(card["error"]).splitlines()[-1], className="problem") if card["error"] else None,
+            *(html.Div(problem, className="problem") for problem in card["problems"]),
         ],
         className="card",
     )

@@ -12,7 +12,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -21,99 +21,31 @@ import numpy as np
 import numpy.typing as npt
 
 from runtel import _health
-from runtel.errors import RuntelError
 from runtel.records import flatten_params
 from runtel.store import _layout
-from runtel.store._series import RECORD_SIZE, read_index
-from runtel.store.artifacts import ArtifactStore
-from runtel.store.query import StoredRun, best_direction, metadata_problem
+from runtel.store.query import StoredRun, best_direction, live_status
+from runtel.store.scan import READ_ERRORS, listing_probe, problems, summary_of
 
 #: Pixel buckets per chart: each keeps its min and max, so at most ``2 * DEFAULT_BUCKETS + 4`` points go out.
 DEFAULT_BUCKETS = 1500
 #: Block length of the vectorised EMA (a ``BLOCK x BLOCK`` kernel; larger blocks trade memory for speed).
 _EMA_BLOCK = 256
-#: Errors a damaged run folder can raise while being read; anything else is a bug and propagates.
-READ_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntelError)
 
 XAxis = Literal["step", "time"]
 FloatArray = npt.NDArray[np.float64]
 
 
-@dataclass(frozen=True, slots=True)
-class Skipped:
-    """A folder under the store that is not shown as a run, and why."""
-
-    folder: str
-    reason: str
-
-
-@dataclass(slots=True)
-class Listing:
-    """Runs with readable metadata (oldest first), and every other folder with the reason it was left out."""
-
-    runs: list[StoredRun] = field(default_factory=list)
-    skipped: list[Skipped] = field(default_factory=list)
-
-    def find(self, run_id: object) -> StoredRun | None:
-        """The listed run with exactly this id: keys from a browser are trusted only after this check."""
-        if not isinstance(run_id, str):
-            return None
-        return next((run for run in self.runs if run.id == run_id), None)
-
-    def resolve(self, run_ids: object) -> list[StoredRun]:
-        """The listed runs among ``run_ids``, in the order given; unknown or malformed ids are dropped."""
-        if not isinstance(run_ids, list):
-            return []
-        found = [self.find(run_id) for run_id in dict.fromkeys(i for i in run_ids if isinstance(i, str))]
-        return [run for run in found if run is not None]
-
-
-def scan(base_dir: str | os.PathLike[str]) -> Listing:
-    """Every folder directly under ``base_dir``: a run, or a note saying why it is not one."""
-    listing = Listing()
-    base = Path(base_dir)
-    try:
-        entries = sorted(entry for entry in base.iterdir() if entry.is_dir())
-    except OSError:
-        return listing
-    for entry in entries:
-        if entry.name.startswith("."):
-            continue
-        reason = _not_a_run(entry)
-        if reason is not None:
-            listing.skipped.append(Skipped(entry.name, reason))
-            continue
-        listing.runs.append(StoredRun(entry))
-    listing.runs.sort(key=lambda run: _number(run.metadata.get("start_time")))
-    return listing
-
-
-def _not_a_run(folder: Path) -> str | None:
-    metadata = folder / _layout.METADATA
-    if not metadata.is_file():
-        return "not a run folder (no metadata.json)"
-    try:
-        document = json.loads(metadata.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        return f"metadata.json cannot be read ({exc.__class__.__name__})"
-    except ValueError:
-        return "metadata.json is not valid JSON (half-written or damaged)"
-    problem = metadata_problem(document)
-    if problem is not None:
-        return problem
-    if not document.get("id"):
-        return "metadata.json has no run id"
-    return None
-
-
 def run_row(run: StoredRun, best_metrics: Sequence[str] | None = None) -> dict[str, Any]:
     """One line of the runs table (also ``runtel ls --json``): identity, status, timing, size, best values
-    (of ``best_metrics``, else of the two metrics :func:`best_from_summary` ranks first)."""
+    (of ``best_metrics``, else of the two metrics :func:`best_from_summary` ranks first).
+
+    Reads only what a listing needs (see :func:`runtel.store.scan.listing_probe`); ``problems`` holds
+    what that read met. :func:`run_card` and ``runtel show`` probe the whole folder.
+    """
     metadata = run.metadata
     start = _number(metadata.get("start_time"))
-    status = _safe(lambda: run.status, "unreadable")
-    summary = _safe(run.summary, {})
-    summary = summary if isinstance(summary, dict) else {}
+    status = live_status(metadata)
+    summary, points, found = listing_probe(run, status)
     tags = metadata.get("tags")
     return {
         "id": run.id,
@@ -125,37 +57,11 @@ def run_row(run: StoredRun, best_metrics: Sequence[str] | None = None) -> dict[s
         "start": start if start else None,
         "started": format_time(start) if start else "",
         "duration": _duration(metadata, summary, status),
-        "points": _safe(lambda: count_points(run), None),
+        "points": points,
         "tags": [str(tag) for tag in tags] if isinstance(tags, list) else [],
         "best": best_from_summary(summary, limit=2, metrics=best_metrics),
-        "problems": problems(run),
+        "problems": found,
     }
-
-
-def problems(run: StoredRun) -> list[str]:
-    """What a reader had to work around in this run folder, in words (empty for a healthy run)."""
-    found: list[str] = []
-    for name in (_layout.SUMMARY, _layout.HYPERPARAMETERS, _layout.ARTIFACTS):
-        try:
-            json.loads((run.dir / name).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            continue
-        except (OSError, ValueError):
-            found.append(f"{name} is unreadable")
-    metrics_dir = run.dir / _layout.METRICS_DIR
-    try:
-        index = read_index(metrics_dir)
-    except READ_ERRORS:
-        return [*found, "metrics/index.json is unreadable"]
-    torn = 0
-    for file_name in index.values():
-        try:
-            torn += (metrics_dir / file_name).stat().st_size % RECORD_SIZE != 0
-        except OSError:
-            continue
-    if torn:
-        found.append(f"{torn} series file(s) end in a torn record (ignored)")
-    return found
 
 
 def _duration(metadata: dict[str, Any], summary: dict[str, Any], status: str) -> float | None:
@@ -166,18 +72,6 @@ def _duration(metadata: dict[str, Any], summary: dict[str, Any], status: str) ->
     start = _number(metadata.get("start_time"))
     end = _number(metadata.get("end_time") or metadata.get("heartbeat"))
     return end - start if start and end >= start and status != "unreadable" else None
-
-
-def count_points(run: StoredRun) -> int:
-    """Whole records in the run's series files, from their sizes (exact while the run is live)."""
-    metrics_dir = run.dir / _layout.METRICS_DIR
-    total = 0
-    for file_name in read_index(metrics_dir).values():
-        try:
-            total += (metrics_dir / file_name).stat().st_size // RECORD_SIZE
-        except FileNotFoundError:
-            continue
-    return total
 
 
 #: Words of the names a user watches first (held-out results of the objective) and of bookkeeping series.
@@ -385,9 +279,15 @@ def ema(values: npt.ArrayLike, weight: float) -> FloatArray:
     return out
 
 
+def params_of(run: StoredRun) -> dict[str, Any]:
+    """The run's hyperparameters, or ``{}`` when ``hyperparameters.json`` is damaged (a listed problem)."""
+    params: dict[str, Any] = _safe(run.params, {})
+    return params
+
+
 def params_rows(runs: Sequence[StoredRun]) -> list[dict[str, Any]]:
     """One row per flattened parameter: ``key``, ``values`` (one per run, None where absent), ``differs``."""
-    flat = [flatten_params(p) if isinstance(p := _safe(run.params, {}), dict) else {} for run in runs]
+    flat = [flatten_params(params_of(run)) for run in runs]
     keys = sorted({key for params in flat for key in params})
     rows = []
     for key in keys:
@@ -398,9 +298,13 @@ def params_rows(runs: Sequence[StoredRun]) -> list[dict[str, Any]]:
 
 
 def run_card(run: StoredRun) -> dict[str, Any]:
-    """The summary card of a run: status, duration, points, each exporter's status and adaptations."""
+    """The summary card of a run: status, duration, points, each exporter's status and adaptations.
+
+    ``problems`` is the full damage probe (CRCs included) of a finished run; a live run, redrawn at
+    each refresh, gets the listing's cheaper one.
+    """
     row = run_row(run)
-    summary = _safe(run.summary, {})
+    summary = summary_of(run)
     reports = summary.get("exporters") if isinstance(summary, dict) else None
     exporters: dict[str, dict[str, Any]] = {}
     for name, report in (reports or {}).items():
@@ -421,6 +325,7 @@ def run_card(run: StoredRun) -> dict[str, Any]:
     return {
         "id": run.id,
         "name": run.name,
+        "problems": row["problems"] if row["status"] == "running" else problems(run),
         "status": row["status"],
         "duration": row["duration"],
         "points": row["points"],
@@ -481,9 +386,7 @@ def _step_range(attributes: dict[str, Any]) -> str:
 
 def artifact_rows(run: StoredRun) -> list[dict[str, Any]]:
     """Every stored version of every artifact: name, version, full sha256, size, creation time."""
-    store = _safe(lambda: ArtifactStore(run.dir), None)
-    if store is None:
-        return []
+    artifacts: dict[str, list[Any]] = _safe(run.artifacts, {})
     return [
         {
             "name": name,
@@ -492,8 +395,8 @@ def artifact_rows(run: StoredRun) -> list[dict[str, Any]]:
             "size": item.size,
             "created_at": item.created_at,
         }
-        for name in store.names()
-        for item in store.versions(name)
+        for name, versions in artifacts.items()
+        for item in versions
     ]
 
 
