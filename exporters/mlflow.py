@@ -39,6 +39,7 @@ from runtel.records import (
     RunStarted,
     SpanEnded,
 )
+from runtel.sweep import ID_ATTRIBUTE, ROLE_ATTRIBUTE, sweep_attributes
 
 if TYPE_CHECKING:
     from mlflow.entities import Metric, Param
@@ -205,10 +206,23 @@ class MlflowExporter:
                 "runtel.run_id": record.run_id,
                 "runtel.project": record.project,
                 "runtel.tags": json.dumps(list(record.tags)),
+                **self._sweep_tags(experiment_id, record.resource),
             },
         )
         self._runtel_id = record.run_id
         self._mlflow_id = run.info.run_id
+
+    def _sweep_tags(self, experiment_id: str, resource: dict[str, Any]) -> dict[str, str]:
+        """A sweep's ``runtel.sweep.*`` tags; a trial also gets ``mlflow.parentRunId``: the sweep's MLflow
+        run, when that was exported to the experiment first (``runtel export --sweep`` does so)."""
+        tags = sweep_attributes(resource)
+        if tags.get(ROLE_ATTRIBUTE) == "trial":
+            parents = self._client.search_runs(
+                [experiment_id], filter_string=f"tags.`runtel.run_id` = '{tags[ID_ATTRIBUTE]}'"
+            )
+            if parents:
+                tags["mlflow.parentRunId"] = parents[0].info.run_id
+        return tags
 
     def _experiment_id(self, name: str) -> str:
         from mlflow.exceptions import MlflowException

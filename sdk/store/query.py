@@ -20,6 +20,7 @@ from runtel.store import _layout
 from runtel.store._events import from_line
 from runtel.store._jsonio import read_json
 from runtel.store._series import read_index, read_series
+from runtel.sweep import SweepInfo, sweep_info
 
 #: A run whose heartbeat is older than this, on another host, is shown as crashed.
 STALE_HEARTBEAT_SECONDS = 300.0
@@ -44,6 +45,11 @@ class StoredRun:
         self.id: str = metadata.get("id") or ""
         self.name: str = metadata.get("name") or run_dir.name
         self.project: str = metadata.get("project") or ""
+
+    @property
+    def sweep(self) -> SweepInfo | None:
+        """The sweep this run is, or is a trial of (None outside sweeps or when the block is malformed)."""
+        return sweep_info(self.metadata)
 
     def __repr__(self) -> str:
         return f"StoredRun(name={self.name!r}, id={self.id!r}, status={self.status!r})"
@@ -151,9 +157,17 @@ class Store:
         self.base_dir = Path(base_dir or os.environ.get("RUNTEL_BASE_DIR", "runtel_runs"))
 
     def runs(
-        self, *, project: str | None = None, status: str | None = None, name: str | None = None
+        self,
+        *,
+        project: str | None = None,
+        status: str | None = None,
+        name: str | None = None,
+        sweep: str | None = None,
     ) -> list[StoredRun]:
-        """Runs with a readable ``metadata.json``, oldest first; folders that are not runs are skipped."""
+        """Runs with a readable ``metadata.json``, oldest first; folders that are not runs are skipped.
+
+        ``sweep`` (a sweep's name or id) keeps that sweep's run and its trials (see :mod:`runtel.sweep`).
+        """
         found: list[StoredRun] = []
         if not self.base_dir.is_dir():
             return found
@@ -171,6 +185,8 @@ class Store:
             if name is not None and run.name != name:
                 continue
             if status is not None and run.status != status:
+                continue
+            if sweep is not None and sweep not in _sweep_keys(run):
                 continue
             found.append(run)
         found.sort(key=lambda run: float(run.metadata.get("start_time", 0.0)))
@@ -220,6 +236,11 @@ class Store:
                     }
                 )
         return rows
+
+
+def _sweep_keys(run: StoredRun) -> tuple[str, ...]:
+    info = run.sweep
+    return (info.id, info.name) if info is not None else ()
 
 
 def metadata_problem(metadata: object) -> str | None:
