@@ -206,9 +206,9 @@ def _storage_key(study: optuna.Study) -> str:
         if prefix.startswith("sqlite") and sep and path and not path.startswith(":memory:"):
             return f"{prefix}:///{os.path.abspath(path)}"
         return url
-    path = getattr(storage, "_file_path", None)
-    if isinstance(path, str):
-        return f"journal:{os.path.abspath(path)}"
+    journal = getattr(storage, "_file_path", None)
+    if isinstance(journal, str):
+        return f"journal:{os.path.abspath(journal)}"
     return f"memory:{_PROCESS_SALT}:{id(storage)}"
 
 
