@@ -2,7 +2,8 @@
 params against the objective, the objective over trials with the running best, and chosen trials' curves.
 
 Its own section of the page (:func:`section`) with its own callbacks (:func:`register`), reading only,
-through :mod:`runtel.ui.sweep_data`.
+through :mod:`runtel.ui.sweep_data`. Charts are created only once a sweep is shown, so a store without
+sweeps pays nothing for them in the browser.
 """
 
 from __future__ import annotations
@@ -45,13 +46,7 @@ def section() -> Any:
             ),
             html.Div(id="sweep-summary", className="muted"),
             html.Div(id="sweep-table"),
-            html.Div(
-                [
-                    dcc.Graph(id="sweep-parcoords", config={"displaylogo": False}),
-                    dcc.Graph(id="sweep-objective", config={"displaylogo": False}),
-                ],
-                className="charts",
-            ),
+            html.Div(id="sweep-charts", className="charts"),
             html.Div(
                 [
                     dcc.Dropdown(id="sweep-trials", multi=True, placeholder="trials to overlay", options=[]),
@@ -59,7 +54,7 @@ def section() -> Any:
                 ],
                 className="controls",
             ),
-            dcc.Graph(id="sweep-curves", config={"displaylogo": False}),
+            html.Div(id="sweep-curves-slot"),
         ]
     )
 
@@ -91,8 +86,7 @@ def register(app: Dash, base: Path) -> None:
     @app.callback(
         Output("sweep-summary", "children"),
         Output("sweep-table", "children"),
-        Output("sweep-parcoords", "figure"),
-        Output("sweep-objective", "figure"),
+        Output("sweep-charts", "children"),
         Output("sweep-trials", "options"),
         Output("sweep-trials", "value"),
         Output("sweep-metric", "options"),
@@ -105,13 +99,11 @@ def register(app: Dash, base: Path) -> None:
     )
     def view(chosen: Any, order: Any, _: Any, trials: Any, metric: Any) -> tuple[Any, ...]:
         if not isinstance(chosen, str) or chosen not in {o["value"] for o in sweeps()}:
-            empty = _empty("no sweep in this store")
-            return "", html.Div("No sweep chosen.", className="muted"), empty, empty, [], [], [], None
+            return "", html.Div("No sweep in this store.", className="muted"), [], [], [], [], None
         try:
             table = sweep_table(Store(base), chosen)
         except READ_ERRORS as exc:
-            empty = _empty(str(exc))
-            return str(exc), "", empty, empty, [], [], [], None
+            return str(exc), "", [], [], [], [], None
         options = [
             {"label": f"trial {row['trial']} · {row['state']}", "value": row["id"]} for row in table.rows
         ]
@@ -130,8 +122,10 @@ def register(app: Dash, base: Path) -> None:
         return (
             _summary_line(table),
             _table(_ordered(table, order if order in _ORDERS else "best")),
-            parcoords_figure(table),
-            objective_figure(table),
+            [
+                _graph("sweep-parcoords", parcoords_figure(table)),
+                _graph("sweep-objective", objective_figure(table)),
+            ],
             options,
             picked if picked != trials else no_update,
             metric_options,
@@ -139,7 +133,7 @@ def register(app: Dash, base: Path) -> None:
         )
 
     @app.callback(
-        Output("sweep-curves", "figure"),
+        Output("sweep-curves-slot", "children"),
         Input("sweep-trials", "value"),
         Input("sweep-metric", "value"),
         Input("tick", "data"),
@@ -148,10 +142,10 @@ def register(app: Dash, base: Path) -> None:
     def curves(trials: Any, metric: Any, _: Any, chosen: Any) -> Any:
         from runtel.ui.app import metric_figure
 
-        if not isinstance(metric, str) or not isinstance(trials, list):
-            return _empty("choose trials and a metric")
+        if not isinstance(metric, str) or not isinstance(trials, list) or not trials:
+            return []
         runs = data.scan(base).resolve([item for item in trials if isinstance(item, str)])
-        return metric_figure(runs, metric, "step", None, False, 0.0)
+        return _graph("sweep-curves", metric_figure(runs, metric, "step", None, False, 0.0))
 
 
 def parcoords_figure(table: SweepTable) -> Figure:
@@ -281,9 +275,7 @@ def _number(value: Any) -> str:
     return "—" if value is None else str(value)
 
 
-def _empty(message: str) -> Figure:
-    import plotly.graph_objects as go
+def _graph(id_: str, figure: Figure) -> Any:
+    from dash import dcc
 
-    figure = go.Figure()
-    figure.update_layout(title={"text": message, "x": 0.01})
-    return figure
+    return dcc.Graph(id=id_, figure=figure, config={"displaylogo": False})
