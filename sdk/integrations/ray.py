@@ -23,7 +23,7 @@ from runtel.errors import MissingExtraError
 try:
     from ray.tune.experiment import Trial
     from ray.tune.logger import LoggerCallback
-    from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS, TRAINING_ITERATION
+    from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
 except ImportError as exc:
     raise MissingExtraError(
         f"runtel.integrations.ray needs ray[tune] ({exc}): pip install runtel[ray]"
@@ -31,18 +31,20 @@ except ImportError as exc:
 
 import runtel
 from runtel.integrations._hparams import storable_params
-from runtel.integrations._sweep import Direction, SweepRecorder
+from runtel.integrations._sweep import Direction, SweepRecorder, TrialState
 from runtel.records import flatten_params
 from runtel.run import Run
 from runtel.sweep import SweepRef, stable_sweep_id
 
 log = logging.getLogger("runtel")
 
+#: The result key Tune counts reports with (``ray.tune.result.TRAINING_ITERATION``): the step.
+TRAINING_ITERATION = "training_iteration"
 #: Keys Tune adds to every result: bookkeeping, not something the trainable reported.
 _RAY_KEYS = frozenset({*AUTO_RESULT_KEYS, *DEBUG_METRICS, "done", "experiment_tag", "should_checkpoint"})
 
 
-class RuntelLoggerCallback(LoggerCallback):  # type: ignore[misc]
+class RuntelLoggerCallback(LoggerCallback):
     """A Ray Tune ``LoggerCallback`` recording each trial as a run, and the experiment as a sweep run.
 
     ``metric`` and ``mode`` (as given to ``TuneConfig``) name the objective: the sweep run then holds it
@@ -114,7 +116,7 @@ class RuntelLoggerCallback(LoggerCallback):  # type: ignore[misc]
         last = self._last.pop(trial.trial_id, {})
         values = [last[self._metric]] if self._metric is not None and self._metric in last else None
         error = _error_text(trial) if failed else None
-        state = "failed" if failed else "completed"
+        state: TrialState = "failed" if failed else "completed"
         self._recorder.end_trial(
             run, self._numbers[trial.trial_id], state, values, error=error, step=run.step
         )
@@ -143,7 +145,10 @@ class RuntelLoggerCallback(LoggerCallback):  # type: ignore[misc]
     def _sweep(self, trial: Trial) -> SweepRecorder:
         if self._recorder is None:
             storage = trial.storage
-            path, name = str(storage.experiment_fs_path), str(storage.experiment_dir_name)
+            if storage is not None:
+                path, name = str(storage.experiment_fs_path), str(storage.experiment_dir_name)
+            else:  # a trial made outside a Tuner: its id's prefix names the experiment
+                path = name = str(trial.trial_id).rpartition("_")[0] or "ray"
             config = {
                 "sweep": {
                     "engine": "ray",
