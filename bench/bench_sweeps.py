@@ -117,6 +117,7 @@ def main() -> None:
             per_trial, per_value = overheads(timings, args.trials, low, high, mode)
             bare = timings[("bare", low)] / args.trials * 1e3
             rows.append((f"Optuna, {mode}", bare, per_trial, per_value))
+        print(f"optuna timings (s): {timings}", flush=True)
         if not args.no_ray:
             import ray
 
@@ -135,6 +136,7 @@ def main() -> None:
                         )
             finally:
                 ray.shutdown()
+            print(f"ray timings (s): {ray_timings}", flush=True)
             per_trial, per_value = overheads(ray_timings, args.ray_trials, low, high, "callback")
             bare = ray_timings[("bare", low)] / args.ray_trials * 1e3
             rows.append(("Ray Tune, LoggerCallback", bare, per_trial, per_value))

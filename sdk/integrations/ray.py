@@ -2,18 +2,19 @@
 
 ``tune.RunConfig(callbacks=[RuntelLoggerCallback(project="p", metric="val/acc", mode="max")])``. A Tune
 callback runs in the driver, so the trials of every node land in the driver's store. What a trial
-reports (``ray.tune.report``, or ``ray.train.report`` inside a Tune function trainable) is logged at
-step ``training_iteration``; Ray's own bookkeeping keys (times, host, pid, ...) are left out. Checkpoints
-become artifacts of the trial's run (named ``checkpoint``, one version each), a retry after a failure
-is counted in the ``ray/restarts`` series of the same run, and a trial that errors ends ``failed``.
-The sweep and trial ids derive from the experiment's storage path and the trial id, so an experiment
-continued with ``Tuner.restore`` continues the same runs. Layout: see docs/sweeps.md.
-Needs ``pip install runtel[ray]``.
+reports (``ray.tune.report``; Ray Train's ``ray.train.report`` from a trainer run inside a Tune trial
+with Ray's ``TuneReportCallback``) is logged at step ``training_iteration``; Ray's own bookkeeping keys
+(times, host, pid, ...) are left out. Checkpoints (Tune's, and Ray Train's passed on as a path) become
+versions of the trial run's ``checkpoint`` artifact, a retry after a failure is counted in the
+``ray/restarts`` series of the same run, and a trial that errors ends ``failed``. The sweep and trial
+ids derive from the experiment's storage path and the trial id, so an experiment continued with
+``Tuner.restore`` continues the same runs. Layout: see docs/sweeps.md. Needs ``pip install runtel[ray]``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -40,8 +41,12 @@ log = logging.getLogger("runtel")
 
 #: The result key Tune counts reports with (``ray.tune.result.TRAINING_ITERATION``): the step.
 TRAINING_ITERATION = "training_iteration"
+#: Where Ray Train's ``TuneReportCallback`` puts a reported checkpoint's path in the Tune result.
+TRAIN_CHECKPOINT_KEY = "checkpoint_path"
 #: Keys Tune adds to every result: bookkeeping, not something the trainable reported.
-_RAY_KEYS = frozenset({*AUTO_RESULT_KEYS, *DEBUG_METRICS, "done", "experiment_tag", "should_checkpoint"})
+_RAY_KEYS = frozenset(
+    {*AUTO_RESULT_KEYS, *DEBUG_METRICS, "done", "experiment_tag", "should_checkpoint", TRAIN_CHECKPOINT_KEY}
+)
 
 
 class RuntelLoggerCallback(LoggerCallback):
@@ -86,6 +91,9 @@ class RuntelLoggerCallback(LoggerCallback):
 
     def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:
         run = self._trial_run(trial)
+        path = result.get(TRAIN_CHECKPOINT_KEY)
+        if isinstance(path, str):
+            self._train_checkpoint(run, trial, path)
         metrics = self._reported(result)
         step = result.get(TRAINING_ITERATION)
         run.log(metrics, step=int(step) if isinstance(step, int) else None)
@@ -107,6 +115,15 @@ class RuntelLoggerCallback(LoggerCallback):
                 run.log_artifact(local, "checkpoint", metadata={"ray_path": str(checkpoint.path)})
         except Exception:  # a checkpoint that cannot be read must not stop the experiment
             log.exception("runtel: checkpoint %s of trial %s not recorded", checkpoint.path, trial.trial_id)
+
+    def _train_checkpoint(self, run: Run, trial: Trial, path: str) -> None:
+        """A Ray Train checkpoint passed on by ``TuneReportCallback`` (as a path) as an artifact version."""
+        if not os.path.isdir(path):
+            log.warning(
+                "runtel: checkpoint %s of trial %s is not a local folder: not copied", path, trial.trial_id
+            )
+            return
+        run.log_artifact(path, "checkpoint", metadata={"ray_path": path})
 
     def log_trial_end(self, trial: Trial, failed: bool = False) -> None:
         with self._lock:
@@ -190,8 +207,13 @@ def _trial_number(trial: Trial, seen: int) -> int:
 
 
 def _error_text(trial: Trial) -> str:
+    """Ray's traceback of the trial's last error: the driver's local copy, else the one in storage."""
+    local = trial.error_file
+    if local is not None and os.path.isfile(local):
+        with open(local, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
     error = trial.get_error()
-    return str(error) if error is not None else "the trial failed"
+    return str(error) if error is not None else f"trial {trial.trial_id} failed (Ray kept no error text)"
 
 
 __all__ = ["RuntelLoggerCallback"]
