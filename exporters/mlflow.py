@@ -7,6 +7,8 @@ imported when an exporter is constructed, not when this module is imported.
 Layout of one runtel run in MLflow:
 
 - run name = runtel name, tags ``runtel.run_id``, ``runtel.project``, ``runtel.tags``;
+- a sweep's runs (docs/sweeps.md): tags ``runtel.sweep.id``, ``.name``, ``.role``, ``.trial``; a trial also
+  ``mlflow.parentRunId`` = the sweep's MLflow run, when that is already in the experiment;
 - params: the run's config and every ``ParamsLogged``, as the adaptation step gives them (flat
   ``/`` keys, text values);
 - metrics: every point with its step and its time in whole milliseconds; epoch spans as

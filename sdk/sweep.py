@@ -9,7 +9,6 @@ it) and lands in ``metadata.json`` under ``sweep``. Search and scheduling stay i
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -85,6 +84,8 @@ class SweepInfo:
 def stable_sweep_id(*parts: str) -> str:
     """A 32-hex run id derived from ``parts`` (engine, storage, study name), so a search resumed after a
     crash continues the same sweep run."""
+    import hashlib
+
     digest = hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()[:32]
     return digest if int(digest, 16) else "1".rjust(32, "0")  # the all-zero trace id is invalid
 

@@ -48,31 +48,37 @@ def _trainable(config: dict[str, Any]) -> None:
 
 
 @pytest.fixture(scope="module")
-def experiment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, tune.ResultGrid]]:
-    root = tmp_path_factory.mktemp("ray")
+def cluster() -> Iterator[None]:
+    """A local Ray cluster of two CPUs for the module, on loopback."""
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-    try:
-        base_dir = root / "runs"
-        callback = RuntelLoggerCallback(
-            project="ray", metric="score", mode="max", base_dir=str(base_dir), system_interval=0
-        )
-        tuner = tune.Tuner(
-            _trainable,
-            param_space={"x": tune.grid_search([1, 2, 3, 4]), "marker": str(root / "marker")},
-            tune_config=tune.TuneConfig(metric="score", mode="max"),
-            run_config=tune.RunConfig(
-                name="ray-sweep",
-                storage_path=str(root / "ray_results"),
-                callbacks=[callback],
-                failure_config=tune.FailureConfig(max_failures=1),
-                verbose=0,
-            ),
-        )
-        yield base_dir, tuner.fit()
-    finally:
-        ray.shutdown()
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def experiment(
+    cluster: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Path, tune.ResultGrid]]:
+    root = tmp_path_factory.mktemp("ray")
+    base_dir = root / "runs"
+    callback = RuntelLoggerCallback(
+        project="ray", metric="score", mode="max", base_dir=str(base_dir), system_interval=0
+    )
+    tuner = tune.Tuner(
+        _trainable,
+        param_space={"x": tune.grid_search([1, 2, 3, 4]), "marker": str(root / "marker")},
+        tune_config=tune.TuneConfig(metric="score", mode="max"),
+        run_config=tune.RunConfig(
+            name="ray-sweep",
+            storage_path=str(root / "ray_results"),
+            callbacks=[callback],
+            failure_config=tune.FailureConfig(max_failures=1),
+            verbose=0,
+        ),
+    )
+    yield base_dir, tuner.fit()
 
 
 def test_every_reported_metric_is_in_the_trial_run(experiment: tuple[Path, tune.ResultGrid]) -> None:
@@ -118,3 +124,42 @@ def test_checkpoints_are_artifacts_and_the_sweep_holds_the_best(
     assert sweep.history("best/score")[2][-1] == grid.get_best_result().metrics["score"] == _score(4, 2)
     steps, _, states = sweep.history("trial_state")
     assert dict(zip(steps.tolist(), states.tolist(), strict=True)) == {0: 0, 1: 0, 2: 2, 3: 0}
+
+
+def _train_loop(config: dict[str, Any]) -> None:
+    """A Ray Train worker loop: two reports, each with a checkpoint."""
+    for epoch in range(2):
+        with tempfile.TemporaryDirectory() as folder:
+            Path(folder, "weights.txt").write_text(f"epoch {epoch}")
+            ray.train.report(
+                {"loss": 1.0 / (epoch + 1)}, checkpoint=ray.train.Checkpoint.from_directory(folder)
+            )
+
+
+def test_ray_train_reports_and_checkpoints_inside_a_trial(cluster: None, tmp_path: Path) -> None:
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    storage = str(tmp_path / "ray_results")
+
+    def trial(config: dict[str, Any]) -> None:
+        DataParallelTrainer(
+            _train_loop,
+            scaling_config=ray.train.ScalingConfig(num_workers=1),
+            run_config=ray.train.RunConfig(
+                name="inner", storage_path=storage, callbacks=[TuneReportCallback()]
+            ),
+        ).fit()
+
+    base_dir = tmp_path / "runs"
+    callback = RuntelLoggerCallback(project="ray", base_dir=str(base_dir), system_interval=0)
+    tune.Tuner(
+        trial,
+        param_space={"lr": 0.1},
+        run_config=tune.RunConfig(name="train-sweep", storage_path=storage, callbacks=[callback], verbose=0),
+    ).fit()
+    _, (run,) = sweep_runs(runtel.Store(base_dir), "train-sweep")
+    assert run.status == "completed"
+    assert run.history("loss")[2].tolist() == [1.0, 0.5]
+    versions = ArtifactStore(run.dir).versions("checkpoint")
+    assert [(Path(v.path) / "weights.txt").read_text() for v in versions] == ["epoch 0", "epoch 1"]
