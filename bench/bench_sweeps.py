@@ -1,17 +1,21 @@
 """runtel's overhead per trial and per reported value under Optuna and Ray Tune, against running without it.
 
-Each case runs the same study twice: with few and with many reported values per trial. The difference
-to the bare run, per trial, is the per-trial overhead (a run started, params, outcome, finish); the
-growth between the two, per value, is the per-reported-value overhead. Optuna: medians of ``--repeats``
-studies in memory (RandomSampler, so the sampler costs the same either way). Ray Tune: one local
-cluster (``num_cpus=2``), one experiment per case. Prints a Markdown table.
+Two measurements per engine. (1) Whole searches with and without runtel, so the cost is seen in
+context (a search's own time per trial). (2) The time spent inside runtel's hooks themselves (the Optuna
+callback and objective wrapper, the Ray Tune callback's methods on the driver), timed per trial, with
+few and with many reported values per trial: the median per trial at few values is the per-trial
+overhead, the growth of that median per extra value the per-value overhead. (2) is what runtel adds to
+the search's loop; on a shared machine it is much less noisy than a difference of two whole searches.
+Optuna: in-memory studies, RandomSampler. Ray Tune: a local cluster (``num_cpus=2``).
 
-    python bench/bench_sweeps.py [--trials 40] [--values 5 100] [--repeats 3] [--no-ray]
+    python bench/bench_sweeps.py [--trials 30] [--values 5 5000] [--ray-trials 2] [--ray-values 5 200]
+                                 [--no-ray]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -25,9 +29,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import dist_version, machine_table
 
 
-def optuna_study(trials: int, values: int, mode: str, base_dir: str) -> float:
-    """Seconds for one study; ``mode``: bare, callback (trial runs made after the fact) or tracked
-    (``track_in_runtel``: the run open during the objective, which also logs each value)."""
+class HookTimer:
+    """Seconds spent inside wrapped runtel hooks, summed per trial key."""
+
+    def __init__(self) -> None:
+        self.per_trial: dict[Any, float] = {}
+
+    def wrap(self, hook: Callable[..., Any], key: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(hook)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return hook(*args, **kwargs)
+            finally:
+                trial = key(*args, **kwargs)
+                self.per_trial[trial] = self.per_trial.get(trial, 0.0) + time.perf_counter() - started
+
+        return timed
+
+    def median_ms(self) -> float:
+        return statistics.median(self.per_trial.values()) * 1e3
+
+
+def optuna_study(trials: int, values: int, with_runtel: bool, base_dir: str) -> tuple[float, HookTimer]:
+    """Seconds for one study, and the time runtel's callback took per trial."""
     import optuna
 
     from runtel.integrations.optuna import RuntelCallback
@@ -36,30 +61,27 @@ def optuna_study(trials: int, values: int, mode: str, base_dir: str) -> float:
 
     def objective(trial: optuna.Trial) -> float:
         x = trial.suggest_float("x", 0.0, 1.0)
-        run = current() if mode == "tracked" else None
         for step in range(values):
             trial.report(x * step, step)
-            if run is not None:
-                run.log({"curve": x * step}, step=step)
         return x
 
-    import runtel
-
-    current = runtel.current_run
+    timer = HookTimer()
     study = optuna.create_study(
         sampler=optuna.samplers.RandomSampler(seed=0), pruner=optuna.pruners.NopPruner()
     )
     started = time.perf_counter()
-    if mode == "bare":
+    if not with_runtel:
         study.optimize(objective, n_trials=trials)
-    else:
-        with RuntelCallback(project="bench", base_dir=base_dir, system_interval=0) as cb:
-            func: Callable[[Any], float] = cb.track_in_runtel()(objective) if mode == "tracked" else objective
-            study.optimize(func, n_trials=trials, callbacks=[cb])
-    return time.perf_counter() - started
+        return time.perf_counter() - started, timer
+    with RuntelCallback(project="bench", base_dir=base_dir, system_interval=0) as cb:
+        hook = timer.wrap(cb, key=lambda study, trial: trial.number)
+        study.optimize(objective, n_trials=trials, callbacks=[hook])
+    return time.perf_counter() - started, timer
 
 
-def ray_experiment(trials: int, values: int, with_runtel: bool, base_dir: str, storage: str) -> float:
+def ray_experiment(
+    trials: int, values: int, with_runtel: bool, base_dir: str, storage: str
+) -> tuple[float, HookTimer]:
     from ray import tune
 
     from runtel.integrations.ray import RuntelLoggerCallback
@@ -68,9 +90,13 @@ def ray_experiment(trials: int, values: int, with_runtel: bool, base_dir: str, s
         for step in range(config["values"]):
             tune.report({"score": config["x"] * step})
 
-    callbacks = (
-        [RuntelLoggerCallback(project="bench", base_dir=base_dir, system_interval=0)] if with_runtel else []
-    )
+    timer = HookTimer()
+    callbacks = []
+    if with_runtel:
+        callback = RuntelLoggerCallback(project="bench", base_dir=base_dir, system_interval=0)
+        for name in ("log_trial_start", "log_trial_result", "log_trial_end"):
+            setattr(callback, name, timer.wrap(getattr(callback, name), key=_ray_trial_key(name)))
+        callbacks.append(callback)
     tuner = tune.Tuner(
         trainable,
         param_space={"x": tune.grid_search(list(range(trials))), "values": values},
@@ -78,74 +104,77 @@ def ray_experiment(trials: int, values: int, with_runtel: bool, base_dir: str, s
     )
     started = time.perf_counter()
     tuner.fit()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, timer
 
 
-def overheads(
-    timings: dict[tuple[str, int], float], trials: int, low: int, high: int, mode: str
-) -> tuple[float, float]:
-    """(ms per trial at ``low`` values, µs per extra reported value) of ``mode`` against ``bare``."""
-    per_trial = (timings[(mode, low)] - timings[("bare", low)]) / trials
-    growth = (timings[(mode, high)] - timings[("bare", high)]) - (
-        timings[(mode, low)] - timings[("bare", low)]
-    )
-    return per_trial * 1e3, growth / (trials * (high - low)) * 1e6
+def _ray_trial_key(hook: str) -> Callable[..., Any]:
+    """The trial id from a hook's arguments (``log_trial_result(iteration, trial, result)``; the others
+    take the trial first)."""
+
+    def key(*args: Any, **kwargs: Any) -> Any:
+        trial = kwargs.get("trial") or (args[1] if hook == "log_trial_result" else args[0])
+        return trial.trial_id
+
+    return key
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=40)
-    parser.add_argument("--values", type=int, nargs=2, default=(5, 100))
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--ray-trials", type=int, default=4)
+    parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--values", type=int, nargs=2, default=(5, 5000))
+    parser.add_argument("--ray-values", type=int, nargs=2, default=(5, 200))
+    parser.add_argument("--ray-trials", type=int, default=2)
     parser.add_argument("--no-ray", action="store_true")
     args = parser.parse_args()
-    low, high = args.values
     print(machine_table())
-    print(f"\noptuna {dist_version('optuna')}, ray {dist_version('ray')}")
+    print(f"\noptuna {dist_version('optuna')}, ray {dist_version('ray')}\n", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        timings: dict[tuple[str, int], float] = {}
-        for values in (low, high):
-            for mode in ("bare", "callback", "tracked"):
-                samples = [
-                    optuna_study(args.trials, values, mode, os.path.join(scratch, f"o{mode}{values}{i}"))
-                    for i in range(args.repeats)
-                ]
-                timings[(mode, values)] = statistics.median(samples)
-        for mode in ("callback", "tracked"):
-            per_trial, per_value = overheads(timings, args.trials, low, high, mode)
-            bare = timings[("bare", low)] / args.trials * 1e3
-            rows.append((f"Optuna, {mode}", bare, per_trial, per_value))
-        print(f"optuna timings (s): {timings}", flush=True)
-        if not args.no_ray:
-            import ray
+        for engine, trials, run in [("Optuna", args.trials, optuna_study)] + (
+            [] if args.no_ray else [("Ray Tune", args.ray_trials, None)]
+        ):
+            low, high = args.values if engine == "Optuna" else args.ray_values
+            if run is None:
+                import ray
 
-            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-            try:
-                ray_timings: dict[tuple[str, int], float] = {}
-                for values in (low, high):
-                    for mode in ("bare", "callback"):
-                        ray_timings[(mode, values)] = ray_experiment(
-                            args.ray_trials,
-                            values,
-                            mode == "callback",
-                            os.path.join(scratch, f"r{mode}{values}"),
-                            os.path.join(scratch, "ray_results"),
-                        )
-            finally:
+                os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+                ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+                storage = os.path.join(scratch, "ray_results")
+
+                def run(
+                    t: int, v: int, on: bool, base: str, storage: str = storage
+                ) -> tuple[float, HookTimer]:
+                    return ray_experiment(t, v, on, base, storage)
+
+            measured: dict[tuple[bool, int], tuple[float, HookTimer]] = {}
+            for values in (low, high):
+                for with_runtel in (False, True):
+                    base = os.path.join(scratch, f"{engine}-{values}-{with_runtel}")
+                    measured[(with_runtel, values)] = run(trials, values, with_runtel, base)
+            if engine == "Ray Tune":
                 ray.shutdown()
-            print(f"ray timings (s): {ray_timings}", flush=True)
-            per_trial, per_value = overheads(ray_timings, args.ray_trials, low, high, "callback")
-            bare = ray_timings[("bare", low)] / args.ray_trials * 1e3
-            rows.append(("Ray Tune, LoggerCallback", bare, per_trial, per_value))
-    print(f"\n{args.trials} Optuna trials (median of {args.repeats} studies), {args.ray_trials} Ray trials;")
-    print(f"reported values per trial: {low} and {high}\n")
-    print("| case | bare, ms per trial | runtel overhead, ms per trial | runtel overhead, µs per value |")
-    print("|---|---|---|---|")
-    for name, bare, per_trial, per_value in rows:
-        print(f"| {name} | {bare:.2f} | {per_trial:.2f} | {per_value:.1f} |")
+            hook_low, hook_high = measured[(True, low)][1].median_ms(), measured[(True, high)][1].median_ms()
+            rows.append(
+                (
+                    engine,
+                    f"{trials} x {low} / {high}",
+                    measured[(False, low)][0] / trials * 1e3,
+                    measured[(True, low)][0] / trials * 1e3,
+                    measured[(False, high)][0] / trials * 1e3,
+                    measured[(True, high)][0] / trials * 1e3,
+                    hook_low,
+                    (hook_high - hook_low) / (high - low) * 1e3,
+                )
+            )
+            print(f"{engine}: {measured}", flush=True)
+    print()
+    print(
+        "| engine | trials x values (few / many) | ms/trial bare, few | with runtel "
+        "| ms/trial bare, many | with runtel | runtel hooks, ms per trial | runtel hooks, µs per value |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        print("| {} | {} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} |".format(*row))
 
 
 if __name__ == "__main__":
