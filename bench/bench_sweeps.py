@@ -4,7 +4,8 @@ Two measurements per engine. (1) Whole searches with and without runtel, so the 
 context (a search's own time per trial). (2) The time spent inside runtel's hooks themselves (the Optuna
 callback and objective wrapper, the Ray Tune callback's methods on the driver), timed per trial, with
 few and with many reported values per trial: the median per trial at few values is the per-trial
-overhead, the growth of that median per extra value the per-value overhead. (2) is what runtel adds to
+overhead, the growth of that median per extra value the per-value overhead (Ray: the median of the
+callback's ``log_trial_result`` calls, one per reported result). (2) is what runtel adds to
 the search's loop; on a shared machine it is much less noisy than a difference of two whole searches.
 Optuna: in-memory studies, RandomSampler. Ray Tune: a local cluster (``num_cpus=2``).
 
@@ -34,6 +35,8 @@ class HookTimer:
 
     def __init__(self) -> None:
         self.per_trial: dict[Any, float] = {}
+        #: Each call's seconds, per hook name.
+        self.calls: dict[str, list[float]] = {}
 
     def wrap(self, hook: Callable[..., Any], key: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(hook)
@@ -42,8 +45,10 @@ class HookTimer:
             try:
                 return hook(*args, **kwargs)
             finally:
+                spent = time.perf_counter() - started
                 trial = key(*args, **kwargs)
-                self.per_trial[trial] = self.per_trial.get(trial, 0.0) + time.perf_counter() - started
+                self.per_trial[trial] = self.per_trial.get(trial, 0.0) + spent
+                self.calls.setdefault(hook.__name__, []).append(spent)
 
         return timed
 
@@ -125,14 +130,14 @@ def main() -> None:
     parser.add_argument("--ray-values", type=int, nargs=2, default=(5, 200))
     parser.add_argument("--ray-trials", type=int, default=2)
     parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument("--no-optuna", action="store_true")
     args = parser.parse_args()
     print(machine_table())
     print(f"\noptuna {dist_version('optuna')}, ray {dist_version('ray')}\n", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        for engine, trials, run in [("Optuna", args.trials, optuna_study)] + (
-            [] if args.no_ray else [("Ray Tune", args.ray_trials, None)]
-        ):
+        engines = [] if args.no_optuna else [("Optuna", args.trials, optuna_study)]
+        for engine, trials, run in engines + ([] if args.no_ray else [("Ray Tune", args.ray_trials, None)]):
             low, high = args.values if engine == "Optuna" else args.ray_values
             if run is None:
                 import ray
@@ -154,6 +159,10 @@ def main() -> None:
             if engine == "Ray Tune":
                 ray.shutdown()
             hook_low, hook_high = measured[(True, low)][1].median_ms(), measured[(True, high)][1].median_ms()
+            results = measured[(True, high)][1].calls.get("log_trial_result")
+            per_value = (  # Ray: one hook call per reported result, timed one by one
+                statistics.median(results) * 1e6 if results else (hook_high - hook_low) / (high - low) * 1e3
+            )
             rows.append(
                 (
                     engine,
@@ -163,7 +172,7 @@ def main() -> None:
                     measured[(False, high)][0] / trials * 1e3,
                     measured[(True, high)][0] / trials * 1e3,
                     hook_low,
-                    (hook_high - hook_low) / (high - low) * 1e3,
+                    per_value,
                 )
             )
             print(f"{engine}: {measured}", flush=True)
