@@ -7,6 +7,8 @@ imported when an exporter is constructed, not when this module is imported.
 Layout of one runtel run in MLflow:
 
 - run name = runtel name, tags ``runtel.run_id``, ``runtel.project``, ``runtel.tags``;
+- a sweep's runs (docs/sweeps.md): tags ``runtel.sweep.id``, ``.name``, ``.role``, ``.trial``; a trial also
+  ``mlflow.parentRunId`` = the sweep's MLflow run, when that is already in the experiment;
 - params: the run's config and every ``ParamsLogged``, as the adaptation step gives them (flat
   ``/`` keys, text values);
 - metrics: every point with its step and its time in whole milliseconds; epoch spans as
@@ -22,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -39,6 +41,7 @@ from runtel.records import (
     RunStarted,
     SpanEnded,
 )
+from runtel.sweep import ID_ATTRIBUTE, ROLE_ATTRIBUTE, sweep_attributes
 
 if TYPE_CHECKING:
     from mlflow.entities import Metric, Param
@@ -205,10 +208,23 @@ class MlflowExporter:
                 "runtel.run_id": record.run_id,
                 "runtel.project": record.project,
                 "runtel.tags": json.dumps(list(record.tags)),
+                **self._sweep_tags(experiment_id, record.resource),
             },
         )
         self._runtel_id = record.run_id
         self._mlflow_id = run.info.run_id
+
+    def _sweep_tags(self, experiment_id: str, resource: dict[str, Any]) -> dict[str, str]:
+        """A sweep's ``runtel.sweep.*`` tags; a trial also gets ``mlflow.parentRunId``: the sweep's MLflow
+        run, when that was exported to the experiment first (``runtel export --sweep`` does so)."""
+        tags = sweep_attributes(resource)
+        if tags.get(ROLE_ATTRIBUTE) == "trial":
+            parents = self._client.search_runs(
+                [experiment_id], filter_string=f"tags.`runtel.run_id` = '{tags[ID_ATTRIBUTE]}'"
+            )
+            if parents:
+                tags["mlflow.parentRunId"] = parents[0].info.run_id
+        return tags
 
     def _experiment_id(self, name: str) -> str:
         from mlflow.exceptions import MlflowException

@@ -13,6 +13,7 @@ Neptune namespaces), ``metrics/<name>`` (float series with runtel's steps and ti
 stepped), ``histograms/<name>/step_<N>`` (JSON files), ``summary/<key>`` (per-metric count, min,
 max, last), ``runtel/...`` (run id, status, error, times), ``sys/failed``. Params and summary
 arrive adapted (flat keys, NaN and ±inf as text, which Neptune's float fields cannot hold).
+Tags: the run's, plus ``sweep:<id>`` and ``sweep:<name>`` on a sweep's run and its trials.
 
 Facts this translation relies on (neptune 1.14, checked against its source):
 
@@ -52,6 +53,7 @@ from runtel.records import (
     RunStarted,
     SpanEnded,
 )
+from runtel.sweep import ID_ATTRIBUTE, NAME_ATTRIBUTE, sweep_attributes
 
 if TYPE_CHECKING:
     import neptune as neptune_module
@@ -168,7 +170,7 @@ class NeptuneExporter(RecordTranslator):
                     mode=self._mode,
                     custom_run_id=record.run_id,
                     name=record.name,
-                    tags=list(record.tags),
+                    tags=[*record.tags, *_sweep_tags(record)],
                     **kwargs,
                 )
             finally:
@@ -244,3 +246,10 @@ class NeptuneExporter(RecordTranslator):
         run["sys/failed"] = record.status != "completed"
         run.stop()
         self._run = None
+
+
+def _sweep_tags(record: RunStarted) -> list[str]:
+    """A sweep's run and its trials carry ``sweep:<id>`` and ``sweep:<name>`` tags, so one tag filter
+    in Neptune selects the family."""
+    sweep = sweep_attributes(record.resource)
+    return [f"sweep:{sweep[ID_ATTRIBUTE]}", f"sweep:{sweep[NAME_ATTRIBUTE]}"] if sweep else []

@@ -6,7 +6,8 @@ it pickles every event through a ``multiprocessing.Queue``, its ``flush()`` does
 that queue, ``add_scalar`` rewrites tags (``_clean_tag``) and ``add_hparams`` writes into a
 new sub-directory.
 
-Layout of ``<log_dir>/<name>_<id8>/``:
+Layout of ``<log_dir>/<name>_<id8>/`` (a sweep's trials: ``<log_dir>/<sweep name>/<name>_<id8>/``, so
+TensorBoard's HParams dashboard started on ``<log_dir>/<sweep name>`` compares exactly the trials):
 
 - ``events.out.tfevents.*``: every metric as a scalar (tag = metric name, exact step and wall
   time, value as float32); epoch spans as the ``runtel/epoch`` scalar; figures as images
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -41,6 +43,7 @@ from runtel.records import (
     RunStarted,
     SpanEnded,
 )
+from runtel.sweep import NAME_ATTRIBUTE, ROLE_ATTRIBUTE, sweep_attributes
 
 if TYPE_CHECKING:
     from tensorboardX.event_file_writer import EventsWriter
@@ -172,7 +175,7 @@ class TensorBoardExporter:
         if record.run_id == self._run_id:
             return  # The same batch again after a failure: the run directory is already ours.
         self._close()
-        run_dir = os.path.join(self._log_dir, f"{record.name}_{record.run_id[:8]}")
+        run_dir = os.path.join(self._log_dir, *_sweep_folder(record), f"{record.name}_{record.run_id[:8]}")
         exported = os.path.isdir(run_dir) and any(
             f.startswith("events.out.tfevents.") for f in os.listdir(run_dir)
         )
@@ -366,3 +369,11 @@ class TensorBoardExporter:
 def _cell(text: str) -> str:
     """Text safe inside one markdown table cell."""
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _sweep_folder(record: RunStarted) -> list[str]:
+    """``[<sweep name>]`` for a sweep's trial (odd characters replaced, never a path), else nothing."""
+    sweep = sweep_attributes(record.resource)
+    if sweep.get(ROLE_ATTRIBUTE) != "trial":
+        return []
+    return [re.sub(r"[^\w.\-]", "_", sweep[NAME_ATTRIBUTE]).lstrip(".") or "sweep"]

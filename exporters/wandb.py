@@ -17,6 +17,8 @@ offline transaction log):
   with ``allow_val_change=True``; nested params are merged key by key.
 - ``run.finish()`` returns before wandb-core closes the transaction log: its last
   (partial) 32 KiB block reaches the disk when the stream closes a moment later.
+- A sweep's run and its trials share a W&B group named after the sweep (``job_type`` sweep or
+  trial), unless ``group`` is given to the exporter.
 - The run id is the runtel run id. Online, ``resume="never"`` makes the server refuse a
   second export of the same run. Offline, wandb would silently write a second folder
   (``offline-run-...-<id>-1``) that ``wandb sync`` merges into the same run, so this
@@ -55,6 +57,7 @@ from runtel.records import (
     RunStarted,
     SpanEnded,
 )
+from runtel.sweep import NAME_ATTRIBUTE, ROLE_ATTRIBUTE, sweep_attributes
 
 if TYPE_CHECKING:
     import wandb as wandb_module
@@ -179,6 +182,10 @@ class WandbExporter(RecordTranslator):
         if self._api_key is not None and not self._offline:  # offline runs never authenticate
             settings.api_key = self._api_key
         kwargs = {k: v for k, v in self._init_kwargs.items() if k != "settings"}
+        sweep = sweep_attributes(record.resource)
+        if sweep:  # a sweep's runs (itself and its trials) as one W&B group
+            kwargs.setdefault("group", sweep[NAME_ATTRIBUTE])
+            kwargs.setdefault("job_type", sweep[ROLE_ATTRIBUTE])
         self._params = _deep_merge({}, record.config)
         self._row_step, self._row_time = None, -math.inf
         self._run = self._wandb.init(

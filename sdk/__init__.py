@@ -8,6 +8,7 @@ go through OpenTelemetry instruments) recorded exactly into a local store, and
 from typing import Any
 
 from runtel import step_timing
+from runtel._current import current_run, use_run
 from runtel.api import available_exporters, finish, init
 from runtel.errors import (
     ArtifactError,
@@ -66,8 +67,10 @@ __all__ = [
     "StoredRun",
     "__version__",
     "available_exporters",
+    "current_run",
     "finish",
     "import_runs",
     "init",
     "step_timing",
+    "use_run",
 ]

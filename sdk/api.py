@@ -21,6 +21,7 @@ from runtel.config import resolve_settings
 from runtel.errors import ConfigError
 from runtel.exporters.base import ENTRY_POINT_GROUP, Exporter
 from runtel.run import Run, _remember, active_runs
+from runtel.sweep import SweepRef
 
 _hooks_installed = False
 _hooks_lock = threading.Lock()
@@ -42,6 +43,7 @@ def init(
     metric_readers: Sequence[MetricReader] = (),
     exporter_options: Mapping[str, Mapping[str, Any]] | None = None,
     resume: str | None = None,
+    sweep: SweepRef | None = None,
     **settings: Any,
 ) -> Run:
     """Start a run recorded in the local store (always) and in the given ``exporters``.
@@ -52,7 +54,8 @@ def init(
     ``resume`` continues a stored run (id, id prefix or name) after preemption or a crash, as
     ``RUNTEL_RUN_ID`` does: same trace id, steps continuing after the last one stored.
     Every argument left as None falls back to its ``RUNTEL_*`` environment variable
-    (see docs/configuration.md), then to its default.
+    (see docs/configuration.md), then to its default. ``sweep`` makes the run a sweep or one of its
+    trials (:class:`runtel.sweep.SweepRef`, docs/sweeps.md); integrations set it for you.
     """
     resolved = resolve_settings(
         {
@@ -75,6 +78,7 @@ def init(
         span_processors=span_processors,
         metric_readers=metric_readers,
         resume=resume,
+        sweep=sweep,
     )
     _remember(run)
     _install_hooks()

@@ -48,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     export.add_argument(
         "--imported-from", default=None, metavar="SOURCE", help="every run imported from SOURCE (e.g. mlflow)"
     )
+    export.add_argument("--sweep", default=None, help="a sweep (name or id): its run, then its trials")
     export.add_argument("--to", required=True, help="exporter name, e.g. mlflow, wandb, tensorboard, neptune")
     export.add_argument("--base-dir", default=None)
     export.add_argument("--force", action="store_true", help="replace a run the target already holds")
@@ -101,13 +102,17 @@ def _export(args: argparse.Namespace) -> int:
     from runtel.replay import export_run
     from runtel.store.scan import READ_ERRORS, count_points
 
-    if [args.all, bool(args.runs), args.imported_from is not None].count(True) != 1:
-        raise ConfigError("name the runs to export, or pass --all or --imported-from SOURCE (one of them)")
+    if [args.all, bool(args.runs), args.imported_from is not None, args.sweep is not None].count(True) != 1:
+        raise ConfigError(
+            "name the runs to export, or pass --all, --imported-from SOURCE or --sweep NAME (one of them)"
+        )
     store = open_store(args.base_dir)
     if args.imported_from is not None:
         runs = [run for run in store.runs() if run.metadata.get("imported_from") == args.imported_from]
         if not runs:
             raise ConfigError(f"no run in {str(store.base_dir)!r} was imported from {args.imported_from!r}")
+    elif args.sweep is not None:
+        runs = _sweep_in_order(store, args.sweep)
     else:
         runs = store.runs() if args.all else [open_run(store, key) for key in args.runs]
     options: dict[str, Any] = {key: getattr(args, key) for key in _EXPORTER_FLAGS if getattr(args, key)}
@@ -160,6 +165,14 @@ def _export(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"runs": exported})
     return 1 if failures else 0
+
+
+def _sweep_in_order(store: Any, key: str) -> list[Any]:
+    """The sweep run first, so a backend's trial runs can point at it (MLflow's parent run)."""
+    from runtel.sweep import sweep_runs
+
+    sweep, trials = sweep_runs(store, key)
+    return [*([sweep] if sweep is not None else []), *trials]
 
 
 if __name__ == "__main__":

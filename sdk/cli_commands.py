@@ -42,6 +42,7 @@ def register(commands: Any) -> None:
         help="metric for the best column (repeatable; default: the two a run's summary ranks first, "
         "validation and accuracy/loss-like names before the rest)",
     )
+    ls.add_argument("--sweep", default=None, help="a sweep's name or id: its trials, best first")
     _common(ls, list_runs)
 
     show = commands.add_parser("show", help="params, summary, exporters, artifacts and spans of one run")
@@ -107,6 +108,8 @@ def open_store(base_dir: str | None) -> Store:
 
 
 def list_runs(args: argparse.Namespace) -> int:
+    if args.sweep is not None:
+        return list_trials(args)
     listing = scan(open_store(args.base_dir).base_dir)
     rows = data.filter_rows(
         (data.run_row(run, args.metric) for run in listing.runs),
@@ -154,6 +157,37 @@ def _columns(header: tuple[str, ...], cells: Sequence[tuple[str, ...]], colour: 
     return "\n".join(lines) + "\n"
 
 
+def list_trials(args: argparse.Namespace) -> int:
+    """``runtel ls --sweep NAME``: one row per trial, best objective first."""
+    from runtel.ui.sweep_data import param_names, sweep_table
+
+    table = sweep_table(open_store(args.base_dir), args.sweep)
+    if args.json:
+        print_json({"runs": table.rows, "sweep": table.summary()})
+        return 0
+    from rich.table import Table
+
+    params = param_names(table.rows)
+    title = (
+        f"sweep {args.sweep}: {len(table.rows)} trials, best first by {table.objective or '(no objective)'}"
+    )
+    view = Table(title=title, title_justify="left")
+    for column in ("trial", "name", "id", "status", "state", "objective", *params):
+        view.add_column(column, no_wrap=column in ("trial", "id", "status", "state"), overflow="fold")
+    for row in table.rows:
+        view.add_row(
+            _number(row["trial"]),
+            row["name"],
+            row["id8"],
+            _status(row["status"]),
+            row["state"],
+            _number(row["objective"]),
+            *(_number(row["params"].get(name)) for name in params),
+        )
+    _console().print(view)
+    return 0
+
+
 def show_run(args: argparse.Namespace) -> int:
     run = open_run(open_store(args.base_dir), args.run)
     card = data.run_card(run)
@@ -170,6 +204,10 @@ def show_run(args: argparse.Namespace) -> int:
         "artifacts": data.artifact_rows(run),
         "spans": data.span_rows(run),
     }
+    if run.sweep is not None and run.sweep.role == "sweep":
+        from runtel.ui.sweep_data import sweep_table
+
+        report["sweep"] = sweep_table(open_store(args.base_dir), run.sweep.id).summary()
     if args.json:
         print_json(report)
         return 0
@@ -187,6 +225,13 @@ def show_run(args: argparse.Namespace) -> int:
         console.print(f"[red]{escape(str(problem))}")
     if card["error"]:
         console.print(f"[red]error: {escape(str(card['error']).splitlines()[-1])}")
+    if "sweep" in report:
+        study = report["sweep"]
+        console.print(
+            f"sweep: {study['trials']} trials ({', '.join(f'{n} {k}' for k, n in study['states'].items())}); "
+            f"best trial {_number(study['best_trial'])}: {study['objective']} = {_number(study['best'])}"
+            f" (runtel ls --sweep {escape(row['name'])})"
+        )
     params = Table("parameter", "value", title="parameters", title_justify="left")
     for key, value in flatten_params(report["params"]).items():
         params.add_row(

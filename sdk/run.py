@@ -66,6 +66,7 @@ from runtel.records import (
 
 if TYPE_CHECKING:  # imported when first used: keeps `import runtel` fast
     from runtel.store.artifacts import ArtifactVersion
+    from runtel.sweep import SweepInfo, SweepRef
     from runtel.system import SystemMetrics
 
 logger = logging.getLogger("runtel")
@@ -102,6 +103,7 @@ class Run:
         metric_readers: Sequence[MetricReader] = (),
         environ: Mapping[str, str] | None = None,
         resume: str | None = None,
+        sweep: SweepRef | None = None,
     ) -> None:
         env = os.environ if environ is None else environ
         clean_config = check_params(config or {})
@@ -140,8 +142,11 @@ class Run:
                 "runtel.rank": where.job.rank,
                 "runtel.world_size": where.job.world_size,
                 **({"vcs.ref.head.revision": revision} if (revision := _git_revision()) else {}),
+                **(sweep.resource_attributes(where.run_id) if sweep is not None else {}),
             }
         )
+        #: The sweep this run is (or is a trial of), see :mod:`runtel.sweep`; None outside sweeps.
+        self.sweep: SweepInfo | None = _sweep_info(sweep, where.run_id)
         hooks = [e for e in exporters if isinstance(e, TelemetryHooks)]
         processors = [*span_processors, *(p for hook in hooks for p in hook.span_processors())]
         readers = [*metric_readers, *(r for hook in hooks for r in hook.metric_readers())]
@@ -166,6 +171,7 @@ class Run:
         self._root = self._tracer.start_span(
             f"run {self.name}" if where.job.primary else f"rank {where.job.rank}",
             context=where.parent,
+            links=sweep.links() if sweep is not None else (),
             attributes={
                 _otel.SPAN_KIND_ATTRIBUTE: "run",
                 "runtel.run.name": self.name,
@@ -310,6 +316,11 @@ class Run:
     def sample_system(self) -> dict[str, float]:
         """Take a system-metrics sample now (recorded in the run too); empty when sampling is off."""
         return self._system.sample_now() if self._system is not None else {}
+
+    @property
+    def root_span_id(self) -> int:
+        """The span id of the run's root span (what a trial's span link points to)."""
+        return int(self._root.get_span_context().span_id)
 
     @property
     def step(self) -> int:
@@ -785,6 +796,14 @@ def _git_revision() -> str | None:
         return None
     revision = result.stdout.strip()
     return revision if result.returncode == 0 and revision else None
+
+
+def _sweep_info(sweep: SweepRef | None, run_id: str) -> SweepInfo | None:
+    if sweep is None:
+        return None
+    from runtel.sweep import SweepInfo
+
+    return SweepInfo(sweep.id or run_id, sweep.name, sweep.role, sweep.trial)
 
 
 def _flat_attributes(params: Mapping[str, Any]) -> dict[str, Any]:

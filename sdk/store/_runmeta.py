@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from runtel.records import RunEnded, RunStarted
+from runtel.sweep import metadata_from_resource
 
 
 def apply_started(metadata: dict[str, Any], record: RunStarted) -> None:
@@ -39,6 +40,9 @@ def apply_started(metadata: dict[str, Any], record: RunStarted) -> None:
             "git_commit": record.resource.get("vcs.ref.head.revision"),  # found once, by the run
         }
     )
+    sweep = metadata_from_resource(record.resource)
+    if sweep is not None:
+        metadata["sweep"] = sweep
 
 
 def apply_ended(metadata: dict[str, Any], record: RunEnded) -> None:

@@ -36,6 +36,7 @@ from runtel.store._untrusted import (
 
 if TYPE_CHECKING:
     from runtel.store.artifacts import ArtifactVersion
+from runtel.sweep import SweepInfo, sweep_info
 
 #: A run whose heartbeat is older than this, on another host, is shown as crashed.
 STALE_HEARTBEAT_SECONDS = 300.0
@@ -67,6 +68,11 @@ class StoredRun:
         self.id: str = metadata.get("id") or ""
         self.name: str = metadata.get("name") or self.dir.name
         self.project: str = metadata.get("project") or ""
+
+    @property
+    def sweep(self) -> SweepInfo | None:
+        """The sweep this run is, or is a trial of (None outside sweeps or when the block is malformed)."""
+        return sweep_info(self.metadata)
 
     def __repr__(self) -> str:
         return f"StoredRun(name={self.name!r}, id={self.id!r}, status={self.metadata.get('status')!r})"
@@ -186,12 +192,18 @@ class Store:
         self.base_dir = Path(base_dir or os.environ.get("RUNTEL_BASE_DIR", "runtel_runs"))
 
     def runs(
-        self, *, project: str | None = None, status: str | None = None, name: str | None = None
+        self,
+        *,
+        project: str | None = None,
+        status: str | None = None,
+        name: str | None = None,
+        sweep: str | None = None,
     ) -> list[StoredRun]:
         """Runs with a valid ``metadata.json``, oldest first.
 
         Folders that are not runs, or whose metadata is damaged, are left out: :func:`runtel.store.scan.scan`
         lists them with the reason. Only ``metadata.json`` is read (cached per folder by modification time).
+        ``sweep`` (a sweep's name or id) keeps that sweep's run and its trials (see :mod:`runtel.sweep`).
         """
         from runtel.store.scan import scan
 
@@ -200,6 +212,8 @@ class Store:
             found = [run for run in found if run.project == project]
         if name is not None:
             found = [run for run in found if run.name == name]
+        if sweep is not None:
+            found = [run for run in found if sweep in _sweep_keys(run)]
         if status is not None:
             found = [run for run in found if run.status == status]
         return found
@@ -244,6 +258,11 @@ class Store:
                     }
                 )
         return rows
+
+
+def _sweep_keys(run: StoredRun) -> tuple[str, ...]:
+    info = run.sweep
+    return (info.id, info.name) if info is not None else ()
 
 
 #: The fields of ``metadata.json`` readers use, and what each must hold when present.
