@@ -146,6 +146,7 @@ CASES: dict[str, tuple[Callable[[StoredRun, Path], None], bool, str]] = {
     "index value leads outside": (_index({"loss": "../../../secret.txt"}), True, "history"),
     "index not an object": (_index(["loss"]), True, "history"),
     "series file a symlink outside": (_symlink_series, True, "history"),
+    "series file deleted after it was written": (lambda v, s: _series_file(v).unlink(), True, "history"),
     "metrics folder a symlink outside": (_symlink_metrics_dir, True, "history"),
     "artifact path absolute": (lambda v, s: _artifact_path(v, str(s)), True, "artifacts"),
     "artifact path leads outside": (

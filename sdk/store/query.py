@@ -19,7 +19,7 @@ from runtel.errors import MetricNotFoundError, StoreCorruptError
 from runtel.records import Record, SpanEnded
 from runtel.store import _layout
 from runtel.store._events import read_events
-from runtel.store._series import read_index, read_series
+from runtel.store._series import read_crc_entries, read_index, read_series, series_number
 from runtel.store._untrusted import (
     ARRAY,
     INTEGER,
@@ -182,6 +182,8 @@ class StoredRun:
             )
         index_path = directory / _layout.METRICS_DIR / _layout.SERIES_INDEX
         path = inside(directory, f"{_layout.METRICS_DIR}/{file_name}", index_path, metric)
+        if not path.exists() and written_bytes(directory, file_name):
+            raise StoreCorruptError(path, None, f"is missing: the series {metric!r} was written and is gone")
         return read_series(path)
 
 
@@ -258,6 +260,22 @@ class Store:
                     }
                 )
         return rows
+
+
+def written_bytes(run_dir: Path, file_name: str) -> int:
+    """Bytes of series file ``file_name`` the CRC sidecar says were written (0 without a sidecar).
+
+    An index entry comes before its file (a live run indexes a new series first), so only this
+    tells a series not written yet from one whose file was lost.
+    """
+    number = series_number(file_name)
+    try:
+        entries = read_crc_entries(metrics_dir(run_dir))
+    except OSError:
+        return 0
+    if number is None or entries is None:
+        return 0
+    return int(entries["size"][entries["series"] == number].sum())
 
 
 def _sweep_keys(run: StoredRun) -> tuple[str, ...]:

@@ -26,7 +26,15 @@ from runtel.store import _layout
 from runtel.store._events import read_events
 from runtel.store._series import RECORD_SIZE, read_crc_entries, read_index, verify_series
 from runtel.store._untrusted import finite_number, load_object
-from runtel.store.query import StoredRun, check_metadata, check_summary, metrics_dir, read_summary, run_file
+from runtel.store.query import (
+    StoredRun,
+    check_metadata,
+    check_summary,
+    metrics_dir,
+    read_summary,
+    run_file,
+    written_bytes,
+)
 
 #: Errors a damaged run folder can raise while being read; anything else is a bug and propagates.
 READ_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntelError)
@@ -171,6 +179,8 @@ def problems(run: StoredRun) -> list[str]:
         try:
             info = os.lstat(path)
         except OSError:
+            if written_bytes(run.dir, file_name):
+                found.append(f"series of {name!r} ({file_name}) is missing, though blocks of it were written")
             continue
         if not stat.S_ISREG(info.st_mode):
             found.append(f"series of {name!r} ({file_name}) is not a plain file (not read)")
