@@ -1,7 +1,8 @@
-"""Credentials never reach a stored or logged message: run folder, ``runtel show``, log records."""
+"""Credentials never reach a stored or logged message: run folder, ``runtel show``, the UI, log records."""
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 from pathlib import Path
@@ -13,6 +14,7 @@ from runtel._redact import redact, remember, remember_held_by
 from runtel.cli import main
 from runtel.exporters.base import Capabilities
 from runtel.exporters.mlflow import MlflowExporter
+from runtel.ui import data
 
 PASSWORD = "secret"
 
@@ -64,6 +66,9 @@ def test_password_of_an_unreachable_mlflow_server_is_stored_and_logged_nowhere(
         assert PASSWORD not in record.getMessage(), record.name
         assert PASSWORD not in (record.exc_text or ""), record.name
     assert PASSWORD not in caplog.text
+    shown_in_ui = json.dumps([data.run_card(stored), data.run_row(stored)], default=str)
+    assert "127.0.0.1" in shown_in_ui  # the card shows the exporter error, masked
+    assert PASSWORD not in shown_in_ui
 
 
 @pytest.mark.parametrize(
