@@ -30,7 +30,7 @@ import runtel
 from runtel.errors import RuntelError
 
 #: Examples of the quick test (CI's default run) and of its slow-marked variant; each example is 4-8 runs.
-QUICK_EXAMPLES = 10
+QUICK_EXAMPLES = 8
 SLOW_EXAMPLES = 150
 
 # Every character, lone surrogates included (Hypothesis leaves them out of text() by default).
