@@ -48,6 +48,9 @@ class Capabilities:
 
     Steps: ``step_rule`` applies per metric series; ``run_step_rule`` to the steps of all series
     together in logging order (W&B's single step counter). ``time_rule`` applies per series.
+    ``time_resolution``: the step, in seconds, in which the backend stores a point's time (MLflow:
+    0.001, whole milliseconds); times are rounded to it, and the points whose time changed reported
+    (``time_rounded``). None: times are kept as float64 seconds.
     ``non_finite_values``: NaN and ±inf kept (``exact``), ±inf replaced by ±max float (``clamp``),
     or refused (``drop``). ``value_dtype``: the precision the backend keeps values in.
 
@@ -74,6 +77,7 @@ class Capabilities:
     step_rule: StepRule = "any"
     run_step_rule: StepRule = "any"
     time_rule: Literal["any", "non_decreasing"] = "any"
+    time_resolution: float | None = None
     non_finite_values: NonFinite = "exact"
     value_dtype: Literal["float64", "float32"] = "float64"
     param_types: tuple[type, ...] = (bool, int, float, str, list, dict, type(None))

@@ -68,9 +68,10 @@ CAPABILITIES = Capabilities(
     max_param_length=6000,  # MAX_PARAM_VAL_LENGTH, mlflow/utils/validation.py; longer is cut by MLflow.
     max_key_length=250,  # MAX_ENTITY_KEY_LENGTH (metric names, param and tag keys).
     key_pattern=KEY_PATTERN,
+    time_resolution=0.001,  # metric timestamps are whole milliseconds (int64)
 )
 
-# Metric timestamps are whole milliseconds (int64); two points of one metric with the same step,
+# Two points of one metric with the same step,
 # millisecond and value are one row (the metrics table's primary key).
 
 #: ``log_batch`` limits (mlflow/utils/validation.py: MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH);
@@ -247,6 +248,7 @@ class MlflowExporter:
     def _metrics(self, points: MetricPoints) -> list[Metric]:
         from mlflow.entities import Metric
 
+        # the adaptation step rounded the times to whole ms; rint only absorbs t * 1000's float error
         stamps = np.rint(points.times * 1000.0).astype(np.int64)
         out: list[Metric] = []
         for name, positions in points.by_name().items():

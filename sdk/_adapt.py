@@ -167,6 +167,8 @@ class Adapter:
                 )
         if caps.step_rule != "any" or caps.run_step_rule != "any":
             steps = self._steps.fit(names, index, steps)
+        if caps.time_resolution is not None:
+            times = self._round_times(names, index, steps, times, caps.time_resolution)
         if caps.time_rule != "any":
             times = self._fit_times(names, index, times)
         if caps.value_dtype == "float32":
@@ -203,6 +205,32 @@ class Adapter:
             return values, ~bad
         self._report.note("infinity_clamped", int(positions.size), examples)
         return np.clip(values, -np.finfo(np.float64).max, np.finfo(np.float64).max), None
+
+    def _round_times(
+        self,
+        names: tuple[str, ...],
+        index: npt.NDArray[np.int32],
+        steps: npt.NDArray[np.int64],
+        times: npt.NDArray[np.float64],
+        resolution: float,
+    ) -> npt.NDArray[np.float64]:
+        """Times in whole multiples of the backend's resolution, the changed ones reported."""
+        per_second = round(1.0 / resolution)
+        rounded = np.rint(times * per_second) / per_second
+        positions = np.flatnonzero(rounded != times)
+        if not positions.size:
+            return times
+        examples = [
+            {
+                "metric": names[int(index[p])],
+                "step": int(steps[p]),
+                "time": float(times[p]),
+                "sent_as": float(rounded[p]),
+            }
+            for p in positions[:_MAX_EXAMPLES]
+        ]
+        self._report.note("time_rounded", int(positions.size), examples)
+        return rounded
 
     def _fit_times(
         self, names: tuple[str, ...], index: npt.NDArray[np.int32], times: npt.NDArray[np.float64]

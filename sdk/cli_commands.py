@@ -20,7 +20,7 @@ from rich.markup import escape
 from runtel.errors import ConfigError, MetricNotFoundError, RunNotFoundError
 from runtel.records import flatten_params
 from runtel.store import _layout
-from runtel.store._series import RECORD_SIZE, SeriesIntegrity, verify_folder
+from runtel.store._series import CRC_DTYPE, CRC_FILE, RECORD_SIZE, SIDECAR_KEY, SeriesIntegrity, verify_folder
 from runtel.store.query import Store, StoredRun
 from runtel.store.scan import READ_ERRORS, reason, scan, summary_of
 from runtel.ui import data
@@ -371,10 +371,11 @@ def verify_runs(args: argparse.Namespace) -> int:
     runs = [open_run(store, key) for key in args.runs] if args.runs else store.runs()
     results: list[tuple[StoredRun, int, str, SeriesIntegrity]] = []
     for run in runs:
+        finished = run.status != "running"  # a live writer's newest block has no CRC yet
         for rank in run.ranks():
             folder = run.dir if rank == 0 else run.dir / "ranks" / str(rank)
             try:
-                checks = verify_folder(folder / _layout.METRICS_DIR)
+                checks = verify_folder(folder / _layout.METRICS_DIR, finished=finished)
             except (OSError, ValueError) as exc:  # an unreadable index damages the whole folder
                 index = folder / _layout.METRICS_DIR / _layout.SERIES_INDEX
                 problem = f"unreadable: {type(exc).__name__}: {exc}"
@@ -403,18 +404,23 @@ def verify_runs(args: argparse.Namespace) -> int:
     console = _console()
     for run, _, metric, check in damaged:
         start, end = check.damage_at or (0, 0)
+        where = (
+            f"(entries {start // CRC_DTYPE.itemsize}-{max(end - 1, start) // CRC_DTYPE.itemsize})"
+            if check.path.name == CRC_FILE
+            else f"(records {start // RECORD_SIZE}-{max(end - 1, start) // RECORD_SIZE})"
+        )
+        label = "the CRC sidecar" if metric == SIDECAR_KEY else repr(metric)
         console.print(
             "[red]damaged[/] "
             + escape(
-                f"{run.name} ({run.id[:8]}) {metric!r}: {check.path} "
-                f"bytes {start}-{end} (records {start // RECORD_SIZE}-{max(end - 1, start) // RECORD_SIZE}): "
+                f"{run.name} ({run.id[:8]}) {label}: {check.path} bytes {start}-{end} {where}: "
                 f"{check.problem}"
             )
         )
     unverified = sum(check.status == "unverified" for *_, check in results)
     console.print(
         f"{len(runs)} runs, {len(results)} series: {len(results) - len(damaged) - unverified} ok, "
-        f"{unverified} unverified (written before CRCs were kept), {len(damaged)} damaged"
+        f"{unverified} unverified (bytes no CRC covers), {len(damaged)} damaged"
     )
     return 1 if damaged else 0
 

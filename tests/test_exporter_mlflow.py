@@ -299,3 +299,33 @@ def test_missing_mlflow_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setitem(sys.modules, "mlflow.tracking", None)
     with pytest.raises(MissingExtraError, match=r"pip install runtel\[mlflow\]"):
         MlflowExporter()
+
+
+def test_times_are_rounded_to_whole_ms_by_the_adapter_and_reported(
+    tracking: tuple[str, str], client: MlflowClient, tmp_path: Path
+) -> None:
+    times = np.array([T0 + 0.0004, T0 + 0.25, T0 + 1.0006, T0 + 2.123, T0 + 3.0, T0 + 4.9999])
+    whole_ms = np.array([False, True, False, True, True, False])  # 0.25, 2.123 and 3.0 are whole ms
+    points = MetricPoints(
+        names=("t",),
+        index=np.zeros(times.size, dtype=np.int32),
+        steps=np.arange(times.size, dtype=np.int64),
+        times=times,
+        values=np.arange(times.size, dtype=np.float64),
+        span_ids=np.zeros(times.size, dtype=np.uint64),
+    )
+    exporter = _exporter(tracking, "times")
+    adapter = Adapter("mlflow", exporter.capabilities, tmp_path)
+    adapted = adapter.adapt([RunStarted("e" * 32, "r", "p", T0, {}), points])
+    sent = next(r for r in adapted if isinstance(r, MetricPoints)).times
+    assert sent.tolist() == (np.rint(times * 1000) / 1000).tolist()
+    assert exporter.export(adapted) is ExportResult.SUCCESS
+    assert exporter.mlflow_run_id is not None
+    history = sorted(client.get_metric_history(exporter.mlflow_run_id, "t"), key=lambda m: m.step)
+    assert [m.timestamp for m in history] == [round(t * 1000) for t in sent.tolist()]
+    rounded = adapter.report()["time_rounded"]
+    assert rounded["count"] == int((~whole_ms).sum()) == 3
+    assert [(e["step"], e["time"], e["sent_as"]) for e in rounded["examples"]] == [
+        (int(i), float(times[i]), float(sent[i])) for i in np.flatnonzero(~whole_ms)
+    ]
+    exporter.shutdown()

@@ -152,6 +152,9 @@ def test_past_the_backlog_limit_the_oldest_points_are_counted_as_lost(
     assert len(set(steps)) == len(steps) and steps == sorted(steps) and steps[-1] == 10000  # newest kept
     assert report["status"] == "failed" and report["points_undelivered"] > 0
     assert stored.summary()["metrics"]["loss"]["count"] == len(steps)
+    assert stored.status == "failed" and stored.summary()["status"] == "failed"  # not "completed"
+    assert json.loads((run.dir / "metadata.json").read_text())["status"] == "failed"
+    assert "points" in stored.summary()["error"] and "not stored" in stored.summary()["error"]
     assert any("backlog passed 2000" in r.getMessage() for r in caplog.records)
 
 

@@ -22,11 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import runtel
 from runtel.errors import RuntelError
+
+#: Examples of the quick test (CI's default run) and of its slow-marked variant; each example is 4-8 runs.
+QUICK_EXAMPLES = 8
+SLOW_EXAMPLES = 150
 
 # Every character, lone surrogates included (Hypothesis leaves them out of text() by default).
 ANY_CHAR = st.characters(codec=None, exclude_categories=())
@@ -83,24 +88,27 @@ import hashlib, json, sys
 import runtel
 from runtel.store.artifacts import ArtifactStore
 
-stored = runtel.Store(sys.argv[1]).run(sys.argv[2])
-artifacts = ArtifactStore(stored.dir)
-out = {
-    "status": stored.status,
-    "metrics": {},
-    "params": json.dumps(stored.params(), sort_keys=True, allow_nan=True),
-    "artifacts": {
-        name: [
-            hashlib.sha256(open(artifacts.get(name, v.version).path, "rb").read()).hexdigest()
-            for v in artifacts.versions(name)
-        ]
-        for name in artifacts.names()
-    },
-}
-for name in stored.metrics():
-    steps, _, values = stored.history(name)
-    out["metrics"][name] = [[int(s), float(v).hex()] for s, v in zip(steps.tolist(), values.tolist())]
-print(json.dumps(out, ensure_ascii=True))
+def read(run_id):
+    stored = runtel.Store(sys.argv[1]).run(run_id)
+    artifacts = ArtifactStore(stored.dir)
+    out = {
+        "status": stored.status,
+        "metrics": {},
+        "params": json.dumps(stored.params(), sort_keys=True, allow_nan=True),
+        "artifacts": {
+            name: [
+                hashlib.sha256(open(artifacts.get(name, v.version).path, "rb").read()).hexdigest()
+                for v in artifacts.versions(name)
+            ]
+            for name in artifacts.names()
+        },
+    }
+    for name in stored.metrics():
+        steps, _, values = stored.history(name)
+        out["metrics"][name] = [[int(s), float(v).hex()] for s, v in zip(steps.tolist(), values.tolist())]
+    return out
+
+print(json.dumps({run_id: read(run_id) for run_id in sys.argv[2:]}, ensure_ascii=True))
 """
 
 
@@ -176,9 +184,10 @@ def apply(run: runtel.Run, model: Model, operation: tuple[Any, ...], source: Pat
         model.artifacts.setdefault(name, []).append(hashlib.sha256(content).hexdigest())
 
 
-def read_in_fresh_process(base_dir: Path, run_id: str) -> dict[str, Any]:
+def read_in_fresh_process(base_dir: Path, run_ids: list[str]) -> dict[str, Any]:
+    """Every run in one interpreter: a fresh process per run would spend the budget starting Python."""
     result = subprocess.run(
-        [sys.executable, "-c", READER, str(base_dir), run_id],
+        [sys.executable, "-c", READER, str(base_dir), *run_ids],
         capture_output=True,
         text=True,
         timeout=120,
@@ -190,25 +199,50 @@ def read_in_fresh_process(base_dir: Path, run_id: str) -> dict[str, Any]:
     return document
 
 
-@settings(
-    max_examples=8,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-@given(operations=OPERATIONS)
-def test_every_input_is_stored_exactly_or_refused(operations: list[tuple[Any, ...]]) -> None:
+#: Several generated runs per example, all read back by one fresh process.
+RUNS = st.lists(OPERATIONS, min_size=4, max_size=8)
+
+
+def check_runs(runs: list[list[tuple[Any, ...]]]) -> None:
     with tempfile.TemporaryDirectory(prefix="runtel-property-") as scratch:
         base_dir = Path(scratch) / "runs"
         source = Path(scratch) / "payload.bin"
-        model = Model()
-        run = runtel.init(project="property", name="generated", base_dir=str(base_dir), system_interval=0)
-        for operation in operations:
-            apply(run, model, operation, source)
-        run.finish()
-        stored = read_in_fresh_process(base_dir, run.id)
-    assert stored["status"] == "completed"
-    assert stored["metrics"] == model.metrics
-    assert stored["params"] == json.dumps(model.params, sort_keys=True, allow_nan=True)
-    assert stored["artifacts"] == model.artifacts
+        models: dict[str, Model] = {}
+        for number, operations in enumerate(runs):
+            model = Model()
+            run = runtel.init(
+                project="property", name=f"generated-{number}", base_dir=str(base_dir), system_interval=0
+            )
+            for operation in operations:
+                apply(run, model, operation, source)
+            run.finish()
+            models[run.id] = model
+        stored = read_in_fresh_process(base_dir, list(models))
+    for run_id, model in models.items():
+        assert stored[run_id]["status"] == "completed"
+        assert stored[run_id]["metrics"] == model.metrics
+        assert stored[run_id]["params"] == json.dumps(model.params, sort_keys=True, allow_nan=True)
+        assert stored[run_id]["artifacts"] == model.artifacts
+
+
+def _property(examples: int) -> Any:
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
+@_property(examples=QUICK_EXAMPLES)
+@given(runs=RUNS)
+def test_every_input_is_stored_exactly_or_refused(runs: list[list[tuple[Any, ...]]]) -> None:
+    check_runs(runs)
+
+
+@pytest.mark.slow
+@_property(examples=SLOW_EXAMPLES)
+@given(runs=RUNS)
+def test_many_more_inputs_are_stored_exactly_or_refused(runs: list[list[tuple[Any, ...]]]) -> None:
+    check_runs(runs)

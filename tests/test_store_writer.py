@@ -13,7 +13,7 @@ import pytest
 
 import runtel
 from runtel.cli import main
-from runtel.records import SERIES_DTYPE, MetricPoints, ParamsLogged
+from runtel.records import SERIES_DTYPE, MetricPoints, ParamsLogged, RunEnded, RunStarted
 from runtel.store._series import CRC_FILE, verify_folder
 from runtel.store.writer import StoreWriter
 
@@ -40,8 +40,9 @@ def test_an_unencodable_record_between_points_loses_only_itself(tmp_path: Path) 
     """The writer alone (whatever the call site refuses): points before and after are stored once each."""
     writer = StoreWriter(tmp_path / "run_0123abcd")
     bad = ParamsLogged(params={"note": "bad \udc80 byte"}, time=1.0)
-    writer.write([_points("loss", range(0, 100)), bad, _points("loss", range(100, 200))])
-    writer.write([_points("loss", range(200, 300))])
+    writer.write([RunStarted("0123abcd", "r", "p", 1.0, {}), _points("loss", range(0, 100)), bad])
+    writer.write([_points("loss", range(100, 200))])
+    writer.write([_points("loss", range(200, 300)), RunEnded("completed", 2.0)])
     steps = np.fromfile(tmp_path / "run_0123abcd" / "metrics" / "s000001.bin", dtype=SERIES_DTYPE)["step"]
     assert steps.tolist() == list(range(300))
     assert writer.metric_stats()["loss"]["count"] == 300
@@ -52,6 +53,9 @@ def test_an_unencodable_record_between_points_loses_only_itself(tmp_path: Path) 
     summary = json.loads((tmp_path / "run_0123abcd" / "summary.json").read_text())
     assert summary["metrics"]["loss"]["count"] == 300
     assert summary["exporters"]["local"]["status"] == "failed"
+    assert summary["status"] == "failed" and "1 other records are not stored" in summary["error"]
+    assert json.loads((tmp_path / "run_0123abcd" / "metadata.json").read_text())["status"] == "failed"
+    assert runtel.Store(tmp_path).run("0123abcd").status == "failed"
 
 
 def test_a_bad_params_value_between_log_calls_neither_duplicates_nor_skips(base_dir: Path) -> None:
@@ -76,6 +80,7 @@ def test_a_bad_params_value_between_log_calls_neither_duplicates_nor_skips(base_
     assert summary["metrics"]["loss"]["count"] == 1000
     lost = summary["exporters"]["local"]["records_undelivered"]
     assert lost == 0 if refused else lost >= 1  # the params record (and the run span carrying it)
+    assert stored.status == summary["status"] == ("completed" if refused else "failed")
 
 
 @pytest.mark.parametrize(

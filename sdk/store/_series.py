@@ -10,7 +10,8 @@ the series' number, where the block starts in its ``.bin``, its size, its CRC-32
 are found with their position (:func:`verify_series`) while each ``.bin`` stays
 ``numpy.fromfile``-readable. One sidecar per folder rather than one per series: creating a file
 costs about 50 µs here, so 10,000 series would spend half a second creating sidecars alone.
-Folders written before the sidecar existed still read; their series are reported unverified.
+Folders written before the sidecar existed still read; their series are reported unverified, as are
+bytes of a finished run no entry covers. A torn or out-of-range sidecar entry is damage of the sidecar.
 """
 
 from __future__ import annotations
@@ -110,15 +111,21 @@ def read_crc_entries(metrics_dir: Path) -> npt.NDArray[np.void] | None:
     return np.fromfile(path, dtype=CRC_DTYPE, count=size // CRC_DTYPE.itemsize)
 
 
+#: The key of :func:`verify_folder`'s answer for damage of the sidecar itself (no metric name is empty).
+SIDECAR_KEY = ""
+_ENTRY_SIZE = CRC_DTYPE.itemsize
+
+
 @dataclass(frozen=True, slots=True)
 class SeriesIntegrity:
-    """What :func:`verify_series` found in one series file.
+    """What :func:`verify_series` found in one series file (or :func:`verify_folder` in the sidecar).
 
-    ``status``: ``ok`` (every block matches its CRC), ``unverified`` (no sidecar: a folder written
-    before sidecars existed) or ``damaged``. ``damage_at`` is the first damaged byte range of the
-    ``.bin`` as (start, end) and ``problem`` says what is wrong there. ``unverified_bytes`` counts
-    whole records after the last checked block (a live writer's newest block, or a crash between
-    the two writes): readable, not yet covered by a CRC.
+    ``status``: ``ok`` (every byte is in a block that matches its CRC), ``unverified`` (bytes no CRC
+    covers in a finished run, or no sidecar at all: a folder written before sidecars existed) or
+    ``damaged``. ``damage_at`` is the first damaged byte range of ``path`` (the ``.bin``, or
+    ``blocks.crc`` when its entries are torn or garbled) as (start, end) and ``problem`` says what is
+    wrong there. ``unverified_bytes`` counts whole records after the last checked block (a live
+    writer's newest block, or a crash between the two writes): readable, not covered by a CRC.
     """
 
     path: Path
@@ -130,14 +137,19 @@ class SeriesIntegrity:
     problem: str | None = None
 
 
-def verify_series(path: Path, entries: npt.NDArray[np.void] | None) -> SeriesIntegrity:
+def verify_series(
+    path: Path, entries: npt.NDArray[np.void] | None, *, finished: bool = True
+) -> SeriesIntegrity:
     """Check every block of the series file ``path`` against its CRC in ``entries``.
 
     ``entries`` is the folder's sidecar as :func:`read_crc_entries` returns it (None: a folder
     written before sidecars, so the series is unverified); read it once to check many series.
-    One ``zlib.crc32`` per written block over a memory map (no per-point Python work), so a
-    10-million-point series is checked at memory speed. A torn last record is not damage: the
-    writer truncates it on resume and readers ignore it.
+    An entry out of range (not where the previous block ended, not a whole number of records, past
+    the end of the file) is damage of the sidecar at that entry's bytes. Bytes after the last
+    entry are ``unverified`` in a ``finished`` run; in a live one they are the newest block, whose
+    entry follows. One ``zlib.crc32`` per written block over a memory map (no per-point Python
+    work), so a 10-million-point series is checked at memory speed. A torn last record is not
+    damage: the writer truncates it on resume and readers ignore it.
     """
     try:
         size = path.stat().st_size
@@ -148,19 +160,34 @@ def verify_series(path: Path, entries: npt.NDArray[np.void] | None) -> SeriesInt
     number = series_number(path.name)
     if entries is None or number is None:
         return SeriesIntegrity(path, "unverified", records, 0, unverified_bytes=whole)
-    mine = entries[entries["series"] == number]
+    positions = np.flatnonzero(entries["series"] == number)
+    mine = entries[positions]
     starts = mine["start"].astype(np.int64)
     ends = starts + mine["size"].astype(np.int64)
     expected = np.concatenate([np.zeros(1, np.int64), ends[:-1]])
-    bad = np.flatnonzero((starts != expected) | (mine["size"] % RECORD_SIZE != 0))
+    bad = np.flatnonzero(
+        (starts != expected) | (mine["size"] == 0) | (mine["size"] % RECORD_SIZE != 0) | (mine["unused"] != 0)
+    )
     if bad.size:
         first = int(bad[0])
-        return _damaged(path, records, int(expected[first]), int(ends[first]), "its CRC entries are garbled")
-    covered = int(ends[-1]) if ends.size else 0
-    if covered > whole:
-        return _damaged(
-            path, records, whole, covered, f"the file ends at byte {size}; its CRCs cover {covered}"
+        return _sidecar_damaged(
+            path,
+            records,
+            int(positions[first]),
+            f"its entry for {path.name} says bytes {int(starts[first])}-{int(ends[first])}; "
+            f"the previous block ended at {int(expected[first])}",
         )
+    past = np.flatnonzero(ends > whole)
+    if past.size:
+        first = int(past[0])
+        return _sidecar_damaged(
+            path,
+            records,
+            int(positions[first]),
+            f"its entry for {path.name} says bytes {int(starts[first])}-{int(ends[first])}; "
+            f"the file ends at byte {size}",
+        )
+    covered = int(ends[-1]) if ends.size else 0
     if covered:
         with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
             view = memoryview(mapped)
@@ -171,16 +198,34 @@ def verify_series(path: Path, entries: npt.NDArray[np.void] | None) -> SeriesInt
                         return _damaged(path, records, start, end, f"block {block} does not match its CRC")
             finally:
                 view.release()
-    return SeriesIntegrity(path, "ok", records, covered, unverified_bytes=whole - covered)
+    status: IntegrityStatus = "unverified" if finished and covered < whole else "ok"
+    return SeriesIntegrity(path, status, records, covered, unverified_bytes=whole - covered)
 
 
-def verify_folder(metrics_dir: Path) -> dict[str, SeriesIntegrity]:
-    """:func:`verify_series` of every series in a ``metrics/`` folder, by metric name."""
+def verify_folder(metrics_dir: Path, *, finished: bool = True) -> dict[str, SeriesIntegrity]:
+    """:func:`verify_series` of every series in a ``metrics/`` folder, by metric name.
+
+    A sidecar cut mid-entry is damage at its torn tail, under :data:`SIDECAR_KEY`; the whole entries
+    before it still verify their blocks (a live writer may be appending one: only a ``finished``
+    run's torn sidecar is damage).
+    """
     entries = read_crc_entries(metrics_dir)
     found = {}
+    if entries is not None and finished:
+        sidecar = metrics_dir / CRC_FILE
+        size = sidecar.stat().st_size
+        if size % _ENTRY_SIZE:
+            torn = size - size % _ENTRY_SIZE
+            found[SIDECAR_KEY] = _damaged(
+                sidecar,
+                0,
+                torn,
+                size,
+                f"the sidecar ends mid-entry: {size} bytes, not a whole number of {_ENTRY_SIZE}-byte entries",
+            )
     for name, file_name in read_index(metrics_dir).items():
         if isinstance(file_name, str) and series_number(file_name) is not None:
-            found[name] = verify_series(metrics_dir / file_name, entries)
+            found[name] = verify_series(metrics_dir / file_name, entries, finished=finished)
         else:  # never follow a crafted entry out of the folder
             problem = f"the index names {file_name!r}, not a series file (sN.bin)"
             found[name] = SeriesIntegrity(
@@ -191,6 +236,19 @@ def verify_folder(metrics_dir: Path) -> dict[str, SeriesIntegrity]:
 
 def _damaged(path: Path, records: int, start: int, end: int, problem: str) -> SeriesIntegrity:
     return SeriesIntegrity(path, "damaged", records, start, damage_at=(start, end), problem=problem)
+
+
+def _sidecar_damaged(series: Path, records: int, entry: int, problem: str) -> SeriesIntegrity:
+    """Entry number ``entry`` of the series' sidecar is out of range: damage at that entry's bytes."""
+    start = entry * _ENTRY_SIZE
+    return SeriesIntegrity(
+        series.parent / CRC_FILE,
+        "damaged",
+        records,
+        0,
+        damage_at=(start, start + _ENTRY_SIZE),
+        problem=f"entry {entry} of {CRC_FILE} is garbled: {problem}",
+    )
 
 
 def series_stats(metrics_dir: Path) -> dict[str, dict[str, Any]]:

@@ -11,7 +11,8 @@ It turns the record stream into a seed-compatible run folder (``metadata.json``,
   ``backlog_points`` unwritten points the oldest batches are dropped and counted as lost.
 - **Nothing lost silently.** A record that cannot be encoded at all is counted as lost with its
   reason; ``close`` raises :class:`~runtel.errors.StoreWriteError` when anything logged is not
-  in the store, and the store's report in ``summary.json`` says what and why.
+  in the store, the run is then stored ``failed`` and the store's report in ``summary.json`` says
+  what and why.
 - **Repair on open.** Re-opening a run (resume) truncates torn series records and a torn last
   line of ``events.jsonl``, brings the CRC sidecar up to date and removes ``.tmp`` files a kill
   left behind.
@@ -229,10 +230,24 @@ class StoreWriter:
     def close(self, exporter_reports: Mapping[str, Mapping[str, Any]]) -> None:
         """Write what is left, ``summary.json`` (once), sync everything and close the files.
 
-        Raises :class:`StoreWriteError` when anything logged is not in the store.
+        Raises :class:`StoreWriteError` when anything logged is not in the store; the run is then
+        stored ``failed`` (a ``completed`` run did not complete its record) with that error's text
+        in ``summary.json``'s ``error`` (after the run's own error, if it had one).
         """
         self._drain()
         report = self.report()
+        failure = self._lost_reason or self._failure
+        lost = None
+        if report["status"] != "ok" and failure is not None:
+            lost = StoreWriteError(
+                f"the local store could not write everything of run {self._metadata.get('name')!r} "
+                f"({self.run_dir}): {report['points_undelivered']} points and "
+                f"{report['records_undelivered']} other records are not stored; "
+                f"last error: {failure.message}",
+                path=failure.path,
+                errno=failure.errno,
+            )
+            self._mark_failed(str(lost))
         summary = {
             "status": self._metadata.get("status"),
             "duration": self._metadata.get("duration"),
@@ -251,16 +266,14 @@ class StoreWriter:
             self._note_failure(exc, self.run_dir / _layout.SUMMARY)
         for file in (*self._series.values(), self._crc, self._events):
             file.release()
-        failure = self._lost_reason or self._failure
-        if report["status"] != "ok" and failure is not None:
-            raise StoreWriteError(
-                f"the local store could not write everything of run {self._metadata.get('name')!r} "
-                f"({self.run_dir}): {report['points_undelivered']} points and "
-                f"{report['records_undelivered']} other records are not stored; "
-                f"last error: {failure.message}",
-                path=failure.path,
-                errno=failure.errno,
-            )
+        if lost is not None:
+            raise lost
+
+    def _mark_failed(self, store_error: str) -> None:
+        """A run that lost data did not complete: ``failed``, the store's error after the run's own."""
+        if self._metadata.get("status") == "completed":
+            self._metadata["status"] = "failed"
+        self._error = store_error if self._error is None else f"{self._error}\n{store_error}"
 
     # ------------------------------------------------------------------ internals
     def _take(self, record: Record) -> None:
