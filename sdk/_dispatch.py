@@ -293,6 +293,10 @@ class Dispatcher:
             for w in self._workers
         ]
 
+    def store_queue_depth(self) -> int:
+        """Batches submitted to the store writer that it has not taken in yet."""
+        return self._store.queue.qsize()
+
     def wait_for_store(self, timeout: float | None = None) -> bool:
         """Block until the store writer has taken in everything submitted so far; True if it is all
         on disk (False while the disk refuses writes, when ``timeout`` ran out, or in a forked child)."""

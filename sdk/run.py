@@ -79,6 +79,8 @@ _BATCH_POINTS = 65_536
 #: Bounds of the queued calls that wake the flush early (the count follows the calls' width).
 _WAKE_MIN_CALLS, _WAKE_MAX_CALLS = 1_024, 16_384
 _NEVER = 2**62  # a wake threshold no queue reaches
+#: Batches the store writer may have queued before ``log`` waits for it, and the longest wait.
+_STORE_LAG_BATCHES, _STORE_WAIT_S = 2, 2.0
 #: Most calls converted into one block of columns; a larger backlog is split into several.
 _MAX_BATCH_CALLS = _WAKE_MAX_CALLS
 #: Distinct sets of metric names whose series ids are cached for ``log``.
@@ -223,6 +225,12 @@ class Run:
         self._set_param_attributes(clean_config)
 
         self._wake = threading.Event()
+        #: Cleared while the store writer is behind by more than ``_STORE_LAG_BATCHES`` batches: a
+        #: ``log`` call that fills a batch then waits (at most ``_STORE_WAIT_S``), so what a kill -9
+        #: can lose stays bounded however fast the loop logs.
+        self._store_ready = threading.Event()
+        self._store_ready.set()
+        self._store_waits = 0
         self._flush_lock = threading.Lock()
         self._flush_thread = threading.Thread(target=self._flush_loop, name="runtel-flush", daemon=True)
         _switch.hold()
@@ -283,6 +291,9 @@ class Run:
         if len(queue) >= self._wake_at:
             self._wake_at = _NEVER  # one wake per batch: the flush sets the threshold again
             self._wake.set()
+            if not self._store_ready.is_set():  # the writer is behind: wait for it, briefly
+                self._store_waits += 1
+                self._store_ready.wait(_STORE_WAIT_S)
 
     def _continue_steps(self) -> int:
         """The next implicit step after an explicit one; refused once past the largest int64."""
@@ -564,6 +575,12 @@ class Run:
         _switch.release()
         self._dispatcher.wait_for_store()  # the writer's statistics then cover every point stored
         self._dispatcher.submit([self._store.run_ended(status, error, time.time())])
+        if self._store_waits:
+            logger.info(
+                "runtel: log() waited %d time(s), at most %.1f s each, for the store writer to catch up",
+                self._store_waits,
+                _STORE_WAIT_S,
+            )
         reports = self._dispatcher.shutdown(self._settings.export_timeout)
         try:
             self._store.close({r.name: r.as_dict() for r in reports})  # StoreWriteError if data is missing
@@ -699,10 +716,27 @@ class Run:
         _add_points(batch, items[begin:] if begin else items, names)
         points = sum(len(record) for record in batch if isinstance(record, MetricPoints))
         width = points / count if points else 1.0
-        self._wake_at = min(_WAKE_MAX_CALLS, max(_WAKE_MIN_CALLS, int(_BATCH_POINTS / width)))
+        wake_at = min(_WAKE_MAX_CALLS, max(_WAKE_MIN_CALLS, int(_BATCH_POINTS / width)))
+        self._wake_at = wake_at
         del items
         self._dispatcher.submit(batch)
         self._mirror(batch)
+        self._keep_up_with_the_store(wake_at)
+
+    def _keep_up_with_the_store(self, wake_at: int) -> None:
+        """Hold the next batch while the store writer is more than a few batches behind (bounded)."""
+        if self._dispatcher.store_queue_depth() <= _STORE_LAG_BATCHES:
+            return
+        self._store_ready.clear()
+        # Re-armed after the clear: a call that passed the threshold just before it (and disarmed it)
+        # reaches it again at its next call and waits, so the queue cannot grow while we wait here.
+        self._wake_at = wake_at
+        try:
+            deadline = time.monotonic() + _STORE_WAIT_S
+            while self._dispatcher.store_queue_depth() > 1 and time.monotonic() < deadline:
+                time.sleep(0.002)
+        finally:
+            self._store_ready.set()
 
     def _mirror(self, batch: Sequence[Record]) -> None:
         """Set each run metric's OTel gauge to its latest value, for any attached MetricReader."""

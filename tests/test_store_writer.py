@@ -241,3 +241,13 @@ def test_verify_reports_an_unreadable_index_and_checks_the_other_runs(
     ]
     (bad,) = [row for row in rows if row["id"] == broken.id]
     assert bad["status"] == "damaged" and bad["file"].endswith("index.json")
+
+
+def test_one_batch_larger_than_the_backlog_limit_is_stored_whole_on_a_working_disk(tmp_path: Path) -> None:
+    """The backlog limit bounds points the disk refused, not a large batch that a working disk takes."""
+    writer = StoreWriter(tmp_path / "run_4567cdef", backlog_points=1_000)
+    blocks = [_points("loss", range(start, start + 600)) for start in range(0, 3_000, 600)]
+    writer.write([RunStarted("4567cdef", "r", "p", 1.0, {}), *blocks, RunEnded("completed", 2.0)])
+    writer.close({})
+    assert _stored_steps(tmp_path / "run_4567cdef", "loss") == list(range(3_000))
+    assert writer.report()["status"] == "ok"

@@ -172,8 +172,10 @@ class StoreWriter:
                     self._take(record)
                 except Exception as exc:  # a record that can never be written: counted, never retried
                     self._lose_record(record, exc)
+                # Record by record: a large batch on a disk that writes never meets the backlog limit,
+                # which is there for points the disk refused.
+                self._drain()
             self._batches += 1
-            self._drain()
 
     def retry(self) -> None:
         """Try the backlog again (the dispatcher calls this about every second while there is one)."""
