@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import ray
+from ray import tune
 
-ray = pytest.importorskip("ray")
-from ray import tune  # noqa: E402
-
-import runtel  # noqa: E402
-from runtel.integrations.ray import RuntelLoggerCallback  # noqa: E402
-from runtel.store.artifacts import ArtifactStore  # noqa: E402
-from runtel.sweep import sweep_runs  # noqa: E402
+import runtel
+from runtel.integrations.ray import RuntelLoggerCallback
+from runtel.store.artifacts import ArtifactStore
+from runtel.sweep import sweep_runs
 
 pytestmark = pytest.mark.slow
 
