@@ -54,7 +54,6 @@ from runtel.errors import (
 )
 from runtel.exporters.base import Exporter, TelemetryHooks
 from runtel.records import (
-    ArtifactLogged,
     FigureLogged,
     Heartbeat,
     MetricPoints,
@@ -473,19 +472,7 @@ class Run:
         stored = self.artifacts.add(
             path, name, version=version, step=self.step, kind=kind, metadata=dict(metadata or {})
         )
-        self._emit(
-            ArtifactLogged(
-                name=stored.name,
-                version=stored.version,
-                sha256=stored.checksum,
-                size=stored.size,
-                path=stored.path,
-                time=time.time(),
-                step=stored.step,
-                kind=stored.kind,
-                metadata=stored.metadata,
-            )
-        )
+        self._emit(stored.logged(time.time()))
         return stored
 
     def log_model(

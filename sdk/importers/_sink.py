@@ -188,19 +188,7 @@ def _artifacts(run: SourceRun, run_dir: Path) -> list[ArtifactLogged]:
         except ArtifactError as exc:  # an unsafe name or an unreadable file: the rest of the run still comes
             run.report.add("artifact_skipped", 1, {"name": item.name, "why": str(exc)})
             continue
-        logged.append(
-            ArtifactLogged(
-                name=stored.name,
-                version=stored.version,
-                sha256=stored.checksum,
-                size=stored.size,
-                path=stored.path,
-                time=item.time,
-                step=stored.step,
-                kind=stored.kind,
-                metadata=stored.metadata,
-            )
-        )
+        logged.append(stored.logged(item.time))
     return logged
 
 

@@ -30,7 +30,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PureWindowsPath
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from runtel._values import encodable
 from runtel.errors import ArtifactError, ChecksumMismatchError, StoreCorruptError
@@ -38,6 +38,9 @@ from runtel.store import _portable
 from runtel.store._jsonio import _fallback, write_json_atomic
 from runtel.store._untrusted import INTEGER, OBJECT, TEXT, Kind, inside, load_json, load_object
 from runtel.store._untrusted import field as check_field
+
+if TYPE_CHECKING:
+    from runtel.records import ArtifactLogged
 
 CHUNK_SIZE = 1 << 20
 MAX_NAME_LENGTH = 255
@@ -84,6 +87,22 @@ class ArtifactVersion:
             "kind": self.kind,
             "metadata": dict(self.metadata),
         }
+
+    def logged(self, when: float) -> ArtifactLogged:
+        """The record that tells the exporters (and ``events.jsonl``) this version was logged at ``when``."""
+        from runtel.records import ArtifactLogged
+
+        return ArtifactLogged(
+            name=self.name,
+            version=self.version,
+            sha256=self.checksum,
+            size=self.size,
+            path=self.path,
+            time=when,
+            step=self.step,
+            kind=self.kind,
+            metadata=self.metadata,
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArtifactVersion:
