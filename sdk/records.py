@@ -15,6 +15,7 @@ import numpy.typing as npt
 
 RunStatus = Literal["running", "completed", "failed", "crashed", "killed"]
 SpanKind = Literal["run", "epoch", "phase"]
+MediaKind = Literal["image", "table", "text", "audio"]
 
 #: One metric point as the store keeps it: little-endian, fixed width, ``numpy.fromfile``-readable.
 SERIES_DTYPE = np.dtype([("step", "<i8"), ("time", "<f8"), ("value", "<f8"), ("span_id", "<u8")])
@@ -107,6 +108,35 @@ class FigureLogged:
     time: float
 
 
+@dataclass(frozen=True, slots=True)
+class MediaLogged:
+    """One image, table, text or audio clip logged under ``name`` at ``step``, already on disk.
+
+    The file is content-addressed under the run folder (``media/<sha256>.<ext>``): identical
+    content is stored once. ``path`` is absolute in a live or replayed record; ``events.jsonl``
+    keeps it relative to the run folder. A list logged under one name at one step is a gallery:
+    one record per item, ``index`` 0 to ``count - 1``.
+
+    ``meta`` by kind: image ``shape``, ``dtype``, ``format`` ("png" or "npy"); table ``columns``
+    (``[{"name", "dtype"}]``) and ``rows``; text ``chars``; audio ``sample_rate``, ``channels``,
+    ``frames``. ``preview`` is an 8-bit PNG beside an exact ``.npy`` image that is not uint8.
+    """
+
+    name: str
+    step: int
+    time: float
+    kind: MediaKind
+    path: str
+    sha256: str
+    size: int
+    span_id: str | None = None
+    caption: str | None = None
+    index: int = 0
+    count: int = 1
+    preview: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class HistogramLogged:
     name: str
@@ -159,6 +189,7 @@ Record: TypeAlias = (
     | ArtifactLogged
     | FigureLogged
     | HistogramLogged
+    | MediaLogged
     | Heartbeat
     | RunEnded
 )
