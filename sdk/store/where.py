@@ -252,6 +252,9 @@ def _parse(source: _Source) -> ast.Expression:
 def _refuse(source: _Source, node: ast.AST, problem: str) -> FilterSyntaxError:
     """An error pointing at ``node`` (ast counts UTF-8 bytes; the caret counts characters)."""
     byte_offset = getattr(node, "col_offset", 0)
+    if isinstance(node, ast.BinOp) and node.left.end_col_offset is not None:  # at the operator
+        after_left = source.parsed.encode()[node.left.end_col_offset :]
+        byte_offset = node.left.end_col_offset + len(after_left) - len(after_left.lstrip())
     characters = len(source.parsed.encode()[:byte_offset].decode(errors="ignore"))
     return FilterSyntaxError(
         f"invalid filter: {problem}", expression=source.text, column=source.column(characters)
