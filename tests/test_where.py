@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import runtel
 from runtel.errors import FilterSyntaxError
@@ -441,3 +443,69 @@ def test_keys_with_dots_and_damaged_files_read_as_missing(base_dir: Path) -> Non
     (damaged.dir / "summary.json").write_text("[1, 2]")
     assert [r.name for r in store.runs(where="params.opt.lr = 0.5")] == ["dots"]
     assert store.runs(where="metrics.loss.count = 1") == []
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "not " * 5000 + "True",
+        "- " * 5000 + "1 = 1",
+        "params." + ".".join(["a"] * 5000) + " = 1",
+        "1" * 10_001,
+    ],
+)
+def test_huge_or_deeply_nested_input_is_a_filter_error(expression: str) -> None:
+    with pytest.raises(FilterSyntaxError, match=r"nested too deeply|over the 10,000"):
+        compile_where(expression)
+
+
+_GRAMMAR_BITS = [
+    "name",
+    "tags",
+    "status",
+    "params.lr",
+    "params['a-b']",
+    "metrics['val/acc'].max",
+    "metrics.loss.best",
+    "start_time",
+    "duration",
+    "'baseline'",
+    "'2026-11-30'",
+    "1e-3",
+    "-2",
+    "True",
+    "None",
+    "(",
+    ")",
+    "[",
+    "]",
+    ",",
+    "=",
+    "==",
+    "!=",
+    "<",
+    ">=",
+    " in ",
+    " not ",
+    " and ",
+    " or ",
+    ".",
+    "__class__",
+    "(x)",
+    "'",
+    "é",
+]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(_GRAMMAR_BITS), min_size=1, max_size=12).map(" ".join))
+def test_any_text_compiles_or_is_a_filter_error_and_matching_never_raises(
+    population: Population, expression: str
+) -> None:
+    try:
+        chosen = compile_where(expression)
+    except FilterSyntaxError as exc:
+        assert exc.column is None or 1 <= exc.column <= len(expression) + 1
+        return
+    for run in population.store.runs()[:40]:
+        assert chosen.matches(run) in (True, False)

@@ -42,6 +42,8 @@ Kind = Literal["string", "int", "float", "bool", "object", "tags"]
 _EXACT_FLOAT_INT = 2**53
 _INT64 = (-(2**63), 2**63 - 1)
 _INTEGER_STATS = frozenset({"count", "last_step"})
+_REAL = (int, float)
+_NO_STATS: dict[str, Any] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,12 +89,15 @@ def runs_frame(
         list(metrics) if metrics is not None else list(dict.fromkeys(n for stats in stats_of for n in stats))
     )
     for name in names:
-        per_run: list[dict[str, Any]] = [_entry(stats, name) for stats in stats_of]
+        per_run = [entry if type(entry := stats.get(name)) is dict else _NO_STATS for stats in stats_of]
         for stat in STATS:
             key = ("min" if best_direction(name) == "min" else "max") if stat == "best" else stat
-            kind: Kind = "int" if stat in _INTEGER_STATS else "float"
-            values = [_typed(item.get(key), kind) for item in per_run]
-            columns.append(_Column(f"metrics.{name}.{stat}", kind, values))
+            if stat in _INTEGER_STATS:  # exact type checks: a damaged entry (a bool, a string) is missing
+                values = [v if type(v := item.get(key)) is int else None for item in per_run]
+                columns.append(_Column(f"metrics.{name}.{stat}", "int", values))
+            else:
+                values = [v if type(v := item.get(key)) in _REAL else None for item in per_run]
+                columns.append(_Column(f"metrics.{name}.{stat}", "float", values))
     return _build(module, backend, columns, len(runs))
 
 
@@ -261,20 +266,6 @@ def _infer(values: list[Any]) -> Kind:
         return "int" if all(_INT64[0] <= value <= _INT64[1] for value in present) else "object"
     exact = all(isinstance(value, float) or abs(value) <= _EXACT_FLOAT_INT for value in present)
     return "float" if exact else "object"
-
-
-def _entry(stats: dict[str, Any], name: str) -> dict[str, Any]:
-    entry = stats.get(name)
-    return entry if isinstance(entry, dict) else {}
-
-
-def _typed(value: Any, kind: Kind) -> Any:
-    """A summary statistic of the kind its column holds, else None (a damaged entry is missing)."""
-    if isinstance(value, bool):
-        return None
-    if kind == "int":
-        return value if isinstance(value, int) else None
-    return value if isinstance(value, (int, float)) else None
 
 
 def _flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:

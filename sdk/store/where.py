@@ -45,6 +45,8 @@ from runtel.store.query import StoredRun, best_direction, live_status
 
 #: The statistics a summary keeps per metric (``best`` is derived from ``min``/``max``).
 STATS = ("last", "min", "max", "best", "count", "last_step")
+#: Longest expression accepted: far beyond any filter a person writes, short of the parser's limits.
+MAX_LENGTH = 10_000
 #: Fields read from ``metadata.json`` (and ``duration`` from the summary where metadata lacks it).
 FIELDS = ("name", "id", "project", "status", "tags", "start_time", "duration")
 
@@ -123,7 +125,10 @@ def compile_where(text: str) -> RunFilter:
     """
     source = _source(text)
     tree = _parse(source)
-    return RunFilter(text, _boolean(source, tree.body))
+    try:
+        return RunFilter(text, _boolean(source, tree.body))
+    except RecursionError:
+        raise _too_deep(source) from None
 
 
 _CONDITIONS = frozenset({"=", "==", "!=", "<", "<=", ">", ">="})
@@ -235,8 +240,16 @@ def _source(text: object) -> _Source:
 
 
 def _parse(source: _Source) -> ast.Expression:
+    if len(source.text) > MAX_LENGTH:
+        raise FilterSyntaxError(
+            f"invalid filter: {len(source.text):,} characters, over the {MAX_LENGTH:,} a filter may have",
+            expression=source.text[:80] + "...",
+            column=None,
+        )
     try:
         return ast.parse(source.parsed, mode="eval")
+    except (RecursionError, MemoryError):
+        raise _too_deep(source) from None
     except SyntaxError as exc:
         if not exc.offset or exc.offset > len(source.parsed):  # Python's way of saying "at the end"
             column = len(source.text.rstrip()) + 1
@@ -247,6 +260,14 @@ def _parse(source: _Source) -> ast.Expression:
             ) from None
         column = source.column(exc.offset - 1)
         raise FilterSyntaxError(f"invalid filter: {exc.msg}", expression=source.text, column=column) from None
+
+
+def _too_deep(source: _Source) -> FilterSyntaxError:
+    return FilterSyntaxError(
+        "invalid filter: nested too deeply (write fewer nested not, signs or keys)",
+        expression=source.text[:80] + ("..." if len(source.text) > 80 else ""),
+        column=None,
+    )
 
 
 def _refuse(source: _Source, node: ast.AST, problem: str) -> FilterSyntaxError:
@@ -265,7 +286,10 @@ def _refuse(source: _Source, node: ast.AST, problem: str) -> FilterSyntaxError:
 def _boolean(source: _Source, node: ast.AST) -> Callable[[_Values], bool]:
     """A node in a place where True/False is wanted: and/or/not, a comparison, or a value's truth."""
     if isinstance(node, ast.BoolOp):
-        parts = [_boolean(source, value) for value in node.values]
+        # compiled in the order written (errors too), run cheapest first: every part is pure, so the
+        # order changes only which files are read, never the result
+        compiled = [(_reads(value), _boolean(source, value)) for value in node.values]
+        parts = [part for _, part in sorted(compiled, key=lambda item: item[0])]
         if isinstance(node.op, ast.And):
             return lambda run: all(part(run) for part in parts)
         return lambda run: any(part(run) for part in parts)
@@ -276,6 +300,12 @@ def _boolean(source: _Source, node: ast.AST) -> Callable[[_Values], bool]:
         return _compare(source, node)
     getter = _value(source, node)
     return lambda run: _truth(getter(run))
+
+
+def _reads(node: ast.AST) -> int:
+    """What evaluating ``node`` reads beyond the listing's metadata: 0 nothing, 1 params, 2 the summary."""
+    names = {child.id for child in ast.walk(node) if isinstance(child, ast.Name)}
+    return 2 if names & {"metrics", "duration"} else 1 if "params" in names else 0
 
 
 def _truth(value: Any) -> bool:
