@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import runtel
 from runtel.errors import FilterSyntaxError
 from runtel.store.query import Store, StoredRun
-from runtel.store.where import compile_where, sort_key, sort_runs
+from runtel.store.where import MISSING, compile_where, field_reader, sort_key, sort_runs
 
 RUNS = 240
 OPTIMIZERS = ("adam", "sgd", "adamw")
@@ -415,8 +415,20 @@ def _one_run(base_dir: Path) -> StoredRun:
     return Store(base_dir).runs()[0]
 
 
+def test_field_reader_gives_the_value_or_missing(population: Population) -> None:
+    runs = population.store.runs()
+    lr = field_reader("params.lr")
+    assert [lr(run) for run in runs] == [population.truths[run.id].params.get("lr", MISSING) for run in runs]
+    acc = field_reader("metrics['val/acc'].last")
+    truths = [population.truths[run.id] for run in runs]
+    expected = [
+        MISSING if t.status == "running" or not t.metrics else t.metrics["val/acc"][-1] for t in truths
+    ]
+    assert [acc(run) for run in runs] == expected
+
+
 def test_sort_key_takes_one_field_only() -> None:
-    with pytest.raises(FilterSyntaxError, match="a sort key is one field"):
+    with pytest.raises(FilterSyntaxError, match="a field is one name"):
         sort_key("params.lr < 1")
     with pytest.raises(FilterSyntaxError, match="unknown field"):
         sort_key("lr")

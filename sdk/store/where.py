@@ -149,6 +149,17 @@ def looks_like_expression(text: str) -> bool:
     return False
 
 
+def field_reader(field_text: str) -> Callable[[StoredRun], Any]:
+    """A function giving one field's value for a run (``"params.lr"``, ``"metrics['val/acc'].max"``), or
+    :data:`MISSING` when the run has none: what sorting and grouping by a field read."""
+    source = _source(field_text)
+    tree = _parse(source)
+    if not isinstance(tree.body, (ast.Name, ast.Attribute, ast.Subscript)):
+        raise _refuse(source, tree.body, "a field is one name, e.g. params.lr or metrics['val/acc'].max")
+    getter = _value(source, tree.body)
+    return lambda run: getter(_Values(run))
+
+
 def sort_key(field_text: str) -> Callable[[StoredRun], tuple[Any, ...]]:
     """A key for ``sorted(runs, key=...)`` by one field (``"params.lr"``, ``"metrics['val/acc'].max"``).
 
@@ -156,16 +167,8 @@ def sort_key(field_text: str) -> Callable[[StoredRun], tuple[Any, ...]]:
     the value, or whose value is NaN, comes last in ascending order. :func:`sort_runs` keeps those last
     in descending order too.
     """
-    source = _source(field_text)
-    tree = _parse(source)
-    if not isinstance(tree.body, (ast.Name, ast.Attribute, ast.Subscript)):
-        raise _refuse(source, tree.body, "a sort key is one field, e.g. params.lr or metrics['val/acc'].max")
-    getter = _value(source, tree.body)
-
-    def key(run: StoredRun) -> tuple[Any, ...]:
-        return _order_of(getter(_Values(run)))
-
-    return key
+    read = field_reader(field_text)
+    return lambda run: _order_of(read(run))
 
 
 def sort_runs(runs: Iterable[StoredRun], field_text: str, *, descending: bool = False) -> list[StoredRun]:
