@@ -455,6 +455,9 @@ def test_keys_with_dots_and_damaged_files_read_as_missing(base_dir: Path) -> Non
     (damaged.dir / "summary.json").write_text("[1, 2]")
     assert [r.name for r in store.runs(where="params.opt.lr = 0.5")] == ["dots"]
     assert store.runs(where="metrics.loss.count = 1") == []
+    unreadable: list[tuple[str, str]] = []
+    assert compile_where("not metrics.loss.count = 1").select(store.runs(), unreadable)[-1].name == "damaged"
+    assert unreadable == [(damaged.dir.name, "summary.json holds a JSON array, not a JSON object")]
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,8 @@ missing cells are ``<NA>`` and whose stored NaN stays NaN (``.astype("float64")`
 integers are ``Int64`` (exact beyond 2**53), booleans ``boolean``, text ``string``. A param column
 holding several kinds (a number in some runs, a string in others), lists or objects, or integers too
 large for int64 or for an exact float, is ``object`` with the values as stored. JSON ``null`` is missing.
+A run's ``summary.json`` or ``hyperparameters.json`` that cannot be read (damaged) leaves its cells
+missing, and one warning on the ``runtel`` logger names each such file.
 
 pandas and polars are imported only here, when a frame is asked for; without them the error names
 the extra to install (``runtel[frames]``, ``runtel[polars]``).
@@ -22,6 +24,7 @@ the extra to install (``runtel[frames]``, ``runtel[polars]``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -35,6 +38,7 @@ from runtel.store.query import best_direction, live_status
 if TYPE_CHECKING:
     from runtel.store.query import StoredRun
 
+_LOGGER = logging.getLogger("runtel")
 Backend = Literal["pandas", "polars"]
 #: Column kinds, from which each backend picks its dtype.
 Kind = Literal["string", "int", "float", "bool", "object", "tags"]
@@ -63,8 +67,15 @@ def runs_frame(
     from runtel.store.where import STATS, duration_of
 
     module = _backend(backend)
-    summaries = [listing_summary(run) for run in runs]
-    params = [_flatten(listing_params(run)) for run in runs]
+    unreadable: list[str] = []
+    summaries = [_readable(run, listing_summary(run), unreadable) for run in runs]
+    params = [_flatten(_readable(run, listing_params(run), unreadable)) for run in runs]
+    if unreadable:
+        _LOGGER.warning(
+            "runtel: %d file(s) of the runs could not be read; their cells are missing: %s",
+            len(unreadable),
+            "; ".join(unreadable),
+        )
     columns = [
         _Column("id", "string", [run.id for run in runs]),
         _Column("name", "string", [run.name for run in runs]),
@@ -266,6 +277,13 @@ def _infer(values: list[Any]) -> Kind:
         return "int" if all(_INT64[0] <= value <= _INT64[1] for value in present) else "object"
     exact = all(isinstance(value, float) or abs(value) <= _EXACT_FLOAT_INT for value in present)
     return "float" if exact else "object"
+
+
+def _readable(run: StoredRun, found: dict[str, Any] | str, unreadable: list[str]) -> dict[str, Any]:
+    if isinstance(found, dict):
+        return found
+    unreadable.append(f"{run.dir.name}/: {found}")
+    return {}
 
 
 def _flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:

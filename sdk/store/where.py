@@ -65,13 +65,22 @@ MISSING: Any = _Missing()
 _Getter = Callable[["_Values"], Any]
 
 
+#: ``(run folder name, why one of its files cannot be read)``: what a filter had to treat as missing.
+Unreadable = list[tuple[str, str]]
+
+
 class _Values:
-    """One run as a filter sees it: each document read at most once, and only when asked for."""
+    """One run as a filter sees it: each document read at most once, and only when asked for.
 
-    __slots__ = ("_params", "_status", "_summary", "run")
+    A document that cannot be read counts as empty (its fields are missing), and the reason is
+    added to ``unreadable`` when the caller keeps one, so no run is left out unexplained.
+    """
 
-    def __init__(self, run: StoredRun) -> None:
+    __slots__ = ("_params", "_status", "_summary", "run", "unreadable")
+
+    def __init__(self, run: StoredRun, unreadable: Unreadable | None = None) -> None:
         self.run = run
+        self.unreadable = unreadable
         self._summary: dict[str, Any] | None = None
         self._params: dict[str, Any] | None = None
         self._status: str | None = None
@@ -81,7 +90,7 @@ class _Values:
         if self._summary is None:
             from runtel.store.scan import listing_summary
 
-            self._summary = listing_summary(self.run)
+            self._summary = self._readable(listing_summary(self.run))
         return self._summary
 
     @property
@@ -89,7 +98,7 @@ class _Values:
         if self._params is None:
             from runtel.store.scan import listing_params
 
-            self._params = listing_params(self.run)
+            self._params = self._readable(listing_params(self.run))
         return self._params
 
     @property
@@ -97,6 +106,13 @@ class _Values:
         if self._status is None:
             self._status = live_status(self.run.metadata)
         return self._status
+
+    def _readable(self, found: dict[str, Any] | str) -> dict[str, Any]:
+        if isinstance(found, dict):
+            return found
+        if self.unreadable is not None:
+            self.unreadable.append((self.run.dir.name, found))
+        return {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,10 +126,11 @@ class RunFilter:
         """Whether ``run`` (from ``Store.runs()`` or ``Store.run()``) satisfies the expression."""
         return self._test(_Values(run))
 
-    def select(self, runs: Iterable[StoredRun]) -> list[StoredRun]:
-        """The runs that match, in the order given."""
+    def select(self, runs: Iterable[StoredRun], unreadable: Unreadable | None = None) -> list[StoredRun]:
+        """The runs that match, in the order given; ``unreadable`` (when given) receives each run folder
+        whose summary or params the expression needed and could not read, with the reason."""
         test = self._test
-        return [run for run in runs if test(_Values(run))]
+        return [run for run in runs if test(_Values(run, unreadable))]
 
 
 def compile_where(text: str) -> RunFilter:
@@ -152,11 +169,7 @@ def looks_like_expression(text: str) -> bool:
 def field_reader(field_text: str) -> Callable[[StoredRun], Any]:
     """A function giving one field's value for a run (``"params.lr"``, ``"metrics['val/acc'].max"``), or
     :data:`MISSING` when the run has none: what sorting and grouping by a field read."""
-    source = _source(field_text)
-    tree = _parse(source)
-    if not isinstance(tree.body, (ast.Name, ast.Attribute, ast.Subscript)):
-        raise _refuse(source, tree.body, "a field is one name, e.g. params.lr or metrics['val/acc'].max")
-    getter = _value(source, tree.body)
+    getter = _field(field_text)
     return lambda run: getter(_Values(run))
 
 
@@ -167,18 +180,33 @@ def sort_key(field_text: str) -> Callable[[StoredRun], tuple[Any, ...]]:
     the value, or whose value is NaN, comes last in ascending order. :func:`sort_runs` keeps those last
     in descending order too.
     """
-    read = field_reader(field_text)
-    return lambda run: _order_of(read(run))
+    getter = _field(field_text)
+    return lambda run: _order_of(getter(_Values(run)))
 
 
-def sort_runs(runs: Iterable[StoredRun], field_text: str, *, descending: bool = False) -> list[StoredRun]:
-    """``runs`` sorted by ``field_text`` (stable), runs without a value (or NaN) last either way."""
-    key = sort_key(field_text)
-    keyed = [(key(run), run) for run in runs]
+def sort_runs(
+    runs: Iterable[StoredRun],
+    field_text: str,
+    *,
+    descending: bool = False,
+    unreadable: Unreadable | None = None,
+) -> list[StoredRun]:
+    """``runs`` sorted by ``field_text`` (stable), runs without a value (or NaN) last either way;
+    ``unreadable`` as for :meth:`RunFilter.select`."""
+    getter = _field(field_text)
+    keyed = [(_order_of(getter(_Values(run, unreadable))), run) for run in runs]
     present = [item for item in keyed if item[0][0] == 0]
     absent = [item[1] for item in keyed if item[0][0] != 0]
     present.sort(key=lambda item: item[0], reverse=descending)
     return [item[1] for item in present] + absent
+
+
+def _field(field_text: str) -> _Getter:
+    source = _source(field_text)
+    tree = _parse(source)
+    if not isinstance(tree.body, (ast.Name, ast.Attribute, ast.Subscript)):
+        raise _refuse(source, tree.body, "a field is one name, e.g. params.lr or metrics['val/acc'].max")
+    return _value(source, tree.body)
 
 
 def _order_of(value: Any) -> tuple[Any, ...]:
