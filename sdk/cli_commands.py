@@ -43,6 +43,9 @@ def register(commands: Any) -> None:
         "validation and accuracy/loss-like names before the rest)",
     )
     ls.add_argument("--sweep", default=None, help="a sweep's name or id: its trials, best first")
+    from runtel.cli_group import add_arguments as add_group_arguments
+
+    add_group_arguments(ls)
     _common(ls, list_runs)
 
     show = commands.add_parser("show", help="params, summary, exporters, artifacts and spans of one run")
@@ -110,6 +113,10 @@ def open_store(base_dir: str | None) -> Store:
 def list_runs(args: argparse.Namespace) -> int:
     if args.sweep is not None:
         return list_trials(args)
+    if args.group_by:
+        from runtel.cli_group import list_groups
+
+        return list_groups(args)
     listing = scan(open_store(args.base_dir).base_dir)
     rows = data.filter_rows(
         (data.run_row(run, args.metric) for run in listing.runs),
