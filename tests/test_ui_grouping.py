@@ -16,6 +16,7 @@ from playwright import sync_api as playwright_api
 
 import runtel
 from runtel.ui import BackgroundServer, create_app
+from runtel.ui.group_view import MAX_GRID_STEPS, grouped
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -75,7 +76,7 @@ def ui(base: Path) -> Iterator[str]:
 
 @pytest.fixture
 def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
-    tab = browser.new_page(viewport={"width": 1400, "height": 1800})
+    tab = browser.new_page(viewport={"width": 1400, "height": 2600})
     failures: list[str] = []
     tab.on("response", lambda response: failures.append(response.url) if response.status >= 500 else None)
     yield tab
@@ -189,3 +190,29 @@ def test_parallel_coordinates_show_the_varying_params_and_the_best_value(page: A
     )
     shown = sorted(zip(*(d["values"] for d in dimensions), strict=True))
     assert shown == runs  # the stored values, exactly
+
+
+def test_selected_runs_are_the_ones_grouped(page: Any, ui: str, base: Path) -> None:
+    store = runtel.Store(base)
+    chosen = [store.run("lr0.1-s0"), store.run("lr0.01-s1")]
+    page.goto(f"{ui}?runs={','.join(run.id for run in chosen)}")
+    page.locator("#best .js-plotly-plot").nth(1).wait_for(timeout=15_000)  # the page is drawn: no reflow
+    _choose(page, "group-metric", "val/acc")
+    _wait_for_traces(page, 2)
+    assert page.locator("#group-note").inner_text() == "1 group of 2 runs"
+    (line,) = [trace for name, trace in _traces(page).items() if not name.endswith("band")]
+    expected = [(_value(0.1, 0, step) + _value(0.01, 1, step)) / 2 for step in range(STEPS)]
+    np.testing.assert_allclose(line["y"], expected, rtol=1e-12)
+
+
+def test_a_long_union_of_steps_is_resampled_for_the_browser(tmp_path: Path) -> None:
+    for offset in (0, 1):  # even and odd steps: a union of 2 x 1,500 steps
+        with runtel.init(
+            name=f"r{offset}", base_dir=str(tmp_path), config={"lr": 0.1}, system_interval=0
+        ) as run:
+            for step in range(offset, 3000, 2):
+                run.log({"val/acc": float(step)}, step=step)
+    runs = runtel.Store(tmp_path).runs()
+    (group,) = grouped(runs, "val/acc", ["params.lr"]).groups
+    np.testing.assert_allclose(group.step, np.linspace(0, 2999, MAX_GRID_STEPS))
+    np.testing.assert_allclose(group.mean, group.step, rtol=1e-12)  # both runs are the line y = step

@@ -124,7 +124,7 @@ def register(app: Dash, base: Path) -> None:
             return [], f"Not grouped: {exc}"
         shown: Band = "minmax" if band == "minmax" else "std"
         skipped = "; ".join(f"{item.name}: {item.reason}" for item in result.skipped)
-        note = f"{len(result.groups)} groups of {len(runs)} runs" + (
+        note = f"{_count(len(result.groups), 'group')} of {_count(len(runs), 'run')}" + (
             f" (skipped {skipped})" if skipped else ""
         )
         return [
@@ -155,7 +155,6 @@ def band_figure(result: Aggregate, band: Band) -> Figure:
             lower, upper = group.min, group.max
         edges = np.isfinite(lower) & np.isfinite(upper)
         x = group.step[edges]
-        runs = f"{len(group.run_ids)} run" + ("s" if len(group.run_ids) != 1 else "")
         figure.add_scatter(
             x=np.concatenate([x, x[::-1]]),
             y=np.concatenate([upper[edges], lower[edges][::-1]]),
@@ -172,7 +171,7 @@ def band_figure(result: Aggregate, band: Band) -> Figure:
             y=group.mean,
             mode="lines" if group.step.size > 1 else "markers",
             line={"color": colour},
-            name=f"{group.label} ({runs})",
+            name=f"{group.label} ({_count(len(group.run_ids), 'run')})",
             legendgroup=group.label,
             customdata=np.stack([group.n, group.std], axis=-1),
             hovertemplate="step %{x}<br>mean %{y:.6g}<br>std %{customdata[1]:.4g}<br>n %{customdata[0]}",
@@ -222,6 +221,10 @@ def param_keys(runs: Sequence[StoredRun]) -> list[str]:
     for run in runs:
         keys.update(dict.fromkeys(flatten_params(data.params_of(run))))
     return list(keys)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def _translucent(colour: str) -> str:
