@@ -14,6 +14,7 @@ from typing import Any
 from runtel import __version__
 from runtel.cli_commands import open_run, open_store, print_json
 from runtel.cli_commands import register as register_read_commands
+from runtel.cli_dump import register as register_dump
 from runtel.cli_import import register as register_import
 from runtel.errors import AlreadyExportedError, RuntelError
 
@@ -49,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--imported-from", default=None, metavar="SOURCE", help="every run imported from SOURCE (e.g. mlflow)"
     )
     export.add_argument("--sweep", default=None, help="a sweep (name or id): its run, then its trials")
+    export.add_argument(
+        "--where", default=None, metavar="EXPR", help="every run matching a filter expression"
+    )
     export.add_argument("--to", required=True, help="exporter name, e.g. mlflow, wandb, tensorboard, neptune")
     export.add_argument("--base-dir", default=None)
     export.add_argument("--force", action="store_true", help="replace a run the target already holds")
@@ -63,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     register_read_commands(commands)
     register_import(commands)
+    register_dump(commands)
     args = parser.parse_args(argv)
 
     try:
@@ -102,12 +107,18 @@ def _export(args: argparse.Namespace) -> int:
     from runtel.replay import export_run
     from runtel.store.scan import READ_ERRORS, count_points
 
-    if [args.all, bool(args.runs), args.imported_from is not None, args.sweep is not None].count(True) != 1:
+    chosen = [args.all, bool(args.runs), args.imported_from is not None, args.sweep is not None]
+    if [*chosen, args.where is not None].count(True) != 1:
         raise ConfigError(
-            "name the runs to export, or pass --all, --imported-from SOURCE or --sweep NAME (one of them)"
+            "name the runs to export, or pass --all, --imported-from SOURCE, --sweep NAME or --where EXPR "
+            "(one of them)"
         )
     store = open_store(args.base_dir)
-    if args.imported_from is not None:
+    if args.where is not None:
+        runs = store.runs(where=args.where)
+        if not runs:
+            raise ConfigError(f"no run in {str(store.base_dir)!r} matches --where {args.where!r}")
+    elif args.imported_from is not None:
         runs = [run for run in store.runs() if run.metadata.get("imported_from") == args.imported_from]
         if not runs:
             raise ConfigError(f"no run in {str(store.base_dir)!r} was imported from {args.imported_from!r}")

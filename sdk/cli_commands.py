@@ -43,6 +43,16 @@ def register(commands: Any) -> None:
         "validation and accuracy/loss-like names before the rest)",
     )
     ls.add_argument("--sweep", default=None, help="a sweep's name or id: its trials, best first")
+    ls.add_argument(
+        "--where",
+        default=None,
+        metavar="EXPR",
+        help="filter, e.g. \"params.lr < 1e-3 and 'baseline' in tags\"",
+    )
+    ls.add_argument(
+        "--sort", default=None, metavar="FIELD", help="sort by a field, e.g. \"metrics['val/acc'].max\""
+    )
+    ls.add_argument("--desc", action="store_true", help="sort descending (runs without the field stay last)")
     from runtel.cli_group import add_arguments as add_group_arguments
 
     add_group_arguments(ls)
@@ -53,7 +63,8 @@ def register(commands: Any) -> None:
     _common(show, show_run)
 
     compare = commands.add_parser("compare", help="best/last/min/max of metrics across runs")
-    compare.add_argument("runs", nargs="+", help="two or more runs (ids, prefixes or names)")
+    compare.add_argument("runs", nargs="*", help="two or more runs (ids, prefixes or names)")
+    compare.add_argument("--where", default=None, metavar="EXPR", help="compare the runs matching a filter")
     compare.add_argument("--metric", action="append", default=None, help="metric to compare (repeatable)")
     compare.add_argument("--mode", choices=("auto", "min", "max"), default="auto", help="direction of best")
     _common(compare, compare_runs)
@@ -112,14 +123,17 @@ def open_store(base_dir: str | None) -> Store:
 
 def list_runs(args: argparse.Namespace) -> int:
     if args.sweep is not None:
+        if args.where is not None or args.sort is not None:
+            raise ConfigError("--sweep lists trials best first; it does not combine with --where or --sort")
         return list_trials(args)
     if args.group_by:
         from runtel.cli_group import list_groups
 
         return list_groups(args)
     listing = scan(open_store(args.base_dir).base_dir)
+    runs = select_runs(listing.runs, args.where, args.sort, args.desc)
     rows = data.filter_rows(
-        (data.run_row(run, args.metric) for run in listing.runs),
+        (data.run_row(run, args.metric) for run in runs),
         projects=[args.project] if args.project else (),
         statuses=[args.status] if args.status else (),
         tags=[args.tag] if args.tag else (),
@@ -148,6 +162,20 @@ def list_runs(args: argparse.Namespace) -> int:
     for item in listing.skipped:
         out.write(f"skipped {item.folder}/: {item.reason}\n")
     return 0
+
+
+def select_runs(runs: list[StoredRun], where: str | None, sort: str | None, desc: bool) -> list[StoredRun]:
+    """``--where`` and ``--sort``/``--desc`` of :mod:`runtel.store.where` (both checked before any read)."""
+    from runtel.store.where import compile_where, sort_key, sort_runs
+
+    chosen = compile_where(where) if where is not None else None
+    if sort is not None:
+        sort_key(sort)
+    if chosen is not None:
+        runs = chosen.select(runs)
+    if sort is not None:
+        return sort_runs(runs, sort, descending=desc)
+    return runs[::-1] if desc else runs
 
 
 def _columns(header: tuple[str, ...], cells: Sequence[tuple[str, ...]], colour: int | None) -> str:
@@ -317,20 +345,27 @@ def show_run(args: argparse.Namespace) -> int:
 
 
 def compare_runs(args: argparse.Namespace) -> int:
-    if len(args.runs) < 2:
-        raise ConfigError(
-            f"compare needs two or more runs, got {len(args.runs)} ({', '.join(map(repr, args.runs))})"
-        )
     store = open_store(args.base_dir)
+    keys: list[str | StoredRun] = list(args.runs)
+    if args.where is not None:
+        if keys:
+            raise ConfigError("compare takes run names or --where EXPR, not both")
+        keys = list(store.runs(where=args.where))
+    if len(keys) < 2:
+        shown = ", ".join(repr(key if isinstance(key, str) else key.name) for key in keys)
+        selector = f" matching --where {args.where!r}" if args.where is not None else ""
+        raise ConfigError(f"compare needs two or more runs{selector}, got {len(keys)} ({shown})")
     runs, rows, skipped = [], [], []
-    for key in args.runs:
+    for key in keys:
         try:
-            run = open_run(store, key)
+            run = key if isinstance(key, StoredRun) else open_run(store, key)
             rows.extend(store.compare([run], args.metric, args.mode))
         except READ_ERRORS as exc:
             if isinstance(exc, RunNotFoundError):
                 raise
-            skipped.append({"run": key, "reason": reason(exc, store.base_dir)})
+            skipped.append(
+                {"run": key if isinstance(key, str) else key.name, "reason": reason(exc, store.base_dir)}
+            )
             continue
         runs.append(run)
     if args.metric and not rows:

@@ -71,6 +71,23 @@ class ChecksumMismatchError(ArtifactError):
     """A stored artifact no longer matches the SHA-256 recorded when it was logged."""
 
 
+class FilterSyntaxError(RuntelError, ValueError):
+    """A ``where`` expression is not in the filter grammar: a syntax error, an unknown field or stat, or
+    a construct the grammar refuses (a call, an attribute outside ``params``/``metrics``...).
+
+    ``expression`` is the text and ``column`` the 1-based column of the problem (None when it has none);
+    the message shows the expression with a caret under that column.
+    """
+
+    def __init__(self, problem: str, *, expression: str, column: int | None) -> None:
+        where = f" at column {column}" if column is not None else ""
+        caret = f"\n  {' ' * (column - 1)}^" if column is not None else ""
+        super().__init__(f"{problem}{where}:\n  {expression}{caret}")
+        self.problem = problem
+        self.expression = expression
+        self.column = column
+
+
 class MissingExtraError(RuntelError, ImportError):
     """An optional backend is not installed; the message names the ``pip install runtel[...]`` to run."""
 

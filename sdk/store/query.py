@@ -37,6 +37,7 @@ from runtel.store._untrusted import (
 if TYPE_CHECKING:
     from runtel.store.aggregate import Aggregate, Grid
     from runtel.store.artifacts import ArtifactVersion
+    from runtel.store.where import RunFilter
 from runtel.sweep import SweepInfo, sweep_info
 
 #: A run whose heartbeat is older than this, on another host, is shown as crashed.
@@ -137,6 +138,21 @@ class StoredRun:
             raise MetricNotFoundError(f"metric {metric!r} of run {self.name} has no points yet")
         return float(values[-1]), int(steps[-1])
 
+    def frame(
+        self,
+        metrics: Sequence[str] | None = None,
+        *,
+        rank: int = 0,
+        long: bool = False,
+        backend: Literal["pandas", "polars"] = "pandas",
+    ) -> Any:
+        """The history as a DataFrame: ``step``, ``time``, one column per metric (see
+        :mod:`runtel.store.frames` for how a metric logged twice at one step is kept, and ``long=True``
+        for one row per point)."""
+        from runtel.store.frames import history_frame
+
+        return history_frame(self, metrics, rank=rank, long=long, backend=backend)
+
     def events(self, rank: int = 0) -> Iterator[Record]:
         """Every non-metric record, in logging order, as the typed records of :mod:`runtel.records`.
 
@@ -201,15 +217,22 @@ class Store:
         status: str | None = None,
         name: str | None = None,
         sweep: str | None = None,
+        where: str | RunFilter | None = None,
+        sort: str | None = None,
+        desc: bool = False,
     ) -> list[StoredRun]:
-        """Runs with a valid ``metadata.json``, oldest first.
+        """Runs with a valid ``metadata.json``, oldest first (or by ``sort``, a field of the filter grammar).
 
         Folders that are not runs, or whose metadata is damaged, are left out: :func:`runtel.store.scan.scan`
         lists them with the reason. Only ``metadata.json`` is read (cached per folder by modification time).
         ``sweep`` (a sweep's name or id) keeps that sweep's run and its trials (see :mod:`runtel.sweep`).
+        ``where`` is an expression of :mod:`runtel.store.where` (``"params.lr < 1e-3 and 'baseline' in
+        tags"``), which also reads summaries and params; ``sort`` puts runs without the field last.
         """
         from runtel.store.scan import scan
+        from runtel.store.where import RunFilter, compile_where, sort_runs
 
+        chosen = where if isinstance(where, RunFilter) or where is None else compile_where(where)
         found = scan(self.base_dir).runs
         if project is not None:
             found = [run for run in found if run.project == project]
@@ -219,7 +242,26 @@ class Store:
             found = [run for run in found if sweep in _sweep_keys(run)]
         if status is not None:
             found = [run for run in found if run.status == status]
+        if chosen is not None:
+            found = chosen.select(found)
+        if sort is not None:
+            found = sort_runs(found, sort, descending=desc)
+        elif desc:
+            found.reverse()
         return found
+
+    def frame(
+        self,
+        where: str | RunFilter | None = None,
+        *,
+        metrics: Sequence[str] | None = None,
+        backend: Literal["pandas", "polars"] = "pandas",
+    ) -> Any:
+        """One row per run (``where`` as in :meth:`runs`): id, name, project, status, tags, start_time,
+        duration, ``params.*`` and ``metrics.<name>.<stat>``, typed as :mod:`runtel.store.frames` says."""
+        from runtel.store.frames import runs_frame
+
+        return runs_frame(self.runs(where=where), metrics=metrics, backend=backend)
 
     def run(self, key: str) -> StoredRun:
         """A run by full id, id prefix (8+ characters), folder name or run name (the latest of that name).

@@ -46,6 +46,7 @@ _Entry = tuple[list[int], dict[str, Any] | str]
 #: ``<folder>/metadata.json`` and ``<folder>/summary.json`` paths to their last read.
 _metadata_cache: dict[str, _Entry] = {}
 _summary_cache: dict[str, _Entry] = {}
+_params_cache: dict[str, _Entry] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +246,26 @@ def _metadata(folder: str) -> dict[str, Any] | str:
 def _summary(folder: str) -> dict[str, Any] | str:
     """The validated summary of ``folder`` (``{}`` before the run ends), or why it cannot be read."""
     return _cached(_summary_cache, folder, _layout.SUMMARY, check_summary, {})
+
+
+def listing_summary(run: StoredRun) -> dict[str, Any]:
+    """``summary.json`` of ``run`` as a listing reads it (cached while unchanged), ``{}`` when damaged."""
+    found = _summary(str(run.dir))
+    return found if isinstance(found, dict) else {}
+
+
+def listing_params(run: StoredRun) -> dict[str, Any]:
+    """``hyperparameters.json`` of ``run`` (cached while unchanged), ``{}`` when missing or damaged.
+
+    A filter over thousands of runs reads each once; :func:`problems` names a damaged file.
+    """
+    found = _cached(_params_cache, str(run.dir), _layout.HYPERPARAMETERS, _as_is, {})
+    return found if isinstance(found, dict) else {}
+
+
+def _as_is(document: dict[str, Any], path: str) -> dict[str, Any]:
+    """Hyperparameters are any JSON object: nothing further to check."""
+    return document
 
 
 def _cached(

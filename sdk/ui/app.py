@@ -111,7 +111,10 @@ def _layout(base: Path) -> Any:
                                     dropdown("f-status", "status"),
                                     dropdown("f-tag", "tag"),
                                     dcc.Input(
-                                        id="f-name", placeholder="name or id", debounce=True, type="text"
+                                        id="f-name",
+                                        placeholder=FILTER_HINT,
+                                        debounce=True,
+                                        type="text",
                                     ),
                                     dcc.Dropdown(
                                         id="sort-key",
@@ -253,17 +256,19 @@ def _register(app: Dash, base: Path, reports: Path | None) -> None:
     ) -> tuple[Any, ...]:
         found = listing()
         rows = [data.run_row(run) for run in found.runs]
+        kept, name_text, filter_error = data.filter_box(found.runs, name if isinstance(name, str) else "")
+        kept_ids = {run.id for run in kept}
         from_url = _ids_in(search) if ctx.triggered_id in (None, "url") else []
         if from_url:  # options and value change together, so the dropdown keeps the value
             selected = [run.id for run in found.resolve(from_url)]
         chosen = {run.id for run in found.resolve(selected)}
         shown = data.sort_rows(
             data.filter_rows(
-                rows,
+                [row for row in rows if row["id"] in kept_ids],
                 projects=_strings(projects),
                 statuses=_strings(statuses),
                 tags=_strings(tags),
-                name=name if isinstance(name, str) else "",
+                name=name_text,
             ),
             key if isinstance(key, str) else "start",
             descending=bool(desc),
@@ -275,7 +280,13 @@ def _register(app: Dash, base: Path, reports: Path | None) -> None:
         ]
         return (
             _runs_table(shown, chosen, len(rows)),
-            [html.Div(f"Skipped {item.folder}/: {item.reason}", className="note") for item in found.skipped],
+            [
+                *([html.Pre(filter_error, id="filter-error", className="problem")] if filter_error else []),
+                *(
+                    html.Div(f"Skipped {item.folder}/: {item.reason}", className="note")
+                    for item in found.skipped
+                ),
+            ],
             options,
             _choices(row["project"] for row in rows),
             _choices(row["status"] for row in rows),
@@ -455,6 +466,10 @@ def _range_after(trigger: Any, relayout: Any, current: Any) -> Any:
     if relayout.get("xaxis.autorange"):
         return None
     return no_update
+
+
+#: The filter box's placeholder: it takes a name, an id prefix or a filter expression.
+FILTER_HINT = "name, id or filter: params.lr < 1e-3 and 'baseline' in tags"
 
 
 def _runs_table(rows: list[dict[str, Any]], chosen: set[str], total: int) -> Any:

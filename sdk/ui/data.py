@@ -156,6 +156,28 @@ def filter_rows(
     ]
 
 
+def filter_box(runs: list[StoredRun], text: str) -> tuple[list[StoredRun], str, str | None]:
+    """The runs table's text box: a filter expression (``params.lr < 1e-3``) or a plain name/id filter.
+
+    Returns ``(runs kept, name text left for filter_rows, error to show)``. Text with a comparison or
+    ``and``/``or``/``not``/``in`` is an expression; one that does not compile is still a name filter
+    when some run's name holds it (``lr=0.1`` in a name), else its error is shown and no run is kept.
+    """
+    from runtel.errors import FilterSyntaxError
+    from runtel.store.where import compile_where, looks_like_expression
+
+    if not looks_like_expression(text):
+        return runs, text, None
+    try:
+        chosen = compile_where(text)
+    except FilterSyntaxError as exc:
+        needle = text.strip().lower()
+        if any(needle in run.name.lower() for run in runs):
+            return runs, text, None
+        return [], "", str(exc)
+    return chosen.select(runs), "", None
+
+
 SORT_KEYS = ("start", "name", "status", "duration", "points", "project")
 
 
