@@ -1,7 +1,7 @@
 """``runtel ls --group-by FIELD --metric NAME``: mean ± std (and n, min, max) of the best value per group.
 
-The runs are those ``runtel ls`` would list with the same filters; the statistics come from
-:func:`runtel.store.aggregate.aggregate` (its ``table()``), so the CLI and the Python API agree.
+The runs are those ``runtel ls`` would list with the same filters (``--where`` included); the statistics
+come from :func:`runtel.store.aggregate.aggregate` (its ``table()``), so the CLI and the Python API agree.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import math
 import sys
 from typing import Any
 
-from runtel.cli_commands import _columns, _number, open_store, print_json
+from runtel.cli_commands import _columns, _number, open_store, print_json, select_runs
 from runtel.errors import ConfigError
 from runtel.store.aggregate import aggregate
 from runtel.store.scan import scan
@@ -24,8 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=None,
         metavar="FIELD",
-        help="group runs by FIELD (params.<path>, project, status, tags, name; repeatable or "
-        "comma-separated) and print mean ± std of the best --metric value per group",
+        help="group runs by FIELD (a field of --where: params.<path>, project, status, tags...; repeatable "
+        "or comma-separated) and print mean ± std of the best --metric value per group",
     )
 
 
@@ -42,11 +42,13 @@ def list_groups(args: argparse.Namespace) -> int:
         raise ConfigError(
             "--group-by needs the metric to aggregate: add --metric NAME (e.g. --metric val/acc)"
         )
+    if args.sort is not None:
+        raise ConfigError("--group-by prints groups in the order of their key; drop --sort")
     listing = scan(open_store(args.base_dir).base_dir)
     kept = {
         row["id"]
         for row in data.filter_rows(
-            (data.run_row(run) for run in listing.runs),
+            (data.run_row(run) for run in select_runs(listing.runs, args.where, None, False)),
             projects=[args.project] if args.project else (),
             statuses=[args.status] if args.status else (),
             tags=[args.tag] if args.tag else (),

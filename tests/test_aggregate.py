@@ -19,7 +19,7 @@ import pytest
 
 import runtel
 from runtel.cli import main
-from runtel.errors import ConfigError
+from runtel.errors import ConfigError, FilterSyntaxError
 from runtel.store.aggregate import Aggregate, aggregate
 
 METRIC = "val/acc"
@@ -210,8 +210,7 @@ def test_the_frame_has_one_row_per_group_and_step(store: runtel.Store) -> None:
 @pytest.mark.parametrize(
     ("by", "grid", "ddof", "message"),
     [
-        (["params."], "union", 1, "cannot group by 'params.'"),
-        (["metrics.loss"], "union", 1, "params.<dotted.path>"),
+        ([3], "union", 1, "a group-by field is a string"),
         (["name", "name"], "union", 1, "repeat"),
         ([], "steps", 1, "grid must be 'union'"),
         ([], 0, 1, "grid of 0 points"),
@@ -224,6 +223,35 @@ def test_bad_arguments_are_named(
 ) -> None:
     with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
         store.aggregate(METRIC, by=by, grid=grid, ddof=ddof)
+
+
+@pytest.mark.parametrize("field", ["params.", "lr", "params.lr < 1"])
+def test_a_field_outside_the_filter_grammar_is_a_syntax_error(store: runtel.Store, field: str) -> None:
+    with pytest.raises(FilterSyntaxError, match=r"\^"):  # the message points at the column
+        store.aggregate(METRIC, by=[field])
+
+
+def test_where_chooses_the_runs_before_grouping(store: runtel.Store) -> None:
+    result = store.aggregate(METRIC, by=["params.lr"], where="params.opt = 'adam' and params.lr >= 0.01")
+    assert [(group.key, sorted(group.run_names)) for group in result.groups] == [
+        ((0.01,), ["b-s0"]),
+        ((0.1,), ["a-s0", "a-s2"]),
+    ]
+    expected = _reference(["a-s0", "a-s2"], result.group(0.1).step)
+    np.testing.assert_allclose(result.group(0.1).mean, expected["mean"], rtol=1e-12, equal_nan=True)
+
+
+def test_nested_params_and_metric_fields_group_by_their_filter_names(tmp_path: Path) -> None:
+    for index, name in enumerate(["adam", "sgd", "adam"]):
+        config = {"optimizer": {"name": name, "betas": [0.9, 0.99]}}
+        with runtel.init(name=f"r{index}", base_dir=str(tmp_path), config=config, system_interval=0) as run:
+            run.log({METRIC: float(index)}, step=0)
+    store = runtel.Store(tmp_path)
+    by_name = store.aggregate(METRIC, by=["params.optimizer.name", "params.optimizer.betas"])
+    assert [group.key for group in by_name.groups] == [("adam", (0.9, 0.99)), ("sgd", (0.9, 0.99))]
+    assert by_name.group("adam", (0.9, 0.99)).mean.tolist() == [1.0]
+    by_metric = store.aggregate(METRIC, by=["metrics['val/acc'].last"])
+    assert [group.key for group in by_metric.groups] == [(0.0,), (1.0,), (2.0,)]
 
 
 def test_a_damaged_run_is_skipped_with_its_reason(store: runtel.Store, tmp_path: Path) -> None:
@@ -303,6 +331,15 @@ def test_ls_group_by_keeps_the_listing_filters(
         (0.1, "adam", 2),
         (0.1, "sgd", 1),
     ]
+
+
+def test_ls_group_by_takes_where(store: runtel.Store, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["ls", "--base-dir", str(store.base_dir), "--group-by", "params.lr", "--metric", METRIC, "--json"]
+    assert main([*argv, "--where", "params.seed = 0"]) == 0
+    groups = json.loads(capsys.readouterr().out)["aggregates"][0]["groups"]
+    assert [(row["params.lr"], row["runs"]) for row in groups] == [(0.001, 1), (0.01, 1), (0.1, 1)]
+    assert main([*argv, "--sort", "name"]) == 1
+    assert "drop --sort" in capsys.readouterr().err
 
 
 def test_ls_group_by_without_a_metric_names_the_flag(

@@ -216,3 +216,17 @@ def test_a_long_union_of_steps_is_resampled_for_the_browser(tmp_path: Path) -> N
     (group,) = grouped(runs, "val/acc", ["params.lr"]).groups
     np.testing.assert_allclose(group.step, np.linspace(0, 2999, MAX_GRID_STEPS))
     np.testing.assert_allclose(group.mean, group.step, rtol=1e-12)  # both runs are the line y = step
+
+
+def test_a_filter_expression_in_the_runs_box_limits_the_groups(page: Any, ui: str) -> None:
+    page.goto(ui)
+    page.locator("#runs-table tbody tr").nth(4).wait_for(timeout=15_000)
+    page.locator("#f-name").fill("params.seed = 1")
+    page.locator("#f-name").press("Enter")
+    page.wait_for_function("() => document.querySelectorAll('#runs-table tbody tr').length == 2")
+    _choose(page, "group-metric", "val/acc")
+    _choose(page, "group-by", "params.lr")
+    _wait_for_traces(page, 4)
+    assert page.locator("#group-note").inner_text() == "2 groups of 2 runs"
+    line = _traces(page)["params.lr=0.1 (1 run)"]
+    np.testing.assert_allclose(line["y"], [_value(0.1, 1, step) for step in range(STEPS)], rtol=1e-12)

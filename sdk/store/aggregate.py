@@ -17,7 +17,7 @@ import importlib
 import json
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,8 +25,9 @@ import numpy as np
 import numpy.typing as npt
 
 from runtel.errors import ConfigError, MetricNotFoundError, MissingExtraError
-from runtel.records import flatten_params
-from runtel.store.query import Mode, StoredRun, best_direction, live_status
+from runtel.store.query import Mode, StoredRun, best_direction
+from runtel.store.scan import READ_ERRORS
+from runtel.store.where import field_reader
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -34,7 +35,7 @@ IntArray = npt.NDArray[np.int64]
 #: range; a sequence: exactly those steps (the same grid for every group).
 Grid = Literal["union"] | int | Sequence[float] | npt.NDArray[Any]
 
-#: Fields a run can be grouped by besides ``params.<dotted.path>``.
+#: The fields of a run besides its params that make sense to group by (the UI offers them).
 RUN_FIELDS = ("name", "id", "project", "status", "tags")
 
 
@@ -138,10 +139,11 @@ def aggregate(
 ) -> Aggregate:
     """``metric`` of ``runs`` grouped by the ``by`` fields (none: one group of every run).
 
-    ``by`` names ``name``, ``id``, ``project``, ``status``, ``tags`` or ``params.<dotted.path>``; a run
-    lacking a field groups under None. ``ddof=1`` gives the sample std (NaN for a group of one run).
+    ``by`` names fields of the filter grammar (:mod:`runtel.store.where`): ``params.<dotted.path>``,
+    ``project``, ``status``, ``tags`` (a run's tag set), ``name``...; a run lacking a field groups under
+    None. ``ddof=1`` gives the sample std (NaN for a group of one run).
     """
-    fields = _checked_fields(by)
+    fields, readers = _readers(by)
     chosen_grid = _checked_grid(grid)
     if not isinstance(ddof, int) or isinstance(ddof, bool) or ddof < 0:
         raise ConfigError(f"ddof must be a non-negative integer, got {ddof!r}")
@@ -151,11 +153,11 @@ def aggregate(
     for run in runs:
         try:
             steps, _, values = run.history(metric)
-            key = tuple(field_value(run, field) for field in fields)
+            key = _key(run, fields, readers)
         except MetricNotFoundError:
             skipped.append(SkippedRun(run.name, run.id, f"has no metric {metric!r}"))
             continue
-        except (OSError, ValueError, TypeError, KeyError) as exc:
+        except READ_ERRORS as exc:
             skipped.append(SkippedRun(run.name, run.id, f"{type(exc).__name__}: {exc}"))
             continue
         if values.size == 0:
@@ -268,21 +270,31 @@ def _best(values: Any, direction: Literal["min", "max"]) -> float:
     return float(np.nanmin(finite) if direction == "min" else np.nanmax(finite))
 
 
-def _checked_fields(by: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(by, str):
-        by = [by]
-    fields = tuple(by)
+def _readers(by: Sequence[str]) -> tuple[tuple[str, ...], list[Callable[[StoredRun], Any]]]:
+    """The fields and a reader of each (the filter grammar's, so names match ``where``)."""
+    fields = (by,) if isinstance(by, str) else tuple(by)
     for field in fields:
-        if not isinstance(field, str) or not (
-            field in RUN_FIELDS or (field.startswith("params.") and len(field) > len("params."))
-        ):
-            raise ConfigError(
-                f"cannot group by {field!r}: use {', '.join(RUN_FIELDS)} or params.<dotted.path> "
-                "(e.g. params.lr, params.optimizer.name)"
-            )
+        if not isinstance(field, str):
+            raise ConfigError(f"a group-by field is a string such as 'params.lr', got {field!r}")
     if len(set(fields)) != len(fields):
         raise ConfigError(f"group-by fields repeat: {list(fields)!r}")
-    return fields
+    return fields, [field_reader(field) for field in fields]
+
+
+def _key(
+    run: StoredRun, fields: tuple[str, ...], readers: list[Callable[[StoredRun], Any]]
+) -> tuple[Any, ...]:
+    """The run's group key, hashable: tags a sorted tuple (a tag set), lists tuples, objects JSON text.
+
+    Params fields read ``hyperparameters.json`` validated first, so a damaged file skips the run with
+    its reason instead of grouping it under None."""
+    if any(field.startswith("params") for field in fields):
+        run.params()
+    values = [_hashable(read(run)) for read in readers]
+    return tuple(
+        tuple(sorted(value)) if field == "tags" else value
+        for field, value in zip(fields, values, strict=True)
+    )
 
 
 def _checked_grid(grid: Grid) -> FloatArray | int | None:
@@ -306,20 +318,6 @@ def _checked_grid(grid: Grid) -> FloatArray | int | None:
     if steps.ndim != 1 or steps.size == 0 or not np.isfinite(steps).all():
         raise ConfigError("a grid of steps must be a non-empty, one-dimensional sequence of finite numbers")
     return np.unique(steps)
-
-
-def field_value(run: StoredRun, field: str) -> Any:
-    """The value of ``field`` for ``run``, hashable: tags a sorted tuple, lists tuples, dicts JSON text."""
-    if field == "status":
-        return live_status(run.metadata)
-    if field == "tags":
-        tags = run.metadata.get("tags") or []
-        return tuple(sorted(str(tag) for tag in tags))
-    if field in ("name", "id", "project"):
-        value: Any = getattr(run, field)
-        return value
-    flat = flatten_params(run.params())
-    return _hashable(flat.get(field[len("params.") :]))
 
 
 def _hashable(value: Any) -> Any:

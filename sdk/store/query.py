@@ -279,15 +279,16 @@ class Store:
         metric: str,
         by: Sequence[str] = (),
         *,
+        where: str | RunFilter | None = None,
         grid: Grid = "union",
         mode: Mode = "auto",
         ddof: int = 1,
     ) -> Aggregate:
-        """``metric`` over the runs grouped by ``by``: per group mean, std, min, max and n on a common step
-        grid, and of each run's best and last value (see :mod:`runtel.store.aggregate`)."""
+        """``metric`` over the runs ``where`` selects, grouped by ``by``: per group mean, std, min, max and
+        n on a common step grid, and of each run's best and last value (see :mod:`runtel.store.aggregate`)."""
         from runtel.store.aggregate import aggregate
 
-        return aggregate(self.runs(), metric, by, grid=grid, mode=mode, ddof=ddof)
+        return aggregate(self.runs(where=where), metric, by, grid=grid, mode=mode, ddof=ddof)
 
     def compare(
         self, runs: Sequence[str | StoredRun], metrics: Sequence[str] | None = None, mode: Mode = "auto"

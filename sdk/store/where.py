@@ -163,6 +163,25 @@ def sort_key(field_text: str) -> Callable[[StoredRun], tuple[Any, ...]]:
     return key
 
 
+def field_reader(field_text: str) -> Callable[[StoredRun], Any]:
+    """A reader of one field (``"params.lr"``, ``"tags"``, ``"metrics['val/acc'].max"``) giving the run's
+    value, None where it has none: what ``Store.aggregate(by=...)`` groups by, so fields are named alike
+    in filters, sorting and grouping. A text that is not one field raises :class:`FilterSyntaxError`."""
+    source = _source(field_text)
+    tree = _parse(source)
+    if not isinstance(tree.body, (ast.Name, ast.Attribute, ast.Subscript)):
+        raise _refuse(
+            source, tree.body, "a field is one name, e.g. params.lr, tags or metrics['val/acc'].max"
+        )
+    getter = _value(source, tree.body)
+
+    def read(run: StoredRun) -> Any:
+        value = getter(_Values(run))
+        return None if value is MISSING else value
+
+    return read
+
+
 def sort_runs(runs: Iterable[StoredRun], field_text: str, *, descending: bool = False) -> list[StoredRun]:
     """``runs`` sorted by ``field_text`` (stable), runs without a value (or NaN) last either way."""
     key = sort_key(field_text)

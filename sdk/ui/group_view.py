@@ -8,6 +8,7 @@ selected, on every run the runs table's filters let through. Charts are built on
 
 from __future__ import annotations
 
+import keyword
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -79,12 +80,13 @@ def register(app: Dash, base: Path) -> None:
         chosen = found.resolve(selected)
         if chosen:
             return chosen
+        kept_by_box, name_text, _ = data.filter_box(found.runs, name if isinstance(name, str) else "")
         rows = data.filter_rows(
-            (data.run_row(run) for run in found.runs),
+            (data.run_row(run) for run in kept_by_box),
             projects=_strings(projects),
             statuses=_strings(statuses),
             tags=_strings(tags),
-            name=name if isinstance(name, str) else "",
+            name=name_text,
         )
         kept = {row["id"] for row in rows}
         return [run for run in found.runs if run.id in kept]
@@ -98,7 +100,7 @@ def register(app: Dash, base: Path) -> None:
         """The fields and metrics of the runs in scope; no metric is chosen for the user, so a large
         store reads no series until one is asked for."""
         runs = runs_in_scope(*filters[:5])
-        fields = [*RUN_FIELDS, *(f"params.{key}" for key in param_keys(runs))]
+        fields = [*RUN_FIELDS, *(param_field(key) for key in param_keys(runs))]
         metrics = [name for name in data.metric_names(runs) if not name.startswith("system/")]
         return (
             [{"label": field, "value": field} for field in fields],
@@ -117,10 +119,9 @@ def register(app: Dash, base: Path) -> None:
         if not isinstance(metric, str):
             return [], "Choose a metric to group."
         runs = runs_in_scope(*filters[:5])
-        fields = [field for field in _strings(by) if field in RUN_FIELDS or field.startswith("params.")]
         try:
-            result = grouped(runs, metric, fields)
-        except READ_ERRORS as exc:
+            result = grouped(runs, metric, _strings(by))
+        except READ_ERRORS as exc:  # a field the grammar refuses, sent by hand, is a FilterSyntaxError
             return [], f"Not grouped: {exc}"
         shown: Band = "minmax" if band == "minmax" else "std"
         skipped = "; ".join(f"{item.name}: {item.reason}" for item in result.skipped)
@@ -221,6 +222,16 @@ def param_keys(runs: Sequence[StoredRun]) -> list[str]:
     for run in runs:
         keys.update(dict.fromkeys(flatten_params(data.params_of(run))))
     return list(keys)
+
+
+def param_field(key: str) -> str:
+    """The filter grammar's name of a flattened param (``optimizer/name``, as :func:`flatten_params` joins
+    keys): ``params.optimizer.name``, a part that is not an identifier (or is a keyword) as a subscript:
+    ``params.data['batch-size']``."""
+    parts = key.split("/")
+    return "params" + "".join(
+        f".{part}" if part.isidentifier() and not keyword.iskeyword(part) else f"[{part!r}]" for part in parts
+    )
 
 
 def _count(number: int, noun: str) -> str:
