@@ -254,6 +254,15 @@ def test_nested_params_and_metric_fields_group_by_their_filter_names(tmp_path: P
     assert [group.key for group in by_metric.groups] == [(0.0,), (1.0,), (2.0,)]
 
 
+def test_a_grid_too_large_for_memory_asks_for_a_number_of_points(
+    store: runtel.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("runtel.store.aggregate.MAX_CELLS", 3 * 26 - 1)  # lr 0.1: 3 runs, 26 union steps
+    with pytest.raises(ConfigError, match=r"would put 3 runs on 26 grid steps .* pass grid=N"):
+        store.aggregate(METRIC, by=["params.lr"])
+    assert store.aggregate(METRIC, by=["params.lr"], grid=20).group(0.1).step.size == 20
+
+
 def test_a_damaged_run_is_skipped_with_its_reason(store: runtel.Store, tmp_path: Path) -> None:
     base = tmp_path / "runs"
     for seed in range(2):

@@ -35,6 +35,8 @@ IntArray = npt.NDArray[np.int64]
 #: range; a sequence: exactly those steps (the same grid for every group).
 Grid = Literal["union"] | int | Sequence[float] | npt.NDArray[Any]
 
+#: Most runs x grid steps one group may hold in memory (float64: 1 GiB); more asks for ``grid=N``.
+MAX_CELLS = 1 << 27
 #: The fields of a run besides its params that make sense to group by (the UI offers them).
 RUN_FIELDS = ("name", "id", "project", "status", "tags")
 
@@ -187,6 +189,12 @@ def _group(
         step = np.linspace(low, high, grid) if high > low else np.array([low])
     else:
         step = grid
+    if step.size * len(curves) > MAX_CELLS:
+        raise ConfigError(
+            f"group {key!r} would put {len(curves)} runs on {step.size:,} grid steps "
+            f"({step.size * len(curves) * 8 / 2**30:.1f} GiB); pass grid=N (e.g. grid=2000) for N evenly "
+            "spaced steps"
+        )
     matrix = np.stack([_on_grid(steps, values, step) for steps, values in curves])
     mean, std, low_, high_, n = _column_stats(matrix, ddof)
     best = [_best(values, direction) for _, _, values in members]

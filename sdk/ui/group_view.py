@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from runtel.errors import ConfigError
 from runtel.records import flatten_params
 from runtel.store.aggregate import RUN_FIELDS, Aggregate, aggregate
 from runtel.store.query import StoredRun
@@ -135,8 +136,12 @@ def register(app: Dash, base: Path) -> None:
 
 
 def grouped(runs: Sequence[StoredRun], metric: str, fields: Sequence[str]) -> Aggregate:
-    """The aggregate on the union of steps, resampled to ``MAX_GRID_STEPS`` when that union is longer."""
-    result = aggregate(runs, metric, fields)
+    """The aggregate on the union of steps, resampled to ``MAX_GRID_STEPS`` when that union is longer
+    (or too large to hold: :data:`runtel.store.aggregate.MAX_CELLS`)."""
+    try:
+        result = aggregate(runs, metric, fields)
+    except ConfigError:
+        return aggregate(runs, metric, fields, grid=MAX_GRID_STEPS)
     if any(group.step.size > MAX_GRID_STEPS for group in result.groups):
         result = aggregate(runs, metric, fields, grid=MAX_GRID_STEPS)
     return result
