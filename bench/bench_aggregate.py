@@ -5,6 +5,7 @@ runs whose strides and ranges differ (a union grid, every run interpolated onto 
 same statistics computed with pandas from the same series (read with ``StoredRun.history``, concatenated
 into one long frame, ``groupby([lr, step]).agg``), which is what a user writes without this API; on the
 misaligned store pandas computes per logged step (no interpolation), so it does less work there.
+The two are timed alternately (so they share the machine's load), as wall and as CPU time of the process.
 
     python bench/bench_aggregate.py [--runs 200] [--points 10000] [--groups 10] [--repeat 7]
 """
@@ -16,6 +17,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -45,25 +47,26 @@ def build(base: Path, runs: int, points: int, groups: int, aligned: bool) -> Non
                 run.log({"val/acc": value}, step=step)
 
 
-def time_runtel(store: runtel.Store) -> float:
-    began = time.perf_counter()
-    result = store.aggregate("val/acc", by=["params.lr"])
-    spent = time.perf_counter() - began
-    assert not result.skipped
-    return spent
+def timed(work: Callable[[runtel.Store], None], store: runtel.Store) -> tuple[float, float]:
+    """Wall and CPU seconds of one call of ``work(store)``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    work(store)
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def time_pandas(store: runtel.Store) -> float:
+def with_runtel(store: runtel.Store) -> None:
+    assert not store.aggregate("val/acc", by=["params.lr"]).skipped
+
+
+def with_pandas(store: runtel.Store) -> None:
     import pandas
 
-    began = time.perf_counter()
     frames = []
     for run in store.runs():
         steps, _, values = run.history("val/acc")
         frames.append(pandas.DataFrame({"lr": run.params()["lr"], "step": steps, "value": values}))
     frame = pandas.concat(frames, ignore_index=True)
     frame.groupby(["lr", "step"])["value"].agg(["mean", "std", "min", "max", "count"])
-    return time.perf_counter() - began
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,27 +85,31 @@ def main(argv: list[str] | None = None) -> int:
             build(base, args.runs, args.points, args.groups, aligned)
             store = runtel.Store(base)
             grid = sum(group.step.size for group in store.aggregate("val/acc", by=["params.lr"]).groups)
-            ours = [time_runtel(store) for _ in range(args.repeat)]
-            peer = [time_pandas(store) for _ in range(args.repeat)]
-            ours_s, peer_s = statistics.median(ours), statistics.median(peer)
+            with_pandas(store)  # untimed: imports pandas, as the aggregate above warmed runtel's reads
+            ours, peer = [], []
+            for _ in range(args.repeat):
+                ours.append(timed(with_runtel, store))
+                peer.append(timed(with_pandas, store))
+            ours_wall, ours_cpu = (statistics.median(t[i] for t in ours) for i in (0, 1))
+            peer_wall, peer_cpu = (statistics.median(t[i] for t in peer) for i in (0, 1))
             rows.append(
                 [
                     "same steps" if aligned else "different strides and ranges",
                     f"{args.runs} x {args.points:,}",
                     f"{grid:,}",
-                    f"{ours_s * 1e3:.0f}",
-                    f"{peer_s * 1e3:.0f}",
-                    f"{peer_s / ours_s:.1f}x",
+                    f"{ours_wall * 1e3:.0f} ({ours_cpu * 1e3:.0f})",
+                    f"{peer_wall * 1e3:.0f} ({peer_cpu * 1e3:.0f})",
+                    f"{peer_cpu / ours_cpu:.1f}x",
                 ]
             )
-            log(f"{base.name}: runtel {ours_s * 1e3:.0f} ms, pandas {peer_s * 1e3:.0f} ms")
+            log(f"{base.name}: runtel {ours_wall * 1e3:.0f} ms, pandas {peer_wall * 1e3:.0f} ms")
     header = [
         "store",
         "runs x points",
         "grid steps (all groups)",
-        "aggregate, ms",
-        "pandas, ms",
-        "pandas / runtel",
+        "Store.aggregate, ms (CPU)",
+        "pandas groupby, ms (CPU)",
+        "pandas / runtel (CPU)",
     ]
     print(md_table(header, rows))
     print()

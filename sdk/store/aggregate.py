@@ -62,6 +62,7 @@ class Group:
     label: str
     run_ids: tuple[str, ...]
     run_names: tuple[str, ...]
+    #: The grid (float64; whole numbers on the union grid), then one entry per grid step in each array.
     step: FloatArray
     mean: FloatArray
     std: FloatArray
@@ -76,6 +77,8 @@ class Group:
 
 @dataclass(frozen=True, slots=True)
 class SkippedRun:
+    """A run left out of the aggregate, and why (no such metric, no points yet, an unreadable file)."""
+
     name: str
     id: str
     reason: str
