@@ -131,7 +131,8 @@ def list_runs(args: argparse.Namespace) -> int:
 
         return list_groups(args)
     listing = scan(open_store(args.base_dir).base_dir)
-    runs = select_runs(listing.runs, args.where, args.sort, args.desc)
+    unreadable: list[tuple[str, str]] = []
+    runs = select_runs(listing.runs, args.where, args.sort, args.desc, unreadable)
     rows = data.filter_rows(
         (data.run_row(run, args.metric) for run in runs),
         projects=[args.project] if args.project else (),
@@ -141,7 +142,10 @@ def list_runs(args: argparse.Namespace) -> int:
     )
     if args.json:
         skipped = [{"folder": item.folder, "reason": item.reason} for item in listing.skipped]
-        print_json({"runs": rows, "skipped": skipped}, indent=None)
+        document: dict[str, Any] = {"runs": rows, "skipped": skipped}
+        if args.where is not None or args.sort is not None:
+            document["unreadable"] = [{"folder": folder, "reason": why} for folder, why in unreadable]
+        print_json(document, indent=None)
         return 0
     header = ("name", "id", "project", "status", "start", "duration", "best")
     cells = [
@@ -161,21 +165,29 @@ def list_runs(args: argparse.Namespace) -> int:
     out.write(_columns(header, cells, colour=3 if out.isatty() else None))
     for item in listing.skipped:
         out.write(f"skipped {item.folder}/: {item.reason}\n")
+    for folder, why in unreadable:
+        out.write(f"unreadable {folder}/: {why} (its fields count as missing in --where/--sort)\n")
     return 0
 
 
-def select_runs(runs: list[StoredRun], where: str | None, sort: str | None, desc: bool) -> list[StoredRun]:
-    """``--where`` and ``--sort``/``--desc`` of :mod:`runtel.store.where` (both checked before any read)."""
-    from runtel.store.where import compile_where, sort_key, sort_runs
+def select_runs(
+    runs: list[StoredRun], where: str | None, sort: str | None, desc: bool, unreadable: list[tuple[str, str]]
+) -> list[StoredRun]:
+    """``--where`` and ``--sort``/``--desc`` of :mod:`runtel.store.where` (both checked before any read);
+    ``unreadable`` receives the run folders whose summary or params they needed and could not read."""
+    from runtel.store.where import compile_where, field_reader, sort_runs
 
     chosen = compile_where(where) if where is not None else None
     if sort is not None:
-        sort_key(sort)
+        field_reader(sort)  # its error before any read
     if chosen is not None:
-        runs = chosen.select(runs)
+        runs = chosen.select(runs, unreadable)
     if sort is not None:
-        return sort_runs(runs, sort, descending=desc)
-    return runs[::-1] if desc else runs
+        runs = sort_runs(runs, sort, descending=desc, unreadable=unreadable)
+    elif desc:
+        runs = runs[::-1]
+    unreadable[:] = list(dict.fromkeys(unreadable))  # a file both needed is named once
+    return runs
 
 
 def _columns(header: tuple[str, ...], cells: Sequence[tuple[str, ...]], colour: int | None) -> str:

@@ -45,10 +45,11 @@ def list_groups(args: argparse.Namespace) -> int:
     if args.sort is not None:
         raise ConfigError("--group-by prints groups in the order of their key; drop --sort")
     listing = scan(open_store(args.base_dir).base_dir)
+    unreadable: list[tuple[str, str]] = []
     kept = {
         row["id"]
         for row in data.filter_rows(
-            (data.run_row(run) for run in select_runs(listing.runs, args.where, None, False)),
+            (data.run_row(run) for run in select_runs(listing.runs, args.where, None, False, unreadable)),
             projects=[args.project] if args.project else (),
             statuses=[args.status] if args.status else (),
             tags=[args.tag] if args.tag else (),
@@ -71,6 +72,7 @@ def list_groups(args: argparse.Namespace) -> int:
                     for result in results
                 ],
                 "skipped": [{"folder": item.folder, "reason": item.reason} for item in listing.skipped],
+                "unreadable": [{"folder": folder, "reason": why} for folder, why in unreadable],
             }
         )
         return 0
@@ -99,6 +101,8 @@ def list_groups(args: argparse.Namespace) -> int:
             out.write(f"skipped {item.name} ({item.id[:8]}): {item.reason}\n")
     for folder in listing.skipped:
         out.write(f"skipped {folder.folder}/: {folder.reason}\n")
+    for name, why in unreadable:
+        out.write(f"unreadable {name}/: {why} (its fields count as missing in --where)\n")
     return 0
 
 

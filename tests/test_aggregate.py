@@ -284,7 +284,9 @@ def test_ls_group_by_prints_best_value_statistics_as_json(
 ) -> None:
     argv = ["ls", "--base-dir", str(store.base_dir), "--group-by", "params.lr", "--metric", METRIC, "--json"]
     assert main(argv) == 0
-    (document,) = json.loads(capsys.readouterr().out)["aggregates"]
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["skipped"] == [] and printed["unreadable"] == []
+    (document,) = printed["aggregates"]
     assert document["metric"] == METRIC and document["by"] == ["params.lr"] and document["direction"] == "max"
     assert [row["params.lr"] for row in document["groups"]] == [0.001, 0.01, 0.1, None]
     row = document["groups"][2]

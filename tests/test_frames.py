@@ -160,6 +160,21 @@ def test_polars_frames_keep_nan_apart_from_null(store: Store) -> None:
     assert long.height == 4 + 3 + 1 and long.schema["metric"] == pl.String
 
 
+def test_a_damaged_file_leaves_cells_missing_and_is_named(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    damaged = store.run("b")
+    (damaged.dir / "summary.json").write_text("[]")
+    with caplog.at_level("WARNING", logger="runtel"):
+        frame = store.frame()
+    assert frame["metrics.train/loss.count"].isna().tolist() == [False, True, False]
+    assert frame["params.opt.name"].tolist()[1] == "sgd"
+    assert caplog.messages == [
+        "runtel: 1 file(s) of the runs could not be read; their cells are missing: "
+        f"{damaged.dir.name}/: summary.json holds a JSON array, not a JSON object"
+    ]
+
+
 def test_an_unknown_backend_is_refused(store: Store) -> None:
     with pytest.raises(ConfigError, match="backend is 'pandas' or 'polars', got 'arrow'"):
         store.frame(backend="arrow")  # type: ignore[arg-type]

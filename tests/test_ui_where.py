@@ -114,8 +114,8 @@ def test_plain_names_still_filter_by_name(page: Any) -> None:
 
 def test_filter_box_tells_expressions_from_names(base: Path) -> None:
     runs = Store(base).runs()
-    assert data.filter_box(runs, "beta") == (runs, "beta", None)
-    kept, name, error = data.filter_box(runs, "params.lr = 0.01")
-    assert [run.name for run in kept] == ["beta"] and name == "" and error is None
-    kept, name, error = data.filter_box(runs, "'x' in nosuch")
-    assert kept == [] and error is not None and "unknown field 'nosuch'" in error
+    assert data.filter_box(runs, "beta") == data.FilterBox(runs, "beta")
+    box = data.filter_box(runs, "params.lr = 0.01")
+    assert [run.name for run in box.runs] == ["beta"] and box.name == "" and box.error is None
+    box = data.filter_box(runs, "'x' in nosuch")
+    assert box.runs == [] and box.error is not None and "unknown field 'nosuch'" in box.error

@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import runtel
 from runtel.errors import FilterSyntaxError
 from runtel.store.query import Store, StoredRun
-from runtel.store.where import compile_where, sort_key, sort_runs
+from runtel.store.where import MISSING, compile_where, field_reader, sort_key, sort_runs
 
 RUNS = 240
 OPTIMIZERS = ("adam", "sgd", "adamw")
@@ -413,8 +415,20 @@ def _one_run(base_dir: Path) -> StoredRun:
     return Store(base_dir).runs()[0]
 
 
+def test_field_reader_gives_the_value_or_missing(population: Population) -> None:
+    runs = population.store.runs()
+    lr = field_reader("params.lr")
+    assert [lr(run) for run in runs] == [population.truths[run.id].params.get("lr", MISSING) for run in runs]
+    acc = field_reader("metrics['val/acc'].last")
+    truths = [population.truths[run.id] for run in runs]
+    expected = [
+        MISSING if t.status == "running" or not t.metrics else t.metrics["val/acc"][-1] for t in truths
+    ]
+    assert [acc(run) for run in runs] == expected
+
+
 def test_sort_key_takes_one_field_only() -> None:
-    with pytest.raises(FilterSyntaxError, match="a sort key is one field"):
+    with pytest.raises(FilterSyntaxError, match="a field is one name"):
         sort_key("params.lr < 1")
     with pytest.raises(FilterSyntaxError, match="unknown field"):
         sort_key("lr")
@@ -441,3 +455,72 @@ def test_keys_with_dots_and_damaged_files_read_as_missing(base_dir: Path) -> Non
     (damaged.dir / "summary.json").write_text("[1, 2]")
     assert [r.name for r in store.runs(where="params.opt.lr = 0.5")] == ["dots"]
     assert store.runs(where="metrics.loss.count = 1") == []
+    unreadable: list[tuple[str, str]] = []
+    assert compile_where("not metrics.loss.count = 1").select(store.runs(), unreadable)[-1].name == "damaged"
+    assert unreadable == [(damaged.dir.name, "summary.json holds a JSON array, not a JSON object")]
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "not " * 5000 + "True",
+        "- " * 5000 + "1 = 1",
+        "params." + ".".join(["a"] * 5000) + " = 1",
+        "1" * 10_001,
+    ],
+)
+def test_huge_or_deeply_nested_input_is_a_filter_error(expression: str) -> None:
+    with pytest.raises(FilterSyntaxError, match=r"nested too deeply|over the 10,000"):
+        compile_where(expression)
+
+
+_GRAMMAR_BITS = [
+    "name",
+    "tags",
+    "status",
+    "params.lr",
+    "params['a-b']",
+    "metrics['val/acc'].max",
+    "metrics.loss.best",
+    "start_time",
+    "duration",
+    "'baseline'",
+    "'2026-11-30'",
+    "1e-3",
+    "-2",
+    "True",
+    "None",
+    "(",
+    ")",
+    "[",
+    "]",
+    ",",
+    "=",
+    "==",
+    "!=",
+    "<",
+    ">=",
+    " in ",
+    " not ",
+    " and ",
+    " or ",
+    ".",
+    "__class__",
+    "(x)",
+    "'",
+    "é",
+]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(_GRAMMAR_BITS), min_size=1, max_size=12).map(" ".join))
+def test_any_text_compiles_or_is_a_filter_error_and_matching_never_raises(
+    population: Population, expression: str
+) -> None:
+    try:
+        chosen = compile_where(expression)
+    except FilterSyntaxError as exc:
+        assert exc.column is None or 1 <= exc.column <= len(expression) + 1
+        return
+    for run in population.store.runs()[:40]:
+        assert chosen.matches(run) in (True, False)

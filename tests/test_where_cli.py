@@ -230,3 +230,24 @@ def test_dump_as_a_command_feeds_a_pipe(stored: dict[str, str], base_dir: Path) 
         "0.3333333333333333",
         "0.25",
     ]
+
+
+def test_ls_where_names_a_file_it_could_not_read(
+    stored: dict[str, str], base_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    damaged = runtel.Store(base_dir).run("sgd-lr1e-3")
+    (damaged.dir / "hyperparameters.json").write_text('{"lr": 0.0')  # torn
+    where = "params.lr < 1"
+    assert _names(capsys, base_dir, "--where", where) == ["adam-lr1e-4", "adam-lr1e-2"]
+    listing = _json(capsys, "ls", "--base-dir", str(base_dir), "--where", where, "--sort", "params.lr")
+    assert listing["unreadable"] == [
+        {
+            "folder": damaged.dir.name,
+            "reason": "hyperparameters.json is not valid JSON (half-written or damaged, line 1 column 11)",
+        }
+    ]
+    assert main(["ls", "--base-dir", str(base_dir), "--where", where]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"unreadable {damaged.dir.name}/: hyperparameters.json is not valid JSON (half-written or damaged, "
+        "line 1 column 11) (its fields count as missing in --where/--sort)"
+    )

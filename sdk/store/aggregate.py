@@ -27,7 +27,7 @@ import numpy.typing as npt
 from runtel.errors import ConfigError, MetricNotFoundError, MissingExtraError
 from runtel.store.query import Mode, StoredRun, best_direction
 from runtel.store.scan import READ_ERRORS
-from runtel.store.where import field_reader
+from runtel.store.where import MISSING, field_reader
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -301,7 +301,7 @@ def _key(
     its reason instead of grouping it under None."""
     if any(field.startswith("params") for field in fields):
         run.params()
-    values = [_hashable(read(run)) for read in readers]
+    values = [_hashable(None if (value := read(run)) is MISSING else value) for read in readers]
     return tuple(
         tuple(sorted(value)) if field == "tags" else value
         for field, value in zip(fields, values, strict=True)

@@ -15,6 +15,8 @@ missing cells are ``<NA>`` and whose stored NaN stays NaN (``.astype("float64")`
 integers are ``Int64`` (exact beyond 2**53), booleans ``boolean``, text ``string``. A param column
 holding several kinds (a number in some runs, a string in others), lists or objects, or integers too
 large for int64 or for an exact float, is ``object`` with the values as stored. JSON ``null`` is missing.
+A run's ``summary.json`` or ``hyperparameters.json`` that cannot be read (damaged) leaves its cells
+missing, and one warning on the ``runtel`` logger names each such file.
 
 pandas and polars are imported only here, when a frame is asked for; without them the error names
 the extra to install (``runtel[frames]``, ``runtel[polars]``).
@@ -22,6 +24,7 @@ the extra to install (``runtel[frames]``, ``runtel[polars]``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -35,6 +38,7 @@ from runtel.store.query import best_direction, live_status
 if TYPE_CHECKING:
     from runtel.store.query import StoredRun
 
+_LOGGER = logging.getLogger("runtel")
 Backend = Literal["pandas", "polars"]
 #: Column kinds, from which each backend picks its dtype.
 Kind = Literal["string", "int", "float", "bool", "object", "tags"]
@@ -42,6 +46,8 @@ Kind = Literal["string", "int", "float", "bool", "object", "tags"]
 _EXACT_FLOAT_INT = 2**53
 _INT64 = (-(2**63), 2**63 - 1)
 _INTEGER_STATS = frozenset({"count", "last_step"})
+_REAL = (int, float)
+_NO_STATS: dict[str, Any] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +67,15 @@ def runs_frame(
     from runtel.store.where import STATS, duration_of
 
     module = _backend(backend)
-    summaries = [listing_summary(run) for run in runs]
-    params = [_flatten(listing_params(run)) for run in runs]
+    unreadable: list[str] = []
+    summaries = [_readable(run, listing_summary(run), unreadable) for run in runs]
+    params = [_flatten(_readable(run, listing_params(run), unreadable)) for run in runs]
+    if unreadable:
+        _LOGGER.warning(
+            "runtel: %d file(s) of the runs could not be read; their cells are missing: %s",
+            len(unreadable),
+            "; ".join(unreadable),
+        )
     columns = [
         _Column("id", "string", [run.id for run in runs]),
         _Column("name", "string", [run.name for run in runs]),
@@ -87,12 +100,15 @@ def runs_frame(
         list(metrics) if metrics is not None else list(dict.fromkeys(n for stats in stats_of for n in stats))
     )
     for name in names:
-        per_run: list[dict[str, Any]] = [_entry(stats, name) for stats in stats_of]
+        per_run = [entry if type(entry := stats.get(name)) is dict else _NO_STATS for stats in stats_of]
         for stat in STATS:
             key = ("min" if best_direction(name) == "min" else "max") if stat == "best" else stat
-            kind: Kind = "int" if stat in _INTEGER_STATS else "float"
-            values = [_typed(item.get(key), kind) for item in per_run]
-            columns.append(_Column(f"metrics.{name}.{stat}", kind, values))
+            if stat in _INTEGER_STATS:  # exact type checks: a damaged entry (a bool, a string) is missing
+                values = [v if type(v := item.get(key)) is int else None for item in per_run]
+                columns.append(_Column(f"metrics.{name}.{stat}", "int", values))
+            else:
+                values = [v if type(v := item.get(key)) in _REAL else None for item in per_run]
+                columns.append(_Column(f"metrics.{name}.{stat}", "float", values))
     return _build(module, backend, columns, len(runs))
 
 
@@ -263,18 +279,11 @@ def _infer(values: list[Any]) -> Kind:
     return "float" if exact else "object"
 
 
-def _entry(stats: dict[str, Any], name: str) -> dict[str, Any]:
-    entry = stats.get(name)
-    return entry if isinstance(entry, dict) else {}
-
-
-def _typed(value: Any, kind: Kind) -> Any:
-    """A summary statistic of the kind its column holds, else None (a damaged entry is missing)."""
-    if isinstance(value, bool):
-        return None
-    if kind == "int":
-        return value if isinstance(value, int) else None
-    return value if isinstance(value, (int, float)) else None
+def _readable(run: StoredRun, found: dict[str, Any] | str, unreadable: list[str]) -> dict[str, Any]:
+    if isinstance(found, dict):
+        return found
+    unreadable.append(f"{run.dir.name}/: {found}")
+    return {}
 
 
 def _flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -248,19 +248,16 @@ def _summary(folder: str) -> dict[str, Any] | str:
     return _cached(_summary_cache, folder, _layout.SUMMARY, check_summary, {})
 
 
-def listing_summary(run: StoredRun) -> dict[str, Any]:
-    """``summary.json`` of ``run`` as a listing reads it (cached while unchanged), ``{}`` when damaged."""
-    found = _summary(str(run.dir))
-    return found if isinstance(found, dict) else {}
+def listing_summary(run: StoredRun) -> dict[str, Any] | str:
+    """``summary.json`` of ``run`` as a listing reads it (cached while unchanged; ``{}`` before the run
+    ends), or why it cannot be read."""
+    return _summary(str(run.dir))
 
 
-def listing_params(run: StoredRun) -> dict[str, Any]:
-    """``hyperparameters.json`` of ``run`` (cached while unchanged), ``{}`` when missing or damaged.
-
-    A filter over thousands of runs reads each once; :func:`problems` names a damaged file.
-    """
-    found = _cached(_params_cache, str(run.dir), _layout.HYPERPARAMETERS, _as_is, {})
-    return found if isinstance(found, dict) else {}
+def listing_params(run: StoredRun) -> dict[str, Any] | str:
+    """``hyperparameters.json`` of ``run`` (cached while unchanged; ``{}`` before any were logged), or
+    why it cannot be read: a filter over thousands of runs reads each once."""
+    return _cached(_params_cache, str(run.dir), _layout.HYPERPARAMETERS, _as_is, {})
 
 
 def _as_is(document: dict[str, Any], path: str) -> dict[str, Any]:

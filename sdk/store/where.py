@@ -45,6 +45,8 @@ from runtel.store.query import StoredRun, best_direction, live_status
 
 #: The statistics a summary keeps per metric (``best`` is derived from ``min``/``max``).
 STATS = ("last", "min", "max", "best", "count", "last_step")
+#: Longest expression accepted: far beyond any filter a person writes, short of the parser's limits.
+MAX_LENGTH = 10_000
 #: Fields read from ``metadata.json`` (and ``duration`` from the summary where metadata lacks it).
 FIELDS = ("name", "id", "project", "status", "tags", "start_time", "duration")
 
@@ -63,13 +65,22 @@ MISSING: Any = _Missing()
 _Getter = Callable[["_Values"], Any]
 
 
+#: ``(run folder name, why one of its files cannot be read)``: what a filter had to treat as missing.
+Unreadable = list[tuple[str, str]]
+
+
 class _Values:
-    """One run as a filter sees it: each document read at most once, and only when asked for."""
+    """One run as a filter sees it: each document read at most once, and only when asked for.
 
-    __slots__ = ("_params", "_status", "_summary", "run")
+    A document that cannot be read counts as empty (its fields are missing), and the reason is
+    added to ``unreadable`` when the caller keeps one, so no run is left out unexplained.
+    """
 
-    def __init__(self, run: StoredRun) -> None:
+    __slots__ = ("_params", "_status", "_summary", "run", "unreadable")
+
+    def __init__(self, run: StoredRun, unreadable: Unreadable | None = None) -> None:
         self.run = run
+        self.unreadable = unreadable
         self._summary: dict[str, Any] | None = None
         self._params: dict[str, Any] | None = None
         self._status: str | None = None
@@ -79,7 +90,7 @@ class _Values:
         if self._summary is None:
             from runtel.store.scan import listing_summary
 
-            self._summary = listing_summary(self.run)
+            self._summary = self._readable(listing_summary(self.run))
         return self._summary
 
     @property
@@ -87,7 +98,7 @@ class _Values:
         if self._params is None:
             from runtel.store.scan import listing_params
 
-            self._params = listing_params(self.run)
+            self._params = self._readable(listing_params(self.run))
         return self._params
 
     @property
@@ -95,6 +106,13 @@ class _Values:
         if self._status is None:
             self._status = live_status(self.run.metadata)
         return self._status
+
+    def _readable(self, found: dict[str, Any] | str) -> dict[str, Any]:
+        if isinstance(found, dict):
+            return found
+        if self.unreadable is not None:
+            self.unreadable.append((self.run.dir.name, found))
+        return {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,10 +126,11 @@ class RunFilter:
         """Whether ``run`` (from ``Store.runs()`` or ``Store.run()``) satisfies the expression."""
         return self._test(_Values(run))
 
-    def select(self, runs: Iterable[StoredRun]) -> list[StoredRun]:
-        """The runs that match, in the order given."""
+    def select(self, runs: Iterable[StoredRun], unreadable: Unreadable | None = None) -> list[StoredRun]:
+        """The runs that match, in the order given; ``unreadable`` (when given) receives each run folder
+        whose summary or params the expression needed and could not read, with the reason."""
         test = self._test
-        return [run for run in runs if test(_Values(run))]
+        return [run for run in runs if test(_Values(run, unreadable))]
 
 
 def compile_where(text: str) -> RunFilter:
@@ -123,7 +142,10 @@ def compile_where(text: str) -> RunFilter:
     """
     source = _source(text)
     tree = _parse(source)
-    return RunFilter(text, _boolean(source, tree.body))
+    try:
+        return RunFilter(text, _boolean(source, tree.body))
+    except RecursionError:
+        raise _too_deep(source) from None
 
 
 _CONDITIONS = frozenset({"=", "==", "!=", "<", "<=", ">", ">="})
@@ -144,6 +166,13 @@ def looks_like_expression(text: str) -> bool:
     return False
 
 
+def field_reader(field_text: str) -> Callable[[StoredRun], Any]:
+    """A function giving one field's value for a run (``"params.lr"``, ``"metrics['val/acc'].max"``), or
+    :data:`MISSING` when the run has none: what sorting and grouping by a field read."""
+    getter = _field(field_text)
+    return lambda run: getter(_Values(run))
+
+
 def sort_key(field_text: str) -> Callable[[StoredRun], tuple[Any, ...]]:
     """A key for ``sorted(runs, key=...)`` by one field (``"params.lr"``, ``"metrics['val/acc'].max"``).
 
@@ -151,45 +180,33 @@ def sort_key(field_text: str) -> Callable[[StoredRun], tuple[Any, ...]]:
     the value, or whose value is NaN, comes last in ascending order. :func:`sort_runs` keeps those last
     in descending order too.
     """
-    source = _source(field_text)
-    tree = _parse(source)
-    if not isinstance(tree.body, (ast.Name, ast.Attribute, ast.Subscript)):
-        raise _refuse(source, tree.body, "a sort key is one field, e.g. params.lr or metrics['val/acc'].max")
-    getter = _value(source, tree.body)
-
-    def key(run: StoredRun) -> tuple[Any, ...]:
-        return _order_of(getter(_Values(run)))
-
-    return key
+    getter = _field(field_text)
+    return lambda run: _order_of(getter(_Values(run)))
 
 
-def field_reader(field_text: str) -> Callable[[StoredRun], Any]:
-    """A reader of one field (``"params.lr"``, ``"tags"``, ``"metrics['val/acc'].max"``) giving the run's
-    value, None where it has none: what ``Store.aggregate(by=...)`` groups by, so fields are named alike
-    in filters, sorting and grouping. A text that is not one field raises :class:`FilterSyntaxError`."""
-    source = _source(field_text)
-    tree = _parse(source)
-    if not isinstance(tree.body, (ast.Name, ast.Attribute, ast.Subscript)):
-        raise _refuse(
-            source, tree.body, "a field is one name, e.g. params.lr, tags or metrics['val/acc'].max"
-        )
-    getter = _value(source, tree.body)
-
-    def read(run: StoredRun) -> Any:
-        value = getter(_Values(run))
-        return None if value is MISSING else value
-
-    return read
-
-
-def sort_runs(runs: Iterable[StoredRun], field_text: str, *, descending: bool = False) -> list[StoredRun]:
-    """``runs`` sorted by ``field_text`` (stable), runs without a value (or NaN) last either way."""
-    key = sort_key(field_text)
-    keyed = [(key(run), run) for run in runs]
+def sort_runs(
+    runs: Iterable[StoredRun],
+    field_text: str,
+    *,
+    descending: bool = False,
+    unreadable: Unreadable | None = None,
+) -> list[StoredRun]:
+    """``runs`` sorted by ``field_text`` (stable), runs without a value (or NaN) last either way;
+    ``unreadable`` as for :meth:`RunFilter.select`."""
+    getter = _field(field_text)
+    keyed = [(_order_of(getter(_Values(run, unreadable))), run) for run in runs]
     present = [item for item in keyed if item[0][0] == 0]
     absent = [item[1] for item in keyed if item[0][0] != 0]
     present.sort(key=lambda item: item[0], reverse=descending)
     return [item[1] for item in present] + absent
+
+
+def _field(field_text: str) -> _Getter:
+    source = _source(field_text)
+    tree = _parse(source)
+    if not isinstance(tree.body, (ast.Name, ast.Attribute, ast.Subscript)):
+        raise _refuse(source, tree.body, "a field is one name, e.g. params.lr or metrics['val/acc'].max")
+    return _value(source, tree.body)
 
 
 def _order_of(value: Any) -> tuple[Any, ...]:
@@ -254,8 +271,16 @@ def _source(text: object) -> _Source:
 
 
 def _parse(source: _Source) -> ast.Expression:
+    if len(source.text) > MAX_LENGTH:
+        raise FilterSyntaxError(
+            f"invalid filter: {len(source.text):,} characters, over the {MAX_LENGTH:,} a filter may have",
+            expression=source.text[:80] + "...",
+            column=None,
+        )
     try:
         return ast.parse(source.parsed, mode="eval")
+    except (RecursionError, MemoryError):
+        raise _too_deep(source) from None
     except SyntaxError as exc:
         if not exc.offset or exc.offset > len(source.parsed):  # Python's way of saying "at the end"
             column = len(source.text.rstrip()) + 1
@@ -266,6 +291,14 @@ def _parse(source: _Source) -> ast.Expression:
             ) from None
         column = source.column(exc.offset - 1)
         raise FilterSyntaxError(f"invalid filter: {exc.msg}", expression=source.text, column=column) from None
+
+
+def _too_deep(source: _Source) -> FilterSyntaxError:
+    return FilterSyntaxError(
+        "invalid filter: nested too deeply (write fewer nested not, signs or keys)",
+        expression=source.text[:80] + ("..." if len(source.text) > 80 else ""),
+        column=None,
+    )
 
 
 def _refuse(source: _Source, node: ast.AST, problem: str) -> FilterSyntaxError:
@@ -284,7 +317,10 @@ def _refuse(source: _Source, node: ast.AST, problem: str) -> FilterSyntaxError:
 def _boolean(source: _Source, node: ast.AST) -> Callable[[_Values], bool]:
     """A node in a place where True/False is wanted: and/or/not, a comparison, or a value's truth."""
     if isinstance(node, ast.BoolOp):
-        parts = [_boolean(source, value) for value in node.values]
+        # compiled in the order written (errors too), run cheapest first: every part is pure, so the
+        # order changes only which files are read, never the result
+        compiled = [(_reads(value), _boolean(source, value)) for value in node.values]
+        parts = [part for _, part in sorted(compiled, key=lambda item: item[0])]
         if isinstance(node.op, ast.And):
             return lambda run: all(part(run) for part in parts)
         return lambda run: any(part(run) for part in parts)
@@ -295,6 +331,12 @@ def _boolean(source: _Source, node: ast.AST) -> Callable[[_Values], bool]:
         return _compare(source, node)
     getter = _value(source, node)
     return lambda run: _truth(getter(run))
+
+
+def _reads(node: ast.AST) -> int:
+    """What evaluating ``node`` reads beyond the listing's metadata: 0 nothing, 1 params, 2 the summary."""
+    names = {child.id for child in ast.walk(node) if isinstance(child, ast.Name)}
+    return 2 if names & {"metrics", "duration"} else 1 if "params" in names else 0
 
 
 def _truth(value: Any) -> bool:

@@ -256,8 +256,8 @@ def _register(app: Dash, base: Path, reports: Path | None) -> None:
     ) -> tuple[Any, ...]:
         found = listing()
         rows = [data.run_row(run) for run in found.runs]
-        kept, name_text, filter_error = data.filter_box(found.runs, name if isinstance(name, str) else "")
-        kept_ids = {run.id for run in kept}
+        box = data.filter_box(found.runs, name if isinstance(name, str) else "")
+        kept_ids = {run.id for run in box.runs}
         from_url = _ids_in(search) if ctx.triggered_id in (None, "url") else []
         if from_url:  # options and value change together, so the dropdown keeps the value
             selected = [run.id for run in found.resolve(from_url)]
@@ -268,7 +268,7 @@ def _register(app: Dash, base: Path, reports: Path | None) -> None:
                 projects=_strings(projects),
                 statuses=_strings(statuses),
                 tags=_strings(tags),
-                name=name_text,
+                name=box.name,
             ),
             key if isinstance(key, str) else "start",
             descending=bool(desc),
@@ -281,7 +281,8 @@ def _register(app: Dash, base: Path, reports: Path | None) -> None:
         return (
             _runs_table(shown, chosen, len(rows)),
             [
-                *([html.Pre(filter_error, id="filter-error", className="problem")] if filter_error else []),
+                *([html.Pre(box.error, id="filter-error", className="problem")] if box.error else []),
+                *(html.Div(f"Unreadable {note}", className="note") for note in box.unreadable),
                 *(
                     html.Div(f"Skipped {item.folder}/: {item.reason}", className="note")
                     for item in found.skipped

@@ -156,26 +156,42 @@ def filter_rows(
     ]
 
 
-def filter_box(runs: list[StoredRun], text: str) -> tuple[list[StoredRun], str, str | None]:
+@dataclass(frozen=True, slots=True)
+class FilterBox:
+    """What the runs table's text box selects: the runs kept, the text left for the name filter, the
+    expression's error to show, and the run files it could not read (their fields count as missing)."""
+
+    runs: list[StoredRun]
+    name: str
+    error: str | None = None
+    unreadable: tuple[str, ...] = ()
+
+
+def filter_box(runs: list[StoredRun], text: str) -> FilterBox:
     """The runs table's text box: a filter expression (``params.lr < 1e-3``) or a plain name/id filter.
 
-    Returns ``(runs kept, name text left for filter_rows, error to show)``. Text with a comparison or
-    ``and``/``or``/``not``/``in`` is an expression; one that does not compile is still a name filter
-    when some run's name holds it (``lr=0.1`` in a name), else its error is shown and no run is kept.
+    Text with a comparison or ``and``/``or``/``not``/``in`` is an expression; one that does not compile
+    is still a name filter when some run's name holds it (``lr=0.1`` in a name), else its error is
+    shown and no run is kept.
     """
     from runtel.errors import FilterSyntaxError
     from runtel.store.where import compile_where, looks_like_expression
 
     if not looks_like_expression(text):
-        return runs, text, None
+        return FilterBox(runs, text)
     try:
         chosen = compile_where(text)
     except FilterSyntaxError as exc:
         needle = text.strip().lower()
         if any(needle in run.name.lower() for run in runs):
-            return runs, text, None
-        return [], "", str(exc)
-    return chosen.select(runs), "", None
+            return FilterBox(runs, text)
+        return FilterBox([], "", str(exc))
+    unreadable: list[tuple[str, str]] = []
+    kept = chosen.select(runs, unreadable)
+    notes = tuple(
+        f"{folder}/: {why} (its fields count as missing in the filter)" for folder, why in unreadable
+    )
+    return FilterBox(kept, "", None, tuple(dict.fromkeys(notes)))
 
 
 SORT_KEYS = ("start", "name", "status", "duration", "points", "project")

@@ -81,13 +81,13 @@ def register(app: Dash, base: Path) -> None:
         chosen = found.resolve(selected)
         if chosen:
             return chosen
-        kept_by_box, name_text, _ = data.filter_box(found.runs, name if isinstance(name, str) else "")
+        box = data.filter_box(found.runs, name if isinstance(name, str) else "")
         rows = data.filter_rows(
-            (data.run_row(run) for run in kept_by_box),
+            (data.run_row(run) for run in box.runs),
             projects=_strings(projects),
             statuses=_strings(statuses),
             tags=_strings(tags),
-            name=name_text,
+            name=box.name,
         )
         kept = {row["id"] for row in rows}
         return [run for run in found.runs if run.id in kept]
