@@ -31,6 +31,7 @@ from runtel.errors import (
     StoreWriteError,
 )
 from runtel.run import Run
+from runtel.store.aggregate import Aggregate
 from runtel.store.query import Store, StoredRun
 
 __version__ = "0.1.0"
@@ -46,6 +47,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Aggregate",
     "ArtifactError",
     "ChecksumMismatchError",
     "ConfigError",

@@ -53,6 +53,9 @@ def register(commands: Any) -> None:
         "--sort", default=None, metavar="FIELD", help="sort by a field, e.g. \"metrics['val/acc'].max\""
     )
     ls.add_argument("--desc", action="store_true", help="sort descending (runs without the field stay last)")
+    from runtel.cli_group import add_arguments as add_group_arguments
+
+    add_group_arguments(ls)
     _common(ls, list_runs)
 
     show = commands.add_parser("show", help="params, summary, exporters, artifacts and spans of one run")
@@ -123,6 +126,10 @@ def list_runs(args: argparse.Namespace) -> int:
         if args.where is not None or args.sort is not None:
             raise ConfigError("--sweep lists trials best first; it does not combine with --where or --sort")
         return list_trials(args)
+    if args.group_by:
+        from runtel.cli_group import list_groups
+
+        return list_groups(args)
     listing = scan(open_store(args.base_dir).base_dir)
     unreadable: list[tuple[str, str]] = []
     runs = select_runs(listing.runs, args.where, args.sort, args.desc, unreadable)

@@ -35,6 +35,7 @@ from runtel.store._untrusted import (
 )
 
 if TYPE_CHECKING:
+    from runtel.store.aggregate import Aggregate, Grid
     from runtel.store.artifacts import ArtifactVersion
     from runtel.store.where import RunFilter
 from runtel.sweep import SweepInfo, sweep_info
@@ -272,6 +273,22 @@ class Store:
         from runtel.store.scan import lookup
 
         return lookup(self.base_dir, key)
+
+    def aggregate(
+        self,
+        metric: str,
+        by: Sequence[str] = (),
+        *,
+        where: str | RunFilter | None = None,
+        grid: Grid = "union",
+        mode: Mode = "auto",
+        ddof: int = 1,
+    ) -> Aggregate:
+        """``metric`` over the runs ``where`` selects, grouped by ``by``: per group mean, std, min, max and
+        n on a common step grid, and of each run's best and last value (see :mod:`runtel.store.aggregate`)."""
+        from runtel.store.aggregate import aggregate
+
+        return aggregate(self.runs(where=where), metric, by, grid=grid, mode=mode, ddof=ddof)
 
     def compare(
         self, runs: Sequence[str | StoredRun], metrics: Sequence[str] | None = None, mode: Mode = "auto"

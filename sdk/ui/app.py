@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from runtel.errors import MissingExtraError
 from runtel.store.query import StoredRun
 from runtel.store.scan import READ_ERRORS, Listing, scan
-from runtel.ui import data, sweep_view
+from runtel.ui import data, group_view, sweep_view
 
 if TYPE_CHECKING:
     from dash import Dash
@@ -82,6 +82,7 @@ def create_app(base_dir: str | os.PathLike[str], *, report_dir: str | os.PathLik
     app.layout = _layout(base)
     _register(app, base, reports)
     sweep_view.register(app, base)
+    group_view.register(app, base)
     harden(app.server)
     return app
 
@@ -181,6 +182,7 @@ def _layout(base: Path) -> Any:
                     html.Section([html.H2("Epochs and phases"), html.Div(id="spans")]),
                     html.Section([html.H2("Artifacts"), html.Div(id="artifacts")]),
                     sweep_view.section(),
+                    group_view.section(),
                     html.Section(
                         [
                             html.H2("Report"),
