@@ -12,10 +12,10 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from runtel._values import check_name, check_step, coerce_value
 from runtel.errors import InvalidMediaError, InvalidNameError
 from runtel.media import MEDIA_TYPES, Audio, Image, Media, Table, Text, as_media_items
 from runtel.store._media_writer import PendingMedia
-from runtel._values import check_step
 
 
 def holds_media(values: tuple[Any, ...]) -> bool:
@@ -41,7 +41,9 @@ class MediaLogging:
 
     if TYPE_CHECKING:  # Run's own
 
-        def log(self, metrics: Mapping[str, Any], step: int | None = None, *, all_ranks: bool = False) -> None: ...
+        def log(
+            self, metrics: Mapping[str, Any], step: int | None = None, *, all_ranks: bool = False
+        ) -> None: ...
         def _check_open(self) -> None: ...
         def _continue_steps(self) -> int: ...
         @property
@@ -54,7 +56,9 @@ class MediaLogging:
         items = tuple(_gallery(data, caption))
         self._queue_media(name, items, self._media_step(step), all_ranks=False)
 
-    def log_table(self, name: str, data: Any, columns: Sequence[str] | None = None, step: int | None = None) -> None:
+    def log_table(
+        self, name: str, data: Any, columns: Sequence[str] | None = None, step: int | None = None
+    ) -> None:
         """A table (pandas or polars DataFrame, list of rows with ``columns``, or list of dicts) at
         ``step`` (default: the current step), column types and every cell kept."""
         item = data if isinstance(data, Table) else Table(data, columns)
@@ -68,7 +72,7 @@ class MediaLogging:
     def log_audio(
         self, name: str, waveform: Any, sample_rate: int, step: int | None = None, caption: str | None = None
     ) -> None:
-        """A waveform (1-D mono or 2-D frames × channels) at ``sample_rate`` Hz, at ``step`` (default:
+        """A waveform (1-D mono or 2-D frames x channels) at ``sample_rate`` Hz, at ``step`` (default:
         the current step); stored as WAV (exact for int16/int32/uint8 PCM, else with an exact ``.npy``)."""
         item = Audio(waveform, sample_rate, caption)
         self._queue_media(name, (item,), self._media_step(step), all_ranks=False)
@@ -83,6 +87,8 @@ class MediaLogging:
                 scalars[key] = value
             else:
                 media.append((self._check_media_name(key), items))
+        for key, value in scalars.items():  # the scalars' errors come before any step is taken
+            coerce_value(check_name(key), value)
         at = self._take_step(step)
         if scalars:
             self.log(scalars, at, all_ranks=all_ranks)
