@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from runtel._media_buffers import copy_of
 from runtel._values import encodable
 from runtel.errors import InvalidMediaError
 
@@ -40,13 +41,15 @@ class Image:
     tensor is read CHW first, as torch lays images out.
     """
 
-    __slots__ = ("array", "caption", "source", "source_dtype")
+    __slots__ = ("array", "caption", "owned", "source", "source_dtype")
 
     def __init__(self, data: Any, caption: str | None = None) -> None:
         self.caption = _check_caption(caption)
         self.source: bytes | None = None
         self.source_dtype: str | None = None
         self.array: npt.NDArray[Any] | None = None
+        #: Only runtel holds this image (``log_image`` built it): its buffer is reused once encoded.
+        self.owned = False
         if isinstance(data, str | os.PathLike):
             self.source = _read_image_file(data)
             return
@@ -179,6 +182,19 @@ class Table:
 
     def __repr__(self) -> str:
         return f"Table({self.row_count} rows, columns={self.columns!r})"
+
+
+def owned_image(data: Any, caption: str | None) -> Image:
+    """An Image for ``log_image``, which the caller never sees: a numpy array's copy goes into a reused
+    buffer (:mod:`runtel._media_buffers`), handed back once the flush has encoded it."""
+    if not isinstance(data, np.ndarray) or data.dtype.kind not in _NUMERIC_KINDS:
+        return Image(data, caption)
+    image = Image.__new__(Image)
+    image.caption = _check_caption(caption)
+    image.source = image.source_dtype = None
+    image.array = _pixels(copy_of(data), prefer_chw=False)
+    image.owned = True
+    return image
 
 
 #: The value types ``run.log`` takes beside scalars (a list of Images is a gallery).

@@ -584,6 +584,11 @@ class Run(MediaLogging):
                 self._store_waits,
                 _STORE_WAIT_S,
             )
+        if self._media.waits:
+            logger.info(
+                "runtel: media logging waited %d time(s) for the flush to encode what was queued",
+                self._media.waits,
+            )
         reports = self._dispatcher.shutdown(self._settings.export_timeout)
         try:
             self._store.close({r.name: r.as_dict() for r in reports})  # StoreWriteError if data is missing

@@ -293,3 +293,30 @@ def test_a_multi_tracker_sends_images_to_its_run_and_its_own_trackers(base_dir: 
     tracker.finish()
     assert extra.calls == ["img"]
     assert runtel.Store(base_dir).run(tracker.run.id).media_names() == {"img": 1, "tab": 1}
+
+
+def test_media_queued_faster_than_the_flush_encodes_wait_and_are_all_stored(
+    base_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runtel.store import _media_writer
+
+    monkeypatch.setattr(_media_writer, "MAX_QUEUED_BYTES", 4 * PIXELS.nbytes)
+    with runtel.init(project="p", base_dir=str(base_dir), flush_interval=60) as run:
+        for step in range(40):
+            run.log_image("burst", PIXELS + np.uint8(step), step=step)
+        waits = run._media.waits
+    items = runtel.Store(base_dir).run(run.id).media("burst")
+    assert waits > 0 and [step for step, _ in items] == list(range(40))
+    np.testing.assert_array_equal(items[-1][1].to_numpy(), PIXELS + np.uint8(39))
+
+
+def test_log_image_buffers_are_reused_across_flushes_without_mixing_pixels(base_dir: Path) -> None:
+    frames = [np.full((16, 16, 3), step, np.uint8) for step in range(30)]
+    with runtel.init(project="p", base_dir=str(base_dir)) as run:
+        for step, frame in enumerate(frames):
+            run.log_image("reused", frame, step=step)
+            if step % 5 == 4:
+                run.flush()  # encoded: their buffers go back and the next calls copy into them
+    items = runtel.Store(base_dir).run(run.id).media("reused")
+    for (step, item), frame in zip(items, frames, strict=True):
+        np.testing.assert_array_equal(item.to_numpy(), frame, err_msg=f"step {step}")
