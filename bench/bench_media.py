@@ -207,9 +207,8 @@ def main() -> None:
         )
     )
     for case, title in (("image", "256x256 RGB uint8 image"), ("table", "table of 1,000 rows x 4 columns")):
-        print(
-            f"\n### {title}: training-thread cost per call ({args.images if case == 'image' else args.tables} calls)\n"
-        )
+        calls = args.images if case == "image" else args.tables
+        print(f"\n### {title}: training-thread cost per call ({calls} calls)\n")
         rows_out = [t for t in timings if t.case == case]
         base = rows_out[0].median_us
         print(

@@ -115,7 +115,10 @@ class MediaItem:
             if dtype == "image":
                 values = [_image_cell(run_dir, cell, self.path, name) for cell in values]
             try:
-                series[name] = pd.Series(values, dtype=object if dtype in ("object", "image") else dtype)
+                if dtype.startswith("datetime64"):
+                    series[name] = pd.Series(pd.to_datetime(values, format="ISO8601")).astype(dtype)
+                else:
+                    series[name] = pd.Series(values, dtype=object if dtype in ("object", "image") else dtype)
             except (TypeError, ValueError) as exc:
                 raise StoreCorruptError(self.path, name, f"cannot be read as {dtype} ({exc})") from exc
         return pd.DataFrame(series, columns=list(series))
