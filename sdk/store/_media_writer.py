@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runtel._media_buffers import give_back
-from runtel._media_encode import Encoded, encode
+from runtel._media_encode import encode
 from runtel.media import Image, Media
 from runtel.records import MediaLogged
 
@@ -86,8 +86,8 @@ class MediaWriter:
         count = len(pending.items)
         for index, item in enumerate(pending.items):
             try:
-                encoded = encode(item, self._store_file)
-                path, sha256 = self._store_file(encoded)
+                encoded = encode(item, self._put)
+                path, sha256 = self._put(encoded.data, encoded.ext)
                 preview = None
                 if encoded.preview is not None:
                     data, ext = encoded.preview
@@ -117,9 +117,6 @@ class MediaWriter:
                 )
             )
         return records
-
-    def _store_file(self, encoded: Encoded) -> tuple[str, str]:
-        return self._put(encoded.data, encoded.ext)
 
     def _put(self, data: bytes, ext: str) -> tuple[str, str]:
         """``data`` as ``media/<sha256>.<ext>`` (kept when already there); its relative path and hash."""
