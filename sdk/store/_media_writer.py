@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runtel._media_buffers import give_back
-from runtel._media_encode import encode
 from runtel.media import Image, Media
 from runtel.records import MediaLogged
 
@@ -82,6 +81,8 @@ class MediaWriter:
                 self._drained.notify_all()
 
     def _write(self, pending: PendingMedia) -> list[MediaLogged]:
+        from runtel._media_encode import encode  # with Pillow's, imported once media are logged
+
         records = []
         count = len(pending.items)
         for index, item in enumerate(pending.items):
