@@ -127,10 +127,8 @@ def encode_audio(audio: Audio) -> Encoded:
         "dtype": str(waveform.dtype),
         "shape": list(waveform.shape),
     }
-    width = _WAV_DTYPES.get(
-        waveform.dtype.newbyteorder("<") if waveform.dtype.kind != "u" else waveform.dtype
-    )
-    if width is not None and waveform.dtype.itemsize == width:
+    width = _WAV_DTYPES.get(waveform.dtype.newbyteorder("<"))  # big-endian PCM is written little-endian
+    if width is not None:
         return Encoded(
             "audio",
             wav(frames, audio.sample_rate, width),

@@ -173,9 +173,9 @@ class Table:
             )
 
     def _check_frame_cells(self) -> None:
-        for name, dtype in zip(self.columns, self.frame.dtypes, strict=True):
+        for position, (name, dtype) in enumerate(zip(self.columns, self.frame.dtypes, strict=True)):
             if dtype.kind == "O":
-                _check_cells(name, self.frame[name].tolist())
+                _check_cells(name, self.frame.iloc[:, position].tolist())
             elif dtype.kind not in "biufM" and str(dtype) not in _PANDAS_DTYPES:
                 raise InvalidMediaError(
                     f"Table column {name!r} has dtype {dtype}, which cannot be stored; "

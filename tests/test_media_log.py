@@ -383,3 +383,18 @@ def test_a_polars_column_of_an_unsupported_dtype_is_refused() -> None:
     frame = pl.DataFrame({"l": [[1, 2]]})
     with pytest.raises(runtel.InvalidMediaError, match="polars dtype"):
         runtel.Table(frame)
+
+
+def test_a_dataframe_with_integer_column_names_is_stored_with_them_as_text(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
+    source = pd.DataFrame([[1, "a"], [2, None]])
+    run.log_table("numbered", source)
+    frame = stored(run).table("numbered")
+    pd.testing.assert_frame_equal(frame, source.rename(columns=str))
+
+
+def test_big_endian_pcm_audio_is_stored_exactly(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
+    waveform = np.array([0, 1, -2, 32767, -32768], dtype=">i2")
+    run.log_audio("be", waveform, sample_rate=16000)
+    [(_, item)] = stored(run).media("be")
+    assert item.meta["format"] == "wav"
+    np.testing.assert_array_equal(item.to_numpy(), waveform)
