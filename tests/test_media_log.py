@@ -432,3 +432,12 @@ def test_audio_of_every_dtype_comes_back_exactly(run: runtel.Run, stored: Reopen
 def test_values_utf8_or_int64_cannot_hold_are_refused(make: Callable[[], object]) -> None:
     with pytest.raises(runtel.InvalidMediaError):
         make()
+
+
+def test_a_dataframe_column_of_images_comes_back_as_media_items(run: runtel.Run, stored: Reopen) -> None:
+    images = [_rgb(20), _rgb(21)]
+    run.log_table("frame-images", pd.DataFrame({"img": [runtel.Image(x) for x in images], "n": [1, 2]}))
+    frame = stored(run).table("frame-images")
+    for cell, expected in zip(frame["img"].tolist(), images, strict=True):
+        np.testing.assert_array_equal(cell.to_numpy(), expected)
+    assert frame["n"].tolist() == [1, 2] and str(frame["n"].dtype) == "int64"
