@@ -15,6 +15,7 @@ from runtel.errors import (
     ChecksumMismatchError,
     ConfigError,
     FilterSyntaxError,
+    InvalidMediaError,
     InvalidMetricError,
     InvalidNameError,
     InvalidParamError,
@@ -30,6 +31,7 @@ from runtel.errors import (
     StoreCorruptError,
     StoreWriteError,
 )
+from runtel.media import Audio, Image, Table, Text
 from runtel.run import Run
 from runtel.store.aggregate import Aggregate
 from runtel.store.query import Store, StoredRun
@@ -38,25 +40,33 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    """``runtel.import_runs`` is loaded on first use, so ``import runtel`` stays fast."""
+    """``runtel.import_runs`` and ``runtel.MediaItem`` load on first use: ``import runtel`` stays fast."""
     if name == "import_runs":
         from runtel.importers import import_runs
 
         return import_runs
+    if name == "MediaItem":
+        from runtel.store.media import MediaItem
+
+        return MediaItem
     raise AttributeError(f"module 'runtel' has no attribute {name!r}")
 
 
 __all__ = [
     "Aggregate",
     "ArtifactError",
+    "Audio",
     "ChecksumMismatchError",
     "ConfigError",
     "FilterSyntaxError",
+    "Image",
+    "InvalidMediaError",
     "InvalidMetricError",
     "InvalidNameError",
     "InvalidParamError",
     "InvalidStepError",
     "InvalidValueError",
+    "MediaItem",
     "MetricNotFoundError",
     "MissingExtraError",
     "Run",
@@ -69,6 +79,8 @@ __all__ = [
     "StoreCorruptError",
     "StoreWriteError",
     "StoredRun",
+    "Table",
+    "Text",
     "__version__",
     "available_exporters",
     "current_run",

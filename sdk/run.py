@@ -40,6 +40,7 @@ from runtel import _health, _memory, _otel, _redact, _switch
 from runtel._dispatch import Dispatcher
 from runtel._histogram import make_histogram
 from runtel._identity import locate_run
+from runtel._media_log import MediaLogging, holds_media
 from runtel._models import save_torch_module
 from runtel._params import check_params
 from runtel._values import MAX_EXACT_INT, MAX_STEP, check_name, check_span_text, check_step, coerce_value
@@ -48,6 +49,7 @@ from runtel.errors import (
     ArtifactError,
     ConfigError,
     InvalidMetricError,
+    InvalidNameError,
     InvalidStepError,
     RunFinishedError,
     RunForkedError,
@@ -62,6 +64,7 @@ from runtel.records import (
     RunStarted,
     flatten_params,
 )
+from runtel.store._media_writer import MediaWriter, PendingMedia
 
 if TYPE_CHECKING:  # imported when first used: keeps `import runtel` fast
     from runtel.store.artifacts import ArtifactVersion
@@ -87,7 +90,7 @@ _MAX_LAYOUTS = 4_096
 _STEP, _TIME, _SPAN, _IDS, _VALUES = (itemgetter(i) for i in range(5))  # fields of a _Call, at C speed
 
 
-class Run:
+class Run(MediaLogging):
     """One training run: a trace, its spans, its metric series, parameters and artifacts.
 
     Create it with :func:`runtel.init`. Use it as a context manager, or call
@@ -125,6 +128,7 @@ class Run:
         self._owner_pid = os.getpid()  # a forked child is not the owner (see _detach_in_child)
         self._child_warned = False
         self._figure_names: dict[str, str] = {}  # collision key -> name (see log_figure)
+        self._media_names: dict[str, str] = {}  # keys logged as media (never also a metric)
 
         from runtel import __version__
 
@@ -207,6 +211,7 @@ class Run:
 
         self._store = StoreWriter(where.own_dir, backlog_points=settings.store_backlog_points)
         self._store.start(started)  # written before init() returns: the run is visible at once
+        self._media = MediaWriter(where.own_dir, self._store)
         self._last_step = self._store.next_step() - 1
         self._steps = None
         self._dispatcher = Dispatcher(
@@ -249,7 +254,9 @@ class Run:
         """Record ``metrics`` at ``step`` (default: previous step + 1, starting at 0).
 
         Values: int, float, bool, numpy scalars, one-element tensors; NaN and ±inf are
-        kept exactly. A bad name, value or step raises and records nothing of the call.
+        kept exactly. :class:`runtel.Image`, ``Table``, ``Text`` and ``Audio`` (or a list of one
+        of them: a gallery) are logged at the same step (see :mod:`runtel.media`). A bad name,
+        value or step raises and records nothing of the call.
         Implicit steps are unique across threads. In a distributed job only rank 0's calls
         are recorded unless ``all_ranks`` (or the ``log_all_ranks`` setting); other ranks'
         steps still advance.
@@ -263,13 +270,18 @@ class Run:
                 f"log() takes a mapping of metric name to value, got {type(metrics).__name__}"
             ) from None
         keys = tuple(metrics)
+        for value in values:
+            if type(value) is not float:
+                try:
+                    values = _coerce_values(keys, values)
+                except InvalidMetricError:  # not a scalar: an Image, Table, Text, Audio or gallery?
+                    if holds_media(values):
+                        return self._log_with_media(metrics, step, all_ranks)
+                    raise
+                break
         series = self._layouts.get(keys)
         if series is None:
             series = self._layout(keys)
-        for value in values:
-            if type(value) is not float:
-                values = _coerce_values(keys, values)
-                break
         if step is None:
             try:
                 at = next(self._steps)  # type: ignore[arg-type]  # None: TypeError, caught; atomic under the GIL
@@ -339,6 +351,10 @@ class Run:
 
     def _register(self, key: object) -> int:
         name = check_name(key)
+        if name in self._media_names:
+            raise InvalidNameError(
+                f"metric name {name!r} is already a media key of this run; use another name"
+            )
         with self._lock:
             series = self._series_ids.get(name)
             if series is None:
@@ -559,6 +575,7 @@ class Run:
         self._wake.set()
         self._flush_thread.join()
         self._flush()
+        self._media.give_up()  # media files the disk still refuses: counted as lost
         _switch.release()
         self._dispatcher.wait_for_store()  # the writer's statistics then cover every point stored
         self._dispatcher.submit([self._store.run_ended(status, error, time.time())])
@@ -567,6 +584,11 @@ class Run:
                 "runtel: log() waited %d time(s), at most %.1f s each, for the store writer to catch up",
                 self._store_waits,
                 _STORE_WAIT_S,
+            )
+        if self._media.waits:
+            logger.info(
+                "runtel: media logging waited %d time(s) for the flush to encode what was queued",
+                self._media.waits,
             )
         reports = self._dispatcher.shutdown(self._settings.export_timeout)
         try:
@@ -683,6 +705,9 @@ class Run:
             self._flush_locked()
 
     def _flush_locked(self) -> None:
+        retried = self._media.retry()  # media files the disk refused at an earlier flush
+        if retried:
+            self._dispatcher.submit(retried)
         for name, when, value in _otel.user_points(self._user_reader, self._user_totals):
             self._user_series.add(name)
             self._queue.append((self.step, when, self._span_id, (self._register(name),), (value,)))
@@ -698,7 +723,11 @@ class Run:
         begin = 0
         for at in np.flatnonzero(~np.fromiter(map(isinstance, items, repeat(tuple)), bool, count)).tolist():
             _add_points(batch, items[begin:at], names)
-            batch.append(items[at])
+            item = items[at]
+            if type(item) is PendingMedia:  # encoded and written here, off the training thread
+                batch.extend(self._media.write(item))
+            else:
+                batch.append(item)
             begin = at + 1
         _add_points(batch, items[begin:] if begin else items, names)
         points = sum(len(record) for record in batch if isinstance(record, MetricPoints))

@@ -35,8 +35,11 @@ from runtel.store._untrusted import (
 )
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from runtel.store.aggregate import Aggregate, Grid
     from runtel.store.artifacts import ArtifactVersion
+    from runtel.store.media import MediaItem
     from runtel.store.where import RunFilter
 from runtel.sweep import SweepInfo, sweep_info
 
@@ -157,7 +160,8 @@ class StoredRun:
         """Every non-metric record, in logging order, as the typed records of :mod:`runtel.records`.
 
         ``RunStarted``, ``ParamsLogged``, ``SpanEnded``, ``ArtifactLogged``, ``FigureLogged``,
-        ``HistogramLogged`` and ``RunEnded`` (frozen dataclasses: ``dataclasses.asdict`` gives a dict).
+        ``HistogramLogged``, ``MediaLogged`` (its paths relative to the run folder; :meth:`media` resolves
+        them) and ``RunEnded`` (frozen dataclasses: ``dataclasses.asdict`` gives a dict).
         A torn last line (a crash mid-write) is skipped; :func:`runtel.store.scan.problems` names it.
         """
         yield from read_events(run_file(self._rank_dir(rank), _layout.EVENTS)).records
@@ -178,6 +182,25 @@ class StoredRun:
         from runtel.store.artifacts import ArtifactStore
 
         return ArtifactStore(self.dir).get(name, version, verify=verify)
+
+    def media(self, name: str) -> list[tuple[int, MediaItem]]:
+        """``[(step, item)]`` of the images, tables, texts or audio clips logged under ``name``
+        (a gallery gives one item per image); see :class:`runtel.store.media.MediaItem`."""
+        from runtel.store.media import media_of
+
+        return media_of(self, name)
+
+    def media_names(self) -> dict[str, int]:
+        """Each media key of the run with its number of items, in the order they first appeared."""
+        from runtel.store.media import media_names
+
+        return media_names(self)
+
+    def table(self, name: str, step: int | None = None) -> pd.DataFrame:
+        """The latest table logged under ``name`` (or the one at ``step``) as a pandas DataFrame."""
+        from runtel.store.media import table_of
+
+        return table_of(self, name, step)
 
     def spans(self) -> list[SpanEnded]:
         """Every ended span of every rank (one trace), in start order."""
