@@ -12,7 +12,7 @@ import pytest
 import runtel
 from runtel.records import HistogramLogged
 from runtel.store.query import StoredRun
-from runtel.ui import media_data
+from runtel.ui import media_data, media_tables
 
 
 def _figure(value: float) -> object:
@@ -177,12 +177,155 @@ def test_keys_from_the_browser_are_parsed_or_refused() -> None:
 
 def test_non_finite_cells_reach_the_grid_as_words() -> None:
     cells = [float("nan"), float("inf"), -float("inf"), np.float32(1.5), np.int64(3), None, (1, 2)]
-    assert [media_data.finite_or_text(cell) for cell in cells] == [
-        "NaN",
-        "inf",
-        "-inf",
-        1.5,
-        3,
-        None,
-        "(1, 2)",
+    shown = [media_tables.cell_value(cell) for cell in cells]
+    assert shown == ["NaN", "inf", "-inf", 1.5, 3, None, "(1, 2)"]
+
+
+# ---- media logged through the real API
+
+
+def _pixels(value: int, shape: tuple[int, ...] = (4, 6, 3)) -> np.ndarray:
+    return np.full(shape, value, dtype=np.uint8)
+
+
+@pytest.fixture
+def media_runs(base_dir: Path) -> list[StoredRun]:
+    """Two runs logging ``samples`` at different steps, one also a gallery, text, audio and a table."""
+    ids = []
+    with runtel.init(project="p", name="first", base_dir=str(base_dir)) as run:
+        for step in (0, 10, 20):
+            run.log({"loss": 1.0, "samples": runtel.Image(_pixels(step), caption=f"step {step}")}, step=step)
+        run.log_image("grid", [_pixels(1), _pixels(2), _pixels(3)], step=5)
+        run.log_image("exact", np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4), step=5)
+        run.log_text("story", "é" * 30, step=5)
+        run.log_audio("tone", np.sin(np.arange(800) / 10).astype(np.float32), sample_rate=8000, step=5)
+        rows = [{"i": i, "score": float("nan") if i == 3 else i / 10, "name": f"r{i:02d}"} for i in range(45)]
+        run.log_table("eval", rows, step=5)
+        ids.append(run.id)
+    with runtel.init(project="p", name="second", base_dir=str(base_dir)) as run:
+        for step in (4, 16):
+            run.log_image("samples", _pixels(100 + step), step=step)
+        ids.append(run.id)
+    store = runtel.Store(base_dir)
+    return [store.run(run_id) for run_id in ids]
+
+
+def test_media_keys_of_both_runs_by_kind(media_runs: list[StoredRun]) -> None:
+    assert media_data.track_keys(media_runs) == [
+        ("image:samples", "image", "samples"),
+        ("image:grid", "image", "grid"),
+        ("image:exact", "image", "exact"),
+        ("audio:tone", "audio", "tone"),
+        ("text:story", "text", "story"),
+        ("table:eval", "table", "eval"),
     ]
+    indexes = [media_data.run_media(run) for run in media_runs]
+    assert media_data.union_steps(indexes, "image:samples") == [0, 4, 10, 16, 20]
+
+
+def test_each_run_shows_its_nearest_step_to_the_slider(media_runs: list[StoredRun]) -> None:
+    first, second = (media_data.run_media(run) for run in media_runs)
+    shown = {
+        wanted: (
+            media_data.items_at(first, "image:samples", wanted)[0],
+            media_data.items_at(second, "image:samples", wanted)[0],
+        )
+        for wanted in (0, 4, 10, 16, 20)
+    }
+    assert shown == {0: (0, 4), 4: (0, 4), 10: (10, 4), 16: (20, 16), 20: (20, 16)}
+    step, (item,) = media_data.items_at(first, "image:samples", 10)
+    assert item.caption == "step 10" and item.file.startswith("media/") and item.file.endswith(".png")
+    pixels = runtel.Store(media_runs[0].dir.parent).run(media_runs[0].id).media("samples")[1][1].to_numpy()
+    assert np.array_equal(pixels, _pixels(10))  # the item at step 10 is the logged one
+    assert (media_runs[0].dir / item.file).read_bytes() == media_runs[0].media("samples")[1][1].read_bytes()
+
+
+def test_a_gallery_keeps_its_order(media_runs: list[StoredRun]) -> None:
+    _, items = media_data.items_at(media_data.run_media(media_runs[0]), "image:grid", 5)
+    assert [(item.index, item.count) for item in items] == [(0, 3), (1, 3), (2, 3)]
+    stored = [item.path.relative_to(media_runs[0].dir).as_posix() for _, item in media_runs[0].media("grid")]
+    assert [item.file for item in items] == stored
+
+
+def test_an_exact_array_is_shown_by_its_preview_and_both_files_are_listed(
+    media_runs: list[StoredRun],
+) -> None:
+    index = media_data.run_media(media_runs[0])
+    _, (item,) = media_data.items_at(index, "image:exact", 5)
+    ((_, stored),) = media_runs[0].media("exact")
+    assert stored.preview is not None
+    assert item.file == stored.preview.relative_to(media_runs[0].dir).as_posix()
+    assert stored.path.relative_to(media_runs[0].dir).as_posix() in index.files
+    assert media_data.describe(item) == "3x4 float32"
+
+
+def test_audio_of_a_float_waveform_plays_its_wav_preview(media_runs: list[StoredRun]) -> None:
+    _, (item,) = media_data.items_at(media_data.run_media(media_runs[0]), "audio:tone", 5)
+    assert item.file.endswith(".wav") and media_data.describe(item) == "0.10 s at 8,000 Hz"
+
+
+def test_text_is_read_whole_or_cut_at_the_limit(media_runs: list[StoredRun]) -> None:
+    _, (item,) = media_data.items_at(media_data.run_media(media_runs[0]), "text:story", 5)
+    assert media_data.read_text(media_runs[0], item) == ("é" * 30, False)
+    assert media_data.read_text(media_runs[0], item, limit=7) == ("é" * 7, True)
+
+
+def _table(run: StoredRun) -> media_data.Item:
+    _, (item,) = media_data.items_at(media_data.run_media(run), "table:eval", 5)
+    return item
+
+
+def test_a_table_pages_on_the_server(media_runs: list[StoredRun]) -> None:
+    item = _table(media_runs[0])
+    rows, pages = media_tables.page(media_runs[0], item, 1, [])
+    assert pages == 3 and [row["c0"] for row in rows] == list(range(20, 40))
+    last, _ = media_tables.page(media_runs[0], item, 2, [])
+    assert [row["c2"] for row in last] == [f"r{i:02d}" for i in range(40, 45)]
+    first, _ = media_tables.page(media_runs[0], item, 0, [])
+    assert first[3] == {"c0": 3, "c1": "NaN", "c2": "r03"}
+    assert media_tables.columns(media_runs[0], item) == [
+        {"name": "i", "id": "c0"},
+        {"name": "score", "id": "c1"},
+        {"name": "name", "id": "c2"},
+    ]
+
+
+def test_a_table_sorts_on_the_server_with_nan_last(media_runs: list[StoredRun]) -> None:
+    item = _table(media_runs[0])
+    rows, _ = media_tables.page(media_runs[0], item, 0, [{"column_id": "c1", "direction": "desc"}])
+    assert [row["c0"] for row in rows[:3]] == [44, 43, 42]
+    last, _ = media_tables.page(media_runs[0], item, 2, [{"column_id": "c1", "direction": "desc"}])
+    assert last[-1] == {"c0": 3, "c1": "NaN", "c2": "r03"}
+
+
+@pytest.mark.parametrize("sort_by", [[{"column_id": "c9"}], [{"column_id": "x1"}], "c1", [5]])
+def test_a_sort_the_table_has_no_column_for_keeps_the_logged_order(
+    media_runs: list[StoredRun], sort_by: object
+) -> None:
+    rows, _ = media_tables.page(media_runs[0], _table(media_runs[0]), 0, sort_by)
+    assert [row["c0"] for row in rows] == list(range(20))
+
+
+@pytest.mark.parametrize("number", [99, -1, "2", None])
+def test_a_page_out_of_range_is_the_nearest_page(media_runs: list[StoredRun], number: object) -> None:
+    rows, _ = media_tables.page(media_runs[0], _table(media_runs[0]), number, [])
+    assert rows[0]["c0"] == (40 if number == 99 else 0)
+
+
+def test_image_cells_link_to_the_route_only_for_their_table(base_dir: Path) -> None:
+    with runtel.init(project="p", name="cells", base_dir=str(base_dir)) as run:
+        run.log_table(
+            "preds", [[runtel.Image(_pixels(7)), 0.5], [None, 0.25]], columns=["image", "p"], step=2
+        )
+    stored = runtel.Store(base_dir).run(run.id)
+    _, (item,) = media_data.items_at(media_data.run_media(stored), "table:preds", 2)
+    rows, _ = media_tables.page(stored, item, 0, [])
+    cell = media_tables.load(stored, item).frame["image"][0]
+    relative = cell.path.relative_to(stored.dir).as_posix()
+    expected_url = f"{media_data.media_url(stored.id, relative)}?table={item.file}"
+    assert rows == [{"c0": f"![image]({expected_url})", "c1": 0.5}, {"c0": "", "c1": 0.25}]
+    assert media_tables.columns(stored, item)[0] == {"name": "image", "id": "c0", "presentation": "markdown"}
+    assert media_tables.cell_file(stored, item.file, relative) == (stored.dir / relative).resolve()
+    assert media_data.listed_file(stored, relative) is None  # a cell is listed by its table alone
+    assert media_tables.cell_file(stored, item.file, "metadata.json") is None
+    assert media_tables.cell_file(stored, "metadata.json", relative) is None

@@ -119,3 +119,50 @@ def test_dot_segments_sent_raw_over_http_are_not_followed(
     response = connection.getresponse()  # not the route's: the page's catch-all answers with the page
     assert response.getheader("Content-Type", "").startswith("text/html") and b"root:" not in response.read()
     connection.close()
+
+
+@pytest.fixture
+def media_run(base_dir: Path) -> StoredRun:
+    import numpy as np
+
+    with runtel.init(project="p", name="media", base_dir=str(base_dir)) as run:
+        run.log_image("samples", np.full((4, 4, 3), 9, dtype=np.uint8), step=1)
+        run.log_image("exact", np.ones((2, 2), dtype=np.float64), step=1)
+        cell = runtel.Image(np.full((2, 2), 200, dtype=np.uint8))
+        run.log_table("preds", [[cell, 1]], columns=["image", "label"], step=1)
+    return runtel.Store(base_dir).run(run.id)
+
+
+def _relative(run: StoredRun, path: Path) -> str:
+    return path.relative_to(run.dir).as_posix()
+
+
+def test_a_logged_image_is_sent_and_may_be_kept_by_the_browser(base_dir: Path, media_run: StoredRun) -> None:
+    client = create_app(base_dir).server.test_client()
+    ((_, item),) = media_run.media("samples")
+    response = client.get(media_url(media_run.id, _relative(media_run, item.path)))
+    assert response.status_code == 200 and response.mimetype == "image/png"
+    assert response.data == item.read_bytes()
+    assert response.headers["Cache-Control"] == "private, max-age=31536000, immutable"
+
+
+def test_an_exact_array_is_a_download_and_its_preview_an_image(base_dir: Path, media_run: StoredRun) -> None:
+    client = create_app(base_dir).server.test_client()
+    ((_, item),) = media_run.media("exact")
+    assert item.preview is not None
+    exact = client.get(media_url(media_run.id, _relative(media_run, item.path)))
+    assert exact.mimetype == "application/octet-stream" and exact.data == item.read_bytes()
+    assert client.get(media_url(media_run.id, _relative(media_run, item.preview))).mimetype == "image/png"
+
+
+def test_an_image_cell_is_sent_only_for_the_table_that_holds_it(base_dir: Path, media_run: StoredRun) -> None:
+    client = create_app(base_dir).server.test_client()
+    ((_, table),) = media_run.media("preds")
+    cell = table.to_pandas()["image"][0]
+    url = media_url(media_run.id, _relative(media_run, cell.path))
+    response = client.get(f"{url}?table={_relative(media_run, table.path)}")
+    assert response.status_code == 200 and response.data == cell.read_bytes()
+    assert client.get(url).status_code == 404  # no record names the cell itself
+    ((_, image),) = media_run.media("samples")
+    assert client.get(f"{url}?table={_relative(media_run, image.path)}").status_code == 404  # not a table
+    assert client.get(f"{url}?table=../metadata.json").status_code == 404

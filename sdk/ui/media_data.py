@@ -10,7 +10,6 @@ elsewhere is left out of the index with a note, and the rest of the run is shown
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -47,7 +46,7 @@ class Item:
     kind: TrackKind
     name: str
     step: int
-    #: The file to show (a PNG preview for an exact ``.npy`` image), relative to the run folder.
+    #: The file to show (the PNG or WAV preview of an exact ``.npy``), relative to the run folder.
     file: str
     caption: str | None = None
     index: int = 0
@@ -160,7 +159,7 @@ def _media_item(run_dir: Path, events: Path, record: MediaLogged) -> tuple[Item,
         raise StoreCorruptError(events, "kind", f"is {record.kind!r}, not image, audio, text or table")
     stored = relative_file(run_dir, record.path, "media", events)
     preview = relative_file(run_dir, record.preview, "media", events) if record.preview else None
-    shown = preview if preview is not None and record.kind == "image" else stored
+    shown = preview or stored  # an exact .npy is shown by its PNG or WAV preview
     item = Item(
         kind=record.kind,
         name=record.name,
@@ -344,14 +343,3 @@ def describe(item: Item) -> str:
     if item.kind == "text" and isinstance(meta.get("chars"), int):
         return f"{meta['chars']:,} characters"
     return ""
-
-
-def finite_or_text(value: Any) -> Any:
-    """A table cell as JSON can carry it to the grid: NaN and infinities as words, never as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, np.generic):
-        return finite_or_text(value.item())
-    return str(value)

@@ -9,7 +9,6 @@ drawn as TensorBoard's distributions (bands between percentiles) or as a heatmap
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 
 from runtel.store.query import StoredRun
 from runtel.store.scan import READ_ERRORS, scan
-from runtel.ui import media_data, media_route
+from runtel.ui import media_data, media_route, media_tables
 from runtel.ui.media_data import Item, RunMedia
 
 if TYPE_CHECKING:
@@ -28,8 +27,6 @@ if TYPE_CHECKING:
 
 #: Keys shown before the user picks (the first of each kind first).
 DEFAULT_KEYS = 4
-#: Rows of a table per page.
-PAGE_SIZE = 20
 #: Labelled positions on a step slider.
 _MARKS = 8
 _BAND = "rgba(9, 105, 218, {alpha})"
@@ -203,7 +200,7 @@ def register(app: Dash, base: Path) -> None:
             return no_update, no_update
         run, item = found
         try:
-            rows, pages = table_page(run, item, page, sort_by)
+            rows, pages = media_tables.page(run, item, page, sort_by)
         except (*READ_ERRORS, ImportError):
             return no_update, no_update
         return rows, pages
@@ -324,9 +321,9 @@ def _grid(run: StoredRun, item: Item, legend: Any) -> Any:
     from dash.dash_table.DataTable import DataTable
 
     try:
-        frame = load_table(run, item)
-        rows, pages = table_page(run, item, 0, [])
-        cells: Any = rows  # the grid's own type for rows is narrower than a page's
+        rows, pages = media_tables.page(run, item, 0, [])
+        columns: Any = media_tables.columns(run, item)
+        cells: Any = rows  # the grid's own types for these are narrower than a page's
     except (*READ_ERRORS, ImportError) as exc:
         return html.Div(f"{item.name}: {exc}", className="problem")
     slot = json.dumps([run.id, media_data.key_of(item.kind, item.name), item.step, item.index])
@@ -334,11 +331,12 @@ def _grid(run: StoredRun, item: Item, legend: Any) -> Any:
         [
             DataTable(
                 id={"type": "media-grid", "index": slot},
-                columns=[{"name": str(name), "id": f"c{i}"} for i, name in enumerate(frame.columns)],
+                columns=columns,
                 data=cells,
                 page_action="custom",
                 page_current=0,
-                page_size=PAGE_SIZE,
+                page_size=media_tables.PAGE_SIZE,
+                markdown_options={"link_target": "_blank"},
                 page_count=pages,
                 sort_action="custom",
                 sort_mode="single",
@@ -365,52 +363,6 @@ def _grid_item(slot: Any, runs: Sequence[tuple[StoredRun, RunMedia]]) -> tuple[S
             if item.index == position:
                 return run, item
     return None
-
-
-def load_table(run: StoredRun, item: Item) -> Any:
-    """The logged table as a DataFrame, read once per stored file (the file is named by its content)."""
-    return _cached_table(str(run.dir), item.name, item.step, item.sha256 or item.file)
-
-
-@functools.lru_cache(maxsize=8)
-def _cached_table(run_dir: str, name: str, step: int, content: str) -> Any:
-    return StoredRun(Path(run_dir)).table(name, step=step)  # type: ignore[attr-defined]
-
-
-def table_page(run: StoredRun, item: Item, page: Any, sort_by: Any) -> tuple[list[dict[str, Any]], int]:
-    """Rows of page ``page`` (from 0) of the table sorted by ``sort_by`` (the grid's own format), and the
-    number of pages; cells are made JSON-safe by :func:`runtel.ui.media_data.finite_or_text`."""
-    frame = load_table(run, item)
-    order = np.arange(len(frame))
-    column, ascending = _sort_column(sort_by, len(frame.columns))
-    if column is not None:
-        values = frame.iloc[:, column].reset_index(drop=True)
-        try:
-            order = values.sort_values(
-                ascending=ascending, kind="stable", na_position="last"
-            ).index.to_numpy()
-        except TypeError:  # mixed types in one column: by their text
-            order = np.asarray(
-                sorted(range(len(values)), key=lambda r: str(values[r]), reverse=not ascending)
-            )
-    pages = max(1, -(-len(frame) // PAGE_SIZE))
-    current = min(page, pages - 1) if isinstance(page, int) and page >= 0 else 0
-    picked = frame.iloc[order[current * PAGE_SIZE : (current + 1) * PAGE_SIZE]]
-    rows = [
-        {f"c{i}": media_data.finite_or_text(value) for i, value in enumerate(row)}
-        for row in picked.itertuples(index=False, name=None)
-    ]
-    return rows, pages
-
-
-def _sort_column(sort_by: Any, columns: int) -> tuple[int | None, bool]:
-    if not isinstance(sort_by, list) or not sort_by or not isinstance(sort_by[0], dict):
-        return None, True
-    column_id, direction = sort_by[0].get("column_id"), sort_by[0].get("direction")
-    if not isinstance(column_id, str) or not column_id.startswith("c") or not column_id[1:].isdigit():
-        return None, True
-    column = int(column_id[1:])
-    return (column, direction != "desc") if column < columns else (None, True)
 
 
 def distribution_figure(records: Sequence[Any], title: str) -> Figure:
