@@ -233,7 +233,7 @@ def test_each_run_shows_its_nearest_step_to_the_slider(media_runs: list[StoredRu
         for wanted in (0, 4, 10, 16, 20)
     }
     assert shown == {0: (0, 4), 4: (0, 4), 10: (10, 4), 16: (20, 16), 20: (20, 16)}
-    step, (item,) = media_data.items_at(first, "image:samples", 10)
+    _, (item,) = media_data.items_at(first, "image:samples", 10)
     assert item.caption == "step 10" and item.file.startswith("media/") and item.file.endswith(".png")
     pixels = runtel.Store(media_runs[0].dir.parent).run(media_runs[0].id).media("samples")[1][1].to_numpy()
     assert np.array_equal(pixels, _pixels(10))  # the item at step 10 is the logged one

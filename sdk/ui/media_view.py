@@ -9,6 +9,8 @@ drawn as TensorBoard's distributions (bands between percentiles) or as a heatmap
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +41,8 @@ CSS = """
 .media-items { display: flex; flex-wrap: wrap; gap: 8px; } .media-items figure { margin: 0; }
 .media-image { width: 256px; max-width: 100%; height: auto; image-rendering: pixelated; background: #f6f8fa; }
 figcaption { font-size: 12px; color: #57606a; max-width: 256px; overflow-wrap: anywhere; }
+.media-items td img { width: 48px; height: auto; image-rendering: pixelated; }
+.media-label { margin-top: 14px; }
 .media-text { white-space: pre-wrap; max-width: 520px; max-height: 320px; overflow: auto; font-size: 12px;
   background: #f6f8fa; padding: 6px; margin: 0; }
 """
@@ -82,6 +86,10 @@ def register(app: Dash, base: Path) -> None:
     from dash import MATCH, Input, Output, State, ctx, dcc, html, no_update
 
     media_route.register(app.server, base)
+    if importlib.util.find_spec("pandas") is not None:
+        # Tables need pandas; imported now, before serving, because a first import in one request's
+        # thread races plotly's own check for pandas in another (a half-initialised module there).
+        importlib.import_module("pandas")
 
     def chosen_runs(selected: Any) -> list[tuple[StoredRun, RunMedia]]:
         return [(run, media_data.run_media(run)) for run in scan(base).resolve(selected)]
@@ -188,22 +196,25 @@ def register(app: Dash, base: Path) -> None:
     @app.callback(
         Output({"type": "media-grid", "index": MATCH}, "data"),
         Output({"type": "media-grid", "index": MATCH}, "page_count"),
+        Output({"type": "media-grid", "index": MATCH}, "page_current"),
         Input({"type": "media-grid", "index": MATCH}, "page_current"),
         Input({"type": "media-grid", "index": MATCH}, "sort_by"),
         State({"type": "media-grid", "index": MATCH}, "id"),
         State("selected", "value"),
         prevent_initial_call=True,
     )
-    def grid_page(page: Any, sort_by: Any, slot: Any, selected: Any) -> tuple[Any, Any]:
+    def grid_page(page: Any, sort_by: Any, slot: Any, selected: Any) -> tuple[Any, Any, Any]:
+        """The page asked for; a new sort starts again from the first page."""
         found = _grid_item(slot, chosen_runs(selected))
         if found is None:
-            return no_update, no_update
+            return no_update, no_update, no_update
         run, item = found
+        resorted = any(prop.endswith(".sort_by") for prop in ctx.triggered_prop_ids)
         try:
-            rows, pages = media_tables.page(run, item, page, sort_by)
+            rows, pages = media_tables.page(run, item, 0 if resorted else page, sort_by)
         except (*READ_ERRORS, ImportError):
-            return no_update, no_update
-        return rows, pages
+            return no_update, no_update, no_update
+        return rows, pages, 0 if resorted else no_update
 
 
 def _defaults(found: Sequence[tuple[str, str, str]]) -> list[str]:
@@ -248,7 +259,7 @@ def _step_panel(key: str, kind: str, name: str, steps: list[int]) -> Any:
                 included=False,
                 allow_direct_input=False,  # its box would show the slider's position, not the step
             ),
-            html.Div(id={"type": "media-label", "index": key}, className="muted"),
+            html.Div(id={"type": "media-label", "index": key}, className="muted media-label"),
             dcc.Store(id={"type": "media-steps", "index": key}, data=steps),
             html.Div(id={"type": "media-view", "index": key}, className="media-runs"),
         ],
