@@ -185,14 +185,18 @@ def _figure_item(run_dir: Path, events: Path, record: FigureLogged) -> Item:
 def relative_file(run_dir: Path, stored: str, anchor: str, events: Path) -> str:
     """The run-folder-relative path (``/``-separated) of a file a record names, checked to stay inside.
 
-    A relative path is taken as it is; an absolute one (a live run writes them) is found again from its
-    ``anchor`` component on, so a folder moved to another machine still finds its files.
+    A relative path is checked as text (no ``..``, nothing absolute), so indexing thousands of records
+    touches no file; every read and send resolves it again with its links (:func:`listed_file`). An
+    absolute one (a live run writes figures so) is found again from its ``anchor`` component on, so a
+    folder moved to another machine still finds its files.
     """
     if PurePosixPath(stored).is_absolute() or Path(stored).is_absolute():
         found = relocated(run_dir, stored, anchor, events, "path")
-    else:
-        found = inside(run_dir, stored, events, "path")
-    return found.relative_to(run_dir.resolve()).as_posix()
+        return found.relative_to(run_dir.resolve()).as_posix()
+    parts = PurePosixPath(stored).parts
+    if not parts or ".." in parts or "\\" in stored or "\0" in stored:
+        raise StoreCorruptError(events, "path", f"{stored!r} leads outside the run folder {run_dir}")
+    return PurePosixPath(*parts).as_posix()
 
 
 def listed_file(run: StoredRun, relative: str) -> Path | None:
