@@ -263,7 +263,7 @@ def main() -> None:
         ],
         [f"slider move to the next image decoded (median of {args.moves})", fmt_s(media["move_s"]), ""],
         [f"server: index of {args.images:,} media records (events.jsonl read)", fmt_s(media["index_s"]), ""],
-        ["server: the index again, log unchanged", fmt_s(media["cached_s"]), ""],
+        ["server: the index again, log unchanged", f"{media['cached_s'] * 1e6:.0f} µs", ""],
     ]
     print(md_table(["figure", "measured", "target"], rows))
 
