@@ -587,3 +587,35 @@ def test_a_logged_figure_is_shown_by_step(page: Any, media_ui: str, media_store:
         .inner_text()
         .endswith("not logged in this run")
     )
+
+
+def test_a_slider_at_the_latest_step_follows_a_live_run_and_one_moved_back_stays(
+    page: Any, tmp_path: Path
+) -> None:
+    base = tmp_path / "live-media"
+    server = BackgroundServer(create_app(base))
+    run = runtel.init(project="live", name="images", base_dir=str(base))
+    card = f".media-panel[data-key='image:samples'] .media-run[data-run='{run.id}']"
+    try:
+        run.log_image("samples", np.zeros((4, 4), dtype=np.uint8), step=0)
+        run.flush()
+        page.goto(f"{server.url}?runs={run.id}")
+        page.locator(f"{card}[data-step='0'] img").wait_for(timeout=20_000)
+        run.log_image("samples", np.full((4, 4), 255, dtype=np.uint8), step=5)
+        run.flush()
+        page.locator(f"{card}[data-step='5'] img").wait_for(timeout=20_000)
+        label = page.locator(".media-panel[data-key='image:samples'] .media-label")
+        assert label.inner_text() == "step 5 · 2 of 2 logged steps"
+        page.locator(".media-panel[data-key='image:samples']").get_by_role("slider").press("Home")
+        page.locator(f"{card}[data-step='0'] img").wait_for(timeout=20_000)
+        run.log_image("samples", np.full((4, 4), 9, dtype=np.uint8), step=9)
+        run.flush()
+        page.wait_for_function(
+            "label => label.innerText == 'step 0 · 1 of 3 logged steps'",
+            arg=label.element_handle(),
+            timeout=20_000,
+        )
+        assert page.locator(card).get_attribute("data-step") == "0"
+    finally:
+        run.finish()
+        server.close()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from runtel.records import HistogramLogged
 from runtel.store.query import StoredRun
 from runtel.store.scan import READ_ERRORS, scan
 from runtel.ui import media_data, media_route, media_tables
@@ -376,7 +377,7 @@ def _grid_item(slot: Any, runs: Sequence[tuple[StoredRun, RunMedia]]) -> tuple[S
     return None
 
 
-def distribution_figure(records: Sequence[Any], title: str) -> Figure:
+def distribution_figure(records: Sequence[HistogramLogged], title: str) -> Figure:
     """Bands between symmetric percentiles of each step (darker toward the median) and the median line."""
     import plotly.graph_objects as go
 
@@ -411,7 +412,7 @@ def distribution_figure(records: Sequence[Any], title: str) -> Figure:
     return figure
 
 
-def heatmap_figure(records: Sequence[Any], title: str) -> Figure:
+def heatmap_figure(records: Sequence[HistogramLogged], title: str) -> Figure:
     """The share of each step's values in each value bin, steps across, values up."""
     import plotly.graph_objects as go
 
