@@ -18,7 +18,7 @@ from PIL import Image as PILImage
 import runtel
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 @pytest.fixture
@@ -60,7 +60,9 @@ def test_chw_and_hw_arrays_and_single_channel_keep_their_pixels(run: runtel.Run,
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "uint16", "int32", "bool"])
-def test_other_dtypes_keep_their_exact_array_beside_a_png_preview(run: runtel.Run, stored, dtype: str) -> None:  # type: ignore[no-untyped-def]
+def test_other_dtypes_keep_their_exact_array_beside_a_png_preview(
+    run: runtel.Run, stored, dtype: str
+) -> None:  # type: ignore[no-untyped-def]
     values = np.random.default_rng(4).normal(size=(8, 6, 3)).astype(dtype)
     if dtype.startswith("float"):
         values[0, 0, 0], values[0, 1, 0], values[0, 2, 0] = np.nan, np.inf, -np.inf
@@ -74,7 +76,9 @@ def test_other_dtypes_keep_their_exact_array_beside_a_png_preview(run: runtel.Ru
     assert preview.shape == values.shape and preview.dtype == np.uint8
 
 
-def test_the_preview_rule_scales_unit_floats_by_255_and_other_ranges_by_min_max(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
+def test_the_preview_rule_scales_unit_floats_by_255_and_other_ranges_by_min_max(
+    run: runtel.Run, stored
+) -> None:  # type: ignore[no-untyped-def]
     unit = np.array([[0.0, 0.5, 1.0]], np.float32)
     wide = np.array([[-2.0, 0.0, 2.0]], np.float64)
     run.log_image("unit", unit)
@@ -122,7 +126,9 @@ def test_a_pil_image_keeps_its_pixels(run: runtel.Run, stored, mode: str) -> Non
 def test_a_palette_pil_image_is_stored_as_its_rgb_pixels(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
     picture = PILImage.fromarray(_rgb(8, (6, 6, 3))).convert("P")
     run.log_image("palette", picture)
-    np.testing.assert_array_equal(stored(run).media("palette")[0][1].to_numpy(), np.array(picture.convert("RGB")))
+    np.testing.assert_array_equal(
+        stored(run).media("palette")[0][1].to_numpy(), np.array(picture.convert("RGB"))
+    )
 
 
 def test_an_image_file_is_read_at_the_call(run: runtel.Run, stored, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -151,7 +157,11 @@ def test_a_list_in_log_is_a_gallery_at_that_step_beside_the_scalars(run: runtel.
     back = stored(run)
     gallery = back.media("preds")
     assert [step for step, _ in gallery] == [1, 1, 1]
-    assert [(item.index, item.count, item.caption) for _, item in gallery] == [(0, 3, "#0"), (1, 3, "#1"), (2, 3, "#2")]
+    assert [(item.index, item.count, item.caption) for _, item in gallery] == [
+        (0, 3, "#0"),
+        (1, 3, "#1"),
+        (2, 3, "#2"),
+    ]
     for (_, item), expected in zip(gallery, images, strict=True):
         np.testing.assert_array_equal(item.to_numpy(), expected)
     steps, _, values = back.history("loss")
@@ -251,7 +261,11 @@ def test_a_polars_dataframe_round_trips(run: runtel.Run, stored) -> None:  # typ
 
 def test_image_cells_of_a_table_come_back_as_media_items(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
     images = [_rgb(11), _rgb(12)]
-    run.log_table("with_images", [[runtel.Image(images[0], caption="a"), 1], [runtel.Image(images[1]), 2]], columns=["img", "n"])
+    run.log_table(
+        "with_images",
+        [[runtel.Image(images[0], caption="a"), 1], [runtel.Image(images[1]), 2]],
+        columns=["img", "n"],
+    )
     frame = stored(run).table("with_images")
     cells = frame["img"].tolist()
     assert cells[0].caption == "a"
@@ -288,7 +302,7 @@ def test_media_names_count_the_items_of_each_key(run: runtel.Run, stored) -> Non
     [
         (lambda: runtel.Image("not/a/file.png"), "cannot be read"),
         (lambda: runtel.Image(np.zeros((0, 4, 3), np.uint8)), "empty"),
-        (lambda: runtel.Image(np.zeros((4, 4, 5), np.uint8)), "1, 3 or 4 channels"),
+        (lambda: runtel.Image(np.zeros((6, 6, 5), np.uint8)), "1, 3 or 4 channels"),
         (lambda: runtel.Image(np.zeros((2, 4, 4, 3), np.uint8)), "gallery"),
         (lambda: runtel.Image(np.zeros((4, 4), complex)), "bool, integers or floats"),
         (lambda: runtel.Image([[1, 2]]), "numpy array, torch tensor"),
@@ -340,3 +354,17 @@ def test_media_after_finish_is_refused(base_dir: Path) -> None:
         run.log_image("late", _rgb())
     with pytest.raises(runtel.RunFinishedError):
         run.log({"late": runtel.Text("x")})
+
+
+def test_category_and_datetime_columns_keep_their_dtypes(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
+    source = pd.DataFrame(
+        {
+            "kind": pd.Series(["cat", "dog", "cat"], dtype="category"),
+            "when": pd.to_datetime(["2026-01-01 10:00:00", None, "2026-12-01 00:00:01.5"], format="ISO8601"),
+            "maybe": pd.Series([1, None, 3], dtype="Int64"),
+        }
+    )
+    run.log_table("typed", source)
+    frame = stored(run).table("typed")
+    assert [str(t) for t in frame.dtypes] == [str(t) for t in source.dtypes]
+    pd.testing.assert_frame_equal(frame, source)
