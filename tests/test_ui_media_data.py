@@ -4,12 +4,14 @@ histograms per run, the nearest step, distributions and heatmaps, tables by page
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import runtel
+from runtel.errors import MissingExtraError, StoreCorruptError
 from runtel.records import HistogramLogged
 from runtel.store.query import StoredRun
 from runtel.ui import media_data, media_tables
@@ -329,3 +331,26 @@ def test_image_cells_link_to_the_route_only_for_their_table(base_dir: Path) -> N
     assert media_data.listed_file(stored, relative) is None  # a cell is listed by its table alone
     assert media_tables.cell_file(stored, item.file, "metadata.json") is None
     assert media_tables.cell_file(stored, "metadata.json", relative) is None
+
+
+def _one_table(base_dir: Path) -> tuple[StoredRun, media_data.Item]:
+    with runtel.init(project="p", name="table", base_dir=str(base_dir)) as run:
+        run.log_table("t", [[1, "a"], [2, "b"]], columns=["n", "s"], step=0)
+    stored = runtel.Store(base_dir).run(run.id)
+    _, (item,) = media_data.items_at(media_data.run_media(stored), "table:t", 0)
+    return stored, item
+
+
+def test_a_table_without_pandas_says_what_to_install(base_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stored, item = _one_table(base_dir)
+    monkeypatch.setitem(sys.modules, "pandas", None)  # as if pandas were not installed
+    with pytest.raises(MissingExtraError, match="pip install pandas"):
+        media_tables.page(stored, item, 0, [])
+
+
+def test_a_table_changed_on_disk_is_refused(base_dir: Path) -> None:
+    stored, item = _one_table(base_dir)
+    path = stored.dir / item.file
+    path.write_bytes(path.read_bytes().replace(b'"a"', b'"z"'))
+    with pytest.raises(StoreCorruptError, match="sha256"):
+        media_tables.page(stored, item, 0, [])

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import numpy as np
 
+from runtel.errors import MissingExtraError
 from runtel.store import _layout
 from runtel.store._untrusted import inside
 from runtel.store.media import MediaItem
@@ -41,8 +42,8 @@ _lock = threading.Lock()
 
 def load(run: StoredRun, item: Item) -> LoadedTable:
     """The table ``item`` names as a DataFrame (its hash checked once, on first read), kept for the
-    next page; :class:`~runtel.errors.StoreCorruptError` if the file is damaged, ImportError without
-    pandas."""
+    next page; :class:`~runtel.errors.StoreCorruptError` if the file is damaged,
+    :class:`~runtel.errors.MissingExtraError` without pandas."""
     key = (str(run.dir), item.file, item.sha256 or "")
     with _lock:
         if key in _loaded:
@@ -50,7 +51,12 @@ def load(run: StoredRun, item: Item) -> LoadedTable:
             return _loaded[key]
     path = inside(run.dir, item.file, run.dir / _layout.EVENTS, "path")
     stored = MediaItem(item.name, item.step, "table", path, item.sha256 or "", item.size or 0, meta=item.meta)
-    frame = stored.to_pandas()
+    try:
+        frame = stored.to_pandas()
+    except ModuleNotFoundError as exc:
+        if exc.name != "pandas":
+            raise
+        raise MissingExtraError("showing a logged table needs pandas: pip install pandas") from None
     root = run.dir.resolve()
     images = frozenset(
         position
