@@ -408,6 +408,7 @@ def distribution_figure(records: Sequence[HistogramLogged], title: str) -> Figur
         margin={"l": 50, "r": 10, "t": 40, "b": 40},
         xaxis={"title": {"text": "step"}},
         legend={"orientation": "h", "y": -0.2},
+        uirevision=title,  # a zoom survives the redraw of a live run
     )
     return figure
 
@@ -426,5 +427,6 @@ def heatmap_figure(records: Sequence[HistogramLogged], title: str) -> Figure:
         margin={"l": 50, "r": 10, "t": 40, "b": 40},
         xaxis={"title": {"text": "step"}},
         yaxis={"title": {"text": "value"}},
+        uirevision=title,
     )
     return figure
