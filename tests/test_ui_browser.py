@@ -619,3 +619,32 @@ def test_a_slider_at_the_latest_step_follows_a_live_run_and_one_moved_back_stays
     finally:
         run.finish()
         server.close()
+
+
+def test_a_missing_or_linked_out_media_file_is_named_not_drawn_broken(page: Any, tmp_path: Path) -> None:
+    base = tmp_path / "damaged-media"
+    with runtel.init(project="p", name="damaged", base_dir=str(base)) as run:
+        run.log_image("gone", np.zeros((2, 2), dtype=np.uint8), step=1)
+        run.log_image("linked", np.ones((2, 2), dtype=np.uint8), step=1)
+    stored = runtel.Store(base).run(run.id)
+    ((_, gone),) = stored.media("gone")
+    ((_, linked),) = stored.media("linked")
+    gone.path.unlink()
+    outside = tmp_path / "elsewhere.png"
+    outside.write_bytes(linked.path.read_bytes())
+    linked.path.unlink()
+    linked.path.symlink_to(outside)
+    server = BackgroundServer(create_app(base))
+    try:
+        page.goto(f"{server.url}?runs={run.id}")
+        problems = page.locator("#media .media-run .problem")
+        problems.nth(1).wait_for(timeout=20_000)
+        texts = problems.all_text_contents()
+        assert (
+            texts[0] == f"gone at step 1: {gone.path.relative_to(stored.dir)} is missing from the run folder"
+        )
+        assert texts[1].startswith("linked at step 1: events.jsonl field 'path'")
+        assert "leads outside the run folder" in texts[1]
+        assert page.locator("#media .media-run img").count() == 0
+    finally:
+        server.close()

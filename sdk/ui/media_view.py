@@ -20,7 +20,7 @@ import numpy as np
 
 from runtel.records import HistogramLogged
 from runtel.store.query import StoredRun
-from runtel.store.scan import READ_ERRORS, scan
+from runtel.store.scan import READ_ERRORS, reason, scan
 from runtel.ui import media_data, media_route, media_tables
 from runtel.ui.media_data import Item, RunMedia
 
@@ -309,6 +309,14 @@ def _data(**values: str) -> dict[str, Any]:
 def _item(run: StoredRun, item: Item) -> Any:
     from dash import html
 
+    try:
+        found = media_data.listed_file(run, item.file)
+    except READ_ERRORS as exc:
+        found, problem = None, reason(exc, run.dir)
+    else:
+        problem = f"{item.file} is missing from the run folder"
+    if found is None:  # said in words, not drawn as a broken image
+        return html.Div(f"{item.name} at step {item.step}: {problem}", className="problem")
     url = media_data.media_url(run.id, item.file)
     detail = media_data.describe(item)
     caption = [part for part in (item.caption, detail) if part]
