@@ -155,8 +155,6 @@ def _index(run_dir: Path) -> RunMedia:
 
 
 def _media_item(run_dir: Path, events: Path, record: MediaLogged) -> tuple[Item, tuple[str, ...]]:
-    if record.kind not in ("image", "audio", "text", "table"):
-        raise StoreCorruptError(events, "kind", f"is {record.kind!r}, not image, audio, text or table")
     stored = relative_file(run_dir, record.path, "media", events)
     preview = relative_file(run_dir, record.preview, "media", events) if record.preview else None
     shown = preview or stored  # an exact .npy is shown by its PNG or WAV preview
