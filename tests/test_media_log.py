@@ -368,3 +368,18 @@ def test_category_and_datetime_columns_keep_their_dtypes(run: runtel.Run, stored
     frame = stored(run).table("typed")
     assert [str(t) for t in frame.dtypes] == [str(t) for t in source.dtypes]
     pd.testing.assert_frame_equal(frame, source)
+
+
+def test_a_float_image_cell_keeps_its_array_and_gets_a_preview(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
+    values = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+    run.log_table("float-cells", [[runtel.Image(values)]], columns=["img"], step=4)
+    [cell] = stored(run).table("float-cells")["img"].tolist()
+    assert (cell.name, cell.step, cell.meta["format"]) == ("float-cells/img", 4, "npy")
+    np.testing.assert_array_equal(cell.to_numpy(), values)
+    assert cell.preview is not None and np.array(PILImage.open(cell.preview)).shape == (3, 4)
+
+
+def test_a_polars_column_of_an_unsupported_dtype_is_refused() -> None:
+    frame = pl.DataFrame({"l": [[1, 2]]})
+    with pytest.raises(runtel.InvalidMediaError, match="polars dtype"):
+        runtel.Table(frame)

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runtel._media_buffers import give_back
-from runtel._media_encode import Encoded, encode
 from runtel.media import Image, Media
 from runtel.records import MediaLogged
 
@@ -82,12 +81,14 @@ class MediaWriter:
                 self._drained.notify_all()
 
     def _write(self, pending: PendingMedia) -> list[MediaLogged]:
+        from runtel._media_encode import encode  # with Pillow's, imported once media are logged
+
         records = []
         count = len(pending.items)
         for index, item in enumerate(pending.items):
             try:
-                encoded = encode(item, self._store_file)
-                path, sha256 = self._store_file(encoded)
+                encoded = encode(item, self._put)
+                path, sha256 = self._put(encoded.data, encoded.ext)
                 preview = None
                 if encoded.preview is not None:
                     data, ext = encoded.preview
@@ -117,9 +118,6 @@ class MediaWriter:
                 )
             )
         return records
-
-    def _store_file(self, encoded: Encoded) -> tuple[str, str]:
-        return self._put(encoded.data, encoded.ext)
 
     def _put(self, data: bytes, ext: str) -> tuple[str, str]:
         """``data`` as ``media/<sha256>.<ext>`` (kept when already there); its relative path and hash."""
