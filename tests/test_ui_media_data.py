@@ -354,3 +354,19 @@ def test_a_table_changed_on_disk_is_refused(base_dir: Path) -> None:
     path.write_bytes(path.read_bytes().replace(b'"a"', b'"z"'))
     with pytest.raises(StoreCorruptError, match="sha256"):
         media_tables.page(stored, item, 0, [])
+
+
+def test_an_exact_image_cell_is_shown_by_its_preview(base_dir: Path) -> None:
+    with runtel.init(project="p", name="cells", base_dir=str(base_dir)) as run:
+        run.log_table(
+            "t", [[runtel.Image(np.linspace(0, 1, 4, dtype=np.float32).reshape(2, 2))]], columns=["x"]
+        )
+    stored = runtel.Store(base_dir).run(run.id)
+    _, (item,) = media_data.items_at(media_data.run_media(stored), "table:t", 0)
+    cell = media_tables.load(stored, item).frame["x"][0]
+    assert cell.path.suffix == ".npy" and cell.preview is not None
+    preview, exact = (path.relative_to(stored.dir).as_posix() for path in (cell.preview, cell.path))
+    rows, _ = media_tables.page(stored, item, 0, [])
+    assert rows == [{"c0": f"![image]({media_data.media_url(stored.id, preview)}?table={item.file})"}]
+    assert media_tables.cell_file(stored, item.file, preview) == (stored.dir / preview).resolve()
+    assert media_tables.cell_file(stored, item.file, exact) == (stored.dir / exact).resolve()

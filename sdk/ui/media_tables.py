@@ -32,7 +32,8 @@ class LoadedTable:
     frame: Any
     #: Positions of the columns logged as images.
     image_columns: frozenset[int]
-    #: The run-folder-relative files of the table's image cells (what the media route may send for it).
+    #: The run-folder-relative files (and previews) of the table's image cells: what the media route
+    #: may send for it.
     cells: frozenset[str]
 
 
@@ -64,10 +65,12 @@ def load(run: StoredRun, item: Item) -> LoadedTable:
         if any(isinstance(cell, MediaItem) for cell in frame[column])
     )
     cells = frozenset(
-        _relative(cell.path, root)
+        _relative(path, root)
         for position in images
         for cell in frame.iloc[:, position]
-        if isinstance(cell, MediaItem) and cell.path.is_relative_to(root)
+        if isinstance(cell, MediaItem)
+        for path in (cell.path, cell.preview)
+        if path is not None and path.is_relative_to(root)
     )
     loaded = LoadedTable(frame, images, cells)
     with _lock:
@@ -142,7 +145,7 @@ def cell_value(value: Any) -> Any:
 def _image(run: StoredRun, table: Item, cell: Any) -> str:
     if not isinstance(cell, MediaItem):
         return ""
-    relative = _relative(cell.path, run.dir.resolve())
+    relative = _relative(cell.preview or cell.path, run.dir.resolve())  # an exact .npy by its PNG
     return f"![image]({media_url(run.id, relative)}?table={quote(table.file, safe='/')})"
 
 
