@@ -20,6 +20,7 @@ from playwright import sync_api as playwright_api
 
 import runtel
 from runtel.ui import BackgroundServer, create_app
+from runtel.ui.media_data import media_url
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 SPIKE_STEP, SPIKE_VALUE, POINTS = 654_321, 50.0, 1_000_000
@@ -395,3 +396,255 @@ def test_the_sweep_view_shows_every_trial(
     page.locator("#sweep-curves .scatterlayer .trace").nth(2).wait_for(timeout=15_000)
     names = _plot(page, "sweep-curves", "document.querySelector(s).data.map(t => t.name)")
     assert len(names) == 3 and all("ui-sweep-trial-" in name for name in names)
+
+
+# ---- the media section, over its own store and server: images, a table, a figure, histograms
+
+MEDIA_STEPS = {"first": [0, 10, 20], "second": [4, 16]}
+TABLE_ROWS = 45
+
+
+def _matplotlib_figure(step: int) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(2, 2))
+    figure.add_subplot().plot([0, 1], [0, step])
+    return figure
+
+
+def _shade(run: str, step: int) -> int:
+    """The grey level of ``run``'s image at ``step``: each image tells which it is."""
+    return (step * 5 + (100 if run == "second" else 0)) % 256
+
+
+@pytest.fixture(scope="module")
+def media_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Two runs logging ``samples`` images at different steps; the first also a table, a figure and
+    histograms, all through the real API."""
+    base = tmp_path_factory.mktemp("ui-media") / "runs"
+    ids = {}
+    for name, steps in MEDIA_STEPS.items():
+        with runtel.init(project="vision", name=name, base_dir=str(base), system_interval=0) as run:
+            for step in steps:
+                pixels = np.full((6, 8, 3), _shade(name, step), dtype=np.uint8)
+                run.log({"loss": 1.0, "samples": runtel.Image(pixels, caption=f"{name} {step}")}, step=step)
+                if name == "first":
+                    run.log_figure(_matplotlib_figure(step), "roc", step=step)
+                    run.log_histogram("weights", np.arange(1000.0) + 100 * step, step=step, bins=20)
+            if name == "first":
+                rows = [[i, (i * 7) % TABLE_ROWS, f"row {i}"] for i in range(TABLE_ROWS)]
+                run.log_table("eval", rows, columns=["i", "score", "label"], step=20)
+            ids[name] = run.id
+    return {"base": base, "ids": ids}
+
+
+@pytest.fixture(scope="module")
+def media_ui(media_store: dict[str, Any]) -> Iterator[str]:
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = BackgroundServer(create_app(media_store["base"]))
+    yield server.url
+    server.close()
+
+
+def _open_media(page: Any, media_ui: str, media_store: dict[str, Any], key: str) -> Any:
+    ids = media_store["ids"]
+    page.goto(f"{media_ui}?runs={ids['first']},{ids['second']}")
+    panel = page.locator(f".media-panel[data-key='{key}']")
+    panel.wait_for(timeout=20_000)
+    return panel
+
+
+_SHOWN = """panel => [...panel.querySelectorAll('.media-run')].map(card => {
+    const img = card.querySelector('img');
+    let grey = null;
+    if (img && img.complete && img.naturalWidth) {
+        const canvas = document.createElement('canvas');
+        canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+        const context = canvas.getContext('2d');
+        context.drawImage(img, 0, 0);
+        grey = context.getImageData(0, 0, 1, 1).data[0];
+    }
+    return {run: card.dataset.run, step: card.dataset.step, heading: card.querySelector('h4').innerText,
+            src: img && img.getAttribute('src'), grey: grey};
+})"""
+
+
+def _shown(panel: Any, steps: tuple[int, int]) -> list[dict[str, Any]]:
+    """Each run's card once both show ``steps`` and their images are decoded: step, src, pixel value."""
+    panel.page.wait_for_function(
+        f"panel => {{ const shown = ({_SHOWN})(panel);"
+        f" return shown.length == 2 && shown.every((card, i) => card.grey !== null"
+        f" && card.step == {list(steps)}[i]); }}",
+        arg=panel.element_handle(),
+        timeout=15_000,
+    )
+    return panel.evaluate(_SHOWN)
+
+
+def test_moving_the_slider_shows_each_runs_image_of_that_step(
+    page: Any, media_ui: str, media_store: dict[str, Any]
+) -> None:
+    ids = media_store["ids"]
+    stored = {name: runtel.Store(media_store["base"]).run(ids[name]) for name in ids}
+    panel = _open_media(page, media_ui, media_store, "image:samples")
+    # The union of both runs' steps is 0, 4, 10, 16, 20; each run shows its nearest (the earlier on a tie).
+    for keys, wanted, steps in (
+        ([], 20, (20, 16)),
+        (["Home"], 0, (0, 4)),
+        (["ArrowRight"], 4, (0, 4)),
+        (["ArrowRight"], 10, (10, 4)),
+        (["ArrowRight"], 16, (20, 16)),
+    ):
+        for key in keys:
+            panel.get_by_role("slider").press(key)
+        cards = _shown(panel, steps)
+        assert panel.locator(".media-label").inner_text().startswith(f"step {wanted} ·")
+        for card, name, step in zip(cards, ("first", "second"), steps, strict=True):
+            item = dict(stored[name].media("samples"))[step]
+            assert card["run"] == ids[name]
+            assert card["src"] == media_url(ids[name], item.path.relative_to(stored[name].dir).as_posix())
+            assert card["grey"] == _shade(name, step)  # the pixels the browser decoded
+            assert card["heading"].endswith(f"step {step}" if step == wanted else f"(nearest to {wanted})")
+    assert panel.locator("figcaption").all_text_contents() == [
+        "first 20 · 6x8x3 uint8",
+        "second 16 · 6x8x3 uint8",
+    ]
+
+
+def test_a_table_pages_and_sorts(page: Any, media_ui: str, media_store: dict[str, Any]) -> None:
+    panel = _open_media(page, media_ui, media_store, "table:eval")
+    grid = panel.locator(".media-run").first
+    cells = (
+        "(grid, column) => [...grid.querySelectorAll(`td[data-dash-column=${column}]`)].map(c => c.innerText)"
+    )
+    grid.locator("td[data-dash-column='c0']").first.wait_for(timeout=15_000)
+    assert grid.evaluate(cells, "c0") == [str(i) for i in range(20)]
+    grid.locator("button.next-page").click()
+    page.wait_for_function(
+        f"grid => ({cells})(grid, 'c0')[0] == '20'", arg=grid.element_handle(), timeout=15_000
+    )
+    assert grid.evaluate(cells, "c0") == [str(i) for i in range(20, 40)]
+    assert grid.evaluate(cells, "c2") == [f"row {i}" for i in range(20, 40)]
+    grid.locator("th[data-dash-column='c1'] .column-header--sort").click()
+    page.wait_for_function(
+        f"grid => ({cells})(grid, 'c1')[0] == '0'", arg=grid.element_handle(), timeout=15_000
+    )
+    scores = sorted((i * 7) % TABLE_ROWS for i in range(TABLE_ROWS))
+    assert [int(score) for score in grid.evaluate(cells, "c1")] == scores[:20]  # a new sort starts at page 1
+    assert (
+        grid.locator(".current-page-shadow").inner_text() == "1"
+        and grid.locator("button.previous-page").is_disabled()
+    )
+
+
+def test_a_histogram_over_steps_renders_as_distribution_and_heatmap(
+    page: Any, media_ui: str, media_store: dict[str, Any]
+) -> None:
+    from runtel.ui import media_data
+
+    panel = _open_media(page, media_ui, media_store, "histogram:weights")
+    graph = panel.locator(".js-plotly-plot")
+    graph.locator(".scatterlayer .trace").first.wait_for(timeout=15_000)
+    traces = graph.evaluate(
+        "g => g._fullData.map(t => ({name: t.name, x: Array.from(t.x), y: Array.from(t.y)}))"
+    )
+    stored = runtel.Store(media_store["base"]).run(media_store["ids"]["first"])
+    steps, bands = media_data.distribution(media_data.run_media(stored).histograms["weights"])
+    median = next(trace for trace in traces if trace["name"] == "median")
+    assert median["x"] == [0, 10, 20] == steps.tolist()
+    assert median["y"] == pytest.approx(bands[:, 4].tolist())
+    assert median["y"] == pytest.approx([499.5 + 100 * step for step in (0, 10, 20)], abs=1.0)
+    assert len(traces) == 9  # four bands, each two edges, and the median
+    page.get_by_label("heatmap").check()
+    page.wait_for_function(  # the graph is drawn anew: look it up each time
+        "s => document.querySelector(s)?._fullData?.[0]?.type == 'heatmap'",
+        arg=".media-panel[data-key='histogram:weights'] .js-plotly-plot",
+        timeout=15_000,
+    )
+    z = graph.evaluate("g => g._fullData[0].z.map(row => Array.from(row))")
+    assert len(z) == 64 and all(len(row) == 3 for row in z)
+    assert [sum(row[column] for row in z) for column in range(3)] == pytest.approx([1.0, 1.0, 1.0])
+
+
+def test_a_logged_figure_is_shown_by_step(page: Any, media_ui: str, media_store: dict[str, Any]) -> None:
+    run_id = media_store["ids"]["first"]
+    panel = _open_media(page, media_ui, media_store, "figure:roc")
+    image = panel.locator(f".media-run[data-run='{run_id}'] img")
+    image.wait_for(timeout=15_000)
+    assert image.get_attribute("src") == media_url(run_id, "plots/roc_step20.png")
+    page.wait_for_function("img => img.complete && img.naturalWidth == 200", arg=image.element_handle())
+    panel.get_by_role("slider").press("Home")
+    page.wait_for_function(  # the card may be drawn anew: look it up each time
+        "s => document.querySelector(s)?.getAttribute('src')?.endsWith('/plots/roc_step0.png')",
+        arg=f".media-panel[data-key='figure:roc'] .media-run[data-run='{run_id}'] img",
+        timeout=15_000,
+    )
+    assert (
+        panel.locator(f".media-run[data-run='{media_store['ids']['second']}']")
+        .inner_text()
+        .endswith("not logged in this run")
+    )
+
+
+def test_a_slider_at_the_latest_step_follows_a_live_run_and_one_moved_back_stays(
+    page: Any, tmp_path: Path
+) -> None:
+    base = tmp_path / "live-media"
+    server = BackgroundServer(create_app(base))
+    run = runtel.init(project="live", name="images", base_dir=str(base))
+    card = f".media-panel[data-key='image:samples'] .media-run[data-run='{run.id}']"
+    try:
+        run.log_image("samples", np.zeros((4, 4), dtype=np.uint8), step=0)
+        run.flush()
+        page.goto(f"{server.url}?runs={run.id}")
+        page.locator(f"{card}[data-step='0'] img").wait_for(timeout=20_000)
+        run.log_image("samples", np.full((4, 4), 255, dtype=np.uint8), step=5)
+        run.flush()
+        page.locator(f"{card}[data-step='5'] img").wait_for(timeout=20_000)
+        label = page.locator(".media-panel[data-key='image:samples'] .media-label")
+        assert label.inner_text() == "step 5 · 2 of 2 logged steps"
+        page.locator(".media-panel[data-key='image:samples']").get_by_role("slider").press("Home")
+        page.locator(f"{card}[data-step='0'] img").wait_for(timeout=20_000)
+        run.log_image("samples", np.full((4, 4), 9, dtype=np.uint8), step=9)
+        run.flush()
+        page.wait_for_function(
+            "label => label.innerText == 'step 0 · 1 of 3 logged steps'",
+            arg=label.element_handle(),
+            timeout=20_000,
+        )
+        assert page.locator(card).get_attribute("data-step") == "0"
+    finally:
+        run.finish()
+        server.close()
+
+
+def test_a_missing_or_linked_out_media_file_is_named_not_drawn_broken(page: Any, tmp_path: Path) -> None:
+    base = tmp_path / "damaged-media"
+    with runtel.init(project="p", name="damaged", base_dir=str(base)) as run:
+        run.log_image("gone", np.zeros((2, 2), dtype=np.uint8), step=1)
+        run.log_image("linked", np.ones((2, 2), dtype=np.uint8), step=1)
+    stored = runtel.Store(base).run(run.id)
+    ((_, gone),) = stored.media("gone")
+    ((_, linked),) = stored.media("linked")
+    gone.path.unlink()
+    outside = tmp_path / "elsewhere.png"
+    outside.write_bytes(linked.path.read_bytes())
+    linked.path.unlink()
+    linked.path.symlink_to(outside)
+    server = BackgroundServer(create_app(base))
+    try:
+        page.goto(f"{server.url}?runs={run.id}")
+        problems = page.locator("#media .media-run .problem")
+        problems.nth(1).wait_for(timeout=20_000)
+        texts = problems.all_text_contents()
+        assert (
+            texts[0] == f"gone at step 1: {gone.path.relative_to(stored.dir)} is missing from the run folder"
+        )
+        assert texts[1].startswith("linked at step 1: events.jsonl field 'path'")
+        assert "leads outside the run folder" in texts[1]
+        assert page.locator("#media .media-run img").count() == 0
+    finally:
+        server.close()

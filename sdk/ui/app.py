@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from runtel.errors import MissingExtraError
 from runtel.store.query import StoredRun
 from runtel.store.scan import READ_ERRORS, Listing, scan
-from runtel.ui import data, group_view, sweep_view
+from runtel.ui import data, group_view, media_view, sweep_view
 
 if TYPE_CHECKING:
     from dash import Dash
@@ -78,11 +78,14 @@ def create_app(base_dir: str | os.PathLike[str], *, report_dir: str | os.PathLik
         include_assets_files=False,
         update_title="",
     )
-    app.index_string = app.index_string.replace("{%css%}", "{%css%}<style>" + _CSS + "</style>")
+    app.index_string = app.index_string.replace(
+        "{%css%}", "{%css%}<style>" + _CSS + media_view.CSS + "</style>"
+    )
     app.layout = _layout(base)
     _register(app, base, reports)
     sweep_view.register(app, base)
     group_view.register(app, base)
+    media_view.register(app, base)
     harden(app.server)
     return app
 
@@ -177,6 +180,7 @@ def _layout(base: Path) -> Any:
                             html.Div(id="charts", className="charts"),
                         ]
                     ),
+                    media_view.section(),
                     html.Section([html.H2("Best values"), html.Div(id="best", className="charts")]),
                     html.Section([html.H2("Hyperparameters"), html.Div(id="params")]),
                     html.Section([html.H2("Epochs and phases"), html.Div(id="spans")]),
