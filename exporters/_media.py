@@ -94,6 +94,14 @@ def cell_text(cell: Any) -> str:
     return "" if cell is None else str(cell)
 
 
+def image_cell_text(cell: Any) -> str | None:
+    """A stored Image cell as text: its file's path in the run folder (None stays None)."""
+    if cell is None:
+        return None
+    path = cell.get("image") if isinstance(cell, dict) else None
+    return path if isinstance(path, str) else json.dumps(cell, allow_nan=True)
+
+
 def markdown_table(table: TableRows) -> str:
     """The table as Markdown (TensorBoard's text plugin renders it as a table)."""
 
@@ -114,9 +122,3 @@ def html_table(table: TableRows) -> str:
     )
     return f'<!DOCTYPE html><html><meta charset="utf-8"><table border="1"><tr>{head}</tr>{body}</table></html>'
 
-
-def cut_table(source: Path, rows: int, target: Path) -> None:
-    """The first ``rows`` rows of a table file, written to ``target`` in the same format."""
-    document = read_document(source)
-    document["data"] = document["data"][:rows]
-    target.write_text(json.dumps(document, ensure_ascii=False, allow_nan=True), encoding="utf-8")

@@ -81,6 +81,10 @@ CAPABILITIES = Capabilities(
     # Step images of one key and step are kept side by side (each file has its own uuid); a table,
     # text or clip is one artifact file per name and step.
     galleries=("image",),
+    # log_table refuses an image column holding anything but images ("a mix of images and non-images").
+    table_image_gaps=False,
+    # log_table writes DataFrame.to_json: NaN and +/-inf cells become null (read back as NaN).
+    table_infinity=False,
     # log_image keys allow only [A-Za-z0-9_-./ ] (and table files refuse quotes, commas, colons and
     # brackets); the path rules of KEY_PATTERN still apply, as a media name is an artifact folder.
     media_key_pattern=r"(?!\.\.)(?!(?:.*/)?\.\.?(?:/|$))[A-Za-z0-9_\-. ]+(?:/[A-Za-z0-9_\-. ]+)*",

@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import math
+import os
 import re
+import shutil
 import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runtel._adapt_steps import StepFitter
-from runtel.errors import MissingExtraError
-from runtel.exporters._media import cut_table
+from runtel.errors import MissingExtraError, RuntelError
+from runtel.exporters._media import image_cell_text, read_document
 from runtel.exporters.base import Capabilities
 from runtel.records import ArtifactLogged, MediaLogged, Record
 
@@ -78,8 +81,13 @@ class MediaFitter:
             if fitted is None:
                 return []
             record = fitted
-        elif record.kind == "table" and caps.max_table_rows is not None:
-            record = self._cut(record, "rows", caps.max_table_rows, "table_cut", extra)
+        elif record.kind == "table":
+            if caps.max_table_rows is not None:
+                record = self._cut(record, "rows", caps.max_table_rows, "table_cut", extra)
+            if not caps.table_image_gaps:
+                record = self._fill_image_gaps(record)
+            if not caps.table_infinity:
+                record = self._infinity_as_null(record, extra)
         elif record.kind == "text" and caps.max_text_chars is not None:
             record = self._cut(record, "chars", caps.max_text_chars, "text_truncated", extra)
         elif record.kind == "audio" and caps.max_audio_seconds is not None:
@@ -146,19 +154,62 @@ class MediaFitter:
         total = record.meta.get(unit)
         if not isinstance(total, int) or total <= limit:
             return record
-        suffix = Path(record.path).suffix
-        target = self._scratch / f"{record.sha256}-{limit}{unit}{suffix}"
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if record.kind == "table":
-                cut_table(Path(record.path), limit, target)
-            else:
-                text = Path(record.path).read_text(encoding="utf-8")
-                target.write_text(text[:limit], encoding="utf-8", newline="")
+        filename = f"{record.sha256}-{limit}{unit}{''.join(Path(record.path).suffixes)}"
+        if record.kind == "table":
+            document = read_document(record.path)
+            document["data"] = document["data"][:limit]
+            target = self._write_table(record, document, filename)
+        else:
+            text = Path(record.path).read_text(encoding="utf-8")
+            target = self._write(text[:limit].encode("utf-8"), filename)
         full = self._full_artifact(record, extra)
         example = {"name": record.name, "step": record.step, unit: total, "sent": limit, "full": full}
         self._report.note(kind, 1, [example])
         return _as_file(record, str(target), {**record.meta, unit: limit})
+
+    def _fill_image_gaps(self, record: MediaLogged) -> MediaLogged:
+        """An Image column with empty cells, for a backend whose image columns must be full: as text."""
+        columns = [c for c in record.meta.get("columns", []) if isinstance(c, dict) and c.get("dtype") == "image"]
+        if not columns:
+            return record
+        document = read_document(record.path)
+        gappy = {c["name"]: sum(row.get(c["name"]) is None for row in document["data"]) for c in columns}
+        gappy = {name: empty for name, empty in gappy.items() if empty}
+        if not gappy:
+            return record
+        for row in document["data"]:
+            for name in gappy:
+                row[name] = image_cell_text(row.get(name))
+        for field in document["schema"]["fields"]:
+            if field["name"] in gappy:
+                field["type"] = "string"
+        target = self._write_table(record, document, f"{record.sha256}-images-as-text.table.json")
+        examples = [{"name": record.name, "step": record.step, "column": c, "empty_cells": n} for c, n in gappy.items()]
+        self._report.note("table_images_as_text", len(gappy), examples)
+        meta_columns = [
+            {**c, "dtype": "object"} if isinstance(c, dict) and c.get("name") in gappy else c
+            for c in record.meta.get("columns", [])
+        ]
+        return _as_file(record, str(target), {**record.meta, "columns": meta_columns})
+
+    def _infinity_as_null(self, record: MediaLogged, extra: list[Record]) -> MediaLogged:
+        """±inf cells as empty ones, for a backend that writes them so anyway; the exact table beside."""
+        document = read_document(record.path)
+        counts: dict[str, int] = {}
+        for row in document["data"]:
+            for column, cell in row.items():
+                if isinstance(cell, float) and math.isinf(cell):
+                    row[column] = None
+                    counts[column] = counts.get(column, 0) + 1
+        if not counts:
+            return record
+        target = self._write_table(record, document, f"{record.sha256}-no-infinity.table.json")
+        full = self._full_artifact(record, extra)
+        examples = [
+            {"name": record.name, "step": record.step, "column": c, "cells": n, "full": full} for c, n in counts.items()
+        ]
+        self._report.note("table_infinity_as_null", sum(counts.values()), examples)
+        return _as_file(record, str(target), record.meta)
 
     def _cut_audio(self, record: MediaLogged, seconds: float, extra: list[Record]) -> MediaLogged:
         rate, frames = record.meta.get("sample_rate"), record.meta.get("frames")
@@ -198,6 +249,18 @@ class MediaFitter:
         extra.append(artifact)
         return artifact.name
 
+    def _write_table(self, record: MediaLogged, document: dict[str, Any], filename: str) -> Path:
+        """A derived table document, with the files of its Image cells beside it (hard links where the
+        disk allows), so its cells' paths mean what they meant in the run folder."""
+        source_root, target_root = Path(record.path).resolve().parent.parent, self._scratch.parent
+        for cell in (c for row in document["data"] for c in row.values()):
+            if isinstance(cell, dict) and isinstance(cell.get("image"), str):
+                for relative in (cell["image"], cell.get("preview")):
+                    if isinstance(relative, str):
+                        _link_inside(source_root, target_root, relative)
+        data = json.dumps(document, ensure_ascii=False, allow_nan=True).encode("utf-8")
+        return self._write(data, filename)
+
     def _write(self, data: bytes, filename: str) -> Path:
         target = self._scratch / filename
         if not target.exists():
@@ -228,6 +291,20 @@ def _as_file(record: MediaLogged, path: str, meta: dict[str, Any]) -> MediaLogge
     return dataclasses.replace(
         record, path=path, sha256=hashlib.sha256(data).hexdigest(), size=len(data), meta=meta
     )
+
+
+def _link_inside(source_root: Path, target_root: Path, relative: str) -> None:
+    """``source_root/relative`` at ``target_root/relative``; a path leaving either folder is refused."""
+    source, target = (source_root / relative).resolve(), (target_root / relative).resolve()
+    if not source.is_relative_to(source_root) or not target.is_relative_to(target_root.resolve()):
+        raise RuntelError(f"a table's Image cell names {relative!r}, outside the run folder")
+    if target.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def png_size(path: str) -> tuple[int, int]:

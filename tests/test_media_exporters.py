@@ -27,7 +27,7 @@ from tests import media_records as media
 RUN_ID = "5c1e9a7b3d2f4e60a8b7c6d5e4f3a2b1"
 ROWS = [
     [0, "a cat", 0.25, media.pixels(6, 5, 20)],
-    [1, "a | dog", math.nan, None],
+    [1, "a | dog", math.nan, media.pixels(4, 3, 22)],
     [2, "é\nnewline", -math.inf, media.pixels(6, 5, 21)],
 ]
 COLUMNS = [("id", "int64"), ("text", "object"), ("score", "float64"), ("img", "image")]
@@ -153,7 +153,7 @@ def test_tensorboard_table_is_a_markdown_table(tensorboard: tuple[Stream, Any, d
     assert table.step == 10
     assert lines[:2] == ["| id | text | score | img |", "|---|---|---|---|"]
     assert lines[2].startswith("| 0 | a cat | 0.25 | [image ") and lines[2].endswith(".png] cell img |")
-    assert lines[3] == "| 1 | a \\| dog | nan |  |"
+    assert lines[3].startswith("| 1 | a \\| dog | nan | [image ")
     assert lines[4].startswith("| 2 | é newline | -inf | [image ")
 
 
@@ -216,20 +216,34 @@ def test_mlflow_captions_are_kept_beside_the_step_images(
     assert json.loads(Path(local).read_text()) == {"0": "item 0", "1": "item 1", "2": "item 2"}
 
 
-def test_mlflow_table_loads_with_every_cell(mlflow_run: tuple[Stream, Any, str, str, dict[str, Any]]) -> None:
+def test_mlflow_table_loads_with_every_cell(
+    mlflow_run: tuple[Stream, Any, str, str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     _, client, run_id, experiment_id, _ = mlflow_run
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", client.tracking_uri)  # load_table searches the global store
     frame = client.load_table(experiment_id, "media/eval/predictions/step_10.json", run_ids=[run_id])
     assert list(frame.columns) == ["id", "text", "score", "img"]
     assert frame["id"].tolist() == [0, 1, 2]
     assert frame["text"].tolist() == ["a cat", "a | dog", "é\nnewline"]
-    assert [same_cell(a, b) for a, b in zip(frame["score"].tolist(), [0.25, math.nan, -math.inf], strict=True)] == [
+    # MLflow stores a table through DataFrame.to_json, which writes NaN and -inf as null: -inf is
+    # sent as an empty cell, reported, and the exact table goes beside it as an artifact
+    assert [same_cell(a, b) for a, b in zip(frame["score"].tolist(), [0.25, math.nan, math.nan], strict=True)] == [
         True
     ] * 3
-    images = frame["img"].tolist()
-    assert images[1] is None
-    assert images[0]["type"] == "image"
-    local = client.download_artifacts(run_id, images[0]["filepath"])
-    assert np.array_equal(pixels_of(Path(local).read_bytes()), ROWS[0][3])
+    for cell, row in zip(frame["img"].tolist(), ROWS, strict=True):
+        assert cell["type"] == "image"
+        assert np.array_equal(pixels_of(Path(client.download_artifacts(run_id, cell["filepath"])).read_bytes()), row[3])
+
+
+def test_mlflow_reports_the_infinite_cells_and_keeps_the_exact_table(
+    mlflow_run: tuple[Stream, Any, str, str, dict[str, Any]], tmp_path: Path
+) -> None:
+    stream, client, run_id, _, report = mlflow_run
+    (example,) = report["table_infinity_as_null"]["examples"]
+    assert (example["column"], example["cells"]) == ("score", 1)
+    (exact,) = client.list_artifacts(run_id, f"{example['full']}/v1")
+    table = next(r for r in stream.records if isinstance(r, MediaLogged) and r.kind == "table")
+    assert Path(client.download_artifacts(run_id, exact.path, str(tmp_path))).read_bytes() == Path(table.path).read_bytes()
 
 
 def test_mlflow_text_and_audio_are_exact_artifacts(
@@ -242,12 +256,15 @@ def test_mlflow_text_and_audio_are_exact_artifacts(
     assert Path(client.download_artifacts(run_id, clip.path, str(tmp_path))).read_bytes() == stream.wav
 
 
-def test_mlflow_retried_batch_adds_no_second_image_or_table_rows(tmp_path: Path) -> None:
+def test_mlflow_retried_batch_adds_no_second_image_or_table_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mlflow.tracking import MlflowClient
 
     from runtel.exporters.mlflow import MlflowExporter
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     stream = make_stream(tmp_path / "run")
     exporter = MlflowExporter(uri, "retry", artifact_location=str(tmp_path / "artifacts"))
     records = Adapter("mlflow", exporter.capabilities, tmp_path / "adapted").adapt(stream.records[:-1])
