@@ -292,6 +292,7 @@ def wandb_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Stream, Any, Pa
         mp.setenv("WANDB_SILENT", "true")
         mp.setenv("WANDB_MODE", "offline")
         mp.delenv("WANDB_API_KEY", raising=False)
+        mp.setenv("WANDB_DATA_DIR", str(tmp / "data"))  # where wandb stages an artifact's files
         exporter = WandbExporter(mode="offline", dir=str(tmp))
         report = export(exporter, stream, tmp / "adapted")
         log = read_finished_log(tmp, RUN_ID)
@@ -299,51 +300,90 @@ def wandb_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Stream, Any, Pa
     return stream, log, folder / "files", report
 
 
+def value_of(row: dict[str, Any], key: str) -> dict[str, Any]:
+    """A media value of a history row: wandb writes its fields as nested keys (``samples/_type``...)."""
+    return {k[len(key) + 1 :]: v for k, v in row.items() if k.startswith(f"{key}/")}
+
+
 def test_wandb_history_rows_reference_each_image_file_with_its_pixels(
     wandb_run: tuple[Stream, Any, Path, dict[str, Any]],
 ) -> None:
     stream, log, files, _ = wandb_run
     for step, caption in ((0, "pred=3 true=5"), (5, "pred=1")):
-        value = log.history[step]["samples"]
+        value = value_of(log.history[step], "samples")
         assert (value["_type"], value["caption"]) == ("image-file", caption)
         data = (files / value["path"]).read_bytes()
         assert np.array_equal(pixels_of(data), stream.samples[step])
         assert value["sha256"] == media.store_file(stream.run_dir, data, "png")[1]
-    depth = log.history[5]["depth"]
+    depth = value_of(log.history[5], "depth")
     assert np.array_equal(pixels_of((files / depth["path"]).read_bytes()), stream.depth)
 
 
 def test_wandb_gallery_is_a_list_of_images_under_one_key(wandb_run: tuple[Stream, Any, Path, dict[str, Any]]) -> None:
     stream, log, files, _ = wandb_run
-    value = log.history[10]["preds"]
+    value = value_of(log.history[10], "preds")
     assert (value["_type"], value["count"]) == ("images/separated", 3)
     assert value["captions"] == ["item 0", "item 1", "item 2"]
-    folder = files / "media" / "images"
-    decoded = [pixels_of((folder / name).read_bytes()) for name in value["filenames"]]
+    decoded = [pixels_of((files / name).read_bytes()) for name in value["filenames"]]
     assert [d.tolist() for d in decoded] == [p.tolist() for p in stream.preds]
 
 
 def test_wandb_text_audio_and_table_are_in_their_rows(wandb_run: tuple[Stream, Any, Path, dict[str, Any]]) -> None:
     stream, log, files, _ = wandb_run
-    text = log.history[2]["gen"]
+    text = value_of(log.history[2], "gen")
     assert text["_type"] == "html-file"
     assert (files / text["path"]).read_text(encoding="utf-8") == (
         "<pre>The quick brown fox &lt;b&gt;jumps&lt;/b&gt; | over é 🦊\nsecond line</pre>"
     )
-    clip = log.history[3]["tts"]
+    clip = value_of(log.history[3], "tts")
     assert (clip["_type"], clip["caption"]) == ("audio-file", "hello")
     assert (files / clip["path"]).read_bytes() == stream.wav
-    table = log.history[10]["eval/predictions"]
-    assert table["_type"] == "table-file" and table["nrows"] == 3
+    table = value_of(log.history[10], "eval/predictions")
+    assert (table["_type"], table["nrows"], table["ncols"]) == ("table-file", 3, 4)
     document = json.loads((files / table["path"]).read_text(encoding="utf-8"))
     assert document["columns"] == ["id", "text", "score", "img"]
-    assert [row[:2] for row in document["data"]] == [[0, "a cat"], [1, "a | dog"], [2, "é\nnewline"]]
-    cell = document["data"][0][3]
-    assert cell["_type"] == "image-file"
-    assert np.array_equal(pixels_of((files / table["path"]).parent.joinpath(cell["path"]).read_bytes()), ROWS[0][3])
+    assert [row[:3] for row in document["data"]] == [
+        [0, "a cat", 0.25],
+        [1, "a | dog", pytest.approx(math.nan, nan_ok=True)],
+        [2, "é\nnewline", -math.inf],
+    ]
+
+
+def test_wandb_table_image_cells_are_images_in_its_run_table_artifact(
+    wandb_run: tuple[Stream, Any, Path, dict[str, Any]],
+) -> None:
+    _, log, _, _ = wandb_run
+    (artifact,) = [a for a in log.artifacts if a.type == "run_table"]
+    entries = {entry.path: entry for entry in artifact.manifest.contents}
+    document = json.loads(Path(entries["eval/predictions.table.json"].local_path).read_text(encoding="utf-8"))
+    cells = [row[3] for row in document["data"]]
+    assert [cell["_type"] for cell in cells] == ["image-file"] * 3
+    for cell, row in zip(cells, ROWS, strict=True):
+        assert np.array_equal(pixels_of(Path(entries[cell["path"]].local_path).read_bytes()), row[3])
 
 
 # ---------------------------------------------------------------------------------------------- Neptune
+def html_rows(page: str) -> list[list[str]]:
+    """The cells of an HTML table, row by row, unescaped (stdlib parser)."""
+    from html.parser import HTMLParser
+
+    rows: list[list[str]] = []
+
+    class Cells(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: Any) -> None:
+            if tag == "tr":
+                rows.append([])
+            elif tag in ("td", "th"):
+                rows[-1].append("")
+
+        def handle_data(self, data: str) -> None:
+            if rows and rows[-1]:
+                rows[-1][-1] += data
+
+    Cells().feed(page)
+    return rows
+
+
 @pytest.fixture(scope="module")
 def neptune_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Stream, Any, dict[str, Any]]:
     from runtel.exporters.neptune import NeptuneExporter
@@ -384,11 +424,11 @@ def test_neptune_text_series_table_and_audio_files(neptune_run: tuple[Stream, An
     clip = run.files["audio/tts/step_3"]
     assert Path(clip.file_path).read_bytes() == stream.wav
     page = run.files["tables/eval/predictions/step_10"]
-    import pandas as pd
-
-    (frame,) = pd.read_html(io.StringIO((run.directory / "upload_path" / page.tmp_file_name).read_text()))
-    assert frame["text"].tolist() == ["a cat", "a | dog", "é\nnewline"]
-    assert frame["id"].tolist() == [0, 1, 2]
+    assert page.ext == "html"
+    rows = html_rows((run.directory / "upload_path" / page.tmp_file_name).read_text(encoding="utf-8"))
+    assert rows[0] == ["id", "text", "score", "img"]
+    assert [row[:3] for row in rows[1:]] == [["0", "a cat", "0.25"], ["1", "a | dog", "nan"], ["2", "é\nnewline", "-inf"]]
+    assert all(row[3].startswith("[image ") for row in rows[1:])
 
 
 def test_neptune_text_over_its_series_limit_is_cut_and_kept_whole(tmp_path: Path) -> None:
