@@ -53,7 +53,8 @@ def read_document(path: str | Path) -> dict[str, Any]:
         raise RuntelError(f"table file {path}: every schema field needs a name")
     if not all(isinstance(row, dict) for row in data):
         raise RuntelError(f"table file {path}: every row of data must be an object")
-    return document
+    checked: dict[str, Any] = document
+    return checked
 
 
 def read_table(record: MediaLogged) -> TableRows:
@@ -65,10 +66,7 @@ def read_table(record: MediaLogged) -> TableRows:
     columns = [f["name"] for f in document["schema"]["fields"] if f["name"] != "index"]
     run_dir = Path(record.path).resolve().parent.parent  # the record is <run>/media/<file>
     rows = [
-        [
-            _image_cell(row.get(name), run_dir) if name in image_columns else row.get(name)
-            for name in columns
-        ]
+        [_image_cell(row.get(name), run_dir) if name in image_columns else row.get(name) for name in columns]
         for row in document["data"]
     ]
     return TableRows(columns, rows)
@@ -120,5 +118,6 @@ def html_table(table: TableRows) -> str:
         "<tr>" + "".join(f"<td>{html.escape(cell_text(cell))}</td>" for cell in cells) + "</tr>"
         for cells in table.rows
     )
-    return f'<!DOCTYPE html><html><meta charset="utf-8"><table border="1"><tr>{head}</tr>{body}</table></html>'
-
+    return (
+        f'<!DOCTYPE html><html><meta charset="utf-8"><table border="1"><tr>{head}</tr>{body}</table></html>'
+    )

@@ -340,13 +340,18 @@ class MlflowExporter:
             if record.caption is not None:
                 self._captions.setdefault((record.name, record.step), {})[record.index] = record.caption
                 captions = self._captions[record.name, record.step]
-                self._client.log_dict(run_id, {str(i): captions[i] for i in sorted(captions)}, f"{folder}/captions.json")
+                self._client.log_dict(
+                    run_id, {str(i): captions[i] for i in sorted(captions)}, f"{folder}/captions.json"
+                )
         elif record.kind == "table":
-            import pandas as pd
-
             table = read_table(record)
-            rows = [[_pil_image(c.path) if isinstance(c, ImageCell) else c for c in row] for row in table.rows]
-            self._client.log_table(run_id, pd.DataFrame(rows, columns=table.columns), f"{folder}.json")
+            columns = {
+                name: [
+                    _pil_image(row[i].path) if isinstance(row[i], ImageCell) else row[i] for row in table.rows
+                ]
+                for i, name in enumerate(table.columns)
+            }
+            self._client.log_table(run_id, columns, f"{folder}.json")  # MLflow makes the DataFrame
         elif record.kind == "text":
             self._client.log_text(run_id, read_text(record), f"{folder}.txt")
         else:

@@ -13,9 +13,9 @@ TensorBoard's HParams dashboard started on ``<log_dir>/<sweep name>`` compares e
   time, value as float32); epoch spans as the ``runtel/epoch`` scalar; figures as images
   ``figures/<name>`` (the PNG bytes unchanged); histograms ``histograms/<name>``; text
   ``runtel/params``, ``runtel/artifacts``, ``runtel/status``, ``runtel/summary`` and
-  ``runtel/error``; media at their steps (below); at the end the hparams session (``_hparams_/*``) with every param, every
-  scalar tag as a metric, and the run's status. Tags this exporter adds are under ``runtel/``,
-  where no user metric reaches (the adaptation step renames one);
+  ``runtel/error``; media at their steps (below); at the end the hparams session (``_hparams_/*``)
+  with every param, every scalar tag as a metric, and the run's status. Tags this exporter adds are
+  under ``runtel/``, where no user metric reaches (the adaptation step renames one);
 - ``artifacts/[models/]<name>/v<version>/<file>``: copies of the logged artifacts.
 
 Media, tag = the media name, at the step: an image as an image summary (the PNG bytes unchanged);
@@ -360,7 +360,9 @@ class TensorBoardExporter:
         captions = [(item.index, item.caption) for item in items if item.caption is not None]
         if captions:
             lines = "\n".join(f"{index}. {_cell(caption)}" for index, caption in captions)
-            events.append(self._event(_text_summary(f"runtel/captions/{first.name}", lines), first.step, first.time))
+            events.append(
+                self._event(_text_summary(f"runtel/captions/{first.name}", lines), first.step, first.time)
+            )
         return events
 
     def _audio(self, record: MediaLogged) -> Event:
@@ -376,7 +378,9 @@ class TensorBoardExporter:
             encoded_audio_string=data,
             content_type="audio/wav",
         )
-        return self._event(Summary(value=[Summary.Value(tag=record.name, audio=audio)]), record.step, record.time)
+        return self._event(
+            Summary(value=[Summary.Value(tag=record.name, audio=audio)]), record.step, record.time
+        )
 
     def _histogram(self, record: HistogramLogged) -> Event:
         """Bucket right edges and counts as given; ``sum``/``sum_squares`` follow from mean and std."""

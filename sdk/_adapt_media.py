@@ -32,10 +32,18 @@ if TYPE_CHECKING:
     from runtel._adapt import Report
 
 #: The report kind for a media kind the backend does not take (as ``figures_left_out``).
-LEFT_OUT = {"image": "images_left_out", "table": "tables_left_out", "text": "text_left_out", "audio": "audio_left_out"}
+LEFT_OUT = {
+    "image": "images_left_out",
+    "table": "tables_left_out",
+    "text": "text_left_out",
+    "audio": "audio_left_out",
+}
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: kind -> (report kind, dtype, format) of the preview a backend without ``exact_arrays`` is sent
-_PREVIEWS = {"image": ("image_sent_as_8bit", "uint8", "png"), "audio": ("audio_sent_as_16bit", "int16", "wav")}
+_PREVIEWS = {
+    "image": ("image_sent_as_8bit", "uint8", "png"),
+    "audio": ("audio_sent_as_16bit", "int16", "wav"),
+}
 
 
 class MediaFitter:
@@ -68,7 +76,12 @@ class MediaFitter:
         extra: list[Record] = []
         if record.count > 1 and record.kind not in caps.galleries:
             if record.index == 0:
-                example = {"name": record.name, "step": record.step, "kind": record.kind, "items": record.count}
+                example = {
+                    "name": record.name,
+                    "step": record.step,
+                    "kind": record.kind,
+                    "items": record.count,
+                }
                 self._report.note("gallery_split", 1, [{**example, "sent_as": f"{record.name}/0..."}])
             record = dataclasses.replace(record, name=f"{record.name}/{record.index}", index=0, count=1)
         if record.meta.get("format") == "npy" and record.kind in _PREVIEWS and not caps.exact_arrays:
@@ -122,7 +135,12 @@ class MediaFitter:
         if record.preview is None:
             self._note_left_out(record, f"an exact array without its {fmt.upper()} preview")
             return None
-        example = {"name": record.name, "step": record.step, "dtype": record.meta.get("dtype"), "sent_as": dtype}
+        example = {
+            "name": record.name,
+            "step": record.step,
+            "dtype": record.meta.get("dtype"),
+            "sent_as": dtype,
+        }
         self._report.note(kind, 1, [example])
         fitted = _as_file(record, record.preview, {**record.meta, "dtype": dtype, "format": fmt})
         return dataclasses.replace(fitted, preview=None)
@@ -169,7 +187,9 @@ class MediaFitter:
 
     def _fill_image_gaps(self, record: MediaLogged) -> MediaLogged:
         """An Image column with empty cells, for a backend whose image columns must be full: as text."""
-        columns = [c for c in record.meta.get("columns", []) if isinstance(c, dict) and c.get("dtype") == "image"]
+        columns = [
+            c for c in record.meta.get("columns", []) if isinstance(c, dict) and c.get("dtype") == "image"
+        ]
         if not columns:
             return record
         document = read_document(record.path)
@@ -184,7 +204,10 @@ class MediaFitter:
             if field["name"] in gappy:
                 field["type"] = "string"
         target = self._write_table(record, document, f"{record.sha256}-images-as-text.table.json")
-        examples = [{"name": record.name, "step": record.step, "column": c, "empty_cells": n} for c, n in gappy.items()]
+        examples = [
+            {"name": record.name, "step": record.step, "column": c, "empty_cells": n}
+            for c, n in gappy.items()
+        ]
         self._report.note("table_images_as_text", len(gappy), examples)
         meta_columns = [
             {**c, "dtype": "object"} if isinstance(c, dict) and c.get("name") in gappy else c
@@ -206,7 +229,8 @@ class MediaFitter:
         target = self._write_table(record, document, f"{record.sha256}-no-infinity.table.json")
         full = self._full_artifact(record, extra)
         examples = [
-            {"name": record.name, "step": record.step, "column": c, "cells": n, "full": full} for c, n in counts.items()
+            {"name": record.name, "step": record.step, "column": c, "cells": n, "full": full}
+            for c, n in counts.items()
         ]
         self._report.note("table_infinity_as_null", sum(counts.values()), examples)
         return _as_file(record, str(target), record.meta)

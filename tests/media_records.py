@@ -46,7 +46,14 @@ def decode_png(data: bytes) -> npt.NDArray[np.uint8]:
 
 
 def _record(
-    run_dir: Path, name: str, step: int, kind: MediaKind, data: bytes, ext: str, meta: dict[str, Any], **kw: Any
+    run_dir: Path,
+    name: str,
+    step: int,
+    kind: MediaKind,
+    data: bytes,
+    ext: str,
+    meta: dict[str, Any],
+    **kw: Any,
 ) -> MediaLogged:
     path, sha256 = store_file(run_dir, data, ext)
     return MediaLogged(
@@ -67,7 +74,9 @@ def image(run_dir: Path, name: str, step: int, array: npt.NDArray[np.uint8], **k
     return _record(run_dir, name, step, "image", png_bytes(array), "png", meta, **kw)
 
 
-def float_image(run_dir: Path, name: str, step: int, array: npt.NDArray[np.float32], **kw: Any) -> MediaLogged:
+def float_image(
+    run_dir: Path, name: str, step: int, array: npt.NDArray[np.float32], **kw: Any
+) -> MediaLogged:
     """An exact ``.npy`` and its 8-bit preview (``round(x * 255)`` for values in [0, 1])."""
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
@@ -78,7 +87,9 @@ def float_image(run_dir: Path, name: str, step: int, array: npt.NDArray[np.float
 
 def text(run_dir: Path, name: str, step: int, content: str, **kw: Any) -> MediaLogged:
     data = content.encode("utf-8")
-    return _record(run_dir, name, step, "text", data, "txt", {"chars": len(content), "bytes": len(data)}, **kw)
+    return _record(
+        run_dir, name, step, "text", data, "txt", {"chars": len(content), "bytes": len(data)}, **kw
+    )
 
 
 def wav_bytes(samples: npt.NDArray[np.int16], rate: int) -> bytes:
@@ -98,9 +109,17 @@ def tone(frames: int, rate: int, channels: int = 1) -> npt.NDArray[np.int16]:
     return np.stack([wave_] * channels, axis=1) if channels > 1 else wave_
 
 
-def audio(run_dir: Path, name: str, step: int, samples: npt.NDArray[np.int16], rate: int, **kw: Any) -> MediaLogged:
+def audio(
+    run_dir: Path, name: str, step: int, samples: npt.NDArray[np.int16], rate: int, **kw: Any
+) -> MediaLogged:
     channels = 1 if samples.ndim == 1 else samples.shape[1]
-    meta = {"sample_rate": rate, "channels": channels, "frames": samples.shape[0], "dtype": "int16", "format": "wav"}
+    meta = {
+        "sample_rate": rate,
+        "channels": channels,
+        "frames": samples.shape[0],
+        "dtype": "int16",
+        "format": "wav",
+    }
     return _record(run_dir, name, step, "audio", wav_bytes(samples, rate), "wav", meta, **kw)
 
 
@@ -119,7 +138,11 @@ def table(
         for (column, dtype), cell in zip(columns, row, strict=True):
             if dtype == "image" and cell is not None:
                 path, sha256 = store_file(run_dir, png_bytes(cell), "png")
-                cell = {"image": str(path.relative_to(run_dir)), "sha256": sha256, "caption": f"cell {column}"}
+                cell = {
+                    "image": str(path.relative_to(run_dir)),
+                    "sha256": sha256,
+                    "caption": f"cell {column}",
+                }
             cells[column] = cell
         data.append(cells)
     schema = {"fields": [{"name": c, "type": "any"} for c, _ in columns], "pandas_version": "1.4.0"}

@@ -141,7 +141,9 @@ def test_a_gallery_of_a_kind_without_galleries_is_split_into_single_items(tmp_pa
 
 def test_a_table_over_the_row_limit_is_cut_and_sent_whole_as_an_artifact(tmp_path: Path) -> None:
     rows = [[i, f"row {i}", i / 3] for i in range(25)]
-    record = media.table(tmp_path, "eval", 7, [("id", "int64"), ("text", "object"), ("score", "float64")], rows)
+    record = media.table(
+        tmp_path, "eval", 7, [("id", "int64"), ("text", "object"), ("score", "float64")], rows
+    )
     a = adapter(tmp_path, max_table_rows=10)
     out = a.adapt([record])
     (full,) = artifacts(out)

@@ -8,7 +8,6 @@ compared with what the backend's reader returns, at its step.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import math
 from dataclasses import dataclass
@@ -128,7 +127,9 @@ def test_tensorboard_captions_are_text_at_the_images_step(
     tensorboard: tuple[Stream, Any, dict[str, Any]],
 ) -> None:
     _, accumulator, _ = tensorboard
-    captions = {e.step: e.tensor_proto.string_val[0].decode() for e in accumulator.Tensors("runtel/captions/samples")}
+    captions = {
+        e.step: e.tensor_proto.string_val[0].decode() for e in accumulator.Tensors("runtel/captions/samples")
+    }
     assert captions == {0: "0. pred=3 true=5", 5: "0. pred=1"}
     (gallery,) = accumulator.Tensors("runtel/captions/preds")
     assert gallery.tensor_proto.string_val[0].decode() == "0. item 0\n1. item 1\n2. item 2"
@@ -183,7 +184,7 @@ def mlflow_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Stream, Any, s
 
 
 def _step_images(client: Any, run_id: str, tmp: Path) -> dict[tuple[str, int], list[npt.NDArray[np.uint8]]]:
-    """MLflow's step images (``images/<key>+step+<n>+timestamp+<ms>+<uuid>.png``), decoded, by key and step."""
+    """MLflow's step images (``images/<key>+step+<n>+timestamp+<ms>+<uuid>.png``) by key and step."""
     found: dict[tuple[str, int], list[tuple[int, npt.NDArray[np.uint8]]]] = {}
     for info in client.list_artifacts(run_id, "images"):
         name = info.path.rsplit("/", 1)[-1]
@@ -191,7 +192,9 @@ def _step_images(client: Any, run_id: str, tmp: Path) -> dict[tuple[str, int], l
             continue
         key, _, step, _, stamp, _ = name[: -len(".png")].split("+")
         local = client.download_artifacts(run_id, info.path, str(tmp))
-        found.setdefault((key.replace("~", "/"), int(step)), []).append((int(stamp), pixels_of(Path(local).read_bytes())))
+        found.setdefault((key.replace("~", "/"), int(step)), []).append(
+            (int(stamp), pixels_of(Path(local).read_bytes()))
+        )
     return {k: [p for _, p in v] for k, v in found.items()}
 
 
@@ -227,12 +230,14 @@ def test_mlflow_table_loads_with_every_cell(
     assert frame["text"].tolist() == ["a cat", "a | dog", "é\nnewline"]
     # MLflow stores a table through DataFrame.to_json, which writes NaN and -inf as null: -inf is
     # sent as an empty cell, reported, and the exact table goes beside it as an artifact
-    assert [same_cell(a, b) for a, b in zip(frame["score"].tolist(), [0.25, math.nan, math.nan], strict=True)] == [
-        True
-    ] * 3
+    assert [
+        same_cell(a, b) for a, b in zip(frame["score"].tolist(), [0.25, math.nan, math.nan], strict=True)
+    ] == [True] * 3
     for cell, row in zip(frame["img"].tolist(), ROWS, strict=True):
         assert cell["type"] == "image"
-        assert np.array_equal(pixels_of(Path(client.download_artifacts(run_id, cell["filepath"])).read_bytes()), row[3])
+        assert np.array_equal(
+            pixels_of(Path(client.download_artifacts(run_id, cell["filepath"])).read_bytes()), row[3]
+        )
 
 
 def test_mlflow_reports_the_infinite_cells_and_keeps_the_exact_table(
@@ -243,7 +248,10 @@ def test_mlflow_reports_the_infinite_cells_and_keeps_the_exact_table(
     assert (example["column"], example["cells"]) == ("score", 1)
     (exact,) = client.list_artifacts(run_id, f"{example['full']}/v1")
     table = next(r for r in stream.records if isinstance(r, MediaLogged) and r.kind == "table")
-    assert Path(client.download_artifacts(run_id, exact.path, str(tmp_path))).read_bytes() == Path(table.path).read_bytes()
+    assert (
+        Path(client.download_artifacts(run_id, exact.path, str(tmp_path))).read_bytes()
+        == Path(table.path).read_bytes()
+    )
 
 
 def test_mlflow_text_and_audio_are_exact_artifacts(
@@ -276,7 +284,9 @@ def test_mlflow_retried_batch_adds_no_second_image_or_table_rows(
     assert len([i for i in client.list_artifacts(run_id, "images") if i.path.endswith(".png")]) == 6
     experiment = client.get_experiment_by_name("retry")
     assert experiment is not None
-    frame = client.load_table(experiment.experiment_id, "media/eval/predictions/step_10.json", run_ids=[run_id])
+    frame = client.load_table(
+        experiment.experiment_id, "media/eval/predictions/step_10.json", run_ids=[run_id]
+    )
     assert len(frame) == 3
 
 
@@ -319,7 +329,9 @@ def test_wandb_history_rows_reference_each_image_file_with_its_pixels(
     assert np.array_equal(pixels_of((files / depth["path"]).read_bytes()), stream.depth)
 
 
-def test_wandb_gallery_is_a_list_of_images_under_one_key(wandb_run: tuple[Stream, Any, Path, dict[str, Any]]) -> None:
+def test_wandb_gallery_is_a_list_of_images_under_one_key(
+    wandb_run: tuple[Stream, Any, Path, dict[str, Any]],
+) -> None:
     stream, log, files, _ = wandb_run
     value = value_of(log.history[10], "preds")
     assert (value["_type"], value["count"]) == ("images/separated", 3)
@@ -328,7 +340,9 @@ def test_wandb_gallery_is_a_list_of_images_under_one_key(wandb_run: tuple[Stream
     assert [d.tolist() for d in decoded] == [p.tolist() for p in stream.preds]
 
 
-def test_wandb_text_audio_and_table_are_in_their_rows(wandb_run: tuple[Stream, Any, Path, dict[str, Any]]) -> None:
+def test_wandb_text_audio_and_table_are_in_their_rows(
+    wandb_run: tuple[Stream, Any, Path, dict[str, Any]],
+) -> None:
     stream, log, files, _ = wandb_run
     text = value_of(log.history[2], "gen")
     assert text["_type"] == "html-file"
@@ -410,7 +424,9 @@ def test_neptune_image_series_hold_the_pixels_and_captions_at_their_steps(
     assert np.array_equal(pixels_of(base64.b64decode(depth.data)), stream.depth)
 
 
-def test_neptune_gallery_items_are_series_of_their_own(neptune_run: tuple[Stream, Any, dict[str, Any]]) -> None:
+def test_neptune_gallery_items_are_series_of_their_own(
+    neptune_run: tuple[Stream, Any, dict[str, Any]],
+) -> None:
     stream, run, report = neptune_run
     for index, expected in enumerate(stream.preds):
         ((step, value, _),) = run.series[f"images/preds/{index}"]
@@ -427,7 +443,11 @@ def test_neptune_text_series_table_and_audio_files(neptune_run: tuple[Stream, An
     assert page.ext == "html"
     rows = html_rows((run.directory / "upload_path" / page.tmp_file_name).read_text(encoding="utf-8"))
     assert rows[0] == ["id", "text", "score", "img"]
-    assert [row[:3] for row in rows[1:]] == [["0", "a cat", "0.25"], ["1", "a | dog", "nan"], ["2", "é\nnewline", "-inf"]]
+    assert [row[:3] for row in rows[1:]] == [
+        ["0", "a cat", "0.25"],
+        ["1", "a | dog", "nan"],
+        ["2", "é\nnewline", "-inf"],
+    ]
     assert all(row[3].startswith("[image ") for row in rows[1:])
 
 
@@ -466,4 +486,3 @@ def test_opentelemetry_exporters_take_no_media_records() -> None:
     for module in (otlp, prometheus):
         capabilities = module.CAPABILITIES  # type: ignore[attr-defined]
         assert capabilities.records is False and capabilities.media == ()
-
