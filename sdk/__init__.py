@@ -14,6 +14,7 @@ from runtel.errors import (
     ArtifactError,
     ChecksumMismatchError,
     ConfigError,
+    InvalidMediaError,
     InvalidMetricError,
     InvalidNameError,
     InvalidParamError,
@@ -29,7 +30,9 @@ from runtel.errors import (
     StoreCorruptError,
     StoreWriteError,
 )
+from runtel.media import Audio, Image, Table, Text
 from runtel.run import Run
+from runtel.store.media import MediaItem
 from runtel.store.query import Store, StoredRun
 
 __version__ = "0.1.0"
@@ -46,13 +49,17 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ArtifactError",
+    "Audio",
     "ChecksumMismatchError",
     "ConfigError",
+    "Image",
+    "InvalidMediaError",
     "InvalidMetricError",
     "InvalidNameError",
     "InvalidParamError",
     "InvalidStepError",
     "InvalidValueError",
+    "MediaItem",
     "MetricNotFoundError",
     "MissingExtraError",
     "Run",
@@ -65,6 +72,8 @@ __all__ = [
     "StoreCorruptError",
     "StoreWriteError",
     "StoredRun",
+    "Table",
+    "Text",
     "__version__",
     "available_exporters",
     "current_run",

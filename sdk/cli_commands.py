@@ -55,7 +55,9 @@ def register(commands: Any) -> None:
     compare.add_argument("--mode", choices=("auto", "min", "max"), default="auto", help="direction of best")
     _common(compare, compare_runs)
 
-    verify = commands.add_parser("verify", help="check every stored series against its CRCs")
+    verify = commands.add_parser(
+        "verify", help="check every stored series against its CRCs and every media file against its SHA-256"
+    )
     verify.add_argument("runs", nargs="*", help="runs to check (ids, prefixes or names; default: all)")
     _common(verify, verify_runs)
 
@@ -202,6 +204,7 @@ def show_run(args: argparse.Namespace) -> int:
         "adaptations": _adaptation_reports(summary),
         "replays": summary.get("replays", []),
         "artifacts": data.artifact_rows(run),
+        "media": _media_counts(run),
         "spans": data.span_rows(run),
     }
     if run.sweep is not None and run.sweep.role == "sweep":
@@ -294,6 +297,11 @@ def show_run(args: argparse.Namespace) -> int:
             escape(item["name"]), f"v{item['version']}", item["sha256"][:12], human_bytes(item["size"])
         )
     console.print(artifacts)
+    if report["media"]:
+        media = Table("media", "items", title="media", title_justify="left")
+        for name, count in report["media"].items():
+            media.add_row(escape(name), f"{count:,}")
+        console.print(media)
     spans = Table(
         "span", "kind", "start", "duration", "steps", title="epochs and phases", title_justify="left"
     )
@@ -382,6 +390,7 @@ def verify_runs(args: argparse.Namespace) -> int:
                 checks = {"*": SeriesIntegrity(index, "damaged", 0, 0, damage_at=(0, 0), problem=problem)}
             for metric, check in checks.items():
                 results.append((run, rank, metric, check))
+    media = {run.id: _media_problems(run) for run in runs}
     damaged = [item for item in results if item[3].status == "damaged"]
     if args.json:
         print_json(
@@ -399,8 +408,13 @@ def verify_runs(args: argparse.Namespace) -> int:
                 }
                 for run, rank, metric, check in results
             ]
+            + [
+                {"run": run.name, "id": run.id, "media": problem, "status": "damaged"}
+                for run in runs
+                for problem in media[run.id]
+            ]
         )
-        return 1 if damaged else 0
+        return 1 if damaged or any(media.values()) else 0
     console = _console()
     for run, _, metric, check in damaged:
         start, end = check.damage_at or (0, 0)
@@ -417,12 +431,35 @@ def verify_runs(args: argparse.Namespace) -> int:
                 f"{check.problem}"
             )
         )
+    for run in runs:
+        for problem in media[run.id]:
+            console.print("[red]damaged[/] " + escape(f"{run.name} ({run.id[:8]}) media {problem}"))
     unverified = sum(check.status == "unverified" for *_, check in results)
+    bad_media = sum(map(len, media.values()))
     console.print(
         f"{len(runs)} runs, {len(results)} series: {len(results) - len(damaged) - unverified} ok, "
-        f"{unverified} unverified (bytes no CRC covers), {len(damaged)} damaged"
+        f"{unverified} unverified (bytes no CRC covers), {len(damaged)} damaged; "
+        f"{bad_media} media files damaged"
     )
-    return 1 if damaged else 0
+    return 1 if damaged or bad_media else 0
+
+
+def _media_counts(run: StoredRun) -> dict[str, int]:
+    """Items per media key; ``{}`` when ``events.jsonl`` is damaged (the problems line names it)."""
+    try:
+        return run.media_names()
+    except READ_ERRORS:
+        return {}
+
+
+def _media_problems(run: StoredRun) -> list[str]:
+    """Media files of ``run`` that are missing or fail their SHA-256 (an unreadable index is one)."""
+    from runtel.store.media import media_records, verify_media
+
+    try:
+        return verify_media(run.dir, media_records(run))
+    except READ_ERRORS as exc:
+        return [f"events.jsonl unreadable: {exc}"]
 
 
 def launch_ui(args: argparse.Namespace) -> int:

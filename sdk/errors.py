@@ -32,6 +32,11 @@ class InvalidValueError(RuntelError, ValueError):
     """A metric value cannot be stored exactly (e.g. an int beyond 2**53)."""
 
 
+class InvalidMediaError(RuntelError, TypeError, ValueError):
+    """An image, table, text or audio value has a wrong type (a ``TypeError``) or a bad shape, dtype,
+    sample rate or cell (a ``ValueError``)."""
+
+
 class RunFinishedError(RuntelError, RuntimeError):
     """The run has already finished; start a new run or resume this one."""
 

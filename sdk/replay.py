@@ -25,6 +25,7 @@ from runtel.records import (
     ArtifactLogged,
     FigureLogged,
     HistogramLogged,
+    MediaLogged,
     MetricPoints,
     ParamsLogged,
     Record,
@@ -53,8 +54,10 @@ def records_of(
 
     Files the records name are taken from this run folder only: an artifact is sent only when its
     bytes match the SHA-256 recorded at logging time (:class:`~runtel.errors.ChecksumMismatchError`
-    otherwise), a figure only from the folder's ``plots/``. What had to be left out (a torn last line
-    of ``events.jsonl``, an artifact version replaced since) is appended to ``notes``.
+    otherwise), a figure only from the folder's ``plots/``, a media file only from its ``media/`` and
+    when its SHA-256 matches (:class:`~runtel.errors.StoreCorruptError` otherwise). What had to be left
+    out (a torn last line of ``events.jsonl``, an artifact version replaced since) is appended to
+    ``notes``.
     """
     notes = [] if notes is None else notes
     log = read_events(run_file(run.dir, _layout.EVENTS))
@@ -189,7 +192,19 @@ class _Files:
         if isinstance(record, FigureLogged):
             path = relocated(self._run.dir, record.path, "plots", self._run.dir / _layout.EVENTS, "path")
             return dataclasses.replace(record, path=str(path))
+        if isinstance(record, MediaLogged):
+            return self._media(record)
         return record
+
+    def _media(self, record: MediaLogged) -> MediaLogged:
+        """A media record with its files resolved inside this folder and its SHA-256 checked (a damaged
+        file is a :class:`StoreCorruptError`: the export stops rather than send other bytes)."""
+        from runtel.store.media import item_of
+
+        item = item_of(self._run.dir, record)
+        item.read_bytes()
+        preview = None if item.preview is None else str(item.preview)
+        return dataclasses.replace(record, path=str(item.path), preview=preview)
 
     def _artifact(self, record: ArtifactLogged) -> ArtifactLogged | None:
         """The stored version with the record's content, verified; None (noted) once it was replaced."""
@@ -220,7 +235,7 @@ def _record_replay(run: StoredRun, report: dict[str, Any]) -> None:
 def _event_time(record: Record) -> float:
     if isinstance(record, SpanEnded):
         return record.end_time
-    if isinstance(record, ParamsLogged | ArtifactLogged | FigureLogged | HistogramLogged):
+    if isinstance(record, ParamsLogged | ArtifactLogged | FigureLogged | HistogramLogged | MediaLogged):
         return record.time
     return 0.0
 

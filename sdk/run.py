@@ -40,6 +40,7 @@ from runtel import _health, _memory, _otel, _redact, _switch
 from runtel._dispatch import Dispatcher
 from runtel._histogram import make_histogram
 from runtel._identity import locate_run
+from runtel._media_log import MediaLogging, holds_media
 from runtel._models import save_torch_module
 from runtel._params import check_params
 from runtel._values import MAX_EXACT_INT, MAX_STEP, check_name, check_span_text, check_step, coerce_value
@@ -48,6 +49,7 @@ from runtel.errors import (
     ArtifactError,
     ConfigError,
     InvalidMetricError,
+    InvalidNameError,
     InvalidStepError,
     RunFinishedError,
     RunForkedError,
@@ -62,6 +64,8 @@ from runtel.records import (
     RunStarted,
     flatten_params,
 )
+
+from runtel.store._media_writer import MediaWriter, PendingMedia
 
 if TYPE_CHECKING:  # imported when first used: keeps `import runtel` fast
     from runtel.store.artifacts import ArtifactVersion
@@ -87,7 +91,7 @@ _MAX_LAYOUTS = 4_096
 _STEP, _TIME, _SPAN, _IDS, _VALUES = (itemgetter(i) for i in range(5))  # fields of a _Call, at C speed
 
 
-class Run:
+class Run(MediaLogging):
     """One training run: a trace, its spans, its metric series, parameters and artifacts.
 
     Create it with :func:`runtel.init`. Use it as a context manager, or call
@@ -125,6 +129,7 @@ class Run:
         self._owner_pid = os.getpid()  # a forked child is not the owner (see _detach_in_child)
         self._child_warned = False
         self._figure_names: dict[str, str] = {}  # collision key -> name (see log_figure)
+        self._media_names: dict[str, str] = {}  # keys logged as media (never also a metric)
 
         from runtel import __version__
 
@@ -207,6 +212,7 @@ class Run:
 
         self._store = StoreWriter(where.own_dir, backlog_points=settings.store_backlog_points)
         self._store.start(started)  # written before init() returns: the run is visible at once
+        self._media = MediaWriter(where.own_dir, self._store)
         self._last_step = self._store.next_step() - 1
         self._steps = None
         self._dispatcher = Dispatcher(
@@ -263,13 +269,15 @@ class Run:
                 f"log() takes a mapping of metric name to value, got {type(metrics).__name__}"
             ) from None
         keys = tuple(metrics)
+        for value in values:
+            if type(value) is not float:
+                if holds_media(values):
+                    return self._log_with_media(metrics, step, all_ranks)
+                values = _coerce_values(keys, values)
+                break
         series = self._layouts.get(keys)
         if series is None:
             series = self._layout(keys)
-        for value in values:
-            if type(value) is not float:
-                values = _coerce_values(keys, values)
-                break
         if step is None:
             try:
                 at = next(self._steps)  # type: ignore[arg-type]  # None: TypeError, caught; atomic under the GIL
@@ -339,6 +347,8 @@ class Run:
 
     def _register(self, key: object) -> int:
         name = check_name(key)
+        if name in self._media_names:
+            raise InvalidNameError(f"metric name {name!r} is already a media key of this run; use another name")
         with self._lock:
             series = self._series_ids.get(name)
             if series is None:
@@ -698,7 +708,11 @@ class Run:
         begin = 0
         for at in np.flatnonzero(~np.fromiter(map(isinstance, items, repeat(tuple)), bool, count)).tolist():
             _add_points(batch, items[begin:at], names)
-            batch.append(items[at])
+            item = items[at]
+            if type(item) is PendingMedia:  # encoded and written here, off the training thread
+                batch.extend(self._media.write(item))
+            else:
+                batch.append(item)
             begin = at + 1
         _add_points(batch, items[begin:] if begin else items, names)
         points = sum(len(record) for record in batch if isinstance(record, MetricPoints))

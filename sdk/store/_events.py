@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from runtel.records import (
     ArtifactLogged,
     FigureLogged,
     HistogramLogged,
+    MediaLogged,
     ParamsLogged,
     Record,
     RunEnded,
@@ -34,10 +36,15 @@ _TYPES: dict[str, type] = {
     "artifact": ArtifactLogged,
     "figure": FigureLogged,
     "histogram": HistogramLogged,
+    "media": MediaLogged,
     "run_ended": RunEnded,
 }
 _NAMES = {cls: name for name, cls in _TYPES.items()}
 _ARRAY_FIELDS = {"bin_edges": np.float64, "counts": np.int64}
+#: A media file as ``events.jsonl`` names it: content-addressed, directly in the run's ``media/``.
+MEDIA_PATH = re.compile(r"media/[0-9a-f]{64}\.[a-z]{2,5}(\.[a-z]{2,5})?")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_MEDIA_KINDS = ("image", "table", "text", "audio")
 
 
 def is_event(record: Record) -> bool:
@@ -50,6 +57,10 @@ def to_line(record: Record) -> str:
     for spec in dataclasses.fields(record):
         value = getattr(record, spec.name)
         document[spec.name] = value.tolist() if isinstance(value, np.ndarray) else value
+    if isinstance(record, MediaLogged):  # stored relative, so the folder can be moved or copied
+        document["path"] = f"media/{PurePath(record.path).name}"
+        if record.preview is not None:
+            document["preview"] = f"media/{PurePath(record.preview).name}"
     return json.dumps(document, ensure_ascii=False, allow_nan=True, default=str)
 
 
@@ -110,8 +121,32 @@ def _parse(line: bytes, path: Path, number: int) -> Record:
         values[name] = _convert(name, value, path, key)
     if cls is SpanEnded and values["kind"] not in ("run", "epoch", "phase"):
         raise StoreCorruptError(path, f"{where}: kind", f"is {values['kind']!r}, not run, epoch or phase")
+    if cls is MediaLogged:
+        _check_media(values, path, where)
     record: Record = cls(**values)
     return record
+
+
+def _check_media(values: dict[str, Any], path: Path, where: str) -> None:
+    """A media line's kind, hash, file names and counters (the files themselves are checked on read)."""
+    if values["kind"] not in _MEDIA_KINDS:
+        raise StoreCorruptError(path, f"{where}: kind", f"is {values['kind']!r}, not one of {', '.join(_MEDIA_KINDS)}")
+    if not _SHA256.fullmatch(values["sha256"]):
+        raise StoreCorruptError(path, f"{where}: sha256", f"is {values['sha256']!r}, not 64 lowercase hex digits")
+    for name in ("path", "preview"):
+        value = values.get(name)
+        if value is not None and not MEDIA_PATH.fullmatch(value):
+            raise StoreCorruptError(
+                path, f"{where}: {name}", f"is {value!r}, not a file media/<sha256>.<ext> of the run folder"
+            )
+    if not values["path"].startswith(f"media/{values['sha256']}."):
+        raise StoreCorruptError(path, f"{where}: path", f"{values['path']!r} does not carry the record's sha256")
+    for name in ("step", "size"):
+        if values[name] < 0:
+            raise StoreCorruptError(path, f"{where}: {name}", f"is {values[name]}, below 0")
+    index, count = values.get("index", 0), values.get("count", 1)
+    if not 0 <= index < count:
+        raise StoreCorruptError(path, f"{where}: index", f"is {index}, not from 0 to count - 1 ({count - 1})")
 
 
 def _convert(name: str, value: Any, path: Path, key: str) -> Any:
@@ -180,6 +215,21 @@ _FIELDS: dict[type, dict[str, tuple[Kind, str]]] = {
         "mean": (NUMBER, _REQUIRED),
         "std": (NUMBER, _REQUIRED),
         "count": (INTEGER, _REQUIRED),
+    },
+    MediaLogged: {
+        "name": (TEXT, _REQUIRED),
+        "step": (INTEGER, _REQUIRED),
+        "time": (NUMBER, _REQUIRED),
+        "kind": (TEXT, _REQUIRED),
+        "path": (TEXT, _REQUIRED),
+        "sha256": (TEXT, _REQUIRED),
+        "size": (INTEGER, _REQUIRED),
+        "span_id": (TEXT, _NULLABLE),
+        "caption": (TEXT, _NULLABLE),
+        "index": (INTEGER, _OPTIONAL),
+        "count": (INTEGER, _OPTIONAL),
+        "preview": (TEXT, _NULLABLE),
+        "meta": (OBJECT, _OPTIONAL),
     },
     RunEnded: {
         "status": (TEXT, _REQUIRED),

@@ -35,7 +35,10 @@ from runtel.store._untrusted import (
 )
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from runtel.store.artifacts import ArtifactVersion
+    from runtel.store.media import MediaItem
 from runtel.sweep import SweepInfo, sweep_info
 
 #: A run whose heartbeat is older than this, on another host, is shown as crashed.
@@ -161,6 +164,25 @@ class StoredRun:
         from runtel.store.artifacts import ArtifactStore
 
         return ArtifactStore(self.dir).get(name, version, verify=verify)
+
+    def media(self, name: str) -> list[tuple[int, MediaItem]]:
+        """``[(step, item)]`` of the images, tables, texts or audio clips logged under ``name``
+        (a gallery gives one item per image); see :class:`runtel.store.media.MediaItem`."""
+        from runtel.store.media import media_of
+
+        return media_of(self, name)
+
+    def media_names(self) -> dict[str, int]:
+        """Each media key of the run with its number of items, in the order they first appeared."""
+        from runtel.store.media import media_names
+
+        return media_names(self)
+
+    def table(self, name: str, step: int | None = None) -> pd.DataFrame:
+        """The latest table logged under ``name`` (or the one at ``step``) as a pandas DataFrame."""
+        from runtel.store.media import table_of
+
+        return table_of(self, name, step)
 
     def spans(self) -> list[SpanEnded]:
         """Every ended span of every rank (one trace), in start order."""

@@ -477,6 +477,16 @@ class StoreWriter:
             )
         self._failure = failure
 
+    def lose_media(self, what: str, exc: Exception) -> None:
+        """A media file that could not be encoded or written (its record is not sent): counted as lost."""
+        with self._lock:
+            self._records_lost += 1
+            errno = exc.errno if isinstance(exc, OSError) else None
+            where = getattr(exc, "filename", None) or str(self.run_dir / "media")
+            message = f"{what} could not be stored ({type(exc).__name__}: {exc})"
+            logger.error("runtel: %s; it is not in the run", message)
+            self._lost_reason = _Failure(str(where), errno, message)
+
     def _lose_record(self, record: Record, exc: Exception) -> None:
         self._records_lost += 1
         message = f"a {type(record).__name__} record could not be encoded ({type(exc).__name__}: {exc})"

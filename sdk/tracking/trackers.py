@@ -44,6 +44,14 @@ class BaseTracker(abc.ABC):
     @abc.abstractmethod
     def finish(self) -> None: ...
 
+    def log_image(self, name: str, image: Any, step: int | None = None, caption: str | None = None) -> None:
+        """An image at ``step``; a tracker of your own overrides this to take images."""
+        raise NotImplementedError(f"{type(self).__name__} does not log images; override log_image")
+
+    def log_table(self, name: str, data: Any, columns: Sequence[str] | None = None, step: int | None = None) -> None:
+        """A table at ``step``; a tracker of your own overrides this to take tables."""
+        raise NotImplementedError(f"{type(self).__name__} does not log tables; override log_table")
+
     def __enter__(self) -> BaseTracker:
         return self
 
@@ -96,6 +104,14 @@ class RunTracker(BaseTracker):
 
     def log_histogram(self, name: str, values: Any, step: int | None = None, bins: int = 64) -> None:
         self.run.log_histogram(name, values, step=step, bins=bins)
+
+    def log_image(self, name: str, image: Any, step: int | None = None, caption: str | None = None) -> None:
+        """Through the run: stored exactly, and sent to each backend as its native image."""
+        self.run.log_image(name, image, step=step, caption=caption)
+
+    def log_table(self, name: str, data: Any, columns: Sequence[str] | None = None, step: int | None = None) -> None:
+        """Through the run: stored with its column types, and sent to each backend as its native table."""
+        self.run.log_table(name, data, columns=columns, step=step)
 
     def finish(self) -> None:
         self.run.finish()
@@ -305,6 +321,12 @@ class MultiTracker(BaseTracker):
 
     def log_histogram(self, name: str, values: Any, step: int | None = None) -> None:
         self.primary.log_histogram(name, values, step)
+
+    def log_image(self, name: str, image: Any, step: int | None = None, caption: str | None = None) -> None:
+        self._each("log_image", name, image, step, caption)
+
+    def log_table(self, name: str, data: Any, columns: Sequence[str] | None = None, step: int | None = None) -> None:
+        self._each("log_table", name, data, columns, step)
 
     def finish(self) -> None:
         self._each("finish")

@@ -1,0 +1,242 @@
+"""Media values as the bytes of their stored files (run on the flush thread, never in ``log``).
+
+- Images: uint8 as a lossless PNG; any other dtype as its exact ``.npy`` plus an 8-bit PNG preview
+  (:func:`preview_pixels` is the one conversion rule, also what 8-bit backends get).
+- Text: UTF-8. Audio: int16, int32 and uint8 PCM as a WAV file of that width, exactly; any other
+  dtype as its exact ``.npy`` plus a 16-bit WAV preview.
+- Tables: a JSON Table Schema document (``pd.read_json(path, orient="table", precise_float=True)``
+  reads it in one call, without pyarrow; NaN and ±inf as JSON's ``NaN``/``Infinity``), written
+  without pandas for rows; the exact column dtypes are kept in the record.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import wave
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from runtel.media import Audio, Image, Table, Text, pillow
+from runtel.records import MediaKind
+
+#: PCM widths a WAV file holds exactly (the ``wave`` module writes 8-bit unsigned, others signed).
+_WAV_DTYPES = {np.dtype(np.uint8): 1, np.dtype("<i2"): 2, np.dtype("<i4"): 4}
+#: JSON Table Schema field types by numpy dtype kind (pandas maps them back on read).
+_SCHEMA_TYPES = {"b": "boolean", "i": "integer", "u": "integer", "f": "number", "M": "datetime"}
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """One media item's file (``data`` with extension ``ext``) and, for a non-exact format, its preview."""
+
+    kind: MediaKind
+    data: bytes
+    ext: str
+    meta: dict[str, Any]
+    preview: tuple[bytes, str] | None = None
+    caption: str | None = None
+    #: Files a table's Image cells are stored in, written before the table itself.
+    cells: list[Encoded] = field(default_factory=list)
+
+
+#: Writes an encoded cell (or any file) and returns its path relative to the run folder and its sha256.
+StoreFile = Callable[["Encoded"], tuple[str, str]]
+
+
+def encode(item: Image | Table | Text | Audio, store_cell: StoreFile) -> Encoded:
+    """``item``'s stored bytes; a table's Image cells are handed to ``store_cell`` as they come."""
+    if isinstance(item, Image):
+        return encode_image(item)
+    if isinstance(item, Text):
+        data = item.text.encode("utf-8")
+        return Encoded("text", data, "txt", {"chars": len(item.text), "bytes": len(data)}, caption=item.caption)
+    if isinstance(item, Audio):
+        return encode_audio(item)
+    return encode_table(item, store_cell)
+
+
+def image_array(image: Image) -> npt.NDArray[Any]:
+    """The image's pixels in HW/HWC layout (a file given by path is decoded here, off the training thread)."""
+    if image.array is not None:
+        return image.array
+    assert image.source is not None
+    from runtel.media import _pil_to_array
+
+    with pillow().open(io.BytesIO(image.source)) as picture:
+        picture.load()
+        return _pil_to_array(picture)
+
+
+def encode_image(image: Image) -> Encoded:
+    array = np.ascontiguousarray(image_array(image))
+    meta: dict[str, Any] = {"shape": list(array.shape), "dtype": str(array.dtype)}
+    if image.source_dtype is not None:
+        meta["source_dtype"] = image.source_dtype
+    if array.dtype == np.uint8:
+        return Encoded("image", png(array), "png", {**meta, "format": "png"}, caption=image.caption)
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    preview = (png(preview_pixels(array)), "png")
+    return Encoded("image", buffer.getvalue(), "npy", {**meta, "format": "npy"}, preview, image.caption)
+
+
+def preview_pixels(array: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
+    """8-bit pixels of a non-uint8 image: the one rule every 8-bit consumer gets (``docs/media.md``).
+
+    bool → 0/255; floats whose finite values lie in [0, 1] → ``round(x * 255)``; integers within
+    [0, 255] → as they are; anything else is scaled from its finite min..max to 0..255. NaN → 0,
+    +inf → 255, -inf → 0.
+    """
+    if array.dtype.kind == "b":
+        return array.astype(np.uint8) * np.uint8(255)
+    values = array.astype(np.float64)
+    finite = np.isfinite(values)
+    low = float(values[finite].min()) if finite.any() else 0.0
+    high = float(values[finite].max()) if finite.any() else 0.0
+    if array.dtype.kind == "f" and 0.0 <= low and high <= 1.0:
+        scaled = values * 255.0
+    elif array.dtype.kind in "iu" and 0.0 <= low and high <= 255.0:
+        scaled = values
+    else:
+        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    scaled = np.where(np.isposinf(values), 255.0, np.where(finite, scaled, 0.0))
+    return np.rint(np.clip(scaled, 0.0, 255.0)).astype(np.uint8)
+
+
+def png(pixels: npt.NDArray[np.uint8]) -> bytes:
+    """Lossless PNG of HW or HWC (1, 3 or 4 channels) uint8 pixels."""
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    buffer = io.BytesIO()
+    pillow().fromarray(np.ascontiguousarray(pixels)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def encode_audio(audio: Audio) -> Encoded:
+    waveform = audio.waveform
+    frames = waveform.reshape(waveform.shape[0], -1)
+    meta: dict[str, Any] = {
+        "sample_rate": audio.sample_rate,
+        "channels": int(frames.shape[1]),
+        "frames": int(frames.shape[0]),
+        "dtype": str(waveform.dtype),
+        "shape": list(waveform.shape),
+    }
+    width = _WAV_DTYPES.get(waveform.dtype.newbyteorder("<") if waveform.dtype.kind != "u" else waveform.dtype)
+    if width is not None and waveform.dtype.itemsize == width:
+        return Encoded("audio", wav(frames, audio.sample_rate, width), "wav", {**meta, "format": "wav"}, caption=audio.caption)
+    buffer = io.BytesIO()
+    np.save(buffer, waveform, allow_pickle=False)
+    preview = (wav(preview_samples(frames), audio.sample_rate, 2), "wav")
+    return Encoded("audio", buffer.getvalue(), "npy", {**meta, "format": "npy"}, preview, audio.caption)
+
+
+def preview_samples(frames: npt.NDArray[Any]) -> npt.NDArray[np.int16]:
+    """16-bit PCM of a waveform WAV cannot hold exactly: floats clipped to [-1, 1], integers scaled by
+    their type's range, bool as 0/full scale; times 32767, rounded."""
+    if frames.dtype.kind == "f":
+        values = np.clip(frames.astype(np.float64), -1.0, 1.0)
+    elif frames.dtype.kind == "b":
+        values = frames.astype(np.float64)
+    else:
+        info = np.iinfo(frames.dtype)
+        values = frames.astype(np.float64) / float(max(abs(info.min), info.max))
+    return np.rint(values * 32767.0).astype(np.int16)
+
+
+def wav(frames: npt.NDArray[Any], sample_rate: int, width: int) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(int(frames.shape[1]))
+        out.setsampwidth(width)
+        out.setframerate(sample_rate)
+        out.writeframes(np.ascontiguousarray(frames, dtype=frames.dtype.newbyteorder("<")).tobytes())
+    return buffer.getvalue()
+
+
+def encode_table(table: Table, store_cell: StoreFile) -> Encoded:
+    """The table as JSON Table Schema; each Image cell becomes ``{"image": path, "sha256": ...}``."""
+    names, dtypes, columns = _columns_of(table)
+    fields = []
+    for name, dtype, cells in zip(names, dtypes, columns, strict=True):
+        if dtype == "image":
+            columns[names.index(name)] = [_image_cell(cell, store_cell) for cell in cells]
+        fields.append({"name": name, "type": _schema_type(dtype, cells)})
+    rows = len(columns[0]) if columns else 0
+    data = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+    document = {"schema": {"fields": fields, "pandas_version": "1.4.0"}, "data": data}
+    text = json.dumps(document, ensure_ascii=False, allow_nan=True)
+    meta = {"columns": [{"name": n, "dtype": d} for n, d in zip(names, dtypes, strict=True)], "rows": rows}
+    return Encoded("table", text.encode("utf-8"), "table.json", meta)
+
+
+def _image_cell(cell: Any, store_cell: StoreFile) -> dict[str, Any] | None:
+    if cell is None:
+        return None
+    encoded = encode_image(cell)
+    path, sha256 = store_cell(encoded)
+    return {"image": path, "sha256": sha256, "caption": encoded.caption, **encoded.meta}
+
+
+def _columns_of(table: Table) -> tuple[list[str], list[str], list[list[Any]]]:
+    """Column names, their dtypes (numpy/pandas names, or ``image``) and their cells as Python values."""
+    frame = table.frame
+    if frame is None:
+        columns = [[row[k] for row in table.rows] for k in range(len(table.columns))]
+        return table.columns, [_infer_dtype(cells) for cells in columns], columns
+    if type(frame).__module__.startswith("polars"):
+        values = frame.to_dict(as_series=False)
+        columns = [list(values[name]) for name in table.columns]
+        return table.columns, [_infer_dtype(cells) for cells in columns], columns
+    dtypes, columns = [], []
+    for position, name in enumerate(table.columns):
+        series = frame.iloc[:, position]
+        dtype = str(series.dtype)
+        if series.dtype.kind == "M":
+            cells = [None if value is None or value != value else value.isoformat() for value in series.tolist()]
+        else:
+            cells = [None if _is_missing(value) else value for value in series.astype(object).tolist()]
+            if series.dtype.kind == "f":
+                cells = series.tolist()  # NaN is data in a float column, kept as NaN
+        if dtype == "object":
+            dtype = _infer_dtype(cells) if _infer_dtype(cells) in ("image", "object") else "object"
+        dtypes.append(dtype)
+        columns.append(cells)
+    return table.columns, dtypes, columns
+
+
+def _is_missing(value: Any) -> bool:
+    """pandas' NA and NaT (not float NaN, which is data): stored as null."""
+    return value is not None and type(value).__name__ in ("NAType", "NaTType")
+
+
+def _infer_dtype(cells: list[Any]) -> str:
+    """The dtype pandas would give a column of these Python values (None does not count)."""
+    types = {type(cell) for cell in cells} - {type(None)}
+    if not types:
+        return "object"
+    if types == {Image}:
+        return "image"
+    if types == {bool}:
+        return "bool" if len(types) == 1 and None not in cells else "boolean"
+    if types == {int}:
+        return "int64" if None not in cells else "Int64"
+    if types <= {int, float}:
+        return "float64"
+    return "object"
+
+
+def _schema_type(dtype: str, cells: list[Any]) -> str:
+    if dtype in ("image", "object", "category", "boolean") or dtype.startswith(("Int", "UInt", "Float")):
+        return "string" if all(type(cell) is str or cell is None for cell in cells) and dtype == "object" else "any"
+    if dtype == "string":
+        return "string"
+    return _SCHEMA_TYPES.get(np.dtype(dtype).kind, "any") if not dtype.startswith("datetime64") else "datetime"
+
+
+__all__ = ["Encoded", "encode", "image_array", "png", "preview_pixels", "preview_samples", "wav"]

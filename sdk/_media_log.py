@@ -1,0 +1,147 @@
+"""The Run's media methods: ``log_image``, ``log_table``, ``log_text``, ``log_audio`` and media in ``log``.
+
+A call validates, copies (inside the :mod:`runtel.media` constructors), stamps step, time and span and
+queues one :class:`~runtel.store._media_writer.PendingMedia` in order with the points; the flush
+thread encodes and writes it. ``run.log`` reaches :meth:`MediaLogging._log_with_media` only on its
+slow path (a value that is not a Python float), so scalar logging costs what it did.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from runtel.errors import InvalidMediaError, InvalidNameError
+from runtel.media import MEDIA_TYPES, Audio, Image, Media, Table, Text, as_media_items
+from runtel.store._media_writer import PendingMedia
+from runtel._values import check_step
+
+
+def holds_media(values: tuple[Any, ...]) -> bool:
+    """Whether a ``log`` call's values hold an Image, Table, Text, Audio or a gallery of them."""
+    for value in values:
+        if isinstance(value, MEDIA_TYPES):
+            return True
+        if type(value) in (list, tuple) and value and isinstance(value[0], MEDIA_TYPES):
+            return True
+    return False
+
+
+class MediaLogging:
+    """Mixed into :class:`runtel.Run`; uses its queue, steps and span like ``log`` does."""
+
+    _queue: Any
+    _steps: Iterator[int] | None
+    _last_step: int
+    _silent: bool
+    _span_id: int
+    _series_ids: dict[str, int]
+    _media_names: dict[str, str]
+
+    if TYPE_CHECKING:  # Run's own
+
+        def log(self, metrics: Mapping[str, Any], step: int | None = None, *, all_ranks: bool = False) -> None: ...
+        def _check_open(self) -> None: ...
+        def _continue_steps(self) -> int: ...
+        @property
+        def step(self) -> int: ...
+
+    def log_image(self, name: str, data: Any, step: int | None = None, caption: str | None = None) -> None:
+        """An image (numpy HWC/CHW/HW, torch tensor, PIL image, path or matplotlib figure) at ``step``
+        (default: the current step). A list of images is a gallery. uint8 is stored as PNG, any other
+        dtype exactly as ``.npy`` with a PNG preview."""
+        items = tuple(_gallery(data, caption))
+        self._queue_media(name, items, self._media_step(step), all_ranks=False)
+
+    def log_table(self, name: str, data: Any, columns: Sequence[str] | None = None, step: int | None = None) -> None:
+        """A table (pandas or polars DataFrame, list of rows with ``columns``, or list of dicts) at
+        ``step`` (default: the current step), column types and every cell kept."""
+        item = data if isinstance(data, Table) else Table(data, columns)
+        self._queue_media(name, (item,), self._media_step(step), all_ranks=False)
+
+    def log_text(self, name: str, text: str, step: int | None = None, caption: str | None = None) -> None:
+        """A text (UTF-8) at ``step`` (default: the current step)."""
+        item = text if isinstance(text, Text) else Text(text, caption)
+        self._queue_media(name, (item,), self._media_step(step), all_ranks=False)
+
+    def log_audio(
+        self, name: str, waveform: Any, sample_rate: int, step: int | None = None, caption: str | None = None
+    ) -> None:
+        """A waveform (1-D mono or 2-D frames × channels) at ``sample_rate`` Hz, at ``step`` (default:
+        the current step); stored as WAV (exact for int16/int32/uint8 PCM, else with an exact ``.npy``)."""
+        item = Audio(waveform, sample_rate, caption)
+        self._queue_media(name, (item,), self._media_step(step), all_ranks=False)
+
+    def _log_with_media(self, metrics: Mapping[str, Any], step: int | None, all_ranks: bool) -> None:
+        """``log`` of a call holding media: the scalars as usual, each media value at the same step."""
+        scalars: dict[str, Any] = {}
+        media: list[tuple[str, tuple[Media, ...]]] = []
+        for key, value in metrics.items():
+            items = as_media_items(key, value) if isinstance(key, str) else None
+            if items is None:
+                scalars[key] = value
+            else:
+                media.append((self._check_media_name(key), items))
+        at = self._take_step(step)
+        if scalars:
+            self.log(scalars, at, all_ranks=all_ranks)
+        for name, items in media:
+            self._queue_media(name, items, at, all_ranks=all_ranks)
+
+    def _take_step(self, step: int | None) -> int:
+        """The step of a ``log`` call, handed out as ``log`` does (implicit: previous + 1)."""
+        if step is None:
+            try:
+                at = next(self._steps)  # type: ignore[arg-type]  # None: TypeError, as in log()
+            except (TypeError, StopIteration):
+                at = self._continue_steps()
+        else:
+            at = check_step(step)
+            self._steps = None
+        self._last_step = at
+        return at
+
+    def _media_step(self, step: int | None) -> int:
+        self._check_open()
+        return self.step if step is None else check_step(step)
+
+    def _queue_media(self, name: str, items: tuple[Media, ...], at: int, *, all_ranks: bool) -> None:
+        self._check_open()
+        name = self._check_media_name(name)
+        if self._silent and not all_ranks:
+            return
+        self._queue.append(PendingMedia(name, at, time.time(), self._span_id, items))
+
+    def _check_media_name(self, name: object) -> str:
+        """A media key: a safe relative name (exporters write files by it) that is no metric's name."""
+        from runtel.store.artifacts import check_artifact_name
+
+        if isinstance(name, str) and name in self._media_names:
+            return name
+        try:
+            check_artifact_name(name)
+        except ValueError as exc:
+            raise InvalidNameError(str(exc).replace("artifact name", "media name")) from None
+        assert isinstance(name, str)
+        if name in self._series_ids:
+            raise InvalidNameError(
+                f"media name {name!r} is already a metric of this run; give the media another name"
+            )
+        self._media_names[name] = name
+        return name
+
+
+def _gallery(data: Any, caption: str | None) -> Iterator[Image]:
+    if isinstance(data, Image):
+        yield data
+    elif isinstance(data, list | tuple):
+        if not data:
+            raise InvalidMediaError("log_image got an empty list; a gallery needs at least one image")
+        for item in data:
+            yield item if isinstance(item, Image) else Image(item, caption)
+    else:
+        yield Image(data, caption)
+
+
+__all__ = ["MediaLogging", "holds_media"]

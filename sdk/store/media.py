@@ -1,0 +1,225 @@
+"""Reading a run's media back: ``StoredRun.media(name)``, ``.table(name)`` and ``.media_names()``.
+
+``events.jsonl``'s ``media`` lines are the index (one JSON object per item: name, step, kind, file,
+sha256, caption, shape/dtype or columns). Every file is resolved inside the run folder (a symbolic
+link leading out is refused) and its SHA-256 checked against the record before its bytes are used;
+a mismatch is a :class:`~runtel.errors.StoreCorruptError` naming the file and field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import wave
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from runtel.errors import StoreCorruptError
+from runtel.records import MediaKind, MediaLogged
+from runtel.store import _layout
+from runtel.store._untrusted import inside
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from runtel.store.query import StoredRun
+
+
+@dataclass(frozen=True, slots=True)
+class MediaItem:
+    """One stored image, table, text or audio clip; its bytes are read (and hashed) only when asked."""
+
+    name: str
+    step: int
+    kind: MediaKind
+    #: The stored file, inside the run folder (a PNG, ``.npy``, ``.txt``, WAV or ``.table.json``).
+    path: Path
+    sha256: str
+    size: int
+    caption: str | None = None
+    index: int = 0
+    count: int = 1
+    #: The 8-bit PNG (image) or 16-bit WAV (audio) beside an exact ``.npy``, else None.
+    preview: Path | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    time: float = 0.0
+
+    def read_bytes(self) -> bytes:
+        """The file's bytes, checked against the SHA-256 recorded when it was logged."""
+        return checked_bytes(self.path, self.sha256)
+
+    def to_numpy(self) -> npt.NDArray[Any]:
+        """An image's exact pixels (HW or HWC, the logged dtype) or an audio clip's exact waveform."""
+        if self.kind not in ("image", "audio"):
+            raise TypeError(f"{self.kind} {self.name!r} has no array; use .text or .to_pandas()")
+        data = self.read_bytes()
+        if self.meta.get("format") == "npy":
+            return _npy(data, self.path)
+        if self.kind == "audio":
+            return _wav_samples(data, self.path, self.meta)
+        from runtel.media import pillow
+
+        with pillow().open(io.BytesIO(data)) as picture:
+            pixels = np.array(picture)
+        shape = self.meta.get("shape")
+        return pixels.reshape(shape) if isinstance(shape, list) and np.prod(shape) == pixels.size else pixels
+
+    @property
+    def text(self) -> str:
+        """A text item's content."""
+        if self.kind != "text":
+            raise TypeError(f"{self.kind} {self.name!r} is not text")
+        try:
+            return self.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise StoreCorruptError(self.path, None, f"is not UTF-8 (byte {exc.start})") from exc
+
+    @property
+    def sample_rate(self) -> int:
+        """An audio clip's sample rate (Hz)."""
+        rate = self.meta.get("sample_rate")
+        if self.kind != "audio" or not isinstance(rate, int):
+            raise TypeError(f"{self.kind} {self.name!r} has no sample rate")
+        return rate
+
+    def to_pandas(self) -> pd.DataFrame:
+        """A table as a DataFrame with the logged column dtypes; Image cells as :class:`MediaItem`."""
+        if self.kind != "table":
+            raise TypeError(f"{self.kind} {self.name!r} is not a table")
+        import pandas as pd
+
+        self.read_bytes()  # checks the hash before pandas reads it
+        try:
+            frame = pd.read_json(self.path, orient="table", precise_float=True)
+        except ValueError as exc:
+            raise StoreCorruptError(self.path, None, f"is not a readable table ({exc})") from exc
+        run_dir = self.path.parent.parent
+        for column in self.meta.get("columns") or []:
+            name, dtype = column.get("name"), column.get("dtype")
+            if name not in frame.columns or not isinstance(dtype, str):
+                continue
+            if dtype == "image":
+                frame[name] = [_image_cell(run_dir, cell, self.path, name) for cell in frame[name]]
+            elif str(frame[name].dtype) != dtype:
+                frame[name] = frame[name].astype(dtype)
+        return frame
+
+
+def media_records(run: StoredRun) -> list[MediaLogged]:
+    """Every media record of the run (rank 0), in logging order."""
+    return [record for record in run.events() if isinstance(record, MediaLogged)]
+
+
+def media_of(run: StoredRun, name: str) -> list[tuple[int, MediaItem]]:
+    """``[(step, item)]`` of media key ``name``, in logging order (a gallery: one entry per image)."""
+    items = [(record.step, item_of(run.dir, record)) for record in media_records(run) if record.name == name]
+    if not items:
+        from runtel.errors import MetricNotFoundError
+
+        known = ", ".join(sorted(media_names(run))) or "none"
+        raise MetricNotFoundError(f"run {run.name} has no media {name!r}; it has: {known}")
+    return items
+
+
+def media_names(run: StoredRun) -> dict[str, int]:
+    """Each media key with how many items were logged under it, in the order they first appeared."""
+    return dict(Counter(record.name for record in media_records(run)))
+
+
+def table_of(run: StoredRun, name: str, step: int | None = None) -> pd.DataFrame:
+    """The latest table logged under ``name`` (or the one at ``step``) as a DataFrame."""
+    tables = [(at, item) for at, item in media_of(run, name) if item.kind == "table"]
+    if step is not None:
+        tables = [(at, item) for at, item in tables if at == step]
+    if not tables:
+        where = f" at step {step}" if step is not None else ""
+        raise KeyError(f"run {run.name} has no table {name!r}{where}")
+    return tables[-1][1].to_pandas()
+
+
+def item_of(run_dir: Path, record: MediaLogged) -> MediaItem:
+    """``record`` as a :class:`MediaItem` whose paths are resolved inside ``run_dir``."""
+    events = run_dir / _layout.EVENTS
+    path = inside(run_dir, record.path, events, "path")
+    preview = None if record.preview is None else inside(run_dir, record.preview, events, "preview")
+    return MediaItem(
+        name=record.name,
+        step=record.step,
+        kind=record.kind,
+        path=path,
+        sha256=record.sha256,
+        size=record.size,
+        caption=record.caption,
+        index=record.index,
+        count=record.count,
+        preview=preview,
+        meta=record.meta,
+        time=record.time,
+    )
+
+
+def verify_media(run_dir: Path, records: list[MediaLogged]) -> list[str]:
+    """A line per media file that is missing, leads outside the folder or fails its SHA-256."""
+    problems = []
+    for record in records:
+        try:
+            item_of(run_dir, record).read_bytes()
+        except StoreCorruptError as exc:
+            problems.append(f"{record.kind} {record.name!r} step {record.step}: {exc}")
+    return problems
+
+
+def checked_bytes(path: Path, sha256: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise StoreCorruptError(path, None, "is missing (a media record names it)") from None
+    except OSError as exc:
+        raise StoreCorruptError(path, None, f"cannot be read ({exc.strerror})") from exc
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise StoreCorruptError(path, "sha256", f"is {actual[:12]}... on disk, but {sha256[:12]}... was logged")
+    return data
+
+
+def _npy(data: bytes, path: Path) -> npt.NDArray[Any]:
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)  # type: ignore[no-any-return]
+    except ValueError as exc:
+        raise StoreCorruptError(path, None, f"is not a .npy array ({exc})") from exc
+
+
+def _wav_samples(data: bytes, path: Path, meta: dict[str, Any]) -> npt.NDArray[Any]:
+    try:
+        with wave.open(io.BytesIO(data), "rb") as clip:
+            width, channels = clip.getsampwidth(), clip.getnchannels()
+            raw = clip.readframes(clip.getnframes())
+    except (wave.Error, EOFError) as exc:
+        raise StoreCorruptError(path, None, f"is not a WAV file ({exc})") from exc
+    dtype = {1: np.dtype(np.uint8), 2: np.dtype("<i2"), 4: np.dtype("<i4")}.get(width)
+    if dtype is None:
+        raise StoreCorruptError(path, None, f"holds {width * 8}-bit samples, not 8, 16 or 32")
+    samples = np.frombuffer(raw, dtype).reshape(-1, channels)
+    shape = meta.get("shape")
+    return samples.reshape(shape) if isinstance(shape, list) and len(shape) == 1 else samples
+
+
+def _image_cell(run_dir: Path, cell: Any, table: Path, column: str) -> MediaItem | None:
+    """A table's Image cell (``{"image": path, "sha256": ...}``) as a :class:`MediaItem`."""
+    if cell is None or (isinstance(cell, float) and cell != cell):
+        return None
+    if not isinstance(cell, dict) or not isinstance(cell.get("sha256"), str):
+        raise StoreCorruptError(table, column, f"holds {json.dumps(cell, default=str)[:60]}, not an image cell")
+    path = inside(run_dir, cell.get("image"), table, column)
+    meta = {key: cell[key] for key in ("shape", "dtype", "format") if key in cell}
+    return MediaItem(column, 0, "image", path, cell["sha256"], path.stat().st_size if path.exists() else 0,
+                     cell.get("caption") if isinstance(cell.get("caption"), str) else None, meta=meta)
+
+
+__all__ = ["MediaItem", "item_of", "media_names", "media_of", "table_of", "verify_media"]
