@@ -97,6 +97,8 @@ class MediaFitter:
         elif record.kind == "table":
             if caps.max_table_rows is not None:
                 record = self._cut(record, "rows", caps.max_table_rows, "table_cut", extra)
+            if not caps.exact_arrays:
+                record = self._cell_previews(record)
             if not caps.table_image_gaps:
                 record = self._fill_image_gaps(record)
             if not caps.table_infinity:
@@ -184,6 +186,51 @@ class MediaFitter:
         example = {"name": record.name, "step": record.step, unit: total, "sent": limit, "full": full}
         self._report.note(kind, 1, [example])
         return _as_file(record, str(target), {**record.meta, unit: limit})
+
+    def _cell_previews(self, record: MediaLogged) -> MediaLogged:
+        """Image cells stored as exact ``.npy`` arrays, as 8-bit PNGs by the store's one preview rule."""
+        columns = [
+            c["name"]
+            for c in record.meta.get("columns", [])
+            if isinstance(c, dict) and c.get("dtype") == "image"
+        ]
+        if not columns:
+            return record
+        document = read_document(record.path)
+        root = Path(record.path).resolve().parent.parent
+        examples: list[dict[str, Any]] = []
+        for row in document["data"]:
+            for column in columns:
+                cell = row.get(column)
+                if not isinstance(cell, dict) or not str(cell.get("image", "")).endswith(".npy"):
+                    continue
+                source = (root / str(cell["image"])).resolve()
+                if not source.is_relative_to(root):
+                    raise RuntelError(f"a table's Image cell names {cell['image']!r}, outside the run folder")
+                data = _preview_png(source)
+                sha256 = hashlib.sha256(data).hexdigest()
+                self._write(data, f"{sha256}.png")
+                row[column] = {
+                    **cell,
+                    "image": f"media/{sha256}.png",
+                    "sha256": sha256,
+                    "dtype": "uint8",
+                    "format": "png",
+                }
+                examples.append(
+                    {
+                        "name": record.name,
+                        "step": record.step,
+                        "column": column,
+                        "dtype": cell.get("dtype"),
+                        "sent_as": "uint8",
+                    }
+                )
+        if not examples:
+            return record
+        self._report.note("image_sent_as_8bit", len(examples), examples[:5])
+        target = self._write_table(record, document, f"{record.sha256}-8bit-cells.table.json")
+        return _as_file(record, str(target), record.meta)
 
     def _fill_image_gaps(self, record: MediaLogged) -> MediaLogged:
         """An Image column with empty cells, for a backend whose image columns must be full: as text."""
@@ -315,6 +362,15 @@ def _as_file(record: MediaLogged, path: str, meta: dict[str, Any]) -> MediaLogge
     return dataclasses.replace(
         record, path=path, sha256=hashlib.sha256(data).hexdigest(), size=len(data), meta=meta
     )
+
+
+def _preview_png(path: Path) -> bytes:
+    """The 8-bit PNG of an exact image array, by the rule the store's own previews follow."""
+    import numpy as np
+
+    from runtel._media_encode import png, preview_pixels
+
+    return png(preview_pixels(np.load(path, allow_pickle=False)))
 
 
 def _link_inside(source_root: Path, target_root: Path, relative: str) -> None:

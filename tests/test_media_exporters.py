@@ -63,7 +63,7 @@ def make_stream(run_dir: Path) -> Stream:
     return Stream(records, samples, preview, preds, Path(clip.path).read_bytes(), run_dir)
 
 
-def export(exporter: Exporter, stream: Stream, scratch: Path, batch: int = 3) -> dict[str, Any]:
+def export(exporter: Exporter, stream: Stream, scratch: Path, batch: int = 4) -> dict[str, Any]:
     """Export in small batches, so a gallery arrives over two of them; returns the adaptations."""
     adapter = Adapter(exporter.name, exporter.capabilities, scratch)
     for lo in range(0, len(stream.records), batch):
