@@ -88,6 +88,7 @@ class Capabilities:
     they are sent empty, as the backend would store them, and the exact table beside as an artifact).
     Every change is reported; the local store keeps the original. A media record's step follows the
     step rules as a series of its own (``media/<name>``), the items of a gallery sharing one step.
+    ``captions``: the kinds whose caption the backend keeps (others are sent without, reported).
     Media names follow ``media_key_pattern`` (``key_pattern`` when None) and ``max_key_length``.
     """
 
@@ -123,6 +124,7 @@ class Capabilities:
     max_table_rows: int | None = None
     max_text_chars: int | None = None
     max_audio_seconds: float | None = None
+    captions: tuple[MediaKind, ...] = ("image", "table", "text", "audio")
     table_image_gaps: bool = True
     table_infinity: bool = True
     media_key_pattern: str | None = None

@@ -16,7 +16,7 @@ Layout of one runtel run in MLflow:
 - artifacts: ``<name>/v<version>/<file>``, models ``models/<name>/v<version>/<file>``,
   figures ``figures/<name>[/step_<n>]/<file>``, histograms ``histograms/<name>/step_<n>.json``;
 - media: images through ``log_image(key=<name>, step=<n>)`` (MLflow 3's step images, under
-  ``images/``; a gallery is several at one key and step), their captions in
+  ``images/``; a gallery is several at one key and step); the captions of any kind in
   ``media/<name>/step_<n>/captions.json``; tables through ``log_table`` as
   ``media/<name>/step_<n>.json`` (Image cells as MLflow table images), text through ``log_text``
   as ``media/<name>/step_<n>.txt``, audio as ``media/<name>/step_<n>/<file>.wav``; a gallery's
@@ -337,12 +337,6 @@ class MlflowExporter:
                 run_id, _pil_image(record.path), key=record.name, step=record.step, timestamp=_ms(record.time)
             )
             self._delivered.add(item)
-            if record.caption is not None:
-                self._captions.setdefault((record.name, record.step), {})[record.index] = record.caption
-                captions = self._captions[record.name, record.step]
-                self._client.log_dict(
-                    run_id, {str(i): captions[i] for i in sorted(captions)}, f"{folder}/captions.json"
-                )
         elif record.kind == "table":
             table = read_table(record)
             columns = {
@@ -357,6 +351,12 @@ class MlflowExporter:
         else:
             self._client.log_artifact(run_id, record.path, folder)
         self._delivered.add(item)
+        if record.caption is not None:
+            captions = self._captions.setdefault((record.name, record.step), {})
+            captions[record.index] = record.caption
+            self._client.log_dict(
+                run_id, {str(i): captions[i] for i in sorted(captions)}, f"{folder}/captions.json"
+            )
 
     def _end(self, record: RunEnded) -> None:
         run_id = self._run()

@@ -85,6 +85,8 @@ CAPABILITIES = Capabilities(
     key_tree=True,
     media=("image", "table", "text", "audio"),
     galleries=(),  # a series takes one value per step
+    # Only an image series value has a description; string series and files have none.
+    captions=("image",),
     max_image_bytes=32 * 1024 * 1024,
     max_text_chars=1000,
 )

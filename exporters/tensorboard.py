@@ -20,7 +20,8 @@ TensorBoard's HParams dashboard started on ``<log_dir>/<sweep name>`` compares e
 
 Media, tag = the media name, at the step: an image as an image summary (the PNG bytes unchanged);
 a gallery as one image batch (the image plugin's sample slider, each PNG as logged, rather than
-tensorboardX's ``add_images`` grid); captions as ``runtel/captions/<name>`` text at the same step;
+tensorboardX's ``add_images`` grid); captions (of any kind) as ``runtel/captions/<name>`` text at the
+same step;
 text as text; a table as a Markdown table (an Image cell as its file name); audio as an audio
 summary (the WAV bytes unchanged). TensorBoard's loader keeps a sample of each tag's media steps
 (``--samples_per_plugin``, e.g. ``images=0`` for all).
@@ -327,9 +328,12 @@ class TensorBoardExporter:
             del self._galleries[record.name, record.step]
             return self._images([items[i] for i in sorted(items)])
         if record.kind == "audio":
-            return [self._audio(record)]
+            return [self._audio(record), *self._captions([record])]
         text = markdown_table(read_table(record)) if record.kind == "table" else read_text(record)
-        return [self._event(_text_summary(record.name, text), record.step, record.time)]
+        return [
+            self._event(_text_summary(record.name, text), record.step, record.time),
+            *self._captions([record]),
+        ]
 
     def _unfinished_galleries(self) -> list[Event]:
         """Galleries the run ended before all items of came (a crash mid-gallery): what did come."""
@@ -356,14 +360,16 @@ class TensorBoardExporter:
             )
             metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="images"))
             value = Summary.Value(tag=first.name, metadata=metadata, tensor=tensor)
-        events = [self._event(Summary(value=[value]), first.step, first.time)]
+        return [self._event(Summary(value=[value]), first.step, first.time), *self._captions(items)]
+
+    def _captions(self, items: list[MediaLogged]) -> list[Event]:
+        """The items' captions as ``runtel/captions/<name>`` text at their step (none: no event)."""
         captions = [(item.index, item.caption) for item in items if item.caption is not None]
-        if captions:
-            lines = "\n".join(f"{index}. {_cell(caption)}" for index, caption in captions)
-            events.append(
-                self._event(_text_summary(f"runtel/captions/{first.name}", lines), first.step, first.time)
-            )
-        return events
+        if not captions:
+            return []
+        first = items[0]
+        lines = "\n".join(f"{index}. {_cell(caption)}" for index, caption in captions)
+        return [self._event(_text_summary(f"runtel/captions/{first.name}", lines), first.step, first.time)]
 
     def _audio(self, record: MediaLogged) -> Event:
         """The WAV file as written: rate, channels and frames from the record."""

@@ -91,6 +91,8 @@ CAPABILITIES = Capabilities(
     media=("image", "table", "text", "audio"),
     # A list of Images, Audio or Html is one history value; a list of Tables is not.
     galleries=("image", "text", "audio"),
+    # wandb.Html and wandb.Table take no caption.
+    captions=("image", "audio"),
     max_gallery_items=108,  # wandb.Image.MAX_ITEMS: a longer list is cut with a log warning.
     max_table_rows=10_000,  # wandb.Table.MAX_ROWS: a longer table is cut with a log warning.
 )

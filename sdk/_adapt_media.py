@@ -107,6 +107,15 @@ class MediaFitter:
             record = self._cut(record, "chars", caps.max_text_chars, "text_truncated", extra)
         elif record.kind == "audio" and caps.max_audio_seconds is not None:
             record = self._cut_audio(record, caps.max_audio_seconds, extra)
+        if record.caption is not None and record.kind not in caps.captions:
+            example = {
+                "name": record.name,
+                "step": record.step,
+                "kind": record.kind,
+                "caption": record.caption[:80],
+            }
+            self._report.note("caption_left_out", 1, [example])
+            record = dataclasses.replace(record, caption=None)
         name = self._key(record.name)
         if name != record.name:
             record = dataclasses.replace(record, name=name)
@@ -304,7 +313,7 @@ class MediaFitter:
         if not self._caps.artifacts:
             return f"in the local store only: {record.path}"
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", record.name)[:80] or "media"
-        name = f"runtel-media-{safe}-step{record.step}{Path(record.path).suffix}"
+        name = f"runtel-media-{safe}-step{record.step}{''.join(Path(record.path).suffixes)}"
         artifact = self._artifact(
             ArtifactLogged(
                 name=name,

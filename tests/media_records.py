@@ -131,24 +131,31 @@ def table(
     rows: list[list[Any]],
     **kw: Any,
 ) -> MediaLogged:
-    """A JSON Table Schema table; a cell of an ``image`` column is an array stored as its own PNG."""
+    """A JSON Table Schema table; a cell of an ``image`` column is an array stored as its own file."""
     data = []
     for row in rows:
         cells: dict[str, Any] = {}
         for (column, dtype), cell in zip(columns, row, strict=True):
             if dtype == "image" and cell is not None:
-                path, sha256 = store_file(run_dir, png_bytes(cell), "png")
-                cell = {
-                    "image": str(path.relative_to(run_dir)),
-                    "sha256": sha256,
-                    "caption": f"cell {column}",
-                }
+                cell = _image_cell(run_dir, cell, f"cell {column}")
             cells[column] = cell
         data.append(cells)
     schema = {"fields": [{"name": c, "type": "any"} for c, _ in columns], "pandas_version": "1.4.0"}
     document = json.dumps({"schema": schema, "data": data}, allow_nan=True).encode("utf-8")
     meta = {"columns": [{"name": c, "dtype": d} for c, d in columns], "rows": len(rows)}
     return _record(run_dir, name, step, "table", document, "table.json", meta, **kw)
+
+
+def _image_cell(run_dir: Path, array: npt.NDArray[Any], caption: str) -> dict[str, Any]:
+    """A table's Image cell as the store writes it: a PNG, or an exact ``.npy`` for another dtype."""
+    if array.dtype == np.uint8:
+        path, sha256 = store_file(run_dir, png_bytes(array), "png")
+    else:
+        buffer = io.BytesIO()
+        np.save(buffer, array, allow_pickle=False)
+        path, sha256 = store_file(run_dir, buffer.getvalue(), "npy")
+    meta = {"shape": list(array.shape), "dtype": str(array.dtype), "format": path.suffix[1:]}
+    return {"image": str(path.relative_to(run_dir)), "sha256": sha256, "caption": caption, **meta}
 
 
 def gallery(run_dir: Path, name: str, step: int, arrays: list[npt.NDArray[np.uint8]]) -> list[MediaLogged]:

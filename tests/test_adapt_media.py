@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from runtel._adapt import Adapter
+from runtel.exporters._media import read_table
 from runtel.exporters.base import Capabilities
 from runtel.records import ArtifactLogged, MediaLogged, Record
 from tests import media_records as media
@@ -157,7 +158,7 @@ def test_a_table_over_the_row_limit_is_cut_and_sent_whole_as_an_artifact(tmp_pat
     frame = pd.read_json(io.StringIO(Path(cut.path).read_text()), orient="table", precise_float=True)
     assert frame["id"].tolist() == list(range(10))
     assert a.report()["table_cut"]["examples"] == [
-        {"name": "eval", "step": 7, "rows": 25, "sent": 10, "full": full.name}
+        {"name": "eval", "step": 7, "rows": 25, "sent": 10, "full": "runtel-media-eval-step7.table.json"}
     ]
 
 
@@ -239,3 +240,76 @@ def test_a_cut_file_is_written_once_for_a_retried_batch(tmp_path: Path, kind: st
     first, second = sent(a.adapt([record]))[0], sent(a.adapt([record]))[0]
     assert (first.path, first.sha256) == (second.path, second.sha256)
     assert a.report()[kind]["count"] == 2
+
+
+def test_a_caption_the_backend_has_no_place_for_is_left_out_and_reported(tmp_path: Path) -> None:
+    a = adapter(tmp_path, captions=("image",))
+    image = media.image(tmp_path, "img", 0, media.pixels(4, 4), caption="kept")
+    text = media.text(tmp_path, "gen", 0, "t", caption="a prompt")
+    out = sent(a.adapt([image, text]))
+    assert [r.caption for r in out] == ["kept", None]
+    assert a.report()["caption_left_out"]["examples"] == [
+        {"name": "gen", "step": 0, "kind": "text", "caption": "a prompt"}
+    ]
+
+
+def test_exact_image_cells_reach_an_8bit_backend_as_previews(tmp_path: Path) -> None:
+    depth = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+    record = media.table(tmp_path / "run", "eval", 1, [("img", "image")], [[depth], [media.pixels(2, 2)]])
+    a = adapter(tmp_path)
+    (out,) = sent(a.adapt([record]))
+    document = json.loads(Path(out.path).read_text())
+    first, second = (row["img"] for row in document["data"])
+    root = Path(out.path).parent.parent
+    assert first["format"] == "png" and first["caption"] == "cell img"
+    assert np.array_equal(
+        media.decode_png((root / first["image"]).read_bytes()), np.rint(depth * 255).astype(np.uint8)
+    )
+    assert np.array_equal(media.decode_png((root / second["image"]).read_bytes()), media.pixels(2, 2))
+    assert a.report()["image_sent_as_8bit"]["examples"] == [
+        {"name": "eval", "step": 1, "column": "img", "dtype": "float32", "sent_as": "uint8"}
+    ]
+
+
+def test_an_image_column_with_gaps_is_sent_as_text_where_the_backend_needs_it_full(tmp_path: Path) -> None:
+    record = media.table(
+        tmp_path / "run", "eval", 1, [("id", "int64"), ("img", "image")], [[0, None], [1, media.pixels(2, 2)]]
+    )
+    a = adapter(tmp_path, table_image_gaps=False)
+    (out,) = sent(a.adapt([record]))
+    document = json.loads(Path(out.path).read_text())
+    original = json.loads(Path(record.path).read_text())
+    assert [row["img"] for row in document["data"]] == [None, original["data"][1]["img"]["image"]]
+    assert out.meta["columns"] == [{"name": "id", "dtype": "int64"}, {"name": "img", "dtype": "object"}]
+    assert a.report()["table_images_as_text"]["examples"] == [
+        {"name": "eval", "step": 1, "column": "img", "empty_cells": 1}
+    ]
+
+
+def test_infinite_cells_are_sent_empty_where_the_backend_writes_them_so(tmp_path: Path) -> None:
+    import math
+
+    record = media.table(
+        tmp_path, "eval", 1, [("x", "float64")], [[math.inf], [-math.inf], [math.nan], [1.5]]
+    )
+    a = adapter(tmp_path, table_infinity=False)
+    out = a.adapt([record])
+    (full,) = artifacts(out)
+    (cut,) = sent(out)
+    cells = [row["x"] for row in json.loads(Path(cut.path).read_text())["data"]]
+    assert cells[:2] == [None, None] and math.isnan(cells[2]) and cells[3] == 1.5
+    assert full.sha256 == record.sha256
+    assert a.report()["table_infinity_as_null"]["count"] == 2
+
+
+def test_a_table_cell_naming_a_file_outside_the_run_folder_is_refused(tmp_path: Path) -> None:
+    from runtel.errors import RuntelError
+
+    record = media.table(tmp_path / "run", "eval", 1, [("img", "image")], [[media.pixels(2, 2)]] * 2)
+    document = json.loads(Path(record.path).read_text())
+    document["data"][0]["img"]["image"] = "../../etc/passwd"
+    Path(record.path).write_text(json.dumps(document))
+    with pytest.raises(RuntelError, match="outside the run folder"):
+        adapter(tmp_path, max_table_rows=1).adapt([record])
+    with pytest.raises(RuntelError, match="outside the run folder"):
+        read_table(record)

@@ -133,6 +133,8 @@ def test_tensorboard_captions_are_text_at_the_images_step(
     assert captions == {0: "0. pred=3 true=5", 5: "0. pred=1"}
     (gallery,) = accumulator.Tensors("runtel/captions/preds")
     assert gallery.tensor_proto.string_val[0].decode() == "0. item 0\n1. item 1\n2. item 2"
+    (clip,) = accumulator.Tensors("runtel/captions/tts")
+    assert (clip.step, clip.tensor_proto.string_val[0].decode()) == (3, "0. hello")
 
 
 def test_tensorboard_text_and_audio_are_exact_at_their_steps(
@@ -260,8 +262,14 @@ def test_mlflow_text_and_audio_are_exact_artifacts(
     stream, client, run_id, _, _ = mlflow_run
     text = client.download_artifacts(run_id, "media/gen/step_2.txt", str(tmp_path))
     assert Path(text).read_text(encoding="utf-8") == TEXT
-    (clip,) = client.list_artifacts(run_id, "media/tts/step_3")
+    clip, captions = sorted(
+        client.list_artifacts(run_id, "media/tts/step_3"), key=lambda i: i.path.endswith(".json")
+    )
+    assert clip.path == f"media/tts/step_3/{media.store_file(stream.run_dir, stream.wav, 'wav')[1]}.wav"
     assert Path(client.download_artifacts(run_id, clip.path, str(tmp_path))).read_bytes() == stream.wav
+    assert json.loads(Path(client.download_artifacts(run_id, captions.path, str(tmp_path))).read_text()) == {
+        "0": "hello"
+    }
 
 
 def test_mlflow_retried_batch_adds_no_second_image_or_table_rows(
@@ -432,6 +440,9 @@ def test_neptune_gallery_items_are_series_of_their_own(
         ((step, value, _),) = run.series[f"images/preds/{index}"]
         assert step == 10 and np.array_equal(pixels_of(base64.b64decode(value.data)), expected)
     assert report["gallery_split"]["count"] == 1
+    assert report["caption_left_out"]["examples"] == [
+        {"name": "tts", "step": 3, "kind": "audio", "caption": "hello"}
+    ]
 
 
 def test_neptune_text_series_table_and_audio_files(neptune_run: tuple[Stream, Any, dict[str, Any]]) -> None:

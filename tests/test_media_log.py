@@ -60,7 +60,9 @@ def test_chw_and_hw_arrays_and_single_channel_keep_their_pixels(run: runtel.Run,
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "uint16", "int32", "bool"])
-def test_other_dtypes_keep_their_exact_array_beside_a_png_preview(run: runtel.Run, stored, dtype: str) -> None:  # type: ignore[no-untyped-def]
+def test_other_dtypes_keep_their_exact_array_beside_a_png_preview(
+    run: runtel.Run, stored, dtype: str
+) -> None:  # type: ignore[no-untyped-def]
     values = np.random.default_rng(4).normal(size=(8, 6, 3)).astype(dtype)
     if dtype.startswith("float"):
         values[0, 0, 0], values[0, 1, 0], values[0, 2, 0] = np.nan, np.inf, -np.inf
@@ -74,7 +76,9 @@ def test_other_dtypes_keep_their_exact_array_beside_a_png_preview(run: runtel.Ru
     assert preview.shape == values.shape and preview.dtype == np.uint8
 
 
-def test_the_preview_rule_scales_unit_floats_by_255_and_other_ranges_by_min_max(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
+def test_the_preview_rule_scales_unit_floats_by_255_and_other_ranges_by_min_max(
+    run: runtel.Run, stored
+) -> None:  # type: ignore[no-untyped-def]
     unit = np.array([[0.0, 0.5, 1.0]], np.float32)
     wide = np.array([[-2.0, 0.0, 2.0]], np.float64)
     run.log_image("unit", unit)
@@ -122,7 +126,9 @@ def test_a_pil_image_keeps_its_pixels(run: runtel.Run, stored, mode: str) -> Non
 def test_a_palette_pil_image_is_stored_as_its_rgb_pixels(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
     picture = PILImage.fromarray(_rgb(8, (6, 6, 3))).convert("P")
     run.log_image("palette", picture)
-    np.testing.assert_array_equal(stored(run).media("palette")[0][1].to_numpy(), np.array(picture.convert("RGB")))
+    np.testing.assert_array_equal(
+        stored(run).media("palette")[0][1].to_numpy(), np.array(picture.convert("RGB"))
+    )
 
 
 def test_an_image_file_is_read_at_the_call(run: runtel.Run, stored, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -151,7 +157,11 @@ def test_a_list_in_log_is_a_gallery_at_that_step_beside_the_scalars(run: runtel.
     back = stored(run)
     gallery = back.media("preds")
     assert [step for step, _ in gallery] == [1, 1, 1]
-    assert [(item.index, item.count, item.caption) for _, item in gallery] == [(0, 3, "#0"), (1, 3, "#1"), (2, 3, "#2")]
+    assert [(item.index, item.count, item.caption) for _, item in gallery] == [
+        (0, 3, "#0"),
+        (1, 3, "#1"),
+        (2, 3, "#2"),
+    ]
     for (_, item), expected in zip(gallery, images, strict=True):
         np.testing.assert_array_equal(item.to_numpy(), expected)
     steps, _, values = back.history("loss")
@@ -251,7 +261,11 @@ def test_a_polars_dataframe_round_trips(run: runtel.Run, stored) -> None:  # typ
 
 def test_image_cells_of_a_table_come_back_as_media_items(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
     images = [_rgb(11), _rgb(12)]
-    run.log_table("with_images", [[runtel.Image(images[0], caption="a"), 1], [runtel.Image(images[1]), 2]], columns=["img", "n"])
+    run.log_table(
+        "with_images",
+        [[runtel.Image(images[0], caption="a"), 1], [runtel.Image(images[1]), 2]],
+        columns=["img", "n"],
+    )
     frame = stored(run).table("with_images")
     cells = frame["img"].tolist()
     assert cells[0].caption == "a"
