@@ -74,9 +74,9 @@ class Capabilities:
     distributed job every rank keeps it, where a record-stream backend gets one run: rank 0's.
 
     Media (``MediaLogged``): ``media`` lists the kinds the backend takes ("image", "table", "text",
-    "audio"); the others are left out and reported. It is empty by default, so an exporter written
-    before media existed is never handed a record it does not know. ``exact_arrays``: the backend
-    takes the exact ``.npy`` array of a non-uint8 image or of non-PCM audio; otherwise it is sent
+    "audio"); the others are left out and reported (an exporter that handles none declares
+    ``media=()``; like ``artifacts`` and ``figures``, the default is to take them). ``exact_arrays``:
+    the backend takes the exact ``.npy`` array of a non-uint8 image or of non-PCM audio; otherwise it is sent
     the 8-bit PNG or 16-bit WAV preview stored beside it. ``max_image_side`` (pixels) and
     ``max_image_bytes`` (PNG size): a larger image is sent scaled down. ``galleries``: the kinds of
     which the backend holds several under one name at one step (a list logged at once); the items
@@ -115,7 +115,7 @@ class Capabilities:
     histograms: bool = True
     records: bool = True
     every_rank: bool = False
-    media: tuple[MediaKind, ...] = ()
+    media: tuple[MediaKind, ...] = ("image", "table", "text", "audio")
     exact_arrays: bool = False
     max_image_side: int | None = None
     max_image_bytes: int | None = None

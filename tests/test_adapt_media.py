@@ -16,11 +16,9 @@ from runtel.exporters.base import Capabilities
 from runtel.records import ArtifactLogged, MediaLogged, Record
 from tests import media_records as media
 
-ALL = ("image", "table", "text", "audio")
-
 
 def adapter(tmp_path: Path, **caps: object) -> Adapter:
-    return Adapter("backend", Capabilities(media=caps.pop("media", ALL), **caps), tmp_path / "adapted")  # type: ignore[arg-type]
+    return Adapter("backend", Capabilities(**caps), tmp_path / "adapted")  # type: ignore[arg-type]
 
 
 def sent(out: list[Record]) -> list[MediaLogged]:
@@ -29,6 +27,10 @@ def sent(out: list[Record]) -> list[MediaLogged]:
 
 def artifacts(out: list[Record]) -> list[ArtifactLogged]:
     return [r for r in out if isinstance(r, ArtifactLogged)]
+
+
+def test_by_default_an_exporter_takes_every_media_kind(tmp_path: Path) -> None:
+    assert Capabilities().media == ("image", "table", "text", "audio")
 
 
 def test_a_record_that_fits_is_passed_on_as_the_same_object(tmp_path: Path) -> None:
@@ -40,7 +42,7 @@ def test_a_record_that_fits_is_passed_on_as_the_same_object(tmp_path: Path) -> N
 
 
 def test_exporters_that_declare_no_media_are_sent_none_and_it_is_reported(tmp_path: Path) -> None:
-    a = Adapter("third-party", Capabilities(), tmp_path)
+    a = Adapter("third-party", Capabilities(media=()), tmp_path)
     records = [
         media.image(tmp_path, "img", 0, media.pixels(4, 4)),
         media.text(tmp_path, "gen", 0, "hello"),

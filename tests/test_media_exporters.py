@@ -491,9 +491,27 @@ def test_every_record_backend_declares_every_media_kind() -> None:
         assert set(module.CAPABILITIES.media) == {"image", "table", "text", "audio"}
 
 
-def test_opentelemetry_exporters_take_no_media_records() -> None:
-    from runtel.exporters import otlp, prometheus
+def test_a_gallery_cut_short_by_the_end_of_the_run_is_sent_with_what_came(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    for module in (otlp, prometheus):
-        capabilities = module.CAPABILITIES  # type: ignore[attr-defined]
-        assert capabilities.records is False and capabilities.media == ()
+    from runtel.exporters.tensorboard import TensorBoardExporter
+
+    arrays = [media.pixels(5, 5, seed) for seed in range(3)]
+    items = media.gallery(tmp_path / "run", "preds", 4, arrays)[:2]  # a crash after the second item
+    records: list[Record] = [
+        RunStarted(RUN_ID, "short", "media", media.T0, {}),
+        *items,
+        RunEnded("crashed", media.T0 + 9),
+    ]
+    exporter = TensorBoardExporter(str(tmp_path / "runs"))
+    assert exporter.export(Adapter("tensorboard", exporter.capabilities, tmp_path / "a").adapt(records)) is (
+        ExportResult.SUCCESS
+    )
+    assert exporter.run_dir is not None
+    accumulator = EventAccumulator(exporter.run_dir, size_guidance={"tensors": 0})
+    accumulator.Reload()
+    (event,) = accumulator.Tensors("preds")
+    assert event.step == 4
+    assert [pixels_of(p).tolist() for p in event.tensor_proto.string_val[2:]] == [
+        a.tolist() for a in arrays[:2]
+    ]
