@@ -54,7 +54,9 @@ def encode(item: Image | Table | Text | Audio, store_cell: StoreFile) -> Encoded
         return encode_image(item)
     if isinstance(item, Text):
         data = item.text.encode("utf-8")
-        return Encoded("text", data, "txt", {"chars": len(item.text), "bytes": len(data)}, caption=item.caption)
+        return Encoded(
+            "text", data, "txt", {"chars": len(item.text), "bytes": len(data)}, caption=item.caption
+        )
     if isinstance(item, Audio):
         return encode_audio(item)
     return encode_table(item, store_cell)
@@ -98,9 +100,9 @@ def preview_pixels(array: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
     finite = np.isfinite(values)
     low = float(values[finite].min()) if finite.any() else 0.0
     high = float(values[finite].max()) if finite.any() else 0.0
-    if array.dtype.kind == "f" and 0.0 <= low and high <= 1.0:
+    if array.dtype.kind == "f" and low >= 0.0 and high <= 1.0:
         scaled = values * 255.0
-    elif array.dtype.kind in "iu" and 0.0 <= low and high <= 255.0:
+    elif array.dtype.kind in "iu" and low >= 0.0 and high <= 255.0:
         scaled = values
     else:
         scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
@@ -127,9 +129,17 @@ def encode_audio(audio: Audio) -> Encoded:
         "dtype": str(waveform.dtype),
         "shape": list(waveform.shape),
     }
-    width = _WAV_DTYPES.get(waveform.dtype.newbyteorder("<") if waveform.dtype.kind != "u" else waveform.dtype)
+    width = _WAV_DTYPES.get(
+        waveform.dtype.newbyteorder("<") if waveform.dtype.kind != "u" else waveform.dtype
+    )
     if width is not None and waveform.dtype.itemsize == width:
-        return Encoded("audio", wav(frames, audio.sample_rate, width), "wav", {**meta, "format": "wav"}, caption=audio.caption)
+        return Encoded(
+            "audio",
+            wav(frames, audio.sample_rate, width),
+            "wav",
+            {**meta, "format": "wav"},
+            caption=audio.caption,
+        )
     buffer = io.BytesIO()
     np.save(buffer, waveform, allow_pickle=False)
     preview = (wav(preview_samples(frames), audio.sample_rate, 2), "wav")
@@ -194,49 +204,66 @@ def _columns_of(table: Table) -> tuple[list[str], list[str], list[list[Any]]]:
         columns = [list(values[name]) for name in table.columns]
         return table.columns, [_infer_dtype(cells) for cells in columns], columns
     dtypes, columns = [], []
-    for position, name in enumerate(table.columns):
+    for position in range(len(table.columns)):
         series = frame.iloc[:, position]
         dtype = str(series.dtype)
         if series.dtype.kind == "M":
-            cells = [None if value is None or value != value else value.isoformat() for value in series.tolist()]
+            cells = [
+                None if value is None or value != value else value.isoformat() for value in series.tolist()
+            ]
         else:
-            cells = [None if _is_missing(value) else value for value in series.astype(object).tolist()]
-            if series.dtype.kind == "f":
-                cells = series.tolist()  # NaN is data in a float column, kept as NaN
-        if dtype == "object":
-            dtype = _infer_dtype(cells) if _infer_dtype(cells) in ("image", "object") else "object"
+            cells = [_python_value(value) for value in series.tolist()]
+        if dtype == "object" and _infer_dtype(cells) == "image":
+            dtype = "image"
         dtypes.append(dtype)
         columns.append(cells)
     return table.columns, dtypes, columns
 
 
-def _is_missing(value: Any) -> bool:
-    """pandas' NA and NaT (not float NaN, which is data): stored as null."""
-    return value is not None and type(value).__name__ in ("NAType", "NaTType")
+def _python_value(value: Any) -> Any:
+    """A cell as JSON can hold it: numpy scalars as Python ones, pandas' NA and NaT as null (NaN stays)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if type(value).__name__ in ("NAType", "NaTType"):
+        return None
+    return value
 
 
 def _infer_dtype(cells: list[Any]) -> str:
-    """The dtype pandas would give a column of these Python values (None does not count)."""
+    """The pandas dtype of a column of these Python values (None is a missing value, not a type)."""
     types = {type(cell) for cell in cells} - {type(None)}
+    missing = len(types) < len({type(cell) for cell in cells})
     if not types:
         return "object"
     if types == {Image}:
         return "image"
     if types == {bool}:
-        return "bool" if len(types) == 1 and None not in cells else "boolean"
+        return "boolean" if missing else "bool"
     if types == {int}:
-        return "int64" if None not in cells else "Int64"
-    if types <= {int, float}:
+        return "Int64" if missing else "int64"
+    if types <= {int, float} and not missing:
         return "float64"
     return "object"
 
 
 def _schema_type(dtype: str, cells: list[Any]) -> str:
-    if dtype in ("image", "object", "category", "boolean") or dtype.startswith(("Int", "UInt", "Float")):
-        return "string" if all(type(cell) is str or cell is None for cell in cells) and dtype == "object" else "any"
-    if dtype == "string":
+    """The JSON Table Schema type of a column, so that ``pd.read_json(orient="table")`` types it."""
+    if dtype == "object":
+        return "string" if all(type(cell) is str or cell is None for cell in cells) else "any"
+    if dtype in ("str", "string"):
         return "string"
-    return _SCHEMA_TYPES.get(np.dtype(dtype).kind, "any") if not dtype.startswith("datetime64") else "datetime"
+    if dtype.startswith(("Int", "UInt")):
+        return "integer"
+    if dtype.startswith("Float"):
+        return "number"
+    if dtype == "boolean":
+        return "boolean"
+    if dtype.startswith("datetime64"):
+        return "datetime"
+    try:
+        return _SCHEMA_TYPES.get(np.dtype(dtype).kind, "any")
+    except TypeError:  # category and other pandas-only dtypes
+        return "any"
 
 
 __all__ = ["Encoded", "encode", "image_array", "png", "preview_pixels", "preview_samples", "wav"]

@@ -8,14 +8,16 @@ slow path (a value that is not a Python float), so scalar logging costs what it 
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from runtel._values import check_name, check_step, coerce_value
 from runtel.errors import InvalidMediaError, InvalidNameError
-from runtel.media import MEDIA_TYPES, Audio, Image, Media, Table, Text, as_media_items
-from runtel.store._media_writer import PendingMedia
-from runtel._values import check_step
+from runtel.media import MEDIA_TYPES, Audio, Image, Media, Table, Text, as_media_items, owned_image
+from runtel.store._media_writer import MediaWriter, PendingMedia
 
 
 def holds_media(values: tuple[Any, ...]) -> bool:
@@ -38,10 +40,15 @@ class MediaLogging:
     _span_id: int
     _series_ids: dict[str, int]
     _media_names: dict[str, str]
+    _media: MediaWriter
+    _owner_pid: int
+    _wake: threading.Event
 
     if TYPE_CHECKING:  # Run's own
 
-        def log(self, metrics: Mapping[str, Any], step: int | None = None, *, all_ranks: bool = False) -> None: ...
+        def log(
+            self, metrics: Mapping[str, Any], step: int | None = None, *, all_ranks: bool = False
+        ) -> None: ...
         def _check_open(self) -> None: ...
         def _continue_steps(self) -> int: ...
         @property
@@ -54,7 +61,9 @@ class MediaLogging:
         items = tuple(_gallery(data, caption))
         self._queue_media(name, items, self._media_step(step), all_ranks=False)
 
-    def log_table(self, name: str, data: Any, columns: Sequence[str] | None = None, step: int | None = None) -> None:
+    def log_table(
+        self, name: str, data: Any, columns: Sequence[str] | None = None, step: int | None = None
+    ) -> None:
         """A table (pandas or polars DataFrame, list of rows with ``columns``, or list of dicts) at
         ``step`` (default: the current step), column types and every cell kept."""
         item = data if isinstance(data, Table) else Table(data, columns)
@@ -68,7 +77,7 @@ class MediaLogging:
     def log_audio(
         self, name: str, waveform: Any, sample_rate: int, step: int | None = None, caption: str | None = None
     ) -> None:
-        """A waveform (1-D mono or 2-D frames × channels) at ``sample_rate`` Hz, at ``step`` (default:
+        """A waveform (1-D mono or 2-D frames x channels) at ``sample_rate`` Hz, at ``step`` (default:
         the current step); stored as WAV (exact for int16/int32/uint8 PCM, else with an exact ``.npy``)."""
         item = Audio(waveform, sample_rate, caption)
         self._queue_media(name, (item,), self._media_step(step), all_ranks=False)
@@ -83,6 +92,8 @@ class MediaLogging:
                 scalars[key] = value
             else:
                 media.append((self._check_media_name(key), items))
+        for key, value in scalars.items():  # the scalars' errors come before any step is taken
+            coerce_value(check_name(key), value)
         at = self._take_step(step)
         if scalars:
             self.log(scalars, at, all_ranks=all_ranks)
@@ -111,7 +122,10 @@ class MediaLogging:
         name = self._check_media_name(name)
         if self._silent and not all_ranks:
             return
-        self._queue.append(PendingMedia(name, at, time.time(), self._span_id, items))
+        nbytes = sum(map(_nbytes, items))
+        if os.getpid() == self._owner_pid:  # a forked child's queue drops what it is given
+            self._media.reserve(nbytes, self._wake.set)
+        self._queue.append(PendingMedia(name, at, time.time(), self._span_id, items, nbytes))
 
     def _check_media_name(self, name: object) -> str:
         """A media key: a safe relative name (exporters write files by it) that is no metric's name."""
@@ -132,6 +146,17 @@ class MediaLogging:
         return name
 
 
+def _nbytes(item: Media) -> int:
+    """About what the copy of ``item`` holds in memory until the flush has encoded it."""
+    if isinstance(item, Image):
+        return item.array.nbytes if item.array is not None else len(item.source or b"")
+    if isinstance(item, Audio):
+        return int(item.waveform.nbytes)
+    if isinstance(item, Text):
+        return len(item.text)
+    return 64 * item.row_count * len(item.columns)
+
+
 def _gallery(data: Any, caption: str | None) -> Iterator[Image]:
     if isinstance(data, Image):
         yield data
@@ -139,9 +164,9 @@ def _gallery(data: Any, caption: str | None) -> Iterator[Image]:
         if not data:
             raise InvalidMediaError("log_image got an empty list; a gallery needs at least one image")
         for item in data:
-            yield item if isinstance(item, Image) else Image(item, caption)
+            yield item if isinstance(item, Image) else owned_image(item, caption)
     else:
-        yield Image(data, caption)
+        yield owned_image(data, caption)
 
 
 __all__ = ["MediaLogging", "holds_media"]

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from runtel._media_buffers import copy_of
 from runtel._values import encodable
 from runtel.errors import InvalidMediaError
 
@@ -25,6 +26,10 @@ _NUMERIC_KINDS = "biuf"
 #: Python types a table cell may hold as it is (numpy scalars are turned into these).
 _CELL_TYPES = (type(None), bool, int, float, str)
 _MAX_SAMPLE_RATE = 2**31 - 1
+#: pandas' own dtypes a DataFrame column may have besides numpy's numbers, bools and datetimes.
+_PANDAS_DTYPES = {"str", "string", "category", "boolean", *(f"Int{b}" for b in (8, 16, 32, 64))}
+_PANDAS_DTYPES |= {f"UInt{b}" for b in (8, 16, 32, 64)} | {"Float32", "Float64"}
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 class Image:
@@ -36,13 +41,15 @@ class Image:
     tensor is read CHW first, as torch lays images out.
     """
 
-    __slots__ = ("array", "caption", "source", "source_dtype")
+    __slots__ = ("array", "caption", "owned", "source", "source_dtype")
 
     def __init__(self, data: Any, caption: str | None = None) -> None:
         self.caption = _check_caption(caption)
         self.source: bytes | None = None
         self.source_dtype: str | None = None
         self.array: npt.NDArray[Any] | None = None
+        #: Only runtel holds this image (``log_image`` built it): its buffer is reused once encoded.
+        self.owned = False
         if isinstance(data, str | os.PathLike):
             self.source = _read_image_file(data)
             return
@@ -86,7 +93,7 @@ class Text:
 
 
 class Audio:
-    """A waveform at ``sample_rate`` Hz: 1-D (mono) or 2-D frames × channels (numpy or torch).
+    """A waveform at ``sample_rate`` Hz: 1-D (mono) or 2-D frames x channels (numpy or torch).
 
     Integer PCM (int16, int32, uint8) is stored as a WAV file of that width, exactly; any other
     dtype keeps its exact array as ``.npy`` beside a 16-bit WAV preview (see ``docs/media.md``).
@@ -100,13 +107,17 @@ class Audio:
                 f"Audio sample_rate must be an int (Hz), got {type(sample_rate).__name__} {sample_rate!r}"
             )
         if not 0 < int(sample_rate) <= _MAX_SAMPLE_RATE:
-            raise InvalidMediaError(f"Audio sample_rate must be from 1 to {_MAX_SAMPLE_RATE} Hz, got {sample_rate}")
+            raise InvalidMediaError(
+                f"Audio sample_rate must be from 1 to {_MAX_SAMPLE_RATE} Hz, got {sample_rate}"
+            )
         if type(waveform).__module__.startswith("torch") and hasattr(waveform, "detach"):
             array = _tensor_to_array(waveform, None)
         elif isinstance(waveform, np.ndarray):
             array = np.array(waveform, copy=True)
         else:
-            raise InvalidMediaError(f"Audio takes a numpy array or torch tensor, got {type(waveform).__name__}")
+            raise InvalidMediaError(
+                f"Audio takes a numpy array or torch tensor, got {type(waveform).__name__}"
+            )
         if array.ndim not in (1, 2) or array.size == 0 or array.dtype.kind not in _NUMERIC_KINDS:
             raise InvalidMediaError(
                 f"Audio needs a non-empty 1-D (mono) or 2-D (frames, channels) array of numbers, "
@@ -151,15 +162,19 @@ class Table:
                 f"dicts, got {type(data).__name__}"
             )
         if columns is not None and self.frame is not None:
-            raise InvalidMediaError("Table: columns= is for a list of rows; a DataFrame names its own columns")
+            raise InvalidMediaError(
+                "Table: columns= is for a list of rows; a DataFrame names its own columns"
+            )
 
     def _check_frame_cells(self) -> None:
         for name, dtype in zip(self.columns, self.frame.dtypes, strict=True):
             if dtype.kind == "O":
                 _check_cells(name, self.frame[name].tolist())
-            elif dtype.kind not in "biufMm" and str(dtype) not in ("string", "category", "boolean"):
-                if not str(dtype).startswith(("Int", "UInt", "Float")):
-                    raise InvalidMediaError(f"Table column {name!r} has dtype {dtype}, which cannot be stored")
+            elif dtype.kind not in "biufM" and str(dtype) not in _PANDAS_DTYPES:
+                raise InvalidMediaError(
+                    f"Table column {name!r} has dtype {dtype}, which cannot be stored; "
+                    "convert it with .astype() to numbers, bool, str or datetime64"
+                )
 
     @property
     def row_count(self) -> int:
@@ -167,6 +182,19 @@ class Table:
 
     def __repr__(self) -> str:
         return f"Table({self.row_count} rows, columns={self.columns!r})"
+
+
+def owned_image(data: Any, caption: str | None) -> Image:
+    """An Image for ``log_image``, which the caller never sees: a numpy array's copy goes into a reused
+    buffer (:mod:`runtel._media_buffers`), handed back once the flush has encoded it."""
+    if not isinstance(data, np.ndarray) or data.dtype.kind not in _NUMERIC_KINDS:
+        return Image(data, caption)
+    image = Image.__new__(Image)
+    image.caption = _check_caption(caption)
+    image.source = image.source_dtype = None
+    image.array = _pixels(copy_of(data), prefer_chw=False)
+    image.owned = True
+    return image
 
 
 #: The value types ``run.log`` takes beside scalars (a list of Images is a gallery).
@@ -267,7 +295,9 @@ def _read_image_file(path: str | os.PathLike[str]) -> bytes:
         with pil.open(io.BytesIO(raw)) as picture:
             picture.size  # noqa: B018  # the header is parsed: a file Pillow cannot read fails here
     except (pil.UnidentifiedImageError, OSError) as exc:
-        raise InvalidMediaError(f"Image file {os.fspath(path)!r} is not an image Pillow can read ({exc})") from None
+        raise InvalidMediaError(
+            f"Image file {os.fspath(path)!r} is not an image Pillow can read ({exc})"
+        ) from None
     return raw
 
 
@@ -297,11 +327,8 @@ def _check_columns(columns: list[Any]) -> list[str]:
 def _rows_of(data: Sequence[Any], columns: Sequence[str] | None) -> tuple[list[str], list[list[Any]]]:
     """Columns and a copy of each row (cells checked) from a list of rows or of dicts."""
     if data and all(isinstance(row, Mapping) for row in data):
-        if columns is None:
-            names = list(dict.fromkeys(key for row in data for key in row))
-        else:
-            names = list(columns)
-        names = _check_columns(names)
+        keys = dict.fromkeys(key for row in data for key in row) if columns is None else columns
+        names = _check_columns(list(keys))
         rows = [[row.get(name) for name in names] for row in data]
     else:
         if columns is None:
@@ -324,24 +351,31 @@ def _rows_of(data: Sequence[Any], columns: Sequence[str] | None) -> tuple[list[s
 
 
 def _check_cells(name: str, cells: list[Any]) -> list[Any]:
-    """``cells`` if each is a storable type; numpy scalars become Python values (a new list then)."""
-    types = set(map(type, cells))
-    if types <= {*_CELL_TYPES, Image}:
-        for cell in cells:
-            if type(cell) is str and not encodable(cell):
-                raise InvalidMediaError(f"Table column {name!r}: a cell holds a lone surrogate")
-        return cells
-    cleaned = []
-    for number, cell in enumerate(cells):
-        if isinstance(cell, np.generic) and cell.dtype.kind in "biufU":
-            cell = cell.item()
-        if not isinstance(cell, (*_CELL_TYPES, Image)):
-            raise InvalidMediaError(
-                f"Table column {name!r} row {number}: a cell is a {type(cell).__name__}; cells may be None, "
-                "bool, int, float, str, numpy scalars or runtel.Image"
-            )
-        cleaned.append(cell)
-    return cleaned
+    """``cells`` if each is a storable value; numpy scalars become Python values (a new list then)."""
+    if not set(map(type, cells)) <= {*_CELL_TYPES, Image}:
+        cells = [_cell(name, number, cell) for number, cell in enumerate(cells)]
+    texts = [cell for cell in cells if type(cell) is str]
+    if texts and not encodable("".join(texts)):
+        raise InvalidMediaError(
+            f"Table column {name!r}: a cell holds a lone surrogate, which UTF-8 cannot store"
+        )
+    numbers = [cell for cell in cells if type(cell) is int]
+    if numbers and not (_INT64[0] <= min(numbers) and max(numbers) <= _INT64[1]):
+        raise InvalidMediaError(
+            f"Table column {name!r}: an int beyond int64 cannot be stored exactly; log it as str or float"
+        )
+    return cells
+
+
+def _cell(name: str, number: int, cell: Any) -> Any:
+    if isinstance(cell, np.generic) and cell.dtype.kind in "biufU":
+        cell = cell.item()
+    if not isinstance(cell, (*_CELL_TYPES, Image)):
+        raise InvalidMediaError(
+            f"Table column {name!r} row {number}: a cell is a {type(cell).__name__}; cells may be None, "
+            "bool, int, float, str, numpy scalars or runtel.Image"
+        )
+    return cell
 
 
 __all__ = ["MEDIA_TYPES", "Audio", "Image", "Media", "Table", "Text", "as_media_items"]

@@ -64,7 +64,6 @@ from runtel.records import (
     RunStarted,
     flatten_params,
 )
-
 from runtel.store._media_writer import MediaWriter, PendingMedia
 
 if TYPE_CHECKING:  # imported when first used: keeps `import runtel` fast
@@ -255,7 +254,9 @@ class Run(MediaLogging):
         """Record ``metrics`` at ``step`` (default: previous step + 1, starting at 0).
 
         Values: int, float, bool, numpy scalars, one-element tensors; NaN and ±inf are
-        kept exactly. A bad name, value or step raises and records nothing of the call.
+        kept exactly. :class:`runtel.Image`, ``Table``, ``Text`` and ``Audio`` (or a list of one
+        of them: a gallery) are logged at the same step (see :mod:`runtel.media`). A bad name,
+        value or step raises and records nothing of the call.
         Implicit steps are unique across threads. In a distributed job only rank 0's calls
         are recorded unless ``all_ranks`` (or the ``log_all_ranks`` setting); other ranks'
         steps still advance.
@@ -271,9 +272,12 @@ class Run(MediaLogging):
         keys = tuple(metrics)
         for value in values:
             if type(value) is not float:
-                if holds_media(values):
-                    return self._log_with_media(metrics, step, all_ranks)
-                values = _coerce_values(keys, values)
+                try:
+                    values = _coerce_values(keys, values)
+                except InvalidMetricError:  # not a scalar: an Image, Table, Text, Audio or gallery?
+                    if holds_media(values):
+                        return self._log_with_media(metrics, step, all_ranks)
+                    raise
                 break
         series = self._layouts.get(keys)
         if series is None:
@@ -348,7 +352,9 @@ class Run(MediaLogging):
     def _register(self, key: object) -> int:
         name = check_name(key)
         if name in self._media_names:
-            raise InvalidNameError(f"metric name {name!r} is already a media key of this run; use another name")
+            raise InvalidNameError(
+                f"metric name {name!r} is already a media key of this run; use another name"
+            )
         with self._lock:
             series = self._series_ids.get(name)
             if series is None:
@@ -577,6 +583,11 @@ class Run(MediaLogging):
                 "runtel: log() waited %d time(s), at most %.1f s each, for the store writer to catch up",
                 self._store_waits,
                 _STORE_WAIT_S,
+            )
+        if self._media.waits:
+            logger.info(
+                "runtel: media logging waited %d time(s) for the flush to encode what was queued",
+                self._media.waits,
             )
         reports = self._dispatcher.shutdown(self._settings.export_timeout)
         try:

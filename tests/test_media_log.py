@@ -18,7 +18,7 @@ from PIL import Image as PILImage
 import runtel
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 @pytest.fixture
@@ -302,7 +302,7 @@ def test_media_names_count_the_items_of_each_key(run: runtel.Run, stored) -> Non
     [
         (lambda: runtel.Image("not/a/file.png"), "cannot be read"),
         (lambda: runtel.Image(np.zeros((0, 4, 3), np.uint8)), "empty"),
-        (lambda: runtel.Image(np.zeros((4, 4, 5), np.uint8)), "1, 3 or 4 channels"),
+        (lambda: runtel.Image(np.zeros((6, 6, 5), np.uint8)), "1, 3 or 4 channels"),
         (lambda: runtel.Image(np.zeros((2, 4, 4, 3), np.uint8)), "gallery"),
         (lambda: runtel.Image(np.zeros((4, 4), complex)), "bool, integers or floats"),
         (lambda: runtel.Image([[1, 2]]), "numpy array, torch tensor"),
@@ -354,3 +354,17 @@ def test_media_after_finish_is_refused(base_dir: Path) -> None:
         run.log_image("late", _rgb())
     with pytest.raises(runtel.RunFinishedError):
         run.log({"late": runtel.Text("x")})
+
+
+def test_category_and_datetime_columns_keep_their_dtypes(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
+    source = pd.DataFrame(
+        {
+            "kind": pd.Series(["cat", "dog", "cat"], dtype="category"),
+            "when": pd.to_datetime(["2026-01-01 10:00:00", None, "2026-12-01 00:00:01.5"], format="ISO8601"),
+            "maybe": pd.Series([1, None, 3], dtype="Int64"),
+        }
+    )
+    run.log_table("typed", source)
+    frame = stored(run).table("typed")
+    assert [str(t) for t in frame.dtypes] == [str(t) for t in source.dtypes]
+    pd.testing.assert_frame_equal(frame, source)

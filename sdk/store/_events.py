@@ -130,9 +130,13 @@ def _parse(line: bytes, path: Path, number: int) -> Record:
 def _check_media(values: dict[str, Any], path: Path, where: str) -> None:
     """A media line's kind, hash, file names and counters (the files themselves are checked on read)."""
     if values["kind"] not in _MEDIA_KINDS:
-        raise StoreCorruptError(path, f"{where}: kind", f"is {values['kind']!r}, not one of {', '.join(_MEDIA_KINDS)}")
+        raise StoreCorruptError(
+            path, f"{where}: kind", f"is {values['kind']!r}, not one of {', '.join(_MEDIA_KINDS)}"
+        )
     if not _SHA256.fullmatch(values["sha256"]):
-        raise StoreCorruptError(path, f"{where}: sha256", f"is {values['sha256']!r}, not 64 lowercase hex digits")
+        raise StoreCorruptError(
+            path, f"{where}: sha256", f"is {values['sha256']!r}, not 64 lowercase hex digits"
+        )
     for name in ("path", "preview"):
         value = values.get(name)
         if value is not None and not MEDIA_PATH.fullmatch(value):
@@ -140,7 +144,9 @@ def _check_media(values: dict[str, Any], path: Path, where: str) -> None:
                 path, f"{where}: {name}", f"is {value!r}, not a file media/<sha256>.<ext> of the run folder"
             )
     if not values["path"].startswith(f"media/{values['sha256']}."):
-        raise StoreCorruptError(path, f"{where}: path", f"{values['path']!r} does not carry the record's sha256")
+        raise StoreCorruptError(
+            path, f"{where}: path", f"{values['path']!r} does not carry the record's sha256"
+        )
     for name in ("step", "size"):
         if values[name] < 0:
             raise StoreCorruptError(path, f"{where}: {name}", f"is {values[name]}, below 0")

@@ -13,12 +13,15 @@ import hashlib
 import logging
 import os
 import tempfile
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from runtel._media_buffers import give_back
 from runtel._media_encode import Encoded, encode
-from runtel.media import Media
+from runtel.media import Image, Media
 from runtel.records import MediaLogged
 
 if TYPE_CHECKING:
@@ -27,6 +30,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger("runtel")
 
 MEDIA_DIR = "media"
+#: Bytes of copied media ``log`` may have queued before a call waits for the flush to encode some.
+MAX_QUEUED_BYTES = 256 << 20
+#: The longest such a wait lasts: past it the call goes on (memory above the bound, never a drop).
+MAX_WAIT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +45,7 @@ class PendingMedia:
     time: float
     span_id: int
     items: tuple[Media, ...]
+    nbytes: int
 
 
 class MediaWriter:
@@ -47,10 +55,33 @@ class MediaWriter:
         self.run_dir = run_dir
         self.dir = run_dir / MEDIA_DIR
         self._store = store
+        self._queued = 0
+        self._drained = threading.Condition()
+        #: How many ``log`` calls waited for the flush because ``MAX_QUEUED_BYTES`` were queued.
+        self.waits = 0
+
+    def reserve(self, nbytes: int, wake: Callable[[], None]) -> None:
+        """Count ``nbytes`` as queued (training thread); past the bound, wake the flush and wait for it."""
+        with self._drained:
+            self._queued += nbytes
+            if self._queued <= MAX_QUEUED_BYTES:
+                return
+            self.waits += 1
+        wake()
+        with self._drained:
+            self._drained.wait_for(lambda: self._queued <= MAX_QUEUED_BYTES, MAX_WAIT_S)
 
     def write(self, pending: PendingMedia) -> list[MediaLogged]:
         """The records of ``pending``, each file on disk; an item that could not be written is left out
         and counted as lost by the store writer."""
+        try:
+            return self._write(pending)
+        finally:
+            with self._drained:
+                self._queued -= pending.nbytes
+                self._drained.notify_all()
+
+    def _write(self, pending: PendingMedia) -> list[MediaLogged]:
         records = []
         count = len(pending.items)
         for index, item in enumerate(pending.items):
@@ -64,6 +95,10 @@ class MediaWriter:
             except Exception as exc:
                 self._store.lose_media(f"{type(item).__name__} {pending.name!r} at step {pending.step}", exc)
                 continue
+            finally:
+                if isinstance(item, Image) and item.owned and item.array is not None:
+                    give_back(item.array)
+                    item.array = None
             records.append(
                 MediaLogged(
                     name=pending.name,

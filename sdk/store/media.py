@@ -23,12 +23,17 @@ import numpy.typing as npt
 from runtel.errors import StoreCorruptError
 from runtel.records import MediaKind, MediaLogged
 from runtel.store import _layout
+from runtel.store._events import MEDIA_PATH
 from runtel.store._untrusted import inside
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from runtel.store.query import StoredRun
+
+
+#: numpy dtypes of WAV samples by width in bytes (8-bit WAV is unsigned, wider is signed).
+_WAV_DTYPES: dict[int, np.dtype[Any]] = {1: np.dtype(np.uint8), 2: np.dtype("<i2"), 4: np.dtype("<i4")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,26 +94,48 @@ class MediaItem:
         return rate
 
     def to_pandas(self) -> pd.DataFrame:
-        """A table as a DataFrame with the logged column dtypes; Image cells as :class:`MediaItem`."""
+        """A table as a DataFrame with the logged column dtypes; Image cells as :class:`MediaItem`.
+
+        Read with Python's exact JSON parser (``pd.read_json(path, orient="table", precise_float=True)``
+        reads the file too, but refuses subnormal floats)."""
         if self.kind != "table":
             raise TypeError(f"{self.kind} {self.name!r} is not a table")
         import pandas as pd
 
-        self.read_bytes()  # checks the hash before pandas reads it
+        data = self.read_bytes()
         try:
-            frame = pd.read_json(self.path, orient="table", precise_float=True)
-        except ValueError as exc:
+            rows = json.loads(data)["data"]
+            cells = {column: [row.get(column) for row in rows] for column in self._column_names()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise StoreCorruptError(self.path, None, f"is not a readable table ({exc})") from exc
         run_dir = self.path.parent.parent
-        for column in self.meta.get("columns") or []:
-            name, dtype = column.get("name"), column.get("dtype")
-            if name not in frame.columns or not isinstance(dtype, str):
-                continue
+        series = {}
+        for name, dtype in self._column_dtypes():
+            values = cells.get(name, [])
             if dtype == "image":
-                frame[name] = [_image_cell(run_dir, cell, self.path, name) for cell in frame[name]]
-            elif str(frame[name].dtype) != dtype:
-                frame[name] = frame[name].astype(dtype)
-        return frame
+                values = [_image_cell(run_dir, cell, self.path, name) for cell in values]
+            try:
+                if dtype.startswith("datetime64"):
+                    series[name] = pd.Series(pd.to_datetime(values, format="ISO8601")).astype(dtype)
+                else:
+                    series[name] = pd.Series(values, dtype=object if dtype in ("object", "image") else dtype)
+            except (TypeError, ValueError) as exc:
+                raise StoreCorruptError(self.path, name, f"cannot be read as {dtype} ({exc})") from exc
+        return pd.DataFrame(series, columns=list(series))
+
+    def _column_dtypes(self) -> list[tuple[str, str]]:
+        columns = self.meta.get("columns")
+        found = []
+        for column in columns if isinstance(columns, list) else []:
+            name = column.get("name") if isinstance(column, dict) else None
+            dtype = column.get("dtype") if isinstance(column, dict) else None
+            if not isinstance(name, str) or not isinstance(dtype, str):
+                raise StoreCorruptError(self.path, "columns", f"holds {column!r}, not a name and a dtype")
+            found.append((name, dtype))
+        return found
+
+    def _column_names(self) -> list[str]:
+        return [name for name, _ in self._column_dtypes()]
 
 
 def media_records(run: StoredRun) -> list[MediaLogged]:
@@ -184,7 +211,9 @@ def checked_bytes(path: Path, sha256: str) -> bytes:
         raise StoreCorruptError(path, None, f"cannot be read ({exc.strerror})") from exc
     actual = hashlib.sha256(data).hexdigest()
     if actual != sha256:
-        raise StoreCorruptError(path, "sha256", f"is {actual[:12]}... on disk, but {sha256[:12]}... was logged")
+        raise StoreCorruptError(
+            path, "sha256", f"is {actual[:12]}... on disk, but {sha256[:12]}... was logged"
+        )
     return data
 
 
@@ -202,24 +231,39 @@ def _wav_samples(data: bytes, path: Path, meta: dict[str, Any]) -> npt.NDArray[A
             raw = clip.readframes(clip.getnframes())
     except (wave.Error, EOFError) as exc:
         raise StoreCorruptError(path, None, f"is not a WAV file ({exc})") from exc
-    dtype = {1: np.dtype(np.uint8), 2: np.dtype("<i2"), 4: np.dtype("<i4")}.get(width)
+    dtype = _WAV_DTYPES.get(width)
     if dtype is None:
         raise StoreCorruptError(path, None, f"holds {width * 8}-bit samples, not 8, 16 or 32")
-    samples = np.frombuffer(raw, dtype).reshape(-1, channels)
+    samples: npt.NDArray[Any] = np.frombuffer(raw, dtype=dtype).reshape(-1, channels)
     shape = meta.get("shape")
     return samples.reshape(shape) if isinstance(shape, list) and len(shape) == 1 else samples
 
 
 def _image_cell(run_dir: Path, cell: Any, table: Path, column: str) -> MediaItem | None:
     """A table's Image cell (``{"image": path, "sha256": ...}``) as a :class:`MediaItem`."""
-    if cell is None or (isinstance(cell, float) and cell != cell):
+    if cell is None:
         return None
-    if not isinstance(cell, dict) or not isinstance(cell.get("sha256"), str):
-        raise StoreCorruptError(table, column, f"holds {json.dumps(cell, default=str)[:60]}, not an image cell")
-    path = inside(run_dir, cell.get("image"), table, column)
+    image = cell.get("image") if isinstance(cell, dict) else None
+    if (
+        not isinstance(image, str)
+        or not MEDIA_PATH.fullmatch(image)
+        or not isinstance(cell.get("sha256"), str)
+    ):
+        raise StoreCorruptError(
+            table, column, f"holds {json.dumps(cell, default=str)[:60]}, not an image cell"
+        )
+    path = inside(run_dir, image, table, column)
     meta = {key: cell[key] for key in ("shape", "dtype", "format") if key in cell}
-    return MediaItem(column, 0, "image", path, cell["sha256"], path.stat().st_size if path.exists() else 0,
-                     cell.get("caption") if isinstance(cell.get("caption"), str) else None, meta=meta)
+    return MediaItem(
+        column,
+        0,
+        "image",
+        path,
+        cell["sha256"],
+        path.stat().st_size if path.exists() else 0,
+        cell.get("caption") if isinstance(cell.get("caption"), str) else None,
+        meta=meta,
+    )
 
 
 __all__ = ["MediaItem", "item_of", "media_names", "media_of", "table_of", "verify_media"]

@@ -48,7 +48,9 @@ class BaseTracker(abc.ABC):
         """An image at ``step``; a tracker of your own overrides this to take images."""
         raise NotImplementedError(f"{type(self).__name__} does not log images; override log_image")
 
-    def log_table(self, name: str, data: Any, columns: Sequence[str] | None = None, step: int | None = None) -> None:
+    def log_table(
+        self, name: str, data: Any, columns: Sequence[str] | None = None, step: int | None = None
+    ) -> None:
         """A table at ``step``; a tracker of your own overrides this to take tables."""
         raise NotImplementedError(f"{type(self).__name__} does not log tables; override log_table")
 
@@ -109,7 +111,9 @@ class RunTracker(BaseTracker):
         """Through the run: stored exactly, and sent to each backend as its native image."""
         self.run.log_image(name, image, step=step, caption=caption)
 
-    def log_table(self, name: str, data: Any, columns: Sequence[str] | None = None, step: int | None = None) -> None:
+    def log_table(
+        self, name: str, data: Any, columns: Sequence[str] | None = None, step: int | None = None
+    ) -> None:
         """Through the run: stored with its column types, and sent to each backend as its native table."""
         self.run.log_table(name, data, columns=columns, step=step)
 
@@ -325,7 +329,9 @@ class MultiTracker(BaseTracker):
     def log_image(self, name: str, image: Any, step: int | None = None, caption: str | None = None) -> None:
         self._each("log_image", name, image, step, caption)
 
-    def log_table(self, name: str, data: Any, columns: Sequence[str] | None = None, step: int | None = None) -> None:
+    def log_table(
+        self, name: str, data: Any, columns: Sequence[str] | None = None, step: int | None = None
+    ) -> None:
         self._each("log_table", name, data, columns, step)
 
     def finish(self) -> None:
