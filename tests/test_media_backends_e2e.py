@@ -1,4 +1,4 @@
-"""Media logged through ``runtel`` reach TensorBoard and MLflow live, and the same again on replay.
+"""Media logged through ``runtel`` reach all four record backends live, and the same again on replay.
 
 A real run logs every kind (a float image and float audio too, whose exact arrays 8-/16-bit backends
 get as previews); the backends are read back with their own readers, and the adaptations in
@@ -45,20 +45,34 @@ def logged(
 ) -> tuple[Path, runtel.StoredRun, dict[int, npt.NDArray[np.uint8]]]:
     tmp = tmp_path_factory.mktemp("media-e2e")
     samples = {step: pixels(10, 8, step) for step in (0, 1, 2)}
-    run = runtel.init(
-        project="media-e2e",
-        name="live",
-        base_dir=str(tmp / "runs"),
-        exporters=["tensorboard", "mlflow"],
-        exporter_options={
-            "tensorboard": {"log_dir": str(tmp / "tb")},
-            "mlflow": {
-                "tracking_uri": f"sqlite:///{tmp}/mlflow.db",
-                "artifact_location": str(tmp / "mlruns"),
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WANDB_SILENT", "true")
+        patch.setenv("WANDB_MODE", "offline")
+        patch.setenv("WANDB_DATA_DIR", str(tmp / "wandb-data"))
+        patch.delenv("WANDB_API_KEY", raising=False)
+        run = runtel.init(
+            project="media-e2e",
+            name="live",
+            base_dir=str(tmp / "runs"),
+            exporters=["tensorboard", "mlflow", "wandb", "neptune"],
+            exporter_options={
+                "tensorboard": {"log_dir": str(tmp / "tb")},
+                "mlflow": {
+                    "tracking_uri": f"sqlite:///{tmp}/mlflow.db",
+                    "artifact_location": str(tmp / "mlruns"),
+                },
+                "wandb": {"mode": "offline", "dir": str(tmp / "wandb-root")},
+                "neptune": {"mode": "offline", "data_directory": str(tmp / "neptune")},
             },
-        },
-        system_interval=0,
-    )
+            system_interval=0,
+            export_timeout=120,
+        )
+        log_everything(run, samples)
+        run.finish()
+    return tmp, runtel.Store(tmp / "runs").run(run.id), samples
+
+
+def log_everything(run: runtel.Run, samples: dict[int, npt.NDArray[np.uint8]]) -> None:
     for step, array in samples.items():
         run.log({"loss": 1.0 / (step + 1), "samples": runtel.Image(array, caption=f"step {step}")}, step=step)
     run.log({"preds": [runtel.Image(pixels(4, 4, 10 + i)) for i in range(3)]}, step=2)
@@ -71,8 +85,6 @@ def logged(
     )
     run.log_text("gen", "once upon a time", step=1)
     run.log_audio("tts", WAVEFORM, sample_rate=8000, step=2)
-    run.finish()
-    return tmp, runtel.Store(tmp / "runs").run(run.id), samples
 
 
 def test_live_tensorboard_holds_every_image_text_and_clip_at_its_step(
@@ -105,7 +117,7 @@ def test_live_adaptations_name_every_preview_sent(
 ) -> None:
     _, stored, _ = logged
     exporters = stored.summary()["exporters"]
-    for name in ("tensorboard", "mlflow"):
+    for name in ("tensorboard", "mlflow", "wandb", "neptune"):
         assert exporters[name]["status"] == "ok"
         adaptations = exporters[name]["adaptations"]
         assert adaptations["image_sent_as_8bit"]["count"] == 2  # the depth image and the table's float cell
@@ -152,3 +164,37 @@ def test_replay_sends_the_media_as_live_export_did(
     assert [e.encoded_audio_string for e in replayed.Audio("tts")] == [
         e.encoded_audio_string for e in live.Audio("tts")
     ]
+
+
+def test_live_wandb_history_holds_the_images_at_their_steps(
+    logged: tuple[Path, runtel.StoredRun, dict[int, npt.NDArray[np.uint8]]],
+) -> None:
+    from tests.readers.wandb_log import read_finished_log
+
+    tmp, stored, samples = logged
+    log = read_finished_log(tmp / "wandb-root", stored.id)
+    (files,) = (tmp / "wandb-root" / "wandb").glob(f"offline-run-*-{stored.id}/files")
+    for step, array in samples.items():
+        path = log.history[step]["samples/path"]
+        assert np.array_equal(decode_png((files / path).read_bytes()), array)
+        assert log.history[step]["loss"] == 1.0 / (step + 1)
+    assert log.history[2]["preds/count"] == 3 and log.history[2]["eval/nrows"] == 2
+
+
+def test_live_neptune_holds_the_image_series_and_the_gallery_split(
+    logged: tuple[Path, runtel.StoredRun, dict[int, npt.NDArray[np.uint8]]],
+) -> None:
+    import base64
+
+    from tests.readers.neptune_offline import offline_runs, read_run
+
+    tmp, stored, samples = logged
+    (directory,) = offline_runs(tmp / "neptune")
+    run = read_run(directory)
+    assert [
+        (step, decode_png(base64.b64decode(v.data)).tolist()) for step, v, _ in run.series["images/samples"]
+    ] == [(step, array.tolist()) for step, array in samples.items()]
+    assert sorted(k for k in run.series if k.startswith("images/preds/")) == [
+        f"images/preds/{i}" for i in range(3)
+    ]
+    assert stored.summary()["exporters"]["neptune"]["adaptations"]["gallery_split"]["count"] == 1

@@ -515,3 +515,37 @@ def test_a_gallery_cut_short_by_the_end_of_the_run_is_sent_with_what_came(tmp_pa
     assert [pixels_of(p).tolist() for p in event.tensor_proto.string_val[2:]] == [
         a.tolist() for a in arrays[:2]
     ]
+
+
+def test_wandb_limits_a_gallery_and_a_table_are_cut_to_are_reported_with_the_full_table_beside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runtel.exporters.wandb import WandbExporter
+    from tests.readers.wandb_log import read_finished_log
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    run_dir = tmp_path / "run"
+    tile = media.pixels(2, 2)
+    rows = [[i, i / 7] for i in range(10_001)]
+    big_table = media.table(run_dir, "eval", 1, [("id", "int64"), ("score", "float64")], rows)
+    records: list[Record] = [
+        RunStarted(RUN_ID, "limits", "media", media.T0, {}),
+        *media.gallery(run_dir, "tiles", 0, [tile] * 110),
+        big_table,
+        RunEnded("completed", media.T0 + 9),
+    ]
+    exporter = WandbExporter(mode="offline", dir=str(tmp_path))
+    adapter = Adapter("wandb", exporter.capabilities, tmp_path / "adapted")
+    assert exporter.export(adapter.adapt(records)) is ExportResult.SUCCESS
+    log = read_finished_log(tmp_path, RUN_ID)
+    assert value_of(log.history[0], "tiles")["count"] == 108
+    assert value_of(log.history[1], "eval")["nrows"] == 10_000
+    report = adapter.report()
+    assert report["gallery_cut"]["count"] == 2
+    (cut,) = report["table_cut"]["examples"]
+    assert (cut["rows"], cut["sent"]) == (10_001, 10_000)
+    (full,) = [a for a in log.artifacts if a.name == cut["full"]]
+    (entry,) = full.manifest.contents
+    assert entry.size == big_table.size
