@@ -46,6 +46,10 @@ _PREVIEWS = {
 }
 
 
+#: The stored record and the records to send before the fitted one (where its full file goes).
+_Full = tuple[MediaLogged, list[Record]]
+
+
 class MediaFitter:
     """Per-exporter media state of one run: the steps sent per media series and per gallery."""
 
@@ -74,6 +78,7 @@ class MediaFitter:
             self._note_left_out(record, f"the backend takes no {record.kind} media")
             return []
         extra: list[Record] = []
+        source = record  # the stored file, what a full-size artifact sends
         if record.count > 1 and record.kind not in caps.galleries:
             if record.index == 0:
                 example = {
@@ -96,17 +101,17 @@ class MediaFitter:
             record = fitted
         elif record.kind == "table":
             if caps.max_table_rows is not None:
-                record = self._cut(record, "rows", caps.max_table_rows, "table_cut", extra)
+                record = self._cut(record, "rows", caps.max_table_rows, "table_cut", (source, extra))
             if not caps.exact_arrays:
                 record = self._cell_previews(record)
             if not caps.table_image_gaps:
                 record = self._fill_image_gaps(record)
             if not caps.table_infinity:
-                record = self._infinity_as_null(record, extra)
+                record = self._infinity_as_null(record, (source, extra))
         elif record.kind == "text" and caps.max_text_chars is not None:
-            record = self._cut(record, "chars", caps.max_text_chars, "text_truncated", extra)
+            record = self._cut(record, "chars", caps.max_text_chars, "text_truncated", (source, extra))
         elif record.kind == "audio" and caps.max_audio_seconds is not None:
-            record = self._cut_audio(record, caps.max_audio_seconds, extra)
+            record = self._cut_audio(record, caps.max_audio_seconds, (source, extra))
         if record.caption is not None and record.kind not in caps.captions:
             example = {
                 "name": record.name,
@@ -178,7 +183,7 @@ class MediaFitter:
         return _as_file(record, str(target), {**record.meta, "shape": shape})
 
     # ------------------------------------------------------------------ tables, text, audio
-    def _cut(self, record: MediaLogged, unit: str, limit: int, kind: str, extra: list[Record]) -> MediaLogged:
+    def _cut(self, record: MediaLogged, unit: str, limit: int, kind: str, full: _Full) -> MediaLogged:
         """A table (rows) or text (characters) over ``limit`` cut to it; the full file as an artifact."""
         total = record.meta.get(unit)
         if not isinstance(total, int) or total <= limit:
@@ -191,8 +196,8 @@ class MediaFitter:
         else:
             text = Path(record.path).read_text(encoding="utf-8")
             target = self._write(text[:limit].encode("utf-8"), filename)
-        full = self._full_artifact(record, extra)
-        example = {"name": record.name, "step": record.step, unit: total, "sent": limit, "full": full}
+        attached = self._full_artifact(*full)
+        example = {"name": record.name, "step": record.step, unit: total, "sent": limit, "full": attached}
         self._report.note(kind, 1, [example])
         return _as_file(record, str(target), {**record.meta, unit: limit})
 
@@ -271,7 +276,7 @@ class MediaFitter:
         ]
         return _as_file(record, str(target), {**record.meta, "columns": meta_columns})
 
-    def _infinity_as_null(self, record: MediaLogged, extra: list[Record]) -> MediaLogged:
+    def _infinity_as_null(self, record: MediaLogged, full: _Full) -> MediaLogged:
         """±inf cells as empty ones, for a backend that writes them so anyway; the exact table beside."""
         document = read_document(record.path)
         counts: dict[str, int] = {}
@@ -283,35 +288,39 @@ class MediaFitter:
         if not counts:
             return record
         target = self._write_table(record, document, f"{record.sha256}-no-infinity.table.json")
-        full = self._full_artifact(record, extra)
+        attached = self._full_artifact(*full)
         examples = [
-            {"name": record.name, "step": record.step, "column": c, "cells": n, "full": full}
+            {"name": record.name, "step": record.step, "column": c, "cells": n, "full": attached}
             for c, n in counts.items()
         ]
         self._report.note("table_infinity_as_null", sum(counts.values()), examples)
         return _as_file(record, str(target), record.meta)
 
-    def _cut_audio(self, record: MediaLogged, seconds: float, extra: list[Record]) -> MediaLogged:
+    def _cut_audio(self, record: MediaLogged, seconds: float, full: _Full) -> MediaLogged:
         rate, frames = record.meta.get("sample_rate"), record.meta.get("frames")
         if not isinstance(rate, int) or not isinstance(frames, int) or frames <= seconds * rate:
             return record
         keep = math.floor(seconds * rate)
         target = self._write(cut_wav(Path(record.path).read_bytes(), keep), f"{record.sha256}-{keep}f.wav")
-        full = self._full_artifact(record, extra)
+        attached = self._full_artifact(*full)
         example = {
             "name": record.name,
             "step": record.step,
             "seconds": frames / rate,
             "sent_seconds": keep / rate,
-            "full": full,
+            "full": attached,
         }
         self._report.note("audio_cut", 1, [example])
         return _as_file(record, str(target), {**record.meta, "frames": keep})
 
     def _full_artifact(self, record: MediaLogged, extra: list[Record]) -> str:
-        """The uncut file sent as an artifact where the backend takes them; what the report names."""
+        """The stored file (``record``, before any change) sent once as an artifact where the backend
+        takes them, ahead of the changed one in ``extra``; what the report names."""
         if not self._caps.artifacts:
             return f"in the local store only: {record.path}"
+        for earlier in extra:
+            if isinstance(earlier, ArtifactLogged) and earlier.sha256 == record.sha256:
+                return earlier.name
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", record.name)[:80] or "media"
         name = f"runtel-media-{safe}-step{record.step}{''.join(Path(record.path).suffixes)}"
         artifact = self._artifact(

@@ -315,3 +315,20 @@ def test_a_table_cell_naming_a_file_outside_the_run_folder_is_refused(tmp_path: 
         adapter(tmp_path, max_table_rows=1).adapt([record])
     with pytest.raises(RuntelError, match="outside the run folder"):
         read_table(record)
+
+
+def test_a_table_changed_twice_sends_its_stored_file_once_as_the_full_table(tmp_path: Path) -> None:
+    import math
+
+    rows = [[math.inf], [1.0], [2.0]]
+    record = media.table(tmp_path, "eval", 1, [("x", "float64")], rows)
+    a = adapter(tmp_path, max_table_rows=2, table_infinity=False)
+    out = a.adapt([record])
+    (full,) = artifacts(out)
+    (sent_table,) = sent(out)
+    assert (full.path, full.sha256) == (record.path, record.sha256)
+    assert [row["x"] for row in json.loads(Path(sent_table.path).read_text())["data"]] == [None, 1.0]
+    report = a.report()
+    assert (
+        report["table_cut"]["examples"][0]["full"] == report["table_infinity_as_null"]["examples"][0]["full"]
+    )
