@@ -87,6 +87,7 @@ def log_everything(run: runtel.Run, samples: dict[int, npt.NDArray[np.uint8]]) -
     run.log_audio("tts", WAVEFORM, sample_rate=8000, step=2)
 
 
+@pytest.mark.slow  # the logged fixture: 12-32 s measured (one run exported live to four backends)
 def test_live_tensorboard_holds_every_image_text_and_clip_at_its_step(
     logged: tuple[Path, runtel.StoredRun, dict[int, npt.NDArray[np.uint8]]],
 ) -> None:
@@ -112,6 +113,7 @@ def test_live_tensorboard_holds_every_image_text_and_clip_at_its_step(
     assert table.tensor_proto.string_val[0].decode().split("\n")[2].startswith("| 1 | cat | [image ")
 
 
+@pytest.mark.slow  # the logged fixture: 12-32 s measured (one run exported live to four backends)
 def test_live_adaptations_name_every_preview_sent(
     logged: tuple[Path, runtel.StoredRun, dict[int, npt.NDArray[np.uint8]]],
 ) -> None:
@@ -124,6 +126,7 @@ def test_live_adaptations_name_every_preview_sent(
         assert adaptations["audio_sent_as_16bit"]["count"] == 1
 
 
+@pytest.mark.slow  # the logged fixture: 12-32 s measured (one run exported live to four backends)
 def test_live_mlflow_holds_the_step_images_and_the_table(
     logged: tuple[Path, runtel.StoredRun, dict[int, npt.NDArray[np.uint8]]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -146,6 +149,7 @@ def test_live_mlflow_holds_the_step_images_and_the_table(
     assert np.array_equal(decode_png(depth_cell.read_bytes()), np.rint(DEPTH * 255).astype(np.uint8))
 
 
+@pytest.mark.slow  # the logged fixture: 12-32 s measured (one run exported live to four backends)
 def test_replay_sends_the_media_as_live_export_did(
     logged: tuple[Path, runtel.StoredRun, dict[int, npt.NDArray[np.uint8]]], tmp_path: Path
 ) -> None:
@@ -166,6 +170,7 @@ def test_replay_sends_the_media_as_live_export_did(
     ]
 
 
+@pytest.mark.slow  # the logged fixture: 12-32 s measured (one run exported live to four backends)
 def test_live_wandb_history_holds_the_images_at_their_steps(
     logged: tuple[Path, runtel.StoredRun, dict[int, npt.NDArray[np.uint8]]],
 ) -> None:
@@ -181,6 +186,7 @@ def test_live_wandb_history_holds_the_images_at_their_steps(
     assert log.history[2]["preds/count"] == 3 and log.history[2]["eval/nrows"] == 2
 
 
+@pytest.mark.slow  # the logged fixture: 12-32 s measured (one run exported live to four backends)
 def test_live_neptune_holds_the_image_series_and_the_gallery_split(
     logged: tuple[Path, runtel.StoredRun, dict[int, npt.NDArray[np.uint8]]],
 ) -> None:
