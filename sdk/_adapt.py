@@ -8,6 +8,7 @@ exporters never flatten, cut, stringify or move anything themselves.
 
 Metric batches are adapted with numpy over whole columns; a batch that needs no change is
 returned as the very same object.
+Media records (images, tables, text, audio) are fitted by :mod:`runtel._adapt_media`.
 """
 
 from __future__ import annotations
