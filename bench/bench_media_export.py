@@ -1,8 +1,9 @@
 """Cost of sending media to each backend, on the exporter's background thread (live or replay).
 
-The same stored items go through the adaptation step and each exporter with its real client,
-offline: W&B offline, MLflow on SQLite, TensorBoard event files, Neptune offline. Two streams,
-timed apart (adaptation, then ``export`` in batches of 16 records):
+A run logs the items through ``runtel`` (to its local store only); its stored records
+(``runtel.replay.records_of``, as ``runtel export`` reads them) then go through the adaptation step
+and each exporter with its real client, offline: W&B offline, MLflow on SQLite, TensorBoard event
+files, Neptune offline. Two streams, timed apart (adaptation, then ``export`` in batches of 16 records):
 
 - ``image``: 64x64 RGB uint8 PNGs, each a distinct image at its own step;
 - ``table``: tables of 100 rows (int, float, str), one per step.
@@ -17,23 +18,20 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from _common import machine_table, md_table
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.media_records writes the files
-
+import runtel
 from runtel._adapt import Adapter
 from runtel.exporters.base import Exporter, ExportResult
-from runtel.records import Record, RunEnded, RunStarted
-from tests import media_records as media
+from runtel.records import MediaLogged, Record
+from runtel.replay import records_of
 
 BATCH = 16
 
@@ -54,17 +52,17 @@ def exporters(tmp: Path) -> dict[str, Callable[[], Exporter]]:
     }
 
 
-def stream(run_dir: Path, kind: str, count: int, run_id: str) -> list[Record]:
-    items: list[Record] = []
-    for step in range(count):
-        if kind == "image":
-            items.append(media.image(run_dir, "samples", step, media.pixels(64, 64, step)))
-        else:
-            rows = [[i, i / 3, f"row {i} at {step}"] for i in range(100)]
-            items.append(
-                media.table(run_dir, "eval", step, [("id", "int64"), ("x", "float64"), ("s", "object")], rows)
-            )
-    return [RunStarted(run_id, kind, "bench", media.T0, {}), *items, RunEnded("completed", media.T0 + count)]
+def stored_records(base: Path, kind: str, count: int) -> list[Record]:
+    """A run with ``count`` images or tables, logged and stored by runtel, read back as records."""
+    rng = np.random.default_rng(0)
+    with runtel.init(project="bench", name=kind, base_dir=str(base), system_interval=0) as run:
+        for step in range(count):
+            if kind == "image":
+                run.log_image("samples", rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), step=step)
+            else:
+                rows = [[i, i / 3, f"row {i} at {step}"] for i in range(100)]
+                run.log_table("eval", rows, columns=["id", "x", "s"], step=step)
+    return list(records_of(runtel.Store(base).run(run.id)))
 
 
 def export_seconds(make: Callable[[], Exporter], records: list[Record], scratch: Path) -> tuple[float, float]:
@@ -83,7 +81,7 @@ def export_seconds(make: Callable[[], Exporter], records: list[Record], scratch:
     return adapt, send + time.perf_counter() - started
 
 
-def adapt_us(tmp: Path, records: list[Any], repeats: int = 5) -> float:
+def adapt_us(tmp: Path, records: list[Record], repeats: int = 5) -> float:
     """Median per-record µs of adapting ``records`` for W&B (fresh adapter each repeat)."""
     from runtel.exporters.wandb import CAPABILITIES
 
@@ -110,18 +108,23 @@ def main() -> None:
         rows = []
         for kind, count in (("image", args.images), ("table", args.tables)):
             for number, (backend, make) in enumerate(exporters(tmp).items()):
-                run_id = f"{kind[:2]}{number:02d}" + "0" * 28
-                records = stream(tmp / f"run-{kind}-{number}", kind, count, run_id)
+                records = stored_records(tmp / f"runs-{kind}-{number}", kind, count)
                 adapt, send = export_seconds(make, records, tmp / f"adapted-{kind}-{number}")
                 rows.append(
                     [backend, kind, str(count), f"{adapt / count * 1e6:.0f}", f"{send / count * 1e3:.2f}"]
                 )
                 print(rows[-1], flush=True)
-        fitting = [media.image(tmp / "a", "img", s, media.pixels(16, 16, s)) for s in range(500)]
-        floats = [
-            media.float_image(tmp / "a", "depth", s, np.full((16, 16), s / 500, dtype=np.float32))
-            for s in range(500)
+        with runtel.init(
+            project="bench", name="adapt", base_dir=str(tmp / "adapt"), system_interval=0
+        ) as run:
+            for s in range(500):
+                run.log_image("img", np.full((16, 16, 3), s % 256, dtype=np.uint8), step=s)
+                run.log_image("depth", np.full((16, 16), s / 500, dtype=np.float32), step=s)
+        stored = [
+            r for r in records_of(runtel.Store(tmp / "adapt").run(run.id)) if isinstance(r, MediaLogged)
         ]
+        fitting = [r for r in stored if r.name == "img"]
+        floats = [r for r in stored if r.name == "depth"]
         passthrough, preview = adapt_us(tmp, fitting), adapt_us(tmp, floats)
     print(machine_table())
     print(md_table(["backend", "stream", "items", "adaptation µs/item", "export ms/item"], rows))
