@@ -29,9 +29,9 @@ offline transaction log):
   replaced from here (delete it in W&B).
 - Media go into the history row of their step: ``wandb.Image``, ``wandb.Audio`` (each with its
   caption), text as ``wandb.Html`` (escaped, in ``<pre>``), a table as ``wandb.Table`` (Image cells
-  as ``wandb.Image``). A gallery is a list under one key; wandb keeps at most ``Image.MAX_ITEMS``
-  (108) images of one list and cuts a ``wandb.Table`` to ``Table.MAX_ROWS`` (10,000) rows with
-  only a log warning, so those are declared limits. wandb copies each file into the run's
+  as ``wandb.Image``). A gallery of images or texts is a list under one key; wandb keeps at most
+  ``Image.MAX_ITEMS`` (108) images of one list and cuts a ``wandb.Table`` to ``Table.MAX_ROWS``
+  (10,000) rows with only a log warning, so those are declared limits. wandb copies each file into the run's
   ``files/media/`` folder, and the row holds its path, sha256 and size.
 - wandb-core is one service process per Python process, torn down by an ``atexit`` hook that
   wandb registers when it starts the service. The exporter starts it when it is built, before
@@ -89,8 +89,9 @@ CAPABILITIES = Capabilities(
     # wandb.Artifact names: alphanumerics, dashes, underscores and dots, at most 128 characters.
     artifact_name_pattern=r"[A-Za-z0-9_.\-]{1,128}",
     media=("image", "table", "text", "audio"),
-    # A list of Images, Audio or Html is one history value; a list of Tables is not.
-    galleries=("image", "text", "audio"),
+    # A list of Images or Html is one history value; a list of Tables is not, and a list of Audio
+    # needs the soundfile package (wandb.Audio.seq_to_json requires it even for files).
+    galleries=("image", "text"),
     # wandb.Html and wandb.Table take no caption.
     captions=("image", "audio"),
     max_gallery_items=108,  # wandb.Image.MAX_ITEMS: a longer list is cut with a log warning.

@@ -549,3 +549,44 @@ def test_wandb_limits_a_gallery_and_a_table_are_cut_to_are_reported_with_the_ful
     (full,) = [a for a in log.artifacts if a.name == cut["full"]]
     (entry,) = full.manifest.contents
     assert entry.size == big_table.size
+
+
+def test_wandb_gallery_of_text_is_a_list_and_of_audio_is_split_into_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runtel.exporters.wandb import WandbExporter
+    from tests.readers.wandb_log import read_finished_log
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    run_dir = tmp_path / "run"
+    texts = [media.text(run_dir, "gen", 2, f"sample {i}", index=i, count=2) for i in range(2)]
+    clips = [
+        media.audio(
+            run_dir, "tts", 2, media.tone(400 + 100 * i, 8000), 8000, index=i, count=2, caption=f"c{i}"
+        )
+        for i in range(2)
+    ]
+    records: list[Record] = [
+        RunStarted(RUN_ID, "lists", "media", media.T0, {}),
+        *texts,
+        *clips,
+        RunEnded("completed", media.T0 + 9),
+    ]
+    exporter = WandbExporter(mode="offline", dir=str(tmp_path))
+    adapter = Adapter("wandb", exporter.capabilities, tmp_path / "adapted")
+    assert exporter.export(adapter.adapt(records)) is ExportResult.SUCCESS
+    log = read_finished_log(tmp_path, RUN_ID)
+    (files,) = (tmp_path / "wandb").glob(f"offline-run-*-{RUN_ID}/files")
+    row = log.history[2]
+    text = value_of(row, "gen")
+    assert (text["_type"], text["count"]) == ("html", 2)
+    assert [(files / f["path"]).read_text(encoding="utf-8") for f in text["html"]] == [
+        "<pre>sample 0</pre>",
+        "<pre>sample 1</pre>",
+    ]
+    for i, clip in enumerate(clips):
+        value = value_of(row, f"tts/{i}")
+        assert (value["_type"], value["caption"]) == ("audio-file", f"c{i}")
+        assert (files / value["path"]).read_bytes() == Path(clip.path).read_bytes()
+    assert adapter.report()["gallery_split"]["examples"][0]["kind"] == "audio"
