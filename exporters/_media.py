@@ -58,12 +58,12 @@ def read_document(path: str | Path) -> dict[str, Any]:
 
 
 def read_table(record: MediaLogged) -> TableRows:
-    """The table's columns (schema order, pandas' ``index`` field left out) and rows."""
+    """The table's columns (schema order) and rows."""
     document = read_document(record.path)
     image_columns = {
         c["name"] for c in record.meta.get("columns", []) if isinstance(c, dict) and c.get("dtype") == "image"
     }
-    columns = [f["name"] for f in document["schema"]["fields"] if f["name"] != "index"]
+    columns = [f["name"] for f in document["schema"]["fields"]]
     run_dir = Path(record.path).resolve().parent.parent  # the record is <run>/media/<file>
     rows = [
         [_image_cell(row.get(name), run_dir) if name in image_columns else row.get(name) for name in columns]

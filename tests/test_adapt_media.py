@@ -332,3 +332,9 @@ def test_a_table_changed_twice_sends_its_stored_file_once_as_the_full_table(tmp_
     assert (
         report["table_cut"]["examples"][0]["full"] == report["table_infinity_as_null"]["examples"][0]["full"]
     )
+
+
+def test_a_column_named_index_is_read_like_any_other(tmp_path: Path) -> None:
+    record = media.table(tmp_path, "t", 0, [("index", "int64"), ("v", "object")], [[7, "a"], [8, "b"]])
+    table = read_table(record)
+    assert (table.columns, table.rows) == (["index", "v"], [[7, "a"], [8, "b"]])
