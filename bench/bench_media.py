@@ -6,6 +6,9 @@ Two cases, each call timed on its own (``time.perf_counter_ns``), median and p90
 - a table of 1,000 rows (int, float, str, float columns), a pandas DataFrame (runtel is also timed
   with the same table as a list of rows, its path that needs no pandas).
 
+Back to back, the calls are runtel's worst case: the flush thread cannot encode PNGs as fast as they
+come, so no encoded image's buffer is free for reuse and each copy lands in fresh memory.
+
 Peers: ``wandb.log({k: wandb.Image(x)}, step=)`` / ``wandb.Table(dataframe=)`` offline;
 tensorboardX ``add_image(..., dataformats="HWC")`` (no table type: not timed); MLflow 3
 ``log_image(x, key=, step=)`` / ``log_table(df, artifact_file=)`` on SQLite. runtel's ``finish()``

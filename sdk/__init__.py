@@ -32,18 +32,21 @@ from runtel.errors import (
 )
 from runtel.media import Audio, Image, Table, Text
 from runtel.run import Run
-from runtel.store.media import MediaItem
 from runtel.store.query import Store, StoredRun
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    """``runtel.import_runs`` is loaded on first use, so ``import runtel`` stays fast."""
+    """``runtel.import_runs`` and ``runtel.MediaItem`` load on first use: ``import runtel`` stays fast."""
     if name == "import_runs":
         from runtel.importers import import_runs
 
         return import_runs
+    if name == "MediaItem":
+        from runtel.store.media import MediaItem
+
+        return MediaItem
     raise AttributeError(f"module 'runtel' has no attribute {name!r}")
 
 

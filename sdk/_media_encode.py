@@ -15,7 +15,7 @@ import io
 import json
 import wave
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -40,12 +40,10 @@ class Encoded:
     meta: dict[str, Any]
     preview: tuple[bytes, str] | None = None
     caption: str | None = None
-    #: Files a table's Image cells are stored in, written before the table itself.
-    cells: list[Encoded] = field(default_factory=list)
 
 
-#: Writes an encoded cell (or any file) and returns its path relative to the run folder and its sha256.
-StoreFile = Callable[["Encoded"], tuple[str, str]]
+#: Writes a file's bytes with an extension; returns its path relative to the run folder and its sha256.
+StoreFile = Callable[[bytes, str], tuple[str, str]]
 
 
 def encode(item: Image | Table | Text | Audio, store_cell: StoreFile) -> Encoded:
@@ -129,10 +127,8 @@ def encode_audio(audio: Audio) -> Encoded:
         "dtype": str(waveform.dtype),
         "shape": list(waveform.shape),
     }
-    width = _WAV_DTYPES.get(
-        waveform.dtype.newbyteorder("<") if waveform.dtype.kind != "u" else waveform.dtype
-    )
-    if width is not None and waveform.dtype.itemsize == width:
+    width = _WAV_DTYPES.get(waveform.dtype.newbyteorder("<"))  # big-endian PCM is written little-endian
+    if width is not None:
         return Encoded(
             "audio",
             wav(frames, audio.sample_rate, width),
@@ -189,8 +185,16 @@ def _image_cell(cell: Any, store_cell: StoreFile) -> dict[str, Any] | None:
     if cell is None:
         return None
     encoded = encode_image(cell)
-    path, sha256 = store_cell(encoded)
-    return {"image": path, "sha256": sha256, "caption": encoded.caption, **encoded.meta}
+    path, sha256 = store_cell(encoded.data, encoded.ext)
+    preview = None if encoded.preview is None else store_cell(*encoded.preview)[0]
+    return {
+        "image": path,
+        "sha256": sha256,
+        "size": len(encoded.data),
+        "caption": encoded.caption,
+        "preview": preview,
+        **encoded.meta,
+    }
 
 
 def _columns_of(table: Table) -> tuple[list[str], list[str], list[list[Any]]]:

@@ -153,7 +153,13 @@ class Table:
             self._check_frame_cells()
         elif module.startswith("polars") and hasattr(data, "schema"):
             self.columns = _check_columns(list(data.columns))
-            self.frame = data
+            for name, dtype in data.schema.items():
+                if not (dtype.is_numeric() or str(dtype) in ("Boolean", "String", "Utf8", "Null")):
+                    raise InvalidMediaError(
+                        f"Table column {name!r} has polars dtype {dtype}, which cannot be stored; "
+                        "cast it to numbers, bool or str"
+                    )
+            self.frame = data  # polars frames are immutable: nothing to copy
         elif isinstance(data, Sequence) and not isinstance(data, str | bytes):
             self.columns, self.rows = _rows_of(data, columns)
         else:
@@ -167,9 +173,9 @@ class Table:
             )
 
     def _check_frame_cells(self) -> None:
-        for name, dtype in zip(self.columns, self.frame.dtypes, strict=True):
+        for position, (name, dtype) in enumerate(zip(self.columns, self.frame.dtypes, strict=True)):
             if dtype.kind == "O":
-                _check_cells(name, self.frame[name].tolist())
+                _check_cells(name, self.frame.iloc[:, position].tolist())
             elif dtype.kind not in "biufM" and str(dtype) not in _PANDAS_DTYPES:
                 raise InvalidMediaError(
                     f"Table column {name!r} has dtype {dtype}, which cannot be stored; "

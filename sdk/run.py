@@ -575,6 +575,7 @@ class Run(MediaLogging):
         self._wake.set()
         self._flush_thread.join()
         self._flush()
+        self._media.give_up()  # media files the disk still refuses: counted as lost
         _switch.release()
         self._dispatcher.wait_for_store()  # the writer's statistics then cover every point stored
         self._dispatcher.submit([self._store.run_ended(status, error, time.time())])
@@ -704,6 +705,9 @@ class Run(MediaLogging):
             self._flush_locked()
 
     def _flush_locked(self) -> None:
+        retried = self._media.retry()  # media files the disk refused at an earlier flush
+        if retried:
+            self._dispatcher.submit(retried)
         for name, when, value in _otel.user_points(self._user_reader, self._user_totals):
             self._user_series.add(name)
             self._queue.append((self.step, when, self._span_id, (self._register(name),), (value,)))

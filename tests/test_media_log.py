@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import wave
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -20,9 +21,11 @@ import runtel
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+Reopen = Callable[[runtel.Run], runtel.StoredRun]
+
 
 @pytest.fixture
-def stored(base_dir: Path):  # type: ignore[no-untyped-def]
+def stored(base_dir: Path) -> Reopen:
     """Finish ``run`` and open it from the store, as a reader would."""
 
     def reopen(run: runtel.Run) -> runtel.StoredRun:
@@ -36,7 +39,7 @@ def _rgb(seed: int = 0, shape: tuple[int, ...] = (16, 12, 3)) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
 
 
-def test_a_uint8_hwc_array_comes_back_pixel_for_pixel_as_png(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
+def test_a_uint8_hwc_array_comes_back_pixel_for_pixel_as_png(run: runtel.Run, stored: Reopen) -> None:
     pixels = _rgb()
     run.log_image("samples", pixels, step=3, caption="pred=3 true=5")
     [(step, item)] = stored(run).media("samples")
@@ -46,7 +49,7 @@ def test_a_uint8_hwc_array_comes_back_pixel_for_pixel_as_png(run: runtel.Run, st
     assert item.to_numpy().dtype == np.uint8
 
 
-def test_chw_and_hw_arrays_and_single_channel_keep_their_pixels(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
+def test_chw_and_hw_arrays_and_single_channel_keep_their_pixels(run: runtel.Run, stored: Reopen) -> None:
     chw = _rgb(1, (3, 10, 14))
     gray = _rgb(2, (9, 7))
     one_channel = _rgb(3, (5, 6, 1))
@@ -61,8 +64,8 @@ def test_chw_and_hw_arrays_and_single_channel_keep_their_pixels(run: runtel.Run,
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "uint16", "int32", "bool"])
 def test_other_dtypes_keep_their_exact_array_beside_a_png_preview(
-    run: runtel.Run, stored, dtype: str
-) -> None:  # type: ignore[no-untyped-def]
+    run: runtel.Run, stored: Reopen, dtype: str
+) -> None:
     values = np.random.default_rng(4).normal(size=(8, 6, 3)).astype(dtype)
     if dtype.startswith("float"):
         values[0, 0, 0], values[0, 1, 0], values[0, 2, 0] = np.nan, np.inf, -np.inf
@@ -78,7 +81,7 @@ def test_other_dtypes_keep_their_exact_array_beside_a_png_preview(
 
 def test_the_preview_rule_scales_unit_floats_by_255_and_other_ranges_by_min_max(
     run: runtel.Run, stored
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     unit = np.array([[0.0, 0.5, 1.0]], np.float32)
     wide = np.array([[-2.0, 0.0, 2.0]], np.float64)
     run.log_image("unit", unit)
@@ -91,7 +94,7 @@ def test_the_preview_rule_scales_unit_floats_by_255_and_other_ranges_by_min_max(
     np.testing.assert_array_equal(np.array(PILImage.open(wide_item.preview)), [[0, 128, 255]])
 
 
-def test_a_torch_tensor_is_read_chw_and_copied_at_the_call(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
+def test_a_torch_tensor_is_read_chw_and_copied_at_the_call(run: runtel.Run, stored: Reopen) -> None:
     tensor = torch.from_numpy(_rgb(5, (3, 8, 8)).copy())
     expected = tensor.numpy().transpose(1, 2, 0).copy()
     run.log_image("t", tensor)
@@ -100,7 +103,7 @@ def test_a_torch_tensor_is_read_chw_and_copied_at_the_call(run: runtel.Run, stor
     np.testing.assert_array_equal(item.to_numpy(), expected)
 
 
-def test_a_bfloat16_tensor_is_stored_exactly_as_float32(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
+def test_a_bfloat16_tensor_is_stored_exactly_as_float32(run: runtel.Run, stored: Reopen) -> None:
     tensor = torch.linspace(0, 1, 48, dtype=torch.bfloat16).reshape(1, 6, 8)
     run.log_image("bf16", tensor)
     [(_, item)] = stored(run).media("bf16")
@@ -108,7 +111,9 @@ def test_a_bfloat16_tensor_is_stored_exactly_as_float32(run: runtel.Run, stored)
     np.testing.assert_array_equal(item.to_numpy(), tensor.float().numpy().transpose(1, 2, 0))
 
 
-def test_a_numpy_array_overwritten_after_the_call_is_stored_as_it_was(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
+def test_a_numpy_array_overwritten_after_the_call_is_stored_as_it_was(
+    run: runtel.Run, stored: Reopen
+) -> None:
     pixels = _rgb(6)
     kept = pixels.copy()
     run.log({"batch": runtel.Image(pixels)})
@@ -117,13 +122,13 @@ def test_a_numpy_array_overwritten_after_the_call_is_stored_as_it_was(run: runte
 
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L"])
-def test_a_pil_image_keeps_its_pixels(run: runtel.Run, stored, mode: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_pil_image_keeps_its_pixels(run: runtel.Run, stored: Reopen, mode: str) -> None:
     picture = PILImage.fromarray(_rgb(7, (10, 11, 4))).convert(mode)
     run.log_image("pil", picture)
     np.testing.assert_array_equal(stored(run).media("pil")[0][1].to_numpy(), np.array(picture))
 
 
-def test_a_palette_pil_image_is_stored_as_its_rgb_pixels(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
+def test_a_palette_pil_image_is_stored_as_its_rgb_pixels(run: runtel.Run, stored: Reopen) -> None:
     picture = PILImage.fromarray(_rgb(8, (6, 6, 3))).convert("P")
     run.log_image("palette", picture)
     np.testing.assert_array_equal(
@@ -131,7 +136,7 @@ def test_a_palette_pil_image_is_stored_as_its_rgb_pixels(run: runtel.Run, stored
     )
 
 
-def test_an_image_file_is_read_at_the_call(run: runtel.Run, stored, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_an_image_file_is_read_at_the_call(run: runtel.Run, stored: Reopen, tmp_path: Path) -> None:
     source = tmp_path / "sample.png"
     pixels = _rgb(9)
     PILImage.fromarray(pixels).save(source)
@@ -140,7 +145,7 @@ def test_an_image_file_is_read_at_the_call(run: runtel.Run, stored, tmp_path: Pa
     np.testing.assert_array_equal(stored(run).media("file")[0][1].to_numpy(), pixels)
 
 
-def test_a_matplotlib_figure_is_rendered_at_the_call(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
+def test_a_matplotlib_figure_is_rendered_at_the_call(run: runtel.Run, stored: Reopen) -> None:
     figure, axes = plt.subplots(figsize=(2, 1), dpi=50)
     axes.plot([0, 1], [1, 0])
     figure.canvas.draw()
@@ -150,7 +155,7 @@ def test_a_matplotlib_figure_is_rendered_at_the_call(run: runtel.Run, stored) ->
     np.testing.assert_array_equal(stored(run).media("figure")[0][1].to_numpy(), expected)
 
 
-def test_a_list_in_log_is_a_gallery_at_that_step_beside_the_scalars(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
+def test_a_list_in_log_is_a_gallery_at_that_step_beside_the_scalars(run: runtel.Run, stored: Reopen) -> None:
     images = [_rgb(seed) for seed in range(3)]
     run.log({"loss": 0.5})
     run.log({"loss": 0.25, "preds": [runtel.Image(x, caption=f"#{i}") for i, x in enumerate(images)]})
@@ -169,21 +174,21 @@ def test_a_list_in_log_is_a_gallery_at_that_step_beside_the_scalars(run: runtel.
     assert "preds" not in back.metrics()
 
 
-def test_log_image_without_a_step_takes_the_current_step(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
+def test_log_image_without_a_step_takes_the_current_step(run: runtel.Run, stored: Reopen) -> None:
     for step in range(4):
         run.log({"loss": float(step)})
     run.log_image("now", _rgb())
     assert [step for step, _ in stored(run).media("now")] == [3]
 
 
-def test_text_is_stored_as_utf8_byte_for_byte(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
+def test_text_is_stored_as_utf8_byte_for_byte(run: runtel.Run, stored: Reopen) -> None:
     text = "The quick brown fox — 狐狸 🦊\n\ttab\x00nul"
     run.log_text("samples/generation", text, step=2)
     [(step, item)] = stored(run).media("samples/generation")
     assert step == 2 and item.text == text and item.path.read_bytes() == text.encode("utf-8")
 
 
-def test_int16_audio_is_a_wav_with_the_exact_samples_and_rate(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
+def test_int16_audio_is_a_wav_with_the_exact_samples_and_rate(run: runtel.Run, stored: Reopen) -> None:
     waveform = np.random.default_rng(10).integers(-32768, 32767, (2205, 2), dtype=np.int16)
     run.log_audio("tts/sample", waveform, sample_rate=22050, caption="hello")
     [(_, item)] = stored(run).media("tts/sample")
@@ -194,7 +199,9 @@ def test_int16_audio_is_a_wav_with_the_exact_samples_and_rate(run: runtel.Run, s
     np.testing.assert_array_equal(item.to_numpy(), waveform)
 
 
-def test_float_audio_keeps_its_exact_array_and_gets_a_16_bit_wav_preview(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
+def test_float_audio_keeps_its_exact_array_and_gets_a_16_bit_wav_preview(
+    run: runtel.Run, stored: Reopen
+) -> None:
     waveform = np.sin(np.linspace(0, 100, 8000)).astype(np.float32) * 1.5
     run.log_audio("sine", waveform, sample_rate=8000)
     [(_, item)] = stored(run).media("sine")
@@ -205,7 +212,7 @@ def test_float_audio_keeps_its_exact_array_and_gets_a_16_bit_wav_preview(run: ru
     np.testing.assert_array_equal(samples, np.rint(np.clip(waveform.astype(np.float64), -1, 1) * 32767))
 
 
-def test_a_table_of_rows_keeps_types_and_every_cell(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
+def test_a_table_of_rows_keeps_types_and_every_cell(run: runtel.Run, stored: Reopen) -> None:
     rows = [
         [1, 0.5, "cat", True, None],
         [2, math.nan, "狐狸 🦊", False, "x"],
@@ -224,7 +231,7 @@ def test_a_table_of_rows_keeps_types_and_every_cell(run: runtel.Run, stored) -> 
     assert frame["note"].tolist() == [None, "x", None, "y"]
 
 
-def test_a_table_of_dicts_takes_its_columns_in_order_of_appearance(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
+def test_a_table_of_dicts_takes_its_columns_in_order_of_appearance(run: runtel.Run, stored: Reopen) -> None:
     run.log_table("dicts", [{"a": 1, "b": 0.1}, {"b": 0.2, "c": "z"}])
     frame = stored(run).table("dicts")
     assert list(frame.columns) == ["a", "b", "c"]
@@ -233,7 +240,7 @@ def test_a_table_of_dicts_takes_its_columns_in_order_of_appearance(run: runtel.R
     assert frame["b"].tolist() == [0.1, 0.2] and frame["c"].tolist() == [None, "z"]
 
 
-def test_a_pandas_dataframe_keeps_its_column_dtypes_exactly(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
+def test_a_pandas_dataframe_keeps_its_column_dtypes_exactly(run: runtel.Run, stored: Reopen) -> None:
     source = pd.DataFrame(
         {
             "i8": np.array([1, -2, 3], np.int8),
@@ -249,7 +256,7 @@ def test_a_pandas_dataframe_keeps_its_column_dtypes_exactly(run: runtel.Run, sto
     pd.testing.assert_frame_equal(frame, source)
 
 
-def test_a_polars_dataframe_round_trips(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
+def test_a_polars_dataframe_round_trips(run: runtel.Run, stored: Reopen) -> None:
     source = pl.DataFrame({"n": [1, 2, None], "x": [0.5, float("nan"), float("-inf")], "s": ["a", "b", None]})
     run.log_table("polars", source)
     frame = stored(run).table("polars")
@@ -259,7 +266,7 @@ def test_a_polars_dataframe_round_trips(run: runtel.Run, stored) -> None:  # typ
     assert frame["s"].tolist() == ["a", "b", None]
 
 
-def test_image_cells_of_a_table_come_back_as_media_items(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
+def test_image_cells_of_a_table_come_back_as_media_items(run: runtel.Run, stored: Reopen) -> None:
     images = [_rgb(11), _rgb(12)]
     run.log_table(
         "with_images",
@@ -274,14 +281,14 @@ def test_image_cells_of_a_table_come_back_as_media_items(run: runtel.Run, stored
     assert frame["n"].tolist() == [1, 2]
 
 
-def test_the_table_file_is_read_by_pandas_in_one_call(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
+def test_the_table_file_is_read_by_pandas_in_one_call(run: runtel.Run, stored: Reopen) -> None:
     run.log_table("plain", [[1, 0.25, "a"]], columns=["n", "x", "s"])
     [(_, item)] = stored(run).media("plain")
     frame = pd.read_json(item.path, orient="table", precise_float=True)
     assert frame.to_dict("records") == [{"n": 1, "x": 0.25, "s": "a"}]
 
 
-def test_the_latest_table_or_the_one_at_a_step(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
+def test_the_latest_table_or_the_one_at_a_step(run: runtel.Run, stored: Reopen) -> None:
     run.log_table("t", [[1]], columns=["v"], step=0)
     run.log_table("t", [[2]], columns=["v"], step=5)
     back = stored(run)
@@ -291,7 +298,7 @@ def test_the_latest_table_or_the_one_at_a_step(run: runtel.Run, stored) -> None:
         back.table("t", step=3)
 
 
-def test_media_names_count_the_items_of_each_key(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
+def test_media_names_count_the_items_of_each_key(run: runtel.Run, stored: Reopen) -> None:
     run.log({"g": [runtel.Image(_rgb(s)) for s in range(2)], "note": runtel.Text("hi")})
     run.log({"g": [runtel.Image(_rgb(5))]})
     assert stored(run).media_names() == {"g": 3, "note": 1}
@@ -320,7 +327,7 @@ def test_media_names_count_the_items_of_each_key(run: runtel.Run, stored) -> Non
         (lambda: runtel.Table([], columns=[]), "no columns"),
     ],
 )
-def test_bad_input_is_a_clear_error_at_the_call(make, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_input_is_a_clear_error_at_the_call(make: Callable[[], object], message: str) -> None:
     with pytest.raises(runtel.InvalidMediaError, match=message):
         make()
 
@@ -331,7 +338,7 @@ def test_unsafe_media_names_are_refused(run: runtel.Run, name: str) -> None:
         run.log_image(name, _rgb())
 
 
-def test_a_bad_media_value_in_log_records_nothing_of_the_call(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
+def test_a_bad_media_value_in_log_records_nothing_of_the_call(run: runtel.Run, stored: Reopen) -> None:
     with pytest.raises(runtel.InvalidMediaError, match="one kind"):
         run.log({"loss": 1.0, "mixed": [runtel.Image(_rgb()), runtel.Text("x")]})
     back = stored(run)
@@ -356,7 +363,7 @@ def test_media_after_finish_is_refused(base_dir: Path) -> None:
         run.log({"late": runtel.Text("x")})
 
 
-def test_category_and_datetime_columns_keep_their_dtypes(run: runtel.Run, stored) -> None:  # type: ignore[no-untyped-def]
+def test_category_and_datetime_columns_keep_their_dtypes(run: runtel.Run, stored: Reopen) -> None:
     source = pd.DataFrame(
         {
             "kind": pd.Series(["cat", "dog", "cat"], dtype="category"),
@@ -368,3 +375,35 @@ def test_category_and_datetime_columns_keep_their_dtypes(run: runtel.Run, stored
     frame = stored(run).table("typed")
     assert [str(t) for t in frame.dtypes] == [str(t) for t in source.dtypes]
     pd.testing.assert_frame_equal(frame, source)
+
+
+def test_a_float_image_cell_keeps_its_array_and_gets_a_preview(run: runtel.Run, stored: Reopen) -> None:
+    values = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+    run.log_table("float-cells", [[runtel.Image(values)]], columns=["img"], step=4)
+    [cell] = stored(run).table("float-cells")["img"].tolist()
+    assert (cell.name, cell.step, cell.meta["format"]) == ("float-cells/img", 4, "npy")
+    np.testing.assert_array_equal(cell.to_numpy(), values)
+    assert cell.preview is not None and np.array(PILImage.open(cell.preview)).shape == (3, 4)
+
+
+def test_a_polars_column_of_an_unsupported_dtype_is_refused() -> None:
+    frame = pl.DataFrame({"l": [[1, 2]]})
+    with pytest.raises(runtel.InvalidMediaError, match="polars dtype"):
+        runtel.Table(frame)
+
+
+def test_a_dataframe_with_integer_column_names_is_stored_with_them_as_text(
+    run: runtel.Run, stored: Reopen
+) -> None:
+    source = pd.DataFrame([[1, "a"], [2, None]])
+    run.log_table("numbered", source)
+    frame = stored(run).table("numbered")
+    pd.testing.assert_frame_equal(frame, source.rename(columns=str))
+
+
+def test_big_endian_pcm_audio_is_stored_exactly(run: runtel.Run, stored: Reopen) -> None:
+    waveform = np.array([0, 1, -2, 32767, -32768], dtype=">i2")
+    run.log_audio("be", waveform, sample_rate=16000)
+    [(_, item)] = stored(run).media("be")
+    assert item.meta["format"] == "wav"
+    np.testing.assert_array_equal(item.to_numpy(), waveform)

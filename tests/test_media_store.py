@@ -246,22 +246,33 @@ def test_a_forked_child_does_not_write_media_into_its_parents_run(tmp_path: Path
     assert "forked child" in result.stderr
 
 
-def test_a_full_disk_loses_no_media_silently(small_disk: Path) -> None:  # noqa: F811
+def test_media_the_full_disk_refused_are_written_once_it_has_room(small_disk: Path) -> None:  # noqa: F811
     run = runtel.init(project="p", name="full", base_dir=str(small_disk / "runs"), flush_interval=0.05)
     run.log_image("before", PIXELS, step=0)
     run.flush()
     filler = _fill(small_disk)
     noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
-    run.log_image("lost", noise, step=1)
+    run.log_image("waited", noise, step=1)
     run.flush()
+    assert runtel.Store(small_disk / "runs").run(run.id).media_names() == {"before": 1}
     filler.unlink()
-    with pytest.raises(runtel.StoreWriteError, match="could not write everything") as failed:
-        run.finish()
-    assert "0 points and 1 other records" in str(failed.value)
+    run.finish()
     stored = runtel.Store(small_disk / "runs").run(run.id)
-    assert stored.media_names() == {"before": 1}
-    assert stored.summary()["status"] == "failed"
-    assert "'lost' at step 1 could not be stored" in stored.summary()["error"]
+    assert stored.media_names() == {"before": 1, "waited": 1}
+    np.testing.assert_array_equal(stored.media("waited")[0][1].to_numpy(), noise)
+    assert stored.summary()["status"] == "completed"
+
+
+def test_a_media_file_still_refused_at_finish_is_counted_lost_and_raises(base_dir: Path) -> None:
+    run = runtel.init(project="p", name="refused", base_dir=str(base_dir))
+    (run.dir / "media").write_bytes(b"a file where the media folder goes")  # every media write fails
+    run.log({"loss": 1.0, "lost": runtel.Image(PIXELS)}, step=0)
+    with pytest.raises(runtel.StoreWriteError, match="0 points and 1 other records"):
+        run.finish()
+    stored = runtel.Store(base_dir).run(run.id)
+    assert stored.media_names() == {} and stored.history("loss")[2].tolist() == [1.0]
+    summary = stored.summary()
+    assert summary["status"] == "failed" and "'lost' at step 0 could not be stored" in summary["error"]
 
 
 def test_the_seed_trackers_log_images_and_tables_through_their_run(base_dir: Path) -> None:

@@ -113,7 +113,7 @@ class MediaItem:
         for name, dtype in self._column_dtypes():
             values = cells.get(name, [])
             if dtype == "image":
-                values = [_image_cell(run_dir, cell, self.path, name) for cell in values]
+                values = [_image_cell(run_dir, cell, self, name) for cell in values]
             try:
                 if dtype.startswith("datetime64"):
                     series[name] = pd.Series(pd.to_datetime(values, format="ISO8601")).astype(dtype)
@@ -239,30 +239,33 @@ def _wav_samples(data: bytes, path: Path, meta: dict[str, Any]) -> npt.NDArray[A
     return samples.reshape(shape) if isinstance(shape, list) and len(shape) == 1 else samples
 
 
-def _image_cell(run_dir: Path, cell: Any, table: Path, column: str) -> MediaItem | None:
-    """A table's Image cell (``{"image": path, "sha256": ...}``) as a :class:`MediaItem`."""
+def _image_cell(run_dir: Path, cell: Any, table: MediaItem, column: str) -> MediaItem | None:
+    """A table's Image cell (``{"image": path, "sha256": ..., "preview": ...}``) as a :class:`MediaItem`."""
     if cell is None:
         return None
     image = cell.get("image") if isinstance(cell, dict) else None
+    sha256 = cell.get("sha256") if isinstance(cell, dict) else None
+    preview = cell.get("preview") if isinstance(cell, dict) else None
     if (
         not isinstance(image, str)
         or not MEDIA_PATH.fullmatch(image)
-        or not isinstance(cell.get("sha256"), str)
+        or not isinstance(sha256, str)
+        or not (preview is None or (isinstance(preview, str) and MEDIA_PATH.fullmatch(preview)))
     ):
-        raise StoreCorruptError(
-            table, column, f"holds {json.dumps(cell, default=str)[:60]}, not an image cell"
-        )
-    path = inside(run_dir, image, table, column)
-    meta = {key: cell[key] for key in ("shape", "dtype", "format") if key in cell}
+        shown = json.dumps(cell, default=str)[:80]
+        raise StoreCorruptError(table.path, column, f"holds {shown}, not an image cell of media/ files")
+    caption, size = cell.get("caption"), cell.get("size")
     return MediaItem(
-        column,
-        0,
-        "image",
-        path,
-        cell["sha256"],
-        path.stat().st_size if path.exists() else 0,
-        cell.get("caption") if isinstance(cell.get("caption"), str) else None,
-        meta=meta,
+        name=f"{table.name}/{column}",
+        step=table.step,
+        kind="image",
+        path=inside(run_dir, image, table.path, column),
+        sha256=sha256,
+        size=size if isinstance(size, int) and not isinstance(size, bool) else 0,
+        caption=caption if isinstance(caption, str) else None,
+        preview=None if preview is None else inside(run_dir, preview, table.path, column),
+        meta={key: cell[key] for key in ("shape", "dtype", "format") if key in cell},
+        time=table.time,
     )
 
 
