@@ -218,16 +218,20 @@ class MediaFitter:
                 cell = row.get(column)
                 if not isinstance(cell, dict) or not str(cell.get("image", "")).endswith(".npy"):
                     continue
-                source = (root / str(cell["image"])).resolve()
+                stored = cell.get("preview")
+                source = (root / str(stored if isinstance(stored, str) else cell["image"])).resolve()
                 if not source.is_relative_to(root):
-                    raise RuntelError(f"a table's Image cell names {cell['image']!r}, outside the run folder")
-                data = _preview_png(source)
+                    raise RuntelError(f"a table's Image cell names {str(source)!r}, outside the run folder")
+                # the preview stored beside the array, or (a cell written without one) made by the same rule
+                data = source.read_bytes() if isinstance(stored, str) else _preview_png(source)
                 sha256 = hashlib.sha256(data).hexdigest()
                 self._write(data, f"{sha256}.png")
                 row[column] = {
                     **cell,
                     "image": f"media/{sha256}.png",
                     "sha256": sha256,
+                    "size": len(data),
+                    "preview": None,
                     "dtype": "uint8",
                     "format": "png",
                 }

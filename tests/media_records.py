@@ -129,6 +129,7 @@ def table(
     step: int,
     columns: list[tuple[str, str]],
     rows: list[list[Any]],
+    cell_previews: bool = True,
     **kw: Any,
 ) -> MediaLogged:
     """A JSON Table Schema table; a cell of an ``image`` column is an array stored as its own file."""
@@ -137,7 +138,7 @@ def table(
         cells: dict[str, Any] = {}
         for (column, dtype), cell in zip(columns, row, strict=True):
             if dtype == "image" and cell is not None:
-                cell = _image_cell(run_dir, cell, f"cell {column}")
+                cell = _image_cell(run_dir, cell, f"cell {column}", cell_previews)
             cells[column] = cell
         data.append(cells)
     schema = {"fields": [{"name": c, "type": "any"} for c, _ in columns], "pandas_version": "1.4.0"}
@@ -146,16 +147,21 @@ def table(
     return _record(run_dir, name, step, "table", document, "table.json", meta, **kw)
 
 
-def _image_cell(run_dir: Path, array: npt.NDArray[Any], caption: str) -> dict[str, Any]:
-    """A table's Image cell as the store writes it: a PNG, or an exact ``.npy`` for another dtype."""
+def _image_cell(run_dir: Path, array: npt.NDArray[Any], caption: str, preview: bool) -> dict[str, Any]:
+    """A table's Image cell as the store writes it: a PNG, or an exact ``.npy`` (and its 8-bit preview,
+    ``round(x * 255)`` for values in [0, 1]) for another dtype."""
+    cell: dict[str, Any] = {}
     if array.dtype == np.uint8:
         path, sha256 = store_file(run_dir, png_bytes(array), "png")
     else:
         buffer = io.BytesIO()
         np.save(buffer, array, allow_pickle=False)
         path, sha256 = store_file(run_dir, buffer.getvalue(), "npy")
+        if preview:
+            png, _ = store_file(run_dir, png_bytes(np.rint(array * 255).astype(np.uint8)), "png")
+            cell["preview"] = str(png.relative_to(run_dir))
     meta = {"shape": list(array.shape), "dtype": str(array.dtype), "format": path.suffix[1:]}
-    return {"image": str(path.relative_to(run_dir)), "sha256": sha256, "caption": caption, **meta}
+    return {"image": str(path.relative_to(run_dir)), "sha256": sha256, "caption": caption, **cell, **meta}
 
 
 def gallery(run_dir: Path, name: str, step: int, arrays: list[npt.NDArray[np.uint8]]) -> list[MediaLogged]:

@@ -255,9 +255,11 @@ def test_a_caption_the_backend_has_no_place_for_is_left_out_and_reported(tmp_pat
     ]
 
 
-def test_exact_image_cells_reach_an_8bit_backend_as_previews(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stored_preview", [True, False], ids=["stored preview", "cell without one"])
+def test_exact_image_cells_reach_an_8bit_backend_as_previews(tmp_path: Path, stored_preview: bool) -> None:
     depth = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
-    record = media.table(tmp_path / "run", "eval", 1, [("img", "image")], [[depth], [media.pixels(2, 2)]])
+    rows = [[depth], [media.pixels(2, 2)]]
+    record = media.table(tmp_path / "run", "eval", 1, [("img", "image")], rows, cell_previews=stored_preview)
     a = adapter(tmp_path)
     (out,) = sent(a.adapt([record]))
     document = json.loads(Path(out.path).read_text())
