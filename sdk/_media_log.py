@@ -2,8 +2,8 @@
 
 A call validates, copies (inside the :mod:`runtel.media` constructors), stamps step, time and span and
 queues one :class:`~runtel.store._media_writer.PendingMedia` in order with the points; the flush
-thread encodes and writes it. ``run.log`` reaches :meth:`MediaLogging._log_with_media` only on its
-slow path (a value that is not a Python float), so scalar logging costs what it did.
+thread encodes and writes it. ``run.log`` reaches :meth:`MediaLogging._log_with_media` only once a
+value failed to coerce to a float (where it raised before), so scalar logging costs what it did.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Each constructor validates its input and copies what the caller may change next step (an array, a
 DataFrame, the rows of a list), and nothing more: encoding (PNG, WAV, ``.npy``, the table file) and
-writing happen on the run's flush thread (:mod:`runtel._media_files`). A bad input raises
+writing happen on the run's flush thread (:mod:`runtel.store._media_writer`). A bad input raises
 :class:`~runtel.errors.InvalidMediaError` at the call, naming the value and the fix.
 """
 

@@ -407,3 +407,28 @@ def test_big_endian_pcm_audio_is_stored_exactly(run: runtel.Run, stored: Reopen)
     [(_, item)] = stored(run).media("be")
     assert item.meta["format"] == "wav"
     np.testing.assert_array_equal(item.to_numpy(), waveform)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int32", "int8", "float64", "bool"])
+def test_audio_of_every_dtype_comes_back_exactly(run: runtel.Run, stored: Reopen, dtype: str) -> None:
+    waveform = (np.arange(-40, 40).reshape(40, 2) % 7).astype(dtype)
+    run.log_audio("clip", waveform, sample_rate=48000)
+    [(_, item)] = stored(run).media("clip")
+    back = item.to_numpy()
+    assert back.dtype == waveform.dtype and item.meta["channels"] == 2
+    np.testing.assert_array_equal(back, waveform)
+    assert item.meta["format"] == ("wav" if dtype in ("uint8", "int32") else "npy")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: runtel.Text("bad \udc80 surrogate"),
+        lambda: runtel.Image(np.zeros((2, 2), np.uint8), caption="\udc80"),
+        lambda: runtel.Table([["\udc80"]], columns=["a"]),
+        lambda: runtel.Table([[2**63]], columns=["a"]),
+    ],
+)
+def test_values_utf8_or_int64_cannot_hold_are_refused(make: Callable[[], object]) -> None:
+    with pytest.raises(runtel.InvalidMediaError):
+        make()

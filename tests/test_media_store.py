@@ -331,3 +331,14 @@ def test_log_image_buffers_are_reused_across_flushes_without_mixing_pixels(base_
     items = runtel.Store(base_dir).run(run.id).media("reused")
     for (step, item), frame in zip(items, frames, strict=True):
         np.testing.assert_array_equal(item.to_numpy(), frame, err_msg=f"step {step}")
+
+
+def test_replay_sends_the_same_media_records_as_live_export(base_dir: Path) -> None:
+    exporter = FileCheckingExporter()
+    with runtel.init(project="p", base_dir=str(base_dir), exporters=[exporter]) as run:
+        run.log({"g": [runtel.Image(PIXELS), runtel.Image(PIXELS.astype(np.float32) / 255)]}, step=2)
+        run.log_table("t", [[1, None]], columns=["a", "b"], step=3)
+        run.log_audio("a", np.zeros(16, np.float32), sample_rate=8000, step=3)
+    live = [record for record, _ in exporter.seen]
+    replayed = [r for r in records_of(runtel.Store(base_dir).run(run.id)) if isinstance(r, MediaLogged)]
+    assert replayed == live

@@ -143,7 +143,8 @@ class StoredRun:
         """Every non-metric record, in logging order, as the typed records of :mod:`runtel.records`.
 
         ``RunStarted``, ``ParamsLogged``, ``SpanEnded``, ``ArtifactLogged``, ``FigureLogged``,
-        ``HistogramLogged`` and ``RunEnded`` (frozen dataclasses: ``dataclasses.asdict`` gives a dict).
+        ``HistogramLogged``, ``MediaLogged`` (its paths relative to the run folder; :meth:`media` resolves
+        them) and ``RunEnded`` (frozen dataclasses: ``dataclasses.asdict`` gives a dict).
         A torn last line (a crash mid-write) is skipped; :func:`runtel.store.scan.problems` names it.
         """
         yield from read_events(run_file(self._rank_dir(rank), _layout.EVENTS)).records
