@@ -76,8 +76,9 @@ class Capabilities:
     Media (``MediaLogged``): ``media`` lists the kinds the backend takes ("image", "table", "text",
     "audio"); the others are left out and reported (an exporter that handles none declares
     ``media=()``; like ``artifacts`` and ``figures``, the default is to take them). ``exact_arrays``:
-    the backend takes the exact ``.npy`` array of a non-uint8 image or of non-PCM audio; otherwise it is sent
-    the 8-bit PNG or 16-bit WAV preview stored beside it. ``max_image_side`` (pixels) and
+    the backend takes the exact ``.npy`` array of a non-uint8 image or of non-PCM audio (the default,
+    as values are exact by default); an 8-bit-only backend declares False and is sent the 8-bit PNG
+    or 16-bit WAV preview stored beside it. ``max_image_side`` (pixels) and
     ``max_image_bytes`` (PNG size): a larger image is sent scaled down. ``galleries``: the kinds of
     which the backend holds several under one name at one step (a list logged at once); the items
     of another kind's gallery go under ``<name>/<index>``. ``max_gallery_items``: images of a
@@ -116,7 +117,7 @@ class Capabilities:
     records: bool = True
     every_rank: bool = False
     media: tuple[MediaKind, ...] = ("image", "table", "text", "audio")
-    exact_arrays: bool = False
+    exact_arrays: bool = True
     max_image_side: int | None = None
     max_image_bytes: int | None = None
     galleries: tuple[MediaKind, ...] = ("image", "table", "text", "audio")

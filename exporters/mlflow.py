@@ -78,6 +78,7 @@ CAPABILITIES = Capabilities(
     key_pattern=KEY_PATTERN,
     time_resolution=0.001,  # metric timestamps are whole milliseconds (int64)
     media=("image", "table", "text", "audio"),
+    exact_arrays=False,  # images as 8-bit PNG, audio as 16-bit WAV: the stored previews
     # Step images of one key and step are kept side by side (each file has its own uuid); a table,
     # text or clip is one artifact file per name and step.
     galleries=("image",),

@@ -84,6 +84,7 @@ CAPABILITIES = Capabilities(
     # A field cannot also be a namespace: "opt" and "opt/lr" cannot both hold a value.
     key_tree=True,
     media=("image", "table", "text", "audio"),
+    exact_arrays=False,  # images as 8-bit PNG, audio as 16-bit WAV: the stored previews
     galleries=(),  # a series takes one value per step
     # Only an image series value has a description; string series and files have none.
     captions=("image",),

@@ -73,6 +73,7 @@ CAPABILITIES = Capabilities(
     # no nesting: nested dicts are flattened with "/", None and lists sent as JSON text.
     param_types=(bool, int, float, str),
     media=("image", "table", "text", "audio"),
+    exact_arrays=False,  # images as 8-bit PNG, audio as 16-bit WAV: the stored previews
     # An image summary holds one image, the images plugin's batch several; text and audio are one per
     # step here.
     galleries=("image",),

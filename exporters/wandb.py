@@ -89,6 +89,7 @@ CAPABILITIES = Capabilities(
     # wandb.Artifact names: alphanumerics, dashes, underscores and dots, at most 128 characters.
     artifact_name_pattern=r"[A-Za-z0-9_.\-]{1,128}",
     media=("image", "table", "text", "audio"),
+    exact_arrays=False,  # images as 8-bit PNG, audio as 16-bit WAV: the stored previews
     # A list of Images or Html is one history value; a list of Tables is not, and a list of Audio
     # needs the soundfile package (wandb.Audio.seq_to_json requires it even for files).
     galleries=("image", "text"),

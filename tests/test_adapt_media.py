@@ -29,8 +29,10 @@ def artifacts(out: list[Record]) -> list[ArtifactLogged]:
     return [r for r in out if isinstance(r, ArtifactLogged)]
 
 
-def test_by_default_an_exporter_takes_every_media_kind(tmp_path: Path) -> None:
+def test_by_default_an_exporter_takes_every_media_kind_exactly(tmp_path: Path) -> None:
     assert Capabilities().media == ("image", "table", "text", "audio")
+    record = media.float_image(tmp_path, "depth", 2, np.zeros((4, 4), dtype=np.float32))
+    assert Adapter("any", Capabilities(), tmp_path).adapt([record]) == [record]
 
 
 def test_a_record_that_fits_is_passed_on_as_the_same_object(tmp_path: Path) -> None:
@@ -71,7 +73,7 @@ def test_a_kind_the_backend_lacks_is_left_out_and_the_others_kept(tmp_path: Path
 def test_a_float_image_reaches_an_8bit_backend_as_its_preview(tmp_path: Path) -> None:
     array = np.linspace(0, 1, 48, dtype=np.float32).reshape(4, 4, 3)
     record = media.float_image(tmp_path, "depth", 2, array, caption="d")
-    a = adapter(tmp_path)
+    a = adapter(tmp_path, exact_arrays=False)
     (out,) = sent(a.adapt([record]))
     assert out.path == record.preview and out.preview is None
     data = Path(out.path).read_bytes()
@@ -96,7 +98,7 @@ def test_an_exact_array_without_its_preview_is_left_out_and_reported(tmp_path: P
     import dataclasses
 
     record = media.float_image(tmp_path, "depth", 2, np.zeros((4, 4), dtype=np.float32))
-    a = adapter(tmp_path)
+    a = adapter(tmp_path, exact_arrays=False)
     assert a.adapt([dataclasses.replace(record, preview=None)]) == []
     assert a.report()["images_left_out"]["examples"][0]["reason"] == "an exact array without its PNG preview"
 
@@ -260,7 +262,7 @@ def test_exact_image_cells_reach_an_8bit_backend_as_previews(tmp_path: Path, sto
     depth = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
     rows = [[depth], [media.pixels(2, 2)]]
     record = media.table(tmp_path / "run", "eval", 1, [("img", "image")], rows, cell_previews=stored_preview)
-    a = adapter(tmp_path)
+    a = adapter(tmp_path, exact_arrays=False)
     (out,) = sent(a.adapt([record]))
     document = json.loads(Path(out.path).read_text())
     first, second = (row["img"] for row in document["data"])
