@@ -10,6 +10,7 @@ from runtel.records import (
     ArtifactLogged,
     FigureLogged,
     HistogramLogged,
+    MediaLogged,
     MetricPoints,
     ParamsLogged,
     Record,
@@ -27,6 +28,7 @@ _METHODS: dict[type, str] = {
     ArtifactLogged: "_log_artifact",
     FigureLogged: "_log_figure",
     HistogramLogged: "_log_histogram",
+    MediaLogged: "_log_media",
     RunEnded: "_end",
 }
 

@@ -17,7 +17,7 @@ from typing import Literal, Protocol, runtime_checkable
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.trace import SpanProcessor
 
-from runtel.records import Record
+from runtel.records import MediaKind, Record
 
 StepRule = Literal["any", "non_decreasing", "strictly_increasing"]
 
@@ -72,6 +72,25 @@ class Capabilities:
     reads only the run's OpenTelemetry pipeline (OTLP, Prometheus) and is given no records at all.
     ``every_rank``: the exporter carries this process's own telemetry (OTLP, Prometheus), so in a
     distributed job every rank keeps it, where a record-stream backend gets one run: rank 0's.
+
+    Media (``MediaLogged``): ``media`` lists the kinds the backend takes ("image", "table", "text",
+    "audio"); the others are left out and reported (an exporter that handles none declares
+    ``media=()``; like ``artifacts`` and ``figures``, the default is to take them). ``exact_arrays``:
+    the backend takes the exact ``.npy`` array of a non-uint8 image or of non-PCM audio (the default,
+    as values are exact by default); an 8-bit-only backend declares False and is sent the 8-bit PNG
+    or 16-bit WAV preview stored beside it. ``max_image_side`` (pixels) and
+    ``max_image_bytes`` (PNG size): a larger image is sent scaled down. ``galleries``: the kinds of
+    which the backend holds several under one name at one step (a list logged at once); the items
+    of another kind's gallery go under ``<name>/<index>``. ``max_gallery_items``: images of a
+    gallery past it are left out. ``max_table_rows``, ``max_text_chars``, ``max_audio_seconds``: a
+    table, text or clip over the limit is cut to it and the full file sent beside it as an artifact.
+    ``table_image_gaps``: an Image column may have empty cells; otherwise such a column is sent as
+    text (each image's path in the run folder). ``table_infinity``: ±inf cells survive (otherwise
+    they are sent empty, as the backend would store them, and the exact table beside as an artifact).
+    Every change is reported; the local store keeps the original. A media record's step follows the
+    step rules as a series of its own (``media/<name>``), the items of a gallery sharing one step.
+    ``captions``: the kinds whose caption the backend keeps (others are sent without, reported).
+    Media names follow ``media_key_pattern`` (``key_pattern`` when None) and ``max_key_length``.
     """
 
     step_rule: StepRule = "any"
@@ -97,6 +116,19 @@ class Capabilities:
     histograms: bool = True
     records: bool = True
     every_rank: bool = False
+    media: tuple[MediaKind, ...] = ("image", "table", "text", "audio")
+    exact_arrays: bool = True
+    max_image_side: int | None = None
+    max_image_bytes: int | None = None
+    galleries: tuple[MediaKind, ...] = ("image", "table", "text", "audio")
+    max_gallery_items: int | None = None
+    max_table_rows: int | None = None
+    max_text_chars: int | None = None
+    max_audio_seconds: float | None = None
+    captions: tuple[MediaKind, ...] = ("image", "table", "text", "audio")
+    table_image_gaps: bool = True
+    table_infinity: bool = True
+    media_key_pattern: str | None = None
 
 
 @runtime_checkable

@@ -15,6 +15,12 @@ Layout of one runtel run in MLflow:
   the ``runtel/epoch`` metric (value = epoch number, step = the run's step when the epoch ended);
 - artifacts: ``<name>/v<version>/<file>``, models ``models/<name>/v<version>/<file>``,
   figures ``figures/<name>[/step_<n>]/<file>``, histograms ``histograms/<name>/step_<n>.json``;
+- media: images through ``log_image(key=<name>, step=<n>)`` (MLflow 3's step images, under
+  ``images/``; a gallery is several at one key and step); the captions of any kind in
+  ``media/<name>/step_<n>/captions.json``; tables through ``log_table`` as
+  ``media/<name>/step_<n>.json`` (Image cells as MLflow table images), text through ``log_text``
+  as ``media/<name>/step_<n>.txt``, audio as ``media/<name>/step_<n>/<file>.wav``; a gallery's
+  later items of those kinds come as ``<name>/<index>`` (the adaptation step's split);
 - at the end: ``summary.json``, ``error.txt`` (if any), tag ``runtel.status``, and the run
   terminated with the mapped status.
 """
@@ -29,11 +35,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from runtel.errors import AlreadyExportedError, MissingExtraError, RuntelError
+from runtel.exporters._media import ImageCell, read_table, read_text
 from runtel.exporters.base import EPOCH_SERIES, Capabilities, ExportResult
 from runtel.records import (
     ArtifactLogged,
     FigureLogged,
     HistogramLogged,
+    MediaLogged,
     MetricPoints,
     ParamsLogged,
     Record,
@@ -69,6 +77,18 @@ CAPABILITIES = Capabilities(
     max_key_length=250,  # MAX_ENTITY_KEY_LENGTH (metric names, param and tag keys).
     key_pattern=KEY_PATTERN,
     time_resolution=0.001,  # metric timestamps are whole milliseconds (int64)
+    media=("image", "table", "text", "audio"),
+    exact_arrays=False,  # images as 8-bit PNG, audio as 16-bit WAV: the stored previews
+    # Step images of one key and step are kept side by side (each file has its own uuid); a table,
+    # text or clip is one artifact file per name and step.
+    galleries=("image",),
+    # log_table refuses an image column holding anything but images ("a mix of images and non-images").
+    table_image_gaps=False,
+    # log_table writes DataFrame.to_json: NaN and +/-inf cells become null (read back as NaN).
+    table_infinity=False,
+    # log_image keys allow only [A-Za-z0-9_-./ ] (and table files refuse quotes, commas, colons and
+    # brackets); the path rules of KEY_PATTERN still apply, as a media name is an artifact folder.
+    media_key_pattern=r"(?!\.\.)(?!(?:.*/)?\.\.?(?:/|$))[A-Za-z0-9_\-. ]+(?:/[A-Za-z0-9_\-. ]+)*",
 )
 
 # Two points of one metric with the same step,
@@ -87,6 +107,14 @@ _T = TypeVar("_T")
 def _chunks(items: list[_T], size: int) -> Iterator[list[_T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _pil_image(path: str) -> Any:
+    """The PNG decoded by Pillow (MLflow re-encodes it as PNG: the same pixels)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.copy()
 
 
 def _ms(seconds: float) -> int:
@@ -128,6 +156,9 @@ class MlflowExporter:
         self._runtel_id: str | None = None
         self._mlflow_id: str | None = None
         self._is_shutdown = False
+        #: the captions of each gallery so far, by (name, step): index -> caption
+        self._captions: dict[tuple[str, int], dict[int, str]] = {}
+        self._delivered: set[tuple[str, int, int]] = set()  # media items as (name, step, index)
 
     @property
     def mlflow_run_id(self) -> str | None:
@@ -166,6 +197,8 @@ class MlflowExporter:
                 self._client.log_artifact(self._run(), record.path, path)
             elif isinstance(record, HistogramLogged):
                 self._histogram(record)
+            elif isinstance(record, MediaLogged):
+                self._media(record)
         self._log_batch(metrics, params)
         return ExportResult.SUCCESS
 
@@ -184,6 +217,7 @@ class MlflowExporter:
     def _start(self, record: RunStarted) -> None:
         if record.run_id == self._runtel_id:
             return  # The same batch again after a failure: the MLflow run already exists.
+        self._captions, self._delivered = {}, set()
         experiment_id = self._experiment_id(self._experiment_name or record.project)
         existing = self._client.search_runs(
             [experiment_id], filter_string=f"tags.`runtel.run_id` = '{record.run_id}'"
@@ -290,6 +324,40 @@ class MlflowExporter:
         self._client.log_dict(
             self._run(), record.to_dict(), f"histograms/{record.name}/step_{record.step}.json"
         )
+
+    def _media(self, record: MediaLogged) -> None:
+        """Each item once: a batch retried after a failure skips what the failed attempt delivered
+        (``log_image`` would add a second file, ``log_table`` append the rows again)."""
+        run_id = self._run()
+        item = (record.name, record.step, record.index)
+        if item in self._delivered:
+            return
+        folder = f"media/{record.name}/step_{record.step}"
+        if record.kind == "image":
+            self._client.log_image(
+                run_id, _pil_image(record.path), key=record.name, step=record.step, timestamp=_ms(record.time)
+            )
+            self._delivered.add(item)
+        elif record.kind == "table":
+            table = read_table(record)
+            columns = {
+                name: [
+                    _pil_image(row[i].path) if isinstance(row[i], ImageCell) else row[i] for row in table.rows
+                ]
+                for i, name in enumerate(table.columns)
+            }
+            self._client.log_table(run_id, columns, f"{folder}.json")  # MLflow makes the DataFrame
+        elif record.kind == "text":
+            self._client.log_text(run_id, read_text(record), f"{folder}.txt")
+        else:
+            self._client.log_artifact(run_id, record.path, folder)
+        self._delivered.add(item)
+        if record.caption is not None:
+            captions = self._captions.setdefault((record.name, record.step), {})
+            captions[record.index] = record.caption
+            self._client.log_dict(
+                run_id, {str(i): captions[i] for i in sorted(captions)}, f"{folder}/captions.json"
+            )
 
     def _end(self, record: RunEnded) -> None:
         run_id = self._run()

@@ -11,7 +11,11 @@ Neptune namespaces), ``metrics/<name>`` (float series with runtel's steps and ti
 ``runtel/epoch`` (float series indexed by the run's step at each epoch's end),
 ``artifacts/<name>/v<N>`` and ``models/<name>/v<N>``, ``figures/<name>`` (image series when
 stepped), ``histograms/<name>/step_<N>`` (JSON files), ``summary/<key>`` (per-metric count, min,
-max, last), ``runtel/...`` (run id, status, error, times), ``sys/failed``. Params and summary
+max, last), ``runtel/...`` (run id, status, error, times), ``sys/failed``; media: ``images/<name>``
+(an image series with runtel's steps, the caption as each image's description), ``text/<name>``
+(a string series), ``tables/<name>/step_<N>`` (an HTML file), ``audio/<name>/step_<N>`` (the WAV
+file). A gallery's items come as ``<name>/<index>``, each a series of its own (the adaptation
+step's split: one series holds one value per step). Params and summary
 arrive adapted (flat keys, NaN and ±inf as text, which Neptune's float fields cannot hold).
 Tags: the run's, plus ``sweep:<id>`` and ``sweep:<name>`` on a sweep's run and its trials.
 
@@ -26,6 +30,9 @@ Facts this translation relies on (neptune 1.14, checked against its source):
 - Params accept bool, int, float, str (nested dicts become namespaces); lists, tuples
   and None are dropped with a ``NeptuneUnsupportedType`` warning. Strings longer than
   16384 characters are truncated (``String.MAX_VALUE_LENGTH``).
+- A file series holds images only ("FileSeries supports only image files"), and an image over
+  32 MiB is sent empty (``_LOGGED_IMAGE_SIZE_LIMIT_MB``); a string series value is cut at 1,000
+  characters (``MAX_STRING_SERIES_VALUE_LENGTH``), both with only a warning: declared limits.
 - ``custom_run_id`` (at most 36 characters) is the runtel run id: a self-hosted server
   resumes the run holding it, so a second export appends to the same run, whose series
   then reject every repeated step. The offline backend ignores ``custom_run_id``: each
@@ -41,12 +48,14 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from runtel.errors import ConfigError, MissingExtraError, RuntelError
+from runtel.exporters._media import html_table, read_table, read_text
 from runtel.exporters._translator import RecordTranslator
 from runtel.exporters.base import EPOCH_SERIES, Capabilities
 from runtel.records import (
     ArtifactLogged,
     FigureLogged,
     HistogramLogged,
+    MediaLogged,
     MetricPoints,
     ParamsLogged,
     RunEnded,
@@ -74,6 +83,13 @@ CAPABILITIES = Capabilities(
     key_pattern=r"^[^/]+(/[^/]+)*$",
     # A field cannot also be a namespace: "opt" and "opt/lr" cannot both hold a value.
     key_tree=True,
+    media=("image", "table", "text", "audio"),
+    exact_arrays=False,  # images as 8-bit PNG, audio as 16-bit WAV: the stored previews
+    galleries=(),  # a series takes one value per step
+    # Only an image series value has a description; string series and files have none.
+    captions=("image",),
+    max_image_bytes=32 * 1024 * 1024,
+    max_text_chars=1000,
 )
 
 #: ``NEPTUNE_DATA_DIRECTORY`` is read from the environment when a run opens its
@@ -234,6 +250,20 @@ class NeptuneExporter(RecordTranslator):
         content = json.dumps(record.to_dict(), allow_nan=True)
         file = self._neptune.types.File.from_content(content, extension="json")
         self._active()[f"histograms/{record.name}/step_{record.step}"].upload(file)
+
+    def _log_media(self, record: MediaLogged) -> None:
+        run, types = self._active(), self._neptune.types
+        if record.kind == "image":
+            run[f"images/{record.name}"].append(
+                types.File(record.path), step=record.step, timestamp=record.time, description=record.caption
+            )
+        elif record.kind == "text":
+            run[f"text/{record.name}"].append(read_text(record), step=record.step, timestamp=record.time)
+        elif record.kind == "table":
+            page = types.File.from_content(html_table(read_table(record)), extension="html")
+            run[f"tables/{record.name}/step_{record.step}"].upload(page)
+        else:
+            run[f"audio/{record.name}/step_{record.step}"].upload(types.File(record.path))
 
     def _end(self, record: RunEnded) -> None:
         run = self._active()

@@ -13,10 +13,18 @@ TensorBoard's HParams dashboard started on ``<log_dir>/<sweep name>`` compares e
   time, value as float32); epoch spans as the ``runtel/epoch`` scalar; figures as images
   ``figures/<name>`` (the PNG bytes unchanged); histograms ``histograms/<name>``; text
   ``runtel/params``, ``runtel/artifacts``, ``runtel/status``, ``runtel/summary`` and
-  ``runtel/error``; at the end the hparams session (``_hparams_/*``) with every param, every
-  scalar tag as a metric, and the run's status. Tags this exporter adds are under ``runtel/``,
-  where no user metric reaches (the adaptation step renames one);
+  ``runtel/error``; media at their steps (below); at the end the hparams session (``_hparams_/*``)
+  with every param, every scalar tag as a metric, and the run's status. Tags this exporter adds are
+  under ``runtel/``, where no user metric reaches (the adaptation step renames one);
 - ``artifacts/[models/]<name>/v<version>/<file>``: copies of the logged artifacts.
+
+Media, tag = the media name, at the step: an image as an image summary (the PNG bytes unchanged);
+a gallery as one image batch (the image plugin's sample slider, each PNG as logged, rather than
+tensorboardX's ``add_images`` grid); captions (of any kind) as ``runtel/captions/<name>`` text at the
+same step;
+text as text; a table as a Markdown table (an Image cell as its file name); audio as an audio
+summary (the WAV bytes unchanged). TensorBoard's loader keeps a sample of each tag's media steps
+(``--samples_per_plugin``, e.g. ``images=0`` for all).
 """
 
 from __future__ import annotations
@@ -31,11 +39,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from runtel.errors import AlreadyExportedError, ArtifactError, MissingExtraError, RuntelError
+from runtel.exporters._media import markdown_table, read_table, read_text
 from runtel.exporters.base import EPOCH_SERIES, Capabilities, ExportResult
 from runtel.records import (
     ArtifactLogged,
     FigureLogged,
     HistogramLogged,
+    MediaLogged,
     MetricPoints,
     ParamsLogged,
     Record,
@@ -62,6 +72,11 @@ CAPABILITIES = Capabilities(
     # The hparams plugin holds only these (tensorboardX.summary.hparams: str, bool, int/float), and
     # no nesting: nested dicts are flattened with "/", None and lists sent as JSON text.
     param_types=(bool, int, float, str),
+    media=("image", "table", "text", "audio"),
+    exact_arrays=False,  # images as 8-bit PNG, audio as 16-bit WAV: the stored previews
+    # An image summary holds one image, the images plugin's batch several; text and audio are one per
+    # step here.
+    galleries=("image",),
 )
 
 #: The hparams plugin knows only UNKNOWN, SUCCESS, FAILURE and RUNNING: a run that crashed or was
@@ -110,6 +125,8 @@ class TensorBoardExporter:
         self._params: dict[str, Any] = {}
         self._artifact_rows: dict[tuple[str, int], str] = {}
         self._scalar_tags: set[str] = set()
+        #: a gallery's items seen so far, by (name, step): index -> record
+        self._galleries: dict[tuple[str, int], dict[int, MediaLogged]] = {}
         self._is_shutdown = False
 
     @property
@@ -146,7 +163,10 @@ class TensorBoardExporter:
                 events.append(self._figure(record))
             elif isinstance(record, HistogramLogged):
                 events.append(self._histogram(record))
+            elif isinstance(record, MediaLogged):
+                events.extend(self._media(record))
             elif isinstance(record, RunEnded):
+                events.extend(self._unfinished_galleries())
                 events.extend(self._end(record))
                 ended = record
         if events:
@@ -188,6 +208,7 @@ class TensorBoardExporter:
             shutil.rmtree(run_dir)
         self._run_id, self._run_dir = record.run_id, run_dir
         self._params, self._artifact_rows, self._scalar_tags = {}, {}, set()
+        self._galleries = {}
 
     def _open_writer(self) -> EventsWriter:
         if self._writer is None:
@@ -290,21 +311,83 @@ class TensorBoardExporter:
         )
 
     def _figure(self, record: FigureLogged) -> Event:
-        """The PNG as written, without decoding: width, height and channels come from its header."""
+        """The PNG as written, without decoding."""
+        from tensorboardX.proto.summary_pb2 import Summary
+
+        image = _image_summary(_read_png(record.name, record.path))
+        summary = Summary(value=[Summary.Value(tag=f"figures/{record.name}", image=image)])
+        return self._event(summary, record.step if record.step is not None else 0, record.time)
+
+    def _media(self, record: MediaLogged) -> list[Event]:
+        if record.kind == "image":
+            if record.count == 1:
+                return self._images([record])
+            items = self._galleries.setdefault((record.name, record.step), {})
+            items[record.index] = record
+            if len(items) < record.count:
+                return []  # the rest of the gallery comes in this batch or the next
+            del self._galleries[record.name, record.step]
+            return self._images([items[i] for i in sorted(items)])
+        if record.kind == "audio":
+            return [self._audio(record), *self._captions([record])]
+        text = markdown_table(read_table(record)) if record.kind == "table" else read_text(record)
+        return [
+            self._event(_text_summary(record.name, text), record.step, record.time),
+            *self._captions([record]),
+        ]
+
+    def _unfinished_galleries(self) -> list[Event]:
+        """Galleries the run ended before all items of came (a crash mid-gallery): what did come."""
+        events = [event for items in self._galleries.values() for event in self._images(list(items.values()))]
+        self._galleries = {}
+        return events
+
+    def _images(self, items: list[MediaLogged]) -> list[Event]:
+        """One image as an image summary, several as the images plugin's batch tensor."""
+        from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
+        from tensorboardX.proto.tensor_pb2 import TensorProto
+        from tensorboardX.proto.tensor_shape_pb2 import TensorShapeProto
+
+        first = items[0]
+        pngs = [_read_png(item.name, item.path) for item in items]
+        if len(items) == 1:
+            value = Summary.Value(tag=first.name, image=_image_summary(pngs[0]))
+        else:
+            width, height = int.from_bytes(pngs[0][16:20], "big"), int.from_bytes(pngs[0][20:24], "big")
+            tensor = TensorProto(
+                dtype="DT_STRING",
+                tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=len(pngs) + 2)]),
+                string_val=[str(width).encode(), str(height).encode(), *pngs],
+            )
+            metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="images"))
+            value = Summary.Value(tag=first.name, metadata=metadata, tensor=tensor)
+        return [self._event(Summary(value=[value]), first.step, first.time), *self._captions(items)]
+
+    def _captions(self, items: list[MediaLogged]) -> list[Event]:
+        """The items' captions as ``runtel/captions/<name>`` text at their step (none: no event)."""
+        captions = [(item.index, item.caption) for item in items if item.caption is not None]
+        if not captions:
+            return []
+        first = items[0]
+        lines = "\n".join(f"{index}. {_cell(caption)}" for index, caption in captions)
+        return [self._event(_text_summary(f"runtel/captions/{first.name}", lines), first.step, first.time)]
+
+    def _audio(self, record: MediaLogged) -> Event:
+        """The WAV file as written: rate, channels and frames from the record."""
         from tensorboardX.proto.summary_pb2 import Summary
 
         with open(record.path, "rb") as file:
-            png = file.read()
-        if png[:8] != _PNG_SIGNATURE or png[12:16] != b"IHDR":
-            raise ArtifactError(f"figure {record.name!r}: {record.path} is not a PNG file")
-        image = Summary.Image(
-            width=int.from_bytes(png[16:20], "big"),
-            height=int.from_bytes(png[20:24], "big"),
-            colorspace=_PNG_CHANNELS.get(png[25], 3),
-            encoded_image_string=png,
+            data = file.read()
+        audio = Summary.Audio(
+            sample_rate=float(record.meta.get("sample_rate", 0)),
+            num_channels=int(record.meta.get("channels", 1)),
+            length_frames=int(record.meta.get("frames", 0)),
+            encoded_audio_string=data,
+            content_type="audio/wav",
         )
-        summary = Summary(value=[Summary.Value(tag=f"figures/{record.name}", image=image)])
-        return self._event(summary, record.step if record.step is not None else 0, record.time)
+        return self._event(
+            Summary(value=[Summary.Value(tag=record.name, audio=audio)]), record.step, record.time
+        )
 
     def _histogram(self, record: HistogramLogged) -> Event:
         """Bucket right edges and counts as given; ``sum``/``sum_squares`` follow from mean and std."""
@@ -364,6 +447,44 @@ class TensorBoardExporter:
         for summary in summaries:
             summary.value[0].tensor.CopyFrom(empty)
         return summaries
+
+
+def _text_summary(tag: str, text: str) -> Summary:
+    """Text under exactly ``tag``, as TensorBoard's own ``tf.summary.text`` writes it (tensorboardX's
+    ``text`` would append ``/text_summary`` to a user's media name)."""
+    from tensorboardX.proto.plugin_text_pb2 import TextPluginData
+    from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
+    from tensorboardX.proto.tensor_pb2 import TensorProto
+    from tensorboardX.proto.tensor_shape_pb2 import TensorShapeProto
+
+    content = TextPluginData(version=0).SerializeToString()
+    metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="text", content=content))
+    tensor = TensorProto(
+        dtype="DT_STRING",
+        string_val=[text.encode("utf-8")],
+        tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=1)]),
+    )
+    return Summary(value=[Summary.Value(tag=tag, metadata=metadata, tensor=tensor)])
+
+
+def _read_png(name: str, path: str) -> bytes:
+    with open(path, "rb") as file:
+        png = file.read()
+    if png[:8] != _PNG_SIGNATURE or png[12:16] != b"IHDR":
+        raise ArtifactError(f"image {name!r}: {path} is not a PNG file")
+    return png
+
+
+def _image_summary(png: bytes) -> Summary.Image:
+    """An image summary of PNG bytes: width, height and channels come from its header."""
+    from tensorboardX.proto.summary_pb2 import Summary
+
+    return Summary.Image(
+        width=int.from_bytes(png[16:20], "big"),
+        height=int.from_bytes(png[20:24], "big"),
+        colorspace=_PNG_CHANNELS.get(png[25], 3),
+        encoded_image_string=png,
+    )
 
 
 def _cell(text: str) -> str:

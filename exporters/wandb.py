@@ -27,6 +27,12 @@ offline transaction log):
   folders first. A folder without the marker is an export that failed or was cut short: it is
   replaced without ``force``, so a failed export can simply be retried. An online run cannot be
   replaced from here (delete it in W&B).
+- Media go into the history row of their step: ``wandb.Image``, ``wandb.Audio`` (each with its
+  caption), text as ``wandb.Html`` (escaped, in ``<pre>``), a table as ``wandb.Table`` (Image cells
+  as ``wandb.Image``). A gallery of images or texts is a list under one key; wandb keeps at most
+  ``Image.MAX_ITEMS`` (108) images of one list and cuts a ``wandb.Table`` to ``Table.MAX_ROWS``
+  (10,000) rows with only a log warning, so those are declared limits. wandb copies each file into the run's
+  ``files/media/`` folder, and the row holds its path, sha256 and size.
 - wandb-core is one service process per Python process, torn down by an ``atexit`` hook that
   wandb registers when it starts the service. The exporter starts it when it is built, before
   ``runtel.init`` (re)registers runtel's own exit hook, so runs left open at exit are finished
@@ -36,6 +42,7 @@ offline transaction log):
 from __future__ import annotations
 
 import glob
+import html
 import json
 import math
 import os
@@ -45,12 +52,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from runtel.errors import AlreadyExportedError, MissingExtraError, RuntelError
+from runtel.exporters._media import ImageCell, read_table, read_text
 from runtel.exporters._translator import RecordTranslator
 from runtel.exporters.base import EPOCH_SERIES, Capabilities
 from runtel.records import (
     ArtifactLogged,
     FigureLogged,
     HistogramLogged,
+    MediaLogged,
     MetricPoints,
     ParamsLogged,
     RunEnded,
@@ -79,6 +88,15 @@ CAPABILITIES = Capabilities(
     max_histogram_bins=512,  # wandb.Histogram raises above this.
     # wandb.Artifact names: alphanumerics, dashes, underscores and dots, at most 128 characters.
     artifact_name_pattern=r"[A-Za-z0-9_.\-]{1,128}",
+    media=("image", "table", "text", "audio"),
+    exact_arrays=False,  # images as 8-bit PNG, audio as 16-bit WAV: the stored previews
+    # A list of Images or Html is one history value; a list of Tables is not, and a list of Audio
+    # needs the soundfile package (wandb.Audio.seq_to_json requires it even for files).
+    galleries=("image", "text"),
+    # wandb.Html and wandb.Table take no caption.
+    captions=("image", "audio"),
+    max_gallery_items=108,  # wandb.Image.MAX_ITEMS: a longer list is cut with a log warning.
+    max_table_rows=10_000,  # wandb.Table.MAX_ROWS: a longer table is cut with a log warning.
 )
 
 #: Written into an offline run's folder once its export is complete (see the module docstring).
@@ -139,6 +157,8 @@ class WandbExporter(RecordTranslator):
         self._row_step: int | None = None
         self._row_time = -math.inf
         self._checked_id: str | None = None  # the run id whose duplicate check has passed
+        #: a gallery's items seen so far, by (name, step): index -> (time, wandb value)
+        self._galleries: dict[tuple[str, int], dict[int, tuple[float, Any]]] = {}
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Everything exported is already in wandb's hands; wandb has no public flush."""
@@ -293,6 +313,36 @@ class WandbExporter(RecordTranslator):
         histogram = self._wandb.Histogram(np_histogram=(record.counts.tolist(), record.bin_edges.tolist()))
         self._log_row({record.name: histogram}, record.step, record.time)
 
+    def _log_media(self, record: MediaLogged) -> None:
+        value = self._media_value(record)
+        if record.count == 1:
+            self._log_row({record.name: value}, record.step, record.time)
+            return
+        items = self._galleries.setdefault((record.name, record.step), {})
+        items[record.index] = (record.time, value)
+        if len(items) == record.count:
+            self._log_gallery(record.name, record.step)
+
+    def _log_gallery(self, name: str, step: int) -> None:
+        items = self._galleries.pop((name, step))
+        ordered = [items[i] for i in sorted(items)]
+        self._log_row({name: [value for _, value in ordered]}, step, max(time for time, _ in ordered))
+
+    def _media_value(self, record: MediaLogged) -> Any:
+        wandb = self._wandb
+        if record.kind == "image":
+            return wandb.Image(record.path, caption=record.caption)
+        if record.kind == "audio":
+            return wandb.Audio(record.path, caption=record.caption)
+        if record.kind == "text":
+            return wandb.Html(f"<pre>{html.escape(read_text(record))}</pre>", inject=False)
+        table = read_table(record)
+        rows = [
+            [wandb.Image(c.path, caption=c.caption) if isinstance(c, ImageCell) else c for c in row]
+            for row in table.rows
+        ]
+        return wandb.Table(columns=table.columns, data=rows)
+
     def _log_row(self, row: dict[str, Any], step: int | None, time: float) -> None:
         """Log into the row of ``step`` (W&B's current row when None) with the row's latest time.
 
@@ -310,6 +360,8 @@ class WandbExporter(RecordTranslator):
             self._active().log(row, step=step)
 
     def _end(self, record: RunEnded) -> None:
+        for name, step in list(self._galleries):  # a run that ended mid-gallery: what did come
+            self._log_gallery(name, step)
         run = self._active()
         run.summary.update(record.summary)
         run.summary["runtel/status"] = record.status

@@ -8,6 +8,7 @@ exporters never flatten, cut, stringify or move anything themselves.
 
 Metric batches are adapted with numpy over whole columns; a batch that needs no change is
 returned as the very same object.
+Media records (images, tables, text, audio) are fitted by :mod:`runtel._adapt_media`.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from runtel._adapt_media import MediaFitter
 from runtel._adapt_steps import StepFitter
 from runtel.exporters.base import EPOCH_SERIES, EXPORTER_NAMESPACE, Capabilities
 from runtel.records import (
     ArtifactLogged,
     FigureLogged,
     HistogramLogged,
+    MediaLogged,
     MetricPoints,
     ParamsLogged,
     Record,
@@ -91,6 +94,8 @@ class Adapter:
         self._report = Report(exporter_name)
         self._steps = StepFitter(capabilities, self._report)
         self._key_pattern = re.compile(capabilities.key_pattern) if capabilities.key_pattern else None
+        media_pattern = capabilities.media_key_pattern or capabilities.key_pattern
+        self._media_pattern = re.compile(media_pattern) if media_pattern else None
         pattern = capabilities.artifact_name_pattern
         self._artifact_pattern = re.compile(pattern) if pattern else None
         self._keys: dict[tuple[str, _Path], str] = {}
@@ -98,6 +103,14 @@ class Adapter:
         self._namespaces: set[tuple[str, str]] = set()
         self._sent_params: dict[str, Any] = {}
         self._last_time: dict[str, float] = {}
+        self._media = MediaFitter(
+            capabilities,
+            self._report,
+            self._steps,
+            scratch_dir,
+            key=lambda name: self._key("media", (name,), name),
+            artifact=self._artifact,
+        )
 
     def report(self) -> dict[str, Any]:
         return self._report.as_dict()
@@ -129,6 +142,8 @@ class Adapter:
             elif isinstance(record, FigureLogged):
                 if self._kept(record, self._caps.figures, "figures_left_out"):
                     out.append(self._restep(record, f"figures/{record.name}"))
+            elif isinstance(record, MediaLogged):
+                out.extend(self._media.fit(record))
             elif isinstance(record, ArtifactLogged):
                 if self._kept(record, self._caps.artifacts, "artifacts_left_out"):
                     out.append(self._artifact(record))
@@ -464,8 +479,9 @@ class Adapter:
         new, reason = joined, ""
         if what == "metric" and new.startswith(EXPORTER_NAMESPACE):
             new, reason = _USER_PREFIX + new, "the runtel/ namespace holds the names exporters add"
-        if self._key_pattern is not None and not self._key_pattern.fullmatch(new):
-            new, reason = _sanitize_key(new, self._key_pattern), "characters the backend refuses"
+        pattern = self._media_pattern if what == "media" else self._key_pattern
+        if pattern is not None and not pattern.fullmatch(new):
+            new, reason = _sanitize_key(new, pattern), "characters the backend refuses"
         limit = self._caps.max_key_length
         if limit is not None and len(new) > limit:
             new, reason = _with_hash(new, path, limit), f"longer than the backend's {limit} characters"
@@ -477,7 +493,7 @@ class Adapter:
             new = new.replace("/", "_")
             if self._tree_clash(what, new) or (what, new) in self._taken:
                 new = _with_hash(new, path, limit)
-        if self._key_pattern is not None and not self._key_pattern.fullmatch(new):
+        if pattern is not None and not pattern.fullmatch(new):
             new = "k_" + _digest(path, 16)
         self._taken[what, new] = path
         if self._caps.key_tree:

@@ -19,6 +19,7 @@ from neptune.internal.operation import (
     AssignString,
     LogFloats,
     LogImages,
+    LogStrings,
     Operation,
     UploadFile,
     UploadFileSet,
@@ -54,7 +55,7 @@ def read_run(directory: str | Path) -> NeptuneRun:
         path = "/".join(operation.path)
         if isinstance(operation, (AssignBool, AssignFloat, AssignInt, AssignString)):
             run.fields[path] = operation.value
-        elif isinstance(operation, (LogFloats, LogImages)):
+        elif isinstance(operation, (LogFloats, LogImages, LogStrings)):
             run.series.setdefault(path, []).extend((v.step, v.value, v.ts) for v in operation.values)
         elif isinstance(operation, (UploadFile, UploadFileSet)):
             run.files[path] = operation
