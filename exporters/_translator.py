@@ -13,6 +13,7 @@ from runtel.records import (
     MetricPoints,
     ParamsLogged,
     Record,
+    RunEdited,
     RunEnded,
     RunStarted,
     SpanEnded,
@@ -28,6 +29,7 @@ _METHODS: dict[type, str] = {
     FigureLogged: "_log_figure",
     HistogramLogged: "_log_histogram",
     RunEnded: "_end",
+    RunEdited: "_edit",
 }
 
 
@@ -48,3 +50,6 @@ class RecordTranslator:
                 if method is not None:
                     getattr(self, method)(record)
         return ExportResult.SUCCESS
+
+    def _edit(self, record: RunEdited) -> None:
+        """Tags, note or name changed after the fact; a backend without them has nothing to do."""

@@ -14,6 +14,7 @@ from typing import Any
 from runtel import __version__
 from runtel.cli_commands import open_run, open_store, print_json
 from runtel.cli_commands import register as register_read_commands
+from runtel.cli_edit import register as register_edit
 from runtel.cli_import import register as register_import
 from runtel.errors import AlreadyExportedError, RuntelError
 
@@ -63,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     register_read_commands(commands)
     register_import(commands)
+    register_edit(commands)
     args = parser.parse_args(argv)
 
     try:

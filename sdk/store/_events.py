@@ -21,6 +21,7 @@ from runtel.records import (
     HistogramLogged,
     ParamsLogged,
     Record,
+    RunEdited,
     RunEnded,
     RunStarted,
     SpanEnded,
@@ -35,9 +36,11 @@ _TYPES: dict[str, type] = {
     "figure": FigureLogged,
     "histogram": HistogramLogged,
     "run_ended": RunEnded,
+    "run_edited": RunEdited,
 }
 _NAMES = {cls: name for name, cls in _TYPES.items()}
 _ARRAY_FIELDS = {"bin_edges": np.float64, "counts": np.int64}
+_TEXT_TUPLES = ("tags", "tags_added", "tags_removed")
 
 
 def is_event(record: Record) -> bool:
@@ -81,11 +84,11 @@ def read_events(path: Path) -> EventLog:
     records = []
     for number, line in enumerate(lines, start=1):
         if line.strip():
-            records.append(_parse(line, path, number))
+            records.append(parse_line(line, path, number))
     return EventLog(records, torn)
 
 
-def _parse(line: bytes, path: Path, number: int) -> Record:
+def parse_line(line: bytes, path: Path, number: int) -> Record:
     where = f"line {number}"
     try:
         document = json.loads(line.decode("utf-8"))
@@ -116,7 +119,7 @@ def _parse(line: bytes, path: Path, number: int) -> Record:
 
 def _convert(name: str, value: Any, path: Path, key: str) -> Any:
     """Arrays and tuples back from JSON lists, each element checked."""
-    if name == "tags":
+    if name in _TEXT_TUPLES:
         if not all(isinstance(tag, str) for tag in value):
             raise StoreCorruptError(path, key, "holds a value that is not a string")
         return tuple(value)
@@ -186,5 +189,15 @@ _FIELDS: dict[type, dict[str, tuple[Kind, str]]] = {
         "end_time": (NUMBER, _REQUIRED),
         "error": (TEXT, _NULLABLE),
         "summary": (OBJECT, _OPTIONAL),
+    },
+    RunEdited: {
+        "time": (NUMBER, _REQUIRED),
+        "tags_added": (ARRAY, _OPTIONAL),
+        "tags_removed": (ARRAY, _OPTIONAL),
+        "note": (TEXT, _NULLABLE),
+        "name": (TEXT, _NULLABLE),
+        "host": (TEXT, _OPTIONAL),
+        "pid": (INTEGER, _OPTIONAL),
+        "user": (TEXT, _NULLABLE),
     },
 }
