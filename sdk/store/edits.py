@@ -146,7 +146,7 @@ def append_edit(run_dir: Path, edit: RunEdited) -> None:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise StoreWriteError(f"{path} is not a plain file; not written", path=str(path), errno=None)
-        size = _cut_torn_tail(fd, info.st_size)
+        size = info.st_size
         if size + len(line) > MAX_EDITS_BYTES:
             raise StoreWriteError(
                 f"{path} holds {size} bytes of edits; one more would pass the {MAX_EDITS_BYTES}-byte limit "
@@ -154,6 +154,7 @@ def append_edit(run_dir: Path, edit: RunEdited) -> None:
                 path=str(path),
                 errno=None,
             )
+        _cut_torn_tail(fd, size)
         view = memoryview(line)
         while view:
             view = view[os.write(fd, view) :]
@@ -164,10 +165,10 @@ def append_edit(run_dir: Path, edit: RunEdited) -> None:
         os.close(fd)  # releases the lock
 
 
-def _cut_torn_tail(fd: int, size: int) -> int:
-    """Cut a last line without its newline (an editor killed mid-write); the file's new size."""
+def _cut_torn_tail(fd: int, size: int) -> None:
+    """Cut a last line without its newline (an editor killed mid-write)."""
     if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
-        return size
+        return
     end = size
     while end > 0:
         start = max(0, end - 65536)
@@ -177,7 +178,6 @@ def _cut_torn_tail(fd: int, size: int) -> int:
             break
         end = start
     os.ftruncate(fd, end)
-    return end
 
 
 def _write_error(exc: OSError, path: Path) -> StoreWriteError:

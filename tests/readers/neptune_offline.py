@@ -20,6 +20,7 @@ from neptune.internal.operation import (
     LogFloats,
     LogImages,
     Operation,
+    RemoveStrings,
     UploadFile,
     UploadFileSet,
 )
@@ -60,4 +61,6 @@ def read_run(directory: str | Path) -> NeptuneRun:
             run.files[path] = operation
         elif isinstance(operation, AddStrings):
             run.tags.extend(operation.values)
+        elif isinstance(operation, RemoveStrings):
+            run.tags = [tag for tag in run.tags if tag not in operation.values]
     return run
