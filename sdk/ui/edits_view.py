@@ -18,11 +18,14 @@ import hmac
 import json
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtel._net import is_loopback
 from runtel.errors import RuntelError
 from runtel.store.scan import scan
+
+if TYPE_CHECKING:
+    from dash import Dash
 
 EDIT_ROUTE = "/_runtel/edit"
 TOKEN_HEADER = "X-Runtel-Token"
@@ -55,7 +58,7 @@ document.addEventListener("click", async (event) => {
 </script>""".replace("EDIT_ROUTE", EDIT_ROUTE).replace("TOKEN_HEADER", TOKEN_HEADER)
 
 
-def install(app: Any, base: Path) -> str:
+def install(app: Dash, base: Path) -> str:
     """Add the panel, the edit route and the checks to ``app`` (a Dash app); the launch's token."""
     from flask import jsonify, request
 
@@ -73,11 +76,12 @@ def install(app: Any, base: Path) -> str:
         response.status_code = status
         return response
 
-    @server.before_request
     def loopback_host_only() -> Any:
         if not is_loopback(_host_name(request.host)):
             return refuse(403, f"host {request.host!r} is not a loopback name; open the UI on 127.0.0.1")
         return None
+
+    server.before_request(loopback_host_only)
 
     def edit() -> Any:
         if not hmac.compare_digest(request.headers.get(TOKEN_HEADER, ""), token):
@@ -140,7 +144,7 @@ def _panel() -> Any:
     )
 
 
-def _register(app: Any, base: Path) -> None:
+def _register(app: Dash, base: Path) -> None:
     from dash import Input, Output, no_update
 
     @app.callback(Output("edit-run", "options"), Input("url", "search"), Input("stamp", "data"))
