@@ -19,10 +19,17 @@ from runtel.store.query import read_metadata
 class LiveEdits:
     """The edits of one live run: written to its folder, forwarded to its exporters."""
 
-    def __init__(self, run_dir: Path, started: float, send: Callable[[Sequence[Record]], None]) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        started: float,
+        send: Callable[[Sequence[Record]], None],
+        live: Callable[[], bool],
+    ) -> None:
         self._dir = run_dir
         self._started = started
         self._send = send
+        self._live = live  # after finish() the exporters are closed: an edit is only stored, as any later one
         self._own: set[RunEdited] = set()
 
     @property
@@ -35,7 +42,8 @@ class LiveEdits:
     def record(self, edit: RunEdited) -> None:
         append_edit(self._dir, edit)
         self._own.add(edit)
-        self._send([edit])
+        if self._live():
+            self._send([edit])
 
     def others(self) -> list[RunEdited]:
         """Edits made by other processes since this session of the run started, in order."""

@@ -222,7 +222,7 @@ class Run:
         )
         self._dispatcher.submit([started], include_store=False)
         to_exporters = partial(self._dispatcher.submit, include_store=False)
-        self._edits = LiveEdits(self.dir, started.start_time, to_exporters)
+        self._edits = LiveEdits(self.dir, started.start_time, to_exporters, lambda: not self._finished)
         _health.register_instruments(
             self._meter_provider.get_meter(_health.HEALTH_SCOPE), self._dispatcher.health, self._run_labels
         )
@@ -539,7 +539,6 @@ class Run:
 
     def set_note(self, note: str) -> None:
         """Set the run's free-text note (``""`` clears it); recorded and sent to the exporters at once."""
-        self._check_open()
         self._edits.set_note(note)
 
     # ------------------------------------------------------------------ lifecycle

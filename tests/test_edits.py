@@ -123,6 +123,15 @@ def test_live_run_tags_and_note_are_recorded(base_dir: Path) -> None:
     assert list(stored.tags) == ["draft", "baseline"] and stored.note == "started from the cli"
 
 
+def test_a_live_run_object_edited_after_finish_stores_the_edit(base_dir: Path) -> None:
+    with runtel.init(project="p", name="live", base_dir=str(base_dir)) as run:
+        run.log({"loss": 1.0})
+    run.tags.add("late")
+    run.set_note("after the fact")
+    stored = runtel.Store(base_dir).run(run.id)
+    assert list(stored.tags) == ["late"] and stored.note == "after the fact"
+
+
 # ---------------------------------------------------------------------------------------- delete
 def test_delete_moves_the_run_to_the_trash_listed_nowhere_and_restorable(
     base_dir: Path, capsys: pytest.CaptureFixture[str]
