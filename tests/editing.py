@@ -10,7 +10,7 @@ from pathlib import Path
 
 import runtel
 
-#: Logs two metrics a step until the flag file exists (and 3,000 steps are done), 500 more, then finishes;
+#: Logs two metrics a step until the flag file exists (and 1,000 steps are done), 500 more, then finishes;
 #: prints the run id first and the number of steps last.
 LOGGER = """
 import sys, time, pathlib, runtel
@@ -19,7 +19,7 @@ run = runtel.init(project="mnist", name="steady", base_dir=base, tags=["draft"],
 print(run.id, flush=True)
 step = 0
 deadline = time.monotonic() + 60
-while (not flag.exists() or step < 3000) and time.monotonic() < deadline:
+while (not flag.exists() or step < 1000) and time.monotonic() < deadline:
     run.log({"train/loss": 1.0 / (step + 1), "val/acc": step * 1e-4})
     step += 1
     if step % 50 == 0:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import json
 import os
 import platform
 import stat
@@ -229,7 +230,7 @@ def _parse(raw: bytes, path: Path) -> EditLog:
         if not line.strip():
             continue
         try:
-            record = parse_line(line, path, number)
+            record = _quick(line) or parse_line(line, path, number)  # the full parser names what is wrong
             if not isinstance(record, RunEdited):
                 raise StoreCorruptError(path, f"line {number}: type", "is not run_edited")
             edits.append(_checked(record, path, number))
@@ -237,6 +238,45 @@ def _parse(raw: bytes, path: Path) -> EditLog:
             where = f" field {exc.field!r}" if exc.field is not None else ""
             problems.append(f"{EDITS}{where} {exc.problem} (that edit is not applied)")
     return EditLog(tuple(edits), tuple(problems))
+
+
+#: The exact JSON types of a well-formed ``run_edited`` line, checked at C speed before the full parser.
+_QUICK: dict[str, tuple[type, ...]] = {
+    "time": (float, int),
+    "tags_added": (list,),
+    "tags_removed": (list,),
+    "note": (str, type(None)),
+    "name": (str, type(None)),
+    "host": (str,),
+    "pid": (int,),
+    "user": (str, type(None)),
+}
+
+
+def _quick(line: bytes) -> RunEdited | None:
+    """The edit of a well-formed line (a listing of 10,000 edited runs parses every one), else None."""
+    try:
+        document = json.loads(line)
+    except ValueError:
+        return None
+    if type(document) is not dict or document.get("type") != "run_edited" or len(document) > len(_QUICK) + 1:
+        return None
+    for key, kinds in _QUICK.items():
+        if key in document and type(document[key]) not in kinds:
+            return None
+    added, removed = document.get("tags_added", ()), document.get("tags_removed", ())
+    if "time" not in document or not all(type(tag) is str for tag in (*added, *removed)):
+        return None
+    return RunEdited(
+        time=document["time"],
+        tags_added=tuple(added),
+        tags_removed=tuple(removed),
+        note=document.get("note"),
+        name=document.get("name"),
+        host=document.get("host", ""),
+        pid=document.get("pid", 0),
+        user=document.get("user"),
+    )
 
 
 def _checked(edit: RunEdited, path: Path, number: int) -> RunEdited:
