@@ -222,7 +222,7 @@ def read_edits(run_dir: Path) -> EditLog:
         return cached[1]
     try:
         with open(path, "rb") as handle:
-            raw = handle.read(MAX_EDITS_BYTES + 1)
+            raw = handle.read(min(info.st_size + 4096, MAX_EDITS_BYTES))  # not a 4 MiB buffer per run
     except OSError as exc:
         return EditLog((), (f"{EDITS} cannot be read ({exc.strerror})",))
     log = _parse(raw, path)
@@ -249,6 +249,8 @@ def _parse(raw: bytes, path: str) -> EditLog:
     return EditLog(tuple(edits), tuple(problems))
 
 
+_decode = json.JSONDecoder().decode  # str in: skips json.loads' encoding detection
+
 #: The exact JSON types of a well-formed ``run_edited`` line, checked at C speed before the full parser.
 _QUICK: dict[str, tuple[type, ...]] = {
     "time": (float, int),
@@ -265,8 +267,8 @@ _QUICK: dict[str, tuple[type, ...]] = {
 def _quick(line: bytes) -> RunEdited | None:
     """The edit of a well-formed line (a listing of 10,000 edited runs parses every one), else None."""
     try:
-        document = json.loads(line)
-    except ValueError:
+        document = _decode(line.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError included
         return None
     if type(document) is not dict or document.get("type") != "run_edited" or len(document) > len(_QUICK) + 1:
         return None
