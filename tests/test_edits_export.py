@@ -1,6 +1,6 @@
 """Edits reach the backends that have tags, notes and names: on ``runtel export`` (W&B offline, MLflow on
-SQLite, Neptune offline, each read back with its own reader) and live (``run.tags.add`` and a
-``runtel tag`` from another process while the run logs)."""
+SQLite, Neptune offline, each read back with its own reader; TensorBoard, which has none, unchanged)
+and live (``run.tags.add`` and a ``runtel tag`` from another process while the run logs)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import runtel
 from runtel.cli import main
@@ -99,3 +100,13 @@ def test_live_mlflow_run_gets_its_own_and_other_processes_edits(base_dir: Path, 
     tags = MlflowClient(uri).get_run(exporter.mlflow_run_id or "").data.tags
     assert json.loads(tags["runtel.tags"]) == ["baseline", "from-cli"]
     assert list(runtel.Store(base_dir).run(run.id).tags) == ["baseline", "from-cli"]
+
+
+def test_a_backend_without_tags_exports_an_edited_run_as_before(
+    edited: dict[str, Any], tmp_path: Path
+) -> None:
+    _export(edited, "--to", "tensorboard", "--log-dir", str(tmp_path))
+    (folder,) = {path.parent for path in tmp_path.rglob("events.out.tfevents.*")}
+    accumulator = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    assert [event.step for event in accumulator.Scalars("train/loss")] == list(range(edited["steps"]))
