@@ -14,6 +14,7 @@ from runtel.records import (
     MetricPoints,
     ParamsLogged,
     Record,
+    RunEdited,
     RunEnded,
     RunStarted,
     SpanEnded,
@@ -30,6 +31,7 @@ _METHODS: dict[type, str] = {
     HistogramLogged: "_log_histogram",
     MediaLogged: "_log_media",
     RunEnded: "_end",
+    RunEdited: "_edit",
 }
 
 
@@ -50,3 +52,6 @@ class RecordTranslator:
                 if method is not None:
                     getattr(self, method)(record)
         return ExportResult.SUCCESS
+
+    def _edit(self, record: RunEdited) -> None:
+        """Tags, note or name changed after the fact; a backend without them has nothing to do."""

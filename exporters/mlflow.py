@@ -6,7 +6,8 @@ imported when an exporter is constructed, not when this module is imported.
 
 Layout of one runtel run in MLflow:
 
-- run name = runtel name, tags ``runtel.run_id``, ``runtel.project``, ``runtel.tags``;
+- run name = runtel name, tags ``runtel.run_id``, ``runtel.project``, ``runtel.tags``; edits after the fact
+  (``RunEdited``) update ``runtel.tags``, the note ``mlflow.note.content`` and the run name;
 - a sweep's runs (docs/sweeps.md): tags ``runtel.sweep.id``, ``.name``, ``.role``, ``.trial``; a trial also
   ``mlflow.parentRunId`` = the sweep's MLflow run, when that is already in the experiment;
 - params: the run's config and every ``ParamsLogged``, as the adaptation step gives them (flat
@@ -45,9 +46,11 @@ from runtel.records import (
     MetricPoints,
     ParamsLogged,
     Record,
+    RunEdited,
     RunEnded,
     RunStarted,
     SpanEnded,
+    edited_tags,
 )
 from runtel.sweep import ID_ATTRIBUTE, ROLE_ATTRIBUTE, sweep_attributes
 
@@ -199,6 +202,8 @@ class MlflowExporter:
                 self._histogram(record)
             elif isinstance(record, MediaLogged):
                 self._media(record)
+            elif isinstance(record, RunEdited):
+                self._edit(record)
         self._log_batch(metrics, params)
         return ExportResult.SUCCESS
 
@@ -358,6 +363,22 @@ class MlflowExporter:
             self._client.log_dict(
                 run_id, {str(i): captions[i] for i in sorted(captions)}, f"{folder}/captions.json"
             )
+
+    def _edit(self, record: RunEdited) -> None:
+        """Tags into ``runtel.tags`` (read back from the run, so a resumed export edits what is there), the
+        note as MLflow's own ``mlflow.note.content``, the name as the run name (``mlflow.runName``)."""
+        run_id = self._run()
+        if record.tags_added or record.tags_removed:
+            stored = self._client.get_run(run_id).data.tags.get("runtel.tags", "[]")
+            try:
+                current = tuple(tag for tag in json.loads(stored) if isinstance(tag, str))
+            except (ValueError, TypeError):
+                current = ()
+            self._client.set_tag(run_id, "runtel.tags", json.dumps(list(edited_tags(current, record))))
+        if record.note is not None:
+            self._client.set_tag(run_id, "mlflow.note.content", record.note)
+        if record.name is not None:
+            self._client.update_run(run_id, name=record.name)
 
     def _end(self, record: RunEnded) -> None:
         run_id = self._run()

@@ -58,6 +58,7 @@ from runtel.records import (
     MediaLogged,
     MetricPoints,
     ParamsLogged,
+    RunEdited,
     RunEnded,
     RunStarted,
     SpanEnded,
@@ -264,6 +265,19 @@ class NeptuneExporter(RecordTranslator):
             run[f"tables/{record.name}/step_{record.step}"].upload(page)
         else:
             run[f"audio/{record.name}/step_{record.step}"].upload(types.File(record.path))
+
+    def _edit(self, record: RunEdited) -> None:
+        """Neptune's own fields: ``sys/tags`` (a string set: added and removed as given), ``sys/description``
+        for the note and ``sys/name``."""
+        run = self._active()
+        if record.tags_added:
+            run["sys/tags"].add(list(record.tags_added))
+        if record.tags_removed:
+            run["sys/tags"].remove(list(record.tags_removed))
+        if record.note is not None:
+            run["sys/description"] = record.note
+        if record.name is not None:
+            run["sys/name"] = record.name
 
     def _end(self, record: RunEnded) -> None:
         run = self._active()

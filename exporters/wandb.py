@@ -62,9 +62,11 @@ from runtel.records import (
     MediaLogged,
     MetricPoints,
     ParamsLogged,
+    RunEdited,
     RunEnded,
     RunStarted,
     SpanEnded,
+    edited_tags,
 )
 from runtel.sweep import NAME_ATTRIBUTE, ROLE_ATTRIBUTE, sweep_attributes
 
@@ -262,6 +264,16 @@ class WandbExporter(RecordTranslator):
             folder = os.path.dirname(run.dir)  # run.dir is <run folder>/files
             with open(os.path.join(folder, COMPLETE_MARKER), "w", encoding="utf-8") as marker:
                 json.dump({"run_id": run.id, "complete": True}, marker)
+
+    def _edit(self, record: RunEdited) -> None:
+        """Tags, notes and the display name are W&B run fields: set on the run, written as a run update."""
+        run = self._active()
+        if record.tags_added or record.tags_removed:
+            run.tags = edited_tags(tuple(run.tags or ()), record)
+        if record.note is not None:
+            run.notes = record.note
+        if record.name is not None:
+            run.name = record.name
 
     def _log_params(self, record: ParamsLogged) -> None:
         self._params = _deep_merge(self._params, record.params)

@@ -15,6 +15,7 @@ from runtel import __version__
 from runtel.cli_commands import open_run, open_store, print_json
 from runtel.cli_commands import register as register_read_commands
 from runtel.cli_dump import register as register_dump
+from runtel.cli_edit import register as register_edit
 from runtel.cli_import import register as register_import
 from runtel.errors import AlreadyExportedError, RuntelError
 
@@ -68,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     register_read_commands(commands)
     register_import(commands)
     register_dump(commands)
+    register_edit(commands)
     args = parser.parse_args(argv)
 
     try:

@@ -81,6 +81,9 @@ def register(commands: Any) -> None:
     ui.add_argument("--host", default="127.0.0.1", help="bind address; anything but loopback is warned")
     ui.add_argument("--report-dir", default=None, help="keep exported reports here (outside the store)")
     ui.add_argument("--debug", action="store_true", help="Dash's in-page error reports")
+    ui.add_argument(
+        "--allow-edits", action="store_true", help="let the page edit tags, notes and names (loopback only)"
+    )
     ui.set_defaults(handler=launch_ui)
 
 
@@ -149,7 +152,7 @@ def list_runs(args: argparse.Namespace) -> int:
             document["unreadable"] = [{"folder": folder, "reason": why} for folder, why in unreadable]
         print_json(document, indent=None)
         return 0
-    header = ("name", "id", "project", "status", "start", "duration", "best")
+    header = ("name", "id", "project", "status", "start", "duration", "tags", "best")
     cells = [
         (
             row["name"],
@@ -158,6 +161,7 @@ def list_runs(args: argparse.Namespace) -> int:
             row["status"],
             row["started"],
             data.format_duration(row["duration"]),
+            ",".join(row["tags"]),
             ", ".join(f"{name}={_number(value, name)}" for name, value in row["best"].items()),
         )
         for row in rows
@@ -271,6 +275,9 @@ def show_run(args: argparse.Namespace) -> int:
         f"started {row['started']}  duration {data.format_duration(row['duration']) or '—'}  "
         f"points {row['points'] if row['points'] is not None else '—'}"
     )
+    if row["tags"] or row["note"]:
+        note = f"  note: {escape(row['note'])}" if row["note"] else ""
+        console.print(f"tags {escape(', '.join(row['tags']) or '—')}{note}")
     for problem in card["problems"]:
         console.print(f"[red]{escape(str(problem))}")
     if card["error"]:
@@ -521,7 +528,12 @@ def launch_ui(args: argparse.Namespace) -> int:
 
     open_store(args.base_dir)
     launch_comparison_ui(
-        port=args.port, base_dir=args.base_dir, host=args.host, debug=args.debug, report_dir=args.report_dir
+        port=args.port,
+        base_dir=args.base_dir,
+        host=args.host,
+        debug=args.debug,
+        report_dir=args.report_dir,
+        allow_edits=args.allow_edits,
     )
     return 0
 

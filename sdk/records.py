@@ -181,6 +181,25 @@ class RunEnded:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class RunEdited:
+    """Tags, note or display name changed after the fact, by whom and when.
+
+    A change, not a state: ``tags_added``/``tags_removed`` apply to the tags before it (the run's
+    ``RunStarted`` tags, then each earlier edit, see :func:`edited_tags`), so two editors never
+    undo each other. ``note``/``name`` of None leave them as they were; ``note=""`` clears the note.
+    """
+
+    time: float
+    tags_added: tuple[str, ...] = ()
+    tags_removed: tuple[str, ...] = ()
+    note: str | None = None
+    name: str | None = None
+    host: str = ""
+    pid: int = 0
+    user: str | None = None
+
+
 Record: TypeAlias = (
     RunStarted
     | ParamsLogged
@@ -192,7 +211,15 @@ Record: TypeAlias = (
     | MediaLogged
     | Heartbeat
     | RunEnded
+    | RunEdited
 )
+
+
+def edited_tags(tags: tuple[str, ...], edit: RunEdited) -> tuple[str, ...]:
+    """``tags`` after ``edit``: removed ones dropped, added ones appended once, order kept."""
+    removed = set(edit.tags_removed)
+    kept = [tag for tag in tags if tag not in removed]
+    return tuple(dict.fromkeys([*kept, *(tag for tag in edit.tags_added if tag not in removed)]))
 
 
 def flatten_params(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -39,6 +39,7 @@ from runtel.store._jsonio import write_json_atomic
 from runtel.store._series import read_index, series_stats
 from runtel.store._untrusted import relocated
 from runtel.store.artifacts import ArtifactVersion
+from runtel.store.edits import read_edits
 from runtel.store.query import StoredRun, metrics_dir, read_summary, run_file
 from runtel.store.scan import series_damage
 
@@ -84,6 +85,10 @@ def records_of(
             trusted = files.check(record)
             if trusted is not None:
                 events.append((_event_time(trusted), 1, trusted))
+    edits = read_edits(run.dir)  # tags, note, name changed after the fact: sent at their time, before the end
+    notes.extend(edits.problems)
+    edited = [(edit.time, 1, edit) for edit in edits.edits]
+    events = list(heapq.merge(events, edited, key=lambda item: item[0]))  # each list's own order kept
 
     def point_batches() -> Iterator[tuple[float, int, Record]]:
         """Batches cut at every event's time, so an epoch or figure comes after exactly the points

@@ -21,6 +21,7 @@ import traceback
 import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from functools import partial
 from itertools import chain, islice, repeat
 from operator import itemgetter
 from pathlib import Path
@@ -40,6 +41,7 @@ from runtel import _health, _memory, _otel, _redact, _switch
 from runtel._dispatch import Dispatcher
 from runtel._histogram import make_histogram
 from runtel._identity import locate_run
+from runtel._live_edits import LiveEdits
 from runtel._media_log import MediaLogging, holds_media
 from runtel._models import save_torch_module
 from runtel._params import check_params
@@ -68,6 +70,7 @@ from runtel.store._media_writer import MediaWriter, PendingMedia
 
 if TYPE_CHECKING:  # imported when first used: keeps `import runtel` fast
     from runtel.store.artifacts import ArtifactVersion
+    from runtel.store.edits import Tags
     from runtel.sweep import SweepInfo, SweepRef
     from runtel.system import SystemMetrics
 
@@ -223,6 +226,8 @@ class Run(MediaLogging):
             scratch_dir=where.own_dir / "adapted",
         )
         self._dispatcher.submit([started], include_store=False)
+        to_exporters = partial(self._dispatcher.submit, include_store=False)
+        self._edits = LiveEdits(self.dir, started.start_time, to_exporters, lambda: not self._finished)
         _health.register_instruments(
             self._meter_provider.get_meter(_health.HEALTH_SCOPE), self._dispatcher.health, self._run_labels
         )
@@ -541,6 +546,17 @@ class Run(MediaLogging):
         )
         self._emit(record)
 
+    # ------------------------------------------------------------------ editing (runtel.store.edits)
+    @property
+    def tags(self) -> Tags:
+        """The run's current tags as a set: ``run.tags.add("baseline")`` is recorded and sent to the
+        exporters that have tags (W&B, MLflow, Neptune) at once."""
+        return self._edits.tags
+
+    def set_note(self, note: str) -> None:
+        """Set the run's free-text note (``""`` clears it); recorded and sent to the exporters at once."""
+        self._edits.set_note(note)
+
     # ------------------------------------------------------------------ lifecycle
     def finish(
         self, status: str = "completed", *, error: str | None = None, error_type: str | None = None
@@ -578,6 +594,7 @@ class Run(MediaLogging):
         self._media.give_up()  # media files the disk still refuses: counted as lost
         _switch.release()
         self._dispatcher.wait_for_store()  # the writer's statistics then cover every point stored
+        self._dispatcher.submit(self._edits.others(), include_store=False)  # e.g. `runtel tag` meanwhile
         self._dispatcher.submit([self._store.run_ended(status, error, time.time())])
         if self._store_waits:
             logger.info(

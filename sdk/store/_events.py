@@ -23,6 +23,7 @@ from runtel.records import (
     MediaLogged,
     ParamsLogged,
     Record,
+    RunEdited,
     RunEnded,
     RunStarted,
     SpanEnded,
@@ -38,6 +39,7 @@ _TYPES: dict[str, type] = {
     "histogram": HistogramLogged,
     "media": MediaLogged,
     "run_ended": RunEnded,
+    "run_edited": RunEdited,
 }
 _NAMES = {cls: name for name, cls in _TYPES.items()}
 _ARRAY_FIELDS = {"bin_edges": np.float64, "counts": np.int64}
@@ -45,6 +47,7 @@ _ARRAY_FIELDS = {"bin_edges": np.float64, "counts": np.int64}
 MEDIA_PATH = re.compile(r"media/[0-9a-f]{64}\.[a-z]{2,5}(\.[a-z]{2,5})?")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _MEDIA_KINDS = ("image", "table", "text", "audio")
+_TEXT_TUPLES = ("tags", "tags_added", "tags_removed")
 
 
 def is_event(record: Record) -> bool:
@@ -92,11 +95,11 @@ def read_events(path: Path) -> EventLog:
     records = []
     for number, line in enumerate(lines, start=1):
         if line.strip():
-            records.append(_parse(line, path, number))
+            records.append(parse_line(line, path, number))
     return EventLog(records, torn)
 
 
-def _parse(line: bytes, path: Path, number: int) -> Record:
+def parse_line(line: bytes, path: Path, number: int) -> Record:
     where = f"line {number}"
     try:
         document = json.loads(line.decode("utf-8"))
@@ -157,7 +160,7 @@ def _check_media(values: dict[str, Any], path: Path, where: str) -> None:
 
 def _convert(name: str, value: Any, path: Path, key: str) -> Any:
     """Arrays and tuples back from JSON lists, each element checked."""
-    if name == "tags":
+    if name in _TEXT_TUPLES:
         if not all(isinstance(tag, str) for tag in value):
             raise StoreCorruptError(path, key, "holds a value that is not a string")
         return tuple(value)
@@ -242,5 +245,15 @@ _FIELDS: dict[type, dict[str, tuple[Kind, str]]] = {
         "end_time": (NUMBER, _REQUIRED),
         "error": (TEXT, _NULLABLE),
         "summary": (OBJECT, _OPTIONAL),
+    },
+    RunEdited: {
+        "time": (NUMBER, _REQUIRED),
+        "tags_added": (ARRAY, _OPTIONAL),
+        "tags_removed": (ARRAY, _OPTIONAL),
+        "note": (TEXT, _NULLABLE),
+        "name": (TEXT, _NULLABLE),
+        "host": (TEXT, _OPTIONAL),
+        "pid": (INTEGER, _OPTIONAL),
+        "user": (TEXT, _NULLABLE),
     },
 }

@@ -37,8 +37,10 @@ from runtel.store._untrusted import (
 if TYPE_CHECKING:
     import pandas as pd
 
+    from runtel.records import RunEdited
     from runtel.store.aggregate import Aggregate, Grid
     from runtel.store.artifacts import ArtifactVersion
+    from runtel.store.edits import Tags
     from runtel.store.media import MediaItem
     from runtel.store.where import RunFilter
 from runtel.sweep import SweepInfo, sweep_info
@@ -58,7 +60,8 @@ class StoredRun:
     - ``dir``: the run folder (``<base_dir>/<name>_<id8>``), a :class:`~pathlib.Path`.
     - ``id``: the run id, 32 hex digits, which is also the run's OpenTelemetry trace id.
     - ``name`` and ``project``: as given to ``runtel.init`` (``name`` falls back to the folder name).
-    - ``metadata``: the whole ``metadata.json`` as a dict (status, timestamps, host, pid, git commit...).
+    - ``metadata``: the whole ``metadata.json`` as a dict (status, timestamps, host, pid, git commit...),
+      with the edits of :mod:`runtel.store.edits` applied (effective ``tags``, ``note``, ``name``).
 
     Every file read is untrusted input: a field of the wrong type, a path leading out of the folder
     or a missing file raises :class:`~runtel.errors.StoreCorruptError` naming the file and the field.
@@ -69,10 +72,66 @@ class StoredRun:
         self.dir = run_dir if isinstance(run_dir, Path) else Path(run_dir)
         if metadata is None:
             metadata = read_metadata(self.dir)
-        self.metadata: dict[str, Any] = metadata
+        self._use(metadata)
         self.id: str = metadata.get("id") or ""
-        self.name: str = metadata.get("name") or self.dir.name
         self.project: str = metadata.get("project") or ""
+
+    def _use(self, metadata: dict[str, Any]) -> None:
+        from runtel.store.edits import with_edits
+
+        self.metadata: dict[str, Any] = with_edits(self.dir, metadata)
+        self.name: str = self.metadata.get("name") or self.dir.name
+
+    # ------------------------------------------------------------------ editing (runtel.store.edits)
+    @property
+    def tags(self) -> Tags:
+        """The current tags as a set: ``run.tags.add("baseline")``, ``run.tags.remove("draft")``."""
+        from runtel.store.edits import Tags
+
+        return Tags(self._current_tags, self._edit)
+
+    def _current_tags(self) -> tuple[str, ...]:
+        self._use(read_metadata(self.dir))  # another process may have edited meanwhile
+        return tuple(self.metadata.get("tags") or ())
+
+    @property
+    def note(self) -> str | None:
+        """The free-text note set with :meth:`set_note` (None until one is set)."""
+        self._use(read_metadata(self.dir))
+        return self.metadata.get("note")
+
+    def set_note(self, note: str) -> None:
+        """Replace the run's note (``""`` clears it); safe while the run is being written."""
+        self.edit(note=note)
+
+    def rename(self, name: str) -> None:
+        """Change the display name; the folder (and so lookup by id) stays as it is."""
+        self.edit(name=name)
+
+    def edit(
+        self,
+        *,
+        add: Sequence[str] = (),
+        remove: Sequence[str] = (),
+        note: str | None = None,
+        name: str | None = None,
+    ) -> None:
+        """Several changes as one edit (one ``RunEdited`` record): tags added and removed, note, name."""
+        from runtel.store.edits import make_edit
+
+        self._edit(make_edit(add=add, remove=remove, note=note, name=name))
+
+    def delete(self, *, permanent: bool = False) -> Path | None:
+        """Move the run to ``<base_dir>/.trash/`` (its new folder), or remove it with ``permanent``."""
+        from runtel.store.trash import delete_run
+
+        return delete_run(self.dir.parent, self, permanent=permanent)
+
+    def _edit(self, edit: RunEdited) -> None:
+        from runtel.store.edits import append_edit
+
+        append_edit(self.dir, edit)
+        self._use(read_metadata(self.dir))
 
     @property
     def sweep(self) -> SweepInfo | None:
@@ -313,6 +372,11 @@ class Store:
 
         return aggregate(self.runs(where=where), metric, by, grid=grid, mode=mode, ddof=ddof)
 
+    def delete(self, run: str | StoredRun, *, permanent: bool = False) -> Path | None:
+        """Move a run to ``<base_dir>/.trash/`` (returns its new folder; move it back to restore), or
+        remove it for good with ``permanent``. A run still being written is refused."""
+        return (run if isinstance(run, StoredRun) else self.run(run)).delete(permanent=permanent)
+
     def compare(
         self, runs: Sequence[str | StoredRun], metrics: Sequence[str] | None = None, mode: Mode = "auto"
     ) -> list[dict[str, Any]]:
@@ -379,6 +443,7 @@ _METADATA_FIELDS: dict[str, Kind] = {
     "process_start_time": NUMBER,
     "pid": INTEGER,
     "tags": ARRAY,
+    "note": TEXT,
 }
 _SERIES_STATS_FIELDS: dict[str, Kind] = {
     "count": INTEGER,

@@ -26,6 +26,7 @@ from runtel.store import _layout
 from runtel.store._events import read_events
 from runtel.store._series import RECORD_SIZE, read_crc_entries, read_index, verify_series
 from runtel.store._untrusted import finite_number, load_object
+from runtel.store.edits import read_edits
 from runtel.store.query import (
     StoredRun,
     check_metadata,
@@ -199,6 +200,7 @@ def problems(run: StoredRun) -> list[str]:
     else:
         if torn_line is not None:
             found.append(torn_line)
+    found.extend(read_edits(run.dir).problems)
     return found
 
 

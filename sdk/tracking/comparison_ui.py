@@ -29,12 +29,13 @@ class ExperimentComparisonUI:
         port: int = DEFAULT_PORT,
         *,
         report_dir: str | os.PathLike[str] | None = None,
+        allow_edits: bool = False,
     ) -> None:
         from runtel.ui.app import create_app
 
         self.manager = manager if manager is not None else ExperimentManager()
         self.port = port
-        self.app = create_app(self.manager.base_dir, report_dir=report_dir)
+        self.app = create_app(self.manager.base_dir, report_dir=report_dir, allow_edits=allow_edits)
 
     def run(self, debug: bool = False, host: str = DEFAULT_HOST) -> None:
         """Serve until Ctrl-C on ``host`` (loopback by default; another address is logged as a warning)."""
@@ -50,10 +51,14 @@ def launch_comparison_ui(
     host: str = DEFAULT_HOST,
     debug: bool = False,
     report_dir: str | os.PathLike[str] | None = None,
+    allow_edits: bool = False,
 ) -> None:
-    """Serve the comparison UI over ``base_dir`` (default ``RUNTEL_BASE_DIR`` or ``runtel_runs``)."""
+    """Serve the comparison UI over ``base_dir`` (default ``RUNTEL_BASE_DIR`` or ``runtel_runs``).
+
+    ``allow_edits`` adds the tag/note/rename panel (loopback hosts only; see :mod:`runtel.ui.edits_view`)."""
     _show_warnings()
-    ui = ExperimentComparisonUI(ExperimentManager(base_dir), port, report_dir=report_dir)
+    manager = ExperimentManager(base_dir)
+    ui = ExperimentComparisonUI(manager, port, report_dir=report_dir, allow_edits=allow_edits)
     ui.run(debug=debug, host=host)
 
 

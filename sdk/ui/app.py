@@ -52,8 +52,16 @@ tr.param-differs td { background: #fff8c5; } tr.param-differs td:first-child { f
 """
 
 
-def create_app(base_dir: str | os.PathLike[str], *, report_dir: str | os.PathLike[str] | None = None) -> Dash:
+def create_app(
+    base_dir: str | os.PathLike[str],
+    *,
+    report_dir: str | os.PathLike[str] | None = None,
+    allow_edits: bool = False,
+) -> Dash:
     """The comparison UI over the store in ``base_dir``; serve it with :func:`runtel.ui.server.serve`.
+
+    Read-only unless ``allow_edits``: then a panel edits tags, note and name (loopback only, with a
+    per-launch token; see :mod:`runtel.ui.edits_view`).
 
     Reports exported from the page go to a temporary folder that is removed after the download, or
     are kept in ``report_dir`` when given (which must lie outside the store: the UI never writes there).
@@ -86,6 +94,10 @@ def create_app(base_dir: str | os.PathLike[str], *, report_dir: str | os.PathLik
     sweep_view.register(app, base)
     group_view.register(app, base)
     media_view.register(app, base)
+    if allow_edits:
+        from runtel.ui import edits_view
+
+        edits_view.install(app, base)
     harden(app.server)
     return app
 

@@ -23,6 +23,7 @@ import numpy.typing as npt
 from runtel import _health
 from runtel.records import flatten_params
 from runtel.store import _layout
+from runtel.store.edits import EDITS
 from runtel.store.query import StoredRun, best_direction, live_status
 from runtel.store.scan import READ_ERRORS, listing_probe, problems, summary_of
 
@@ -59,6 +60,7 @@ def run_row(run: StoredRun, best_metrics: Sequence[str] | None = None) -> dict[s
         "duration": _duration(metadata, summary, status),
         "points": points,
         "tags": [str(tag) for tag in tags] if isinstance(tags, list) else [],
+        "note": metadata.get("note") or "",
         "best": best_from_summary(summary, limit=2, metrics=best_metrics),
         "problems": found,
     }
@@ -441,8 +443,9 @@ def artifact_rows(run: StoredRun) -> list[dict[str, Any]]:
 def fingerprint(base_dir: str | os.PathLike[str], runs: Iterable[StoredRun] = ()) -> str:
     """Changes when a run appears or goes, or anything its runs-table row shows changes: drives live refresh.
 
-    Only ``stat`` calls: ``metadata.json`` and ``summary.json`` of every run (status, duration, best
-    values), plus the events and series files of runs still marked running (points, spans, charts).
+    Only ``stat`` calls: ``metadata.json``, ``summary.json`` and ``edits.jsonl`` of every run (status,
+    duration, best values, tags), plus the events and series files of runs still marked running
+    (points, spans, charts).
     """
     base = Path(base_dir)
     parts: list[str] = []
@@ -451,7 +454,9 @@ def fingerprint(base_dir: str | os.PathLike[str], runs: Iterable[StoredRun] = ()
     except OSError:
         parts.append("-")
     for run in runs:
-        parts.extend((_stamp(run.dir / _layout.METADATA), _stamp(run.dir / _layout.SUMMARY)))
+        parts.extend(
+            (_stamp(run.dir / _layout.METADATA), _stamp(run.dir / _layout.SUMMARY), _stamp(run.dir / EDITS))
+        )
         if run.metadata.get("status") != "running":
             continue
         parts.append(_stamp(run.dir / _layout.EVENTS))

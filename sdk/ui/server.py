@@ -11,6 +11,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from runtel._net import is_loopback as is_loopback  # re-exported: the UI's own check
+from runtel.errors import ConfigError
 
 if TYPE_CHECKING:
     from dash import Dash
@@ -43,6 +44,11 @@ def make_server(app: Dash, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -
     """A threaded WSGI server bound to ``host:port`` (port 0 picks a free one), not yet serving."""
     from werkzeug.serving import make_server as werkzeug_server
 
+    if app.server.config.get("RUNTEL_ALLOW_EDITS") and not is_loopback(host):
+        raise ConfigError(
+            f"the UI was started with allow_edits, which serves loopback addresses only; {host!r} is not one "
+            "(use 127.0.0.1, or drop allow_edits to share a read-only UI)"
+        )
     if not is_loopback(host):
         logger.warning(
             "runtel UI listening on %s: anyone who can reach this address can read every run in the store "

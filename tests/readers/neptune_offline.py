@@ -21,6 +21,7 @@ from neptune.internal.operation import (
     LogImages,
     LogStrings,
     Operation,
+    RemoveStrings,
     UploadFile,
     UploadFileSet,
 )
@@ -61,4 +62,6 @@ def read_run(directory: str | Path) -> NeptuneRun:
             run.files[path] = operation
         elif isinstance(operation, AddStrings):
             run.tags.extend(operation.values)
+        elif isinstance(operation, RemoveStrings):
+            run.tags = [tag for tag in run.tags if tag not in operation.values]
     return run

@@ -1,0 +1,53 @@
+"""Tags and the note of a live run (``run.tags.add``, ``run.set_note``): the same edits as on a stored run.
+
+They are appended to the run folder's ``edits.jsonl`` (:mod:`runtel.store.edits`, never through the store
+writer, which owns ``metadata.json``) and sent at once to the run's exporters as ``RunEdited``. Edits
+another process made while the run was live (``runtel tag``) reach those exporters at ``finish()``,
+before ``RunEnded``, so a live W&B, MLflow or Neptune run ends with the tags the store shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from runtel.records import Record, RunEdited
+from runtel.store.edits import Tags, append_edit, make_edit, read_edits, with_edits
+from runtel.store.query import read_metadata
+
+
+class LiveEdits:
+    """The edits of one live run: written to its folder, forwarded to its exporters."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        started: float,
+        send: Callable[[Sequence[Record]], None],
+        live: Callable[[], bool],
+    ) -> None:
+        self._dir = run_dir
+        self._started = started
+        self._send = send
+        self._live = live  # after finish() the exporters are closed: an edit is only stored, as any later one
+        self._own: set[RunEdited] = set()
+
+    @property
+    def tags(self) -> Tags:
+        return Tags(self._current_tags, self.record)
+
+    def set_note(self, note: str) -> None:
+        self.record(make_edit(note=note))
+
+    def record(self, edit: RunEdited) -> None:
+        append_edit(self._dir, edit)
+        self._own.add(edit)
+        if self._live():
+            self._send([edit])
+
+    def others(self) -> list[RunEdited]:
+        """Edits made by other processes since this session of the run started, in order."""
+        return [e for e in read_edits(self._dir).edits if e.time >= self._started and e not in self._own]
+
+    def _current_tags(self) -> tuple[str, ...]:
+        return tuple(with_edits(self._dir, read_metadata(self._dir)).get("tags") or ())
