@@ -88,6 +88,14 @@ COMPLETE_MARKER = "runtel-export.json"
 EXIT_CODES: dict[str, int] = {"completed": 0, "running": 0, "failed": 1, "crashed": 1, "killed": 143}
 
 
+#: runtel's captured files (kind, artifact name) as the run files W&B's own capture writes.
+RUN_FILES = {
+    ("console", "output.log"): "output.log",
+    ("code", "code/diff.patch"): "diff.patch",
+    ("environment", "environment/packages.txt"): "requirements.txt",
+}
+
+
 def _import_wandb() -> Any:
     try:
         import wandb
@@ -270,6 +278,13 @@ class WandbExporter(RecordTranslator):
 
     def _log_artifact(self, record: ArtifactLogged) -> None:
         run = self._active()
+        run_file = RUN_FILES.get((record.kind, record.name))
+        if run_file is not None and os.path.isfile(record.path):
+            # Where W&B's own capture puts them: its Logs tab shows output.log, its Files tab the rest.
+            target = os.path.join(run.dir, run_file)
+            shutil.copyfile(record.path, target)
+            run.save(target, base_path=run.dir, policy="now")
+            return
         artifact = self._wandb.Artifact(
             record.name,
             type="model" if record.kind == "model" else "artifact",

@@ -17,6 +17,7 @@ from typing import Any
 
 from rich.markup import escape
 
+from runtel.cli_repro import print_repro, repro_report
 from runtel.errors import ConfigError, MetricNotFoundError, RunNotFoundError
 from runtel.records import flatten_params
 from runtel.store import _layout
@@ -203,6 +204,7 @@ def show_run(args: argparse.Namespace) -> int:
         "replays": summary.get("replays", []),
         "artifacts": data.artifact_rows(run),
         "spans": data.span_rows(run),
+        **repro_report(run.dir),
     }
     if run.sweep is not None and run.sweep.role == "sweep":
         from runtel.ui.sweep_data import sweep_table
@@ -306,6 +308,7 @@ def show_run(args: argparse.Namespace) -> int:
             item["steps"],
         )
     console.print(spans)
+    print_repro(console, report)
     return 0
 
 

@@ -243,6 +243,18 @@ class Run:
             )
             self._system.start()
         _RUNS.add(self)
+        self._logs = _otel.make_console_logs(
+            resource, [p for e in exporters for p in _log_processors(e)], trace_id
+        )
+        from runtel._capture import ProcessCapture
+
+        self._capture = ProcessCapture(
+            where.own_dir,
+            settings,
+            self._store_captured,
+            on_line=self._logs.console_line(self._current_span_id) if self._logs is not None else None,
+            on_finish=self._logs.shutdown if self._logs is not None else None,
+        )
 
     # ------------------------------------------------------------------ hot path
     def log(self, metrics: Mapping[str, Any], step: int | None = None, *, all_ranks: bool = False) -> None:
@@ -475,6 +487,14 @@ class Run:
         self._emit(stored.logged(time.time()))
         return stored
 
+    def _store_captured(self, path: Path, name: str, kind: str, metadata: dict[str, Any]) -> None:
+        """A file of the run's capture (diff, packages, console) as an artifact, from any thread."""
+        stored = self.artifacts.add(path, name, version=True, kind=kind, metadata=metadata)
+        self._emit(stored.logged(time.time()))
+
+    def _current_span_id(self) -> int:
+        return self._span_id
+
     def log_model(
         self,
         model: Any,
@@ -541,6 +561,7 @@ class Run:
             raise ConfigError(f"status must be completed, failed, crashed or killed; got {status!r}")
         error = None if error is None else _redact.redact(error)  # a traceback may quote credentials
         failed_as = None if status == "completed" else (error_type or "_OTHER")
+        self._capture.finish()  # environment and console stored before the run's last records
         if self._system is not None:
             self._system.shutdown()
         self._end_left_spans(failed_as)
@@ -817,6 +838,12 @@ def _git_revision() -> str | None:
         return None
     revision = result.stdout.strip()
     return revision if result.returncode == 0 and revision else None
+
+
+def _log_processors(exporter: Exporter) -> Sequence[Any]:
+    """The OTel log record processors an exporter plugs in (OTLP: the console as log records)."""
+    hook = getattr(exporter, "log_record_processors", None)
+    return list(hook()) if callable(hook) else []
 
 
 def _sweep_info(sweep: SweepRef | None, run_id: str) -> SweepInfo | None:

@@ -21,6 +21,10 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if key.startswith("RUNTEL_") or key in ("TRACEPARENT", "TRACESTATE"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("RUNTEL_SYSTEM_INTERVAL", "0")
+    # Captured by default, off in tests that do not check them (their artifacts and descriptors):
+    # tests/test_repro.py and tests/test_console.py turn them on.
+    monkeypatch.setenv("RUNTEL_CAPTURE_ENVIRONMENT", "off")
+    monkeypatch.setenv("RUNTEL_CONSOLE", "off")
     monkeypatch.chdir(tmp_path)
 
 

@@ -1,0 +1,193 @@
+"""Console capture: descriptors 1 and 2 tee'd into output.log, the terminal's bytes unchanged."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import runtel
+from runtel._console import STDERR_MARK
+
+SCRIPT = """
+import logging, os, sys, time
+import runtel
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+run = runtel.init(project="console", base_dir="runs", capture_environment=False)
+pause = lambda: time.sleep(0.05)  # the streams are two pipes: order across them is the arrival order
+print("one from print", flush=True); pause()
+logging.info("two from logging"); pause()
+os.write(1, b"three from os.write\\n"); pause()
+sys.stderr.write("four to stderr\\n"); sys.stderr.flush(); pause()
+print("five", end="", flush=True); pause()
+os.write(2, b"six, C-level stderr\\n"); pause()
+print(" and five's end", flush=True)
+run.finish()
+print("after finish", flush=True)
+os.write(1, b"after finish, C-level\\n")
+print(run.dir)
+"""
+
+
+def run_script(tmp_path: Path, code: str, **env: str) -> subprocess.CompletedProcess[bytes]:
+    inherited = {key: value for key, value in os.environ.items() if key != "WANDB_SERVICE"}
+    inherited.pop("RUNTEL_CONSOLE")
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={**inherited, **env},
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_output_log_holds_print_logging_and_c_level_writes_in_order(tmp_path: Path) -> None:
+    done = run_script(tmp_path, SCRIPT)
+    assert done.returncode == 0, done.stderr
+    run_dir = Path(done.stdout.decode().splitlines()[-1])
+    assert (run_dir / "output.log").read_bytes() == (
+        b"one from print\n"
+        + STDERR_MARK
+        + b"INFO two from logging\n"
+        + b"three from os.write\n"
+        + STDERR_MARK
+        + b"four to stderr\n"
+        + b"five\n"
+        + STDERR_MARK
+        + b"six, C-level stderr\n"
+        + b" and five's end\n"
+    )
+
+
+def test_the_terminal_sees_the_same_bytes_with_and_without_capture(tmp_path: Path) -> None:
+    captured = run_script(tmp_path, SCRIPT)
+    plain = run_script(tmp_path, SCRIPT, RUNTEL_CONSOLE="off")
+    assert captured.returncode == plain.returncode == 0
+    strip = lambda out: out.rsplit(b"\n", 2)[0]  # noqa: E731 - the last line is the run's folder
+    assert strip(captured.stdout) == strip(plain.stdout) == (
+        b"one from print\nthree from os.write\nfive and five's end\nafter finish\nafter finish, C-level"
+    )
+    assert captured.stderr == plain.stderr == b"INFO two from logging\nfour to stderr\nsix, C-level stderr\n"
+
+
+def test_the_console_log_is_stored_as_an_artifact_of_the_run(tmp_path: Path) -> None:
+    done = run_script(tmp_path, SCRIPT)
+    run_dir = Path(done.stdout.decode().splitlines()[-1])
+    stored = runtel.Store(str(tmp_path / "runs")).run(run_dir.name).artifact("output.log")
+    assert Path(stored.path).read_bytes() == (run_dir / "output.log").read_bytes()
+    assert stored.kind == "console"
+    assert stored.metadata["bytes_cut"] == 0 and stored.metadata["streams"] == ["stdout", "stderr"]
+
+
+def test_output_past_the_bound_keeps_head_and_tail_with_a_marker(tmp_path: Path) -> None:
+    code = """
+import runtel
+run = runtel.init(base_dir="runs", capture_environment=False, console_max_bytes=20_000)
+for i in range(2_000):
+    print(f"line {i:05d} " + "x" * 88, flush=True)
+run.finish()
+print(run.dir)
+"""
+    done = run_script(tmp_path, code)
+    lines = done.stdout.decode().splitlines()
+    assert len(lines) == 2_001  # the terminal got every line
+    log = (Path(lines[-1]) / "output.log").read_bytes()
+    head, marker, tail = log.split(b"\n[runtel: ", 1)[0], *log.split(b"\n[runtel: ", 1)[1].split(b"\n", 1)
+    assert head.startswith(b"line 00000 ") and tail.endswith(b"line 01999 " + b"x" * 88 + b"\n")
+    assert len(head) == 10_000 and len(tail) == 10_000
+    cut = 2_000 * 100 - 20_000
+    assert marker == f"{cut} bytes of console output left out here (RUNTEL_CONSOLE_MAX_BYTES)]".encode()
+
+
+def test_a_forked_child_writes_to_the_terminal_but_not_into_the_log(tmp_path: Path) -> None:
+    code = """
+import os, runtel
+run = runtel.init(base_dir="runs", capture_environment=False)
+print("parent before", flush=True)
+pid = os.fork()
+if pid == 0:
+    os.write(1, b"child C-level\\n")
+    print("child print", flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+print("parent after", flush=True)
+run.finish()
+print(run.dir)
+"""
+    done = run_script(tmp_path, code)
+    lines = done.stdout.decode().splitlines()
+    assert lines[:4] == ["parent before", "child C-level", "child print", "parent after"]
+    assert (Path(lines[-1]) / "output.log").read_bytes() == b"parent before\nparent after\n"
+
+
+def test_subprocesses_of_the_run_are_captured(tmp_path: Path) -> None:
+    code = """
+import subprocess, sys, runtel
+run = runtel.init(base_dir="runs", capture_environment=False)
+subprocess.run([sys.executable, "-c", "print('from a subprocess')"], check=True)
+run.finish()
+print(run.dir)
+"""
+    done = run_script(tmp_path, code)
+    lines = done.stdout.decode().splitlines()
+    assert lines[0] == "from a subprocess"
+    assert (Path(lines[-1]) / "output.log").read_bytes() == b"from a subprocess\n"
+
+
+def test_an_uncaught_exception_leaves_its_traceback_in_the_log_and_once_on_the_terminal(
+    tmp_path: Path,
+) -> None:
+    code = """
+import runtel
+run = runtel.init(base_dir="runs", capture_environment=False)
+print(run.dir, flush=True)
+raise ValueError("boom")
+"""
+    done = run_script(tmp_path, code)
+    assert done.returncode == 1
+    assert done.stderr.count(b"ValueError: boom") == 1
+    log = (Path(done.stdout.decode().splitlines()[0]) / "output.log").read_bytes()
+    assert STDERR_MARK + b"ValueError: boom\n" in log
+
+
+def test_finish_restores_the_descriptors_under_pytest_capture(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    before = [os.fstat(fd) for fd in (1, 2)]
+    run = runtel.init(base_dir=str(tmp_path / "runs"), console=True, capture_environment=False)
+    during = [os.fstat(fd) for fd in (1, 2)]
+    print("print still works (pytest's sys.stdout writes past fd 1)", flush=True)
+    os.write(1, b"seen by pytest and the log\n")
+    time.sleep(0.05)  # two pipes: order across them is the arrival order
+    os.write(2, b"stderr too\n")
+    run.finish()
+    after = [os.fstat(fd) for fd in (1, 2)]
+    same = lambda a, b: (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)  # noqa: E731
+    assert all(same(a, b) for a, b in zip(before, after, strict=True))
+    assert not any(same(a, b) for a, b in zip(before, during, strict=True))
+    out, err = capfd.readouterr()
+    assert out == "print still works (pytest's sys.stdout writes past fd 1)\nseen by pytest and the log\n"
+    assert err == "stderr too\n"
+    assert (run.dir / "output.log").read_bytes() == b"seen by pytest and the log\n" + STDERR_MARK + b"stderr too\n"
+
+
+def test_console_off_leaves_the_descriptors_alone(tmp_path: Path) -> None:
+    before = os.fstat(1)
+    with runtel.init(base_dir=str(tmp_path / "runs"), console=False, capture_environment=False) as run:
+        assert (os.fstat(1).st_ino, os.fstat(1).st_dev) == (before.st_ino, before.st_dev)
+    assert not (run.dir / "output.log").exists()
+
+
+def test_a_second_run_of_the_process_does_not_capture_again(tmp_path: Path) -> None:
+    first = runtel.init(base_dir=str(tmp_path / "runs"), name="first", console=True, capture_environment=False)
+    second = runtel.init(base_dir=str(tmp_path / "runs"), name="second", console=True, capture_environment=False)
+    os.write(1, b"into the first run's log\n")
+    second.finish()
+    first.finish()
+    assert (first.dir / "output.log").read_bytes() == b"into the first run's log\n"
+    assert not (second.dir / "output.log").exists()
