@@ -51,11 +51,17 @@ class ReproOptions:
 
 
 def process_facts() -> dict[str, Any]:
-    """Command, working directory, interpreter, platform and host: cheap, read on the caller's thread."""
+    """Command and working directory: read on the caller's thread, before the script can change them."""
     return {
         "command": [_redact.redact(arg) for arg in sys.argv],  # --api-key=... stays out of the store
         "interpreter_command": [_redact.redact(arg) for arg in getattr(sys, "orig_argv", sys.argv)],
         "cwd": os.getcwd(),
+    }
+
+
+def interpreter_facts() -> dict[str, Any]:
+    """Interpreter, platform and host (``platform.platform()`` probes libc: about 10 ms, so off-thread)."""
+    return {
         "python": {
             "version": platform.python_version(),
             "implementation": platform.python_implementation(),
@@ -231,7 +237,7 @@ class ReproCapture:
 
     def _capture(self) -> None:
         started = time.perf_counter()
-        document: dict[str, Any] = {**self._facts, "captured_at": time.time()}
+        document: dict[str, Any] = {**self._facts, **interpreter_facts(), "captured_at": time.time()}
         try:
             with tempfile.TemporaryDirectory(prefix="runtel-repro-") as scratch:
                 folder = Path(scratch)
