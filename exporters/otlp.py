@@ -48,15 +48,16 @@ CAPABILITIES = Capabilities(
 
 
 class OtlpExporter:
-    """Plugs OTLP span and metric export into a run's OpenTelemetry providers.
+    """Plugs OTLP span, metric and log export into a run's OpenTelemetry providers.
 
     ``endpoint`` is the base URL (``http://collector:4318``; ``/v1/traces`` and ``/v1/metrics`` are
     appended for HTTP) or, for gRPC, ``host:port`` or a URL; ``None`` leaves it to the
     ``OTEL_EXPORTER_OTLP_*`` variables (default ``localhost:4318`` / ``4317``). ``protocol`` is
     ``http/protobuf`` (default) or ``grpc``. ``insecure`` applies to gRPC only (HTTP follows the URL's
-    scheme); ``/v1/logs`` is appended for the console's log records. ``export_interval`` is in seconds. ``traces=False`` or ``metrics=False`` turns a signal
-    off (an MLflow server ingests traces only); left as None, ``OTEL_TRACES_EXPORTER`` /
-    ``OTEL_METRICS_EXPORTER`` decide. Live only: a stored run replayed to it is refused.
+    scheme); ``/v1/logs`` is appended for the console's log records. ``export_interval`` is in
+    seconds. ``traces=False``, ``metrics=False`` or ``logs=False`` turns a signal off (an MLflow
+    server ingests traces only); left as None, ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER`` /
+    ``OTEL_LOGS_EXPORTER`` decide. Live only: a stored run replayed to it is refused.
     """
 
     name = "otlp"

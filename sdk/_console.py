@@ -148,7 +148,9 @@ class _BoundedLog:
 class _Tee:
     """One descriptor pointed at a pipe, and the thread reading it."""
 
-    def __init__(self, fd: int, log: _BoundedLog, lock: threading.Lock, listeners: list[LineListener]) -> None:
+    def __init__(
+        self, fd: int, log: _BoundedLog, lock: threading.Lock, listeners: list[LineListener]
+    ) -> None:
         self.fd = fd
         self.saved = os.dup(fd)  # the original destination (not inherited by subprocesses)
         read_end, write_end = os.pipe()
@@ -266,9 +268,7 @@ class ConsoleCapture:
         with _active_lock:
             if _active is not None and _active() is self:
                 _active = None
-        return ConsoleReport(
-            self.path, tuple(_STREAMS[t.fd] for t in self._tees), log.seen, stored, log.cut
-        )
+        return ConsoleReport(self.path, tuple(_STREAMS[t.fd] for t in self._tees), log.seen, stored, log.cut)
 
     def _detach_in_child(self) -> None:
         """In a forked child: its descriptors point at the parent's pipes again no more."""

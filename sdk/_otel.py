@@ -8,9 +8,9 @@ background flush, plus the user's own instruments collected at every flush).
 from __future__ import annotations
 
 import hashlib
-import time
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 

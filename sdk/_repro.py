@@ -186,8 +186,8 @@ def _remote_url(cwd: str) -> str | None:
     for line in listed.stdout.decode("utf-8", "replace").splitlines():
         key, _, url = line.partition(" ")
         urls[key.removeprefix("remote.").removesuffix(".url")] = url
-    url = urls.get("origin") or next(iter(urls.values()), None)
-    return None if url is None else _redact.redact(url)
+    chosen = urls.get("origin") or next(iter(urls.values()), None)
+    return None if chosen is None else _redact.redact(chosen)
 
 
 def git_diff(cwd: str, commit: str | None, max_bytes: int, target: Path) -> dict[str, Any]:
@@ -195,9 +195,7 @@ def git_diff(cwd: str, commit: str | None, max_bytes: int, target: Path) -> dict
     with a closing line saying so; returns the sizes (``cut`` when bytes were left out)."""
     with tempfile.TemporaryFile() as raw:  # a diff of any size never sits in memory whole
         try:
-            done = _git(
-                ["diff", "--no-color", "--no-ext-diff", commit or _EMPTY_TREE], cwd, stdout=raw
-            )
+            done = _git(["diff", "--no-color", "--no-ext-diff", commit or _EMPTY_TREE], cwd, stdout=raw)
         except (OSError, subprocess.SubprocessError) as exc:
             return {"stored": False, "reason": f"git diff failed: {type(exc).__name__}: {exc}"}
         if done.returncode != 0:
@@ -241,7 +239,9 @@ class ReproCapture:
         try:
             with tempfile.TemporaryDirectory(prefix="runtel-repro-") as scratch:
                 folder = Path(scratch)
-                document["git"] = self._git(folder) if self._options.git else {"present": False, "reason": "off"}
+                document["git"] = (
+                    self._git(folder) if self._options.git else {"present": False, "reason": "off"}
+                )
                 document["packages"] = self._packages(folder)
                 document["torch"] = torch_facts()
                 document["capture_seconds"] = time.perf_counter() - started

@@ -16,7 +16,7 @@ TAIL_LINES = 20
 
 
 def repro_report(run_dir: Path) -> dict[str, Any]:
-    """``{"environment": summary or None, "console_tail": [...], "repro_problems": [...]}`` (damage reported)."""
+    """``{"environment": summary or None, "console_tail": [...], "repro_problems": [...]}``."""
     report: dict[str, Any] = {"environment": None, "console_tail": [], "repro_problems": []}
     try:
         summary = repro_summary(run_dir)
@@ -42,13 +42,18 @@ def print_repro(console: Console, report: dict[str, Any]) -> None:
             code = (
                 f"commit {(env['commit'] or '(none)')[:12]}  branch {escape(env['branch'] or '(detached)')}  "
                 f"{state}"
-                + (f" (diff: {escape(env['diff_artifact'])}{', cut' if env['diff_cut'] else ''})"
-                   if env["diff_artifact"] else "")
+                + (
+                    f" (diff: {escape(env['diff_artifact'])}{', cut' if env['diff_cut'] else ''})"
+                    if env["diff_artifact"]
+                    else ""
+                )
                 + (f", {env['untracked']} untracked" if env["untracked"] else "")
                 + (f"  remote {escape(env['remote'])}" if env["remote"] else "")
             )
         console.print(f"code: {code}")
-        torch = f"  torch {escape(env['torch'])} (CUDA {escape(env['cuda'] or 'none')})" if env["torch"] else ""
+        torch = (
+            f"  torch {escape(env['torch'])} (CUDA {escape(env['cuda'] or 'none')})" if env["torch"] else ""
+        )
         packages = "—" if env["packages"] is None else str(env["packages"])
         console.print(f"python: {escape(env['python'] or '—')}  packages: {packages}{torch}")
         console.print(f"command: {escape(' '.join(env['command']) or '—')}  (in {escape(env['cwd'] or '—')})")

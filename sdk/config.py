@@ -131,7 +131,11 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any], str]] = {
         "Write environment.json (command, cwd, Python, platform, host, torch/CUDA, git, packages); "
         "false turns off the whole capture.",
     ),
-    "capture_git": ("RUNTEL_CAPTURE_GIT", _parse_bool, "Record the git commit, branch, remote and dirty flag."),
+    "capture_git": (
+        "RUNTEL_CAPTURE_GIT",
+        _parse_bool,
+        "Record the git commit, branch, remote and dirty flag.",
+    ),
     "capture_diff": (
         "RUNTEL_CAPTURE_DIFF",
         _parse_bool,

@@ -69,8 +69,10 @@ def test_the_terminal_sees_the_same_bytes_with_and_without_capture(tmp_path: Pat
     plain = run_script(tmp_path, SCRIPT, RUNTEL_CONSOLE="off")
     assert captured.returncode == plain.returncode == 0
     strip = lambda out: out.rsplit(b"\n", 2)[0]  # noqa: E731 - the last line is the run's folder
-    assert strip(captured.stdout) == strip(plain.stdout) == (
-        b"one from print\nthree from os.write\nfive and five's end\nafter finish\nafter finish, C-level"
+    assert (
+        strip(captured.stdout)
+        == strip(plain.stdout)
+        == (b"one from print\nthree from os.write\nfive and five's end\nafter finish\nafter finish, C-level")
     )
     assert captured.stderr == plain.stderr == b"INFO two from logging\nfour to stderr\nsix, C-level stderr\n"
 
@@ -173,7 +175,9 @@ def test_finish_restores_the_descriptors_under_pytest_capture(
     out, err = capfd.readouterr()
     assert out == "print still works (pytest's sys.stdout writes past fd 1)\nseen by pytest and the log\n"
     assert err == "stderr too\n"
-    assert (run.dir / "output.log").read_bytes() == b"seen by pytest and the log\n" + STDERR_MARK + b"stderr too\n"
+    assert (
+        run.dir / "output.log"
+    ).read_bytes() == b"seen by pytest and the log\n" + STDERR_MARK + b"stderr too\n"
 
 
 def test_console_off_leaves_the_descriptors_alone(tmp_path: Path) -> None:
@@ -184,8 +188,12 @@ def test_console_off_leaves_the_descriptors_alone(tmp_path: Path) -> None:
 
 
 def test_a_second_run_of_the_process_does_not_capture_again(tmp_path: Path) -> None:
-    first = runtel.init(base_dir=str(tmp_path / "runs"), name="first", console=True, capture_environment=False)
-    second = runtel.init(base_dir=str(tmp_path / "runs"), name="second", console=True, capture_environment=False)
+    first = runtel.init(
+        base_dir=str(tmp_path / "runs"), name="first", console=True, capture_environment=False
+    )
+    second = runtel.init(
+        base_dir=str(tmp_path / "runs"), name="second", console=True, capture_environment=False
+    )
     os.write(1, b"into the first run's log\n")
     second.finish()
     first.finish()

@@ -31,7 +31,11 @@ def _quiet_wandb(monkeypatch: pytest.MonkeyPatch) -> None:
 def printing_run(base_dir: Path, exporters: list[object]) -> runtel.Run:
     """A run that writes two stdout lines and one stderr line at the descriptor level."""
     with runtel.init(
-        project="console", base_dir=str(base_dir), exporters=exporters, console=True, capture_environment=False
+        project="console",
+        base_dir=str(base_dir),
+        exporters=exporters,
+        console=True,
+        capture_environment=False,
     ) as run:
         for step, line in enumerate(LINES):
             os.write(1, line)
@@ -83,7 +87,10 @@ def test_mlflow_gets_output_log_live_and_on_replay(tmp_path: Path) -> None:
     run = printing_run(tmp_path / "runs", [live])
     client = MlflowClient(uri)
     assert live.mlflow_run_id is not None
-    assert Path(client.download_artifacts(live.mlflow_run_id, "output.log", str(tmp_path / "a"))).read_bytes() == EXPECTED
+    assert (
+        Path(client.download_artifacts(live.mlflow_run_id, "output.log", str(tmp_path / "a"))).read_bytes()
+        == EXPECTED
+    )
     replayed = MlflowExporter(uri, "replayed", artifact_location=str(tmp_path / "artifacts" / "replayed"))
     export_run(runtel.Store(str(tmp_path / "runs")).run(run.id), replayed)
     assert replayed.mlflow_run_id is not None
@@ -92,7 +99,8 @@ def test_mlflow_gets_output_log_live_and_on_replay(tmp_path: Path) -> None:
 
 
 def test_otlp_gets_each_console_line_as_a_log_record_of_the_run_trace(
-    tmp_path: Path, http_receiver: Server  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+    http_receiver: Server,  # noqa: F811 - the fixture imported above
 ) -> None:
     run = printing_run(tmp_path / "runs", [OtlpExporter(http_receiver.endpoint)])
     records = [
@@ -109,7 +117,9 @@ def test_otlp_gets_each_console_line_as_a_log_record_of_the_run_trace(
     ]
     assert {r.trace_id.hex() for r, _ in records} == {run.id}
     assert {r.span_id.hex() for r, _ in records} == {format(run.root_span_id, "016x")}
-    streams = [next(a.value.string_value for a in r.attributes if a.key == "log.iostream") for r, _ in records]
+    streams = [
+        next(a.value.string_value for a in r.attributes if a.key == "log.iostream") for r, _ in records
+    ]
     assert streams == ["stdout", "stdout", "stderr"]
     resource = {a.key: a.value.string_value for a in records[0][1].attributes}
     assert resource["runtel.run.id"] == run.id

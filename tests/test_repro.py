@@ -63,7 +63,9 @@ def environment(run: runtel.Run) -> dict:
     return json.loads((run.dir / "environment.json").read_text())
 
 
-def test_a_run_in_a_checkout_holds_commit_branch_remote_and_dirty_flag(checkout: Path, tmp_path: Path) -> None:
+def test_a_run_in_a_checkout_holds_commit_branch_remote_and_dirty_flag(
+    checkout: Path, tmp_path: Path
+) -> None:
     with start(tmp_path) as run:
         pass
     found = environment(run)["git"]
@@ -77,7 +79,9 @@ def test_a_run_in_a_checkout_holds_commit_branch_remote_and_dirty_flag(checkout:
     assert "s3cr3t" not in (run.dir / "environment.json").read_text()
 
 
-def test_the_diff_of_staged_and_unstaged_changes_is_a_versioned_artifact(checkout: Path, tmp_path: Path) -> None:
+def test_the_diff_of_staged_and_unstaged_changes_is_a_versioned_artifact(
+    checkout: Path, tmp_path: Path
+) -> None:
     with start(tmp_path) as run:
         pass
     stored = Store(str(tmp_path / "runs")).run(run.id).artifact("code/diff.patch")
@@ -93,7 +97,10 @@ def test_a_diff_over_its_bound_is_cut_with_a_closing_line(checkout: Path, tmp_pa
         pass
     full = git(checkout, "diff", "--no-color", "HEAD").encode()
     stored = Path(Store(str(tmp_path / "runs")).run(run.id).artifact("code/diff.patch").path).read_bytes()
-    assert stored == full[:40] + f"\n[runtel: diff cut at 40 of {len(full)} bytes (RUNTEL_DIFF_MAX_BYTES)]\n".encode()
+    assert (
+        stored
+        == full[:40] + f"\n[runtel: diff cut at 40 of {len(full)} bytes (RUNTEL_DIFF_MAX_BYTES)]\n".encode()
+    )
     diff = environment(run)["git"]["diff"]
     assert diff == {**diff, "cut": True, "bytes": len(full), "stored_bytes": 40}
 
@@ -106,7 +113,11 @@ def test_the_installed_packages_are_stored_in_pip_freeze_format(tmp_path: Path) 
     assert f"numpy=={version('numpy')}" in lines
     assert f"opentelemetry-sdk=={version('opentelemetry-sdk')}" in lines
     assert all(line.count("==") == 1 for line in lines)
-    assert environment(run)["packages"] == {"stored": True, "count": len(lines), "artifact": "environment/packages.txt"}
+    assert environment(run)["packages"] == {
+        "stored": True,
+        "count": len(lines),
+        "artifact": "environment/packages.txt",
+    }
 
 
 def test_command_cwd_python_and_platform_are_recorded(tmp_path: Path) -> None:

@@ -66,8 +66,16 @@ def repro_summary(run_dir: Path) -> ReproSummary | None:
     git = document.get("git") or {}
     check_fields(
         git,
-        {"commit": TEXT, "branch": TEXT, "remote": TEXT, "dirty": BOOLEAN, "untracked_count": INTEGER,
-         "reason": TEXT, "present": BOOLEAN, "diff": OBJECT},
+        {
+            "commit": TEXT,
+            "branch": TEXT,
+            "remote": TEXT,
+            "dirty": BOOLEAN,
+            "untracked_count": INTEGER,
+            "reason": TEXT,
+            "present": BOOLEAN,
+            "diff": OBJECT,
+        },
         path,
         prefix="git.",
     )
