@@ -60,4 +60,4 @@ def print_repro(console: Console, report: dict[str, Any]) -> None:
     if report["console_tail"]:
         console.print(f"[bold]console[/] (last {len(report['console_tail'])} lines of output.log):")
         for line in report["console_tail"]:
-            console.print(escape(line), highlight=False, markup=False)
+            console.print(line, highlight=False, markup=False)

@@ -199,3 +199,15 @@ def test_a_second_run_of_the_process_does_not_capture_again(tmp_path: Path) -> N
     first.finish()
     assert (first.dir / "output.log").read_bytes() == b"into the first run's log\n"
     assert not (second.dir / "output.log").exists()
+
+
+def test_show_prints_the_console_tail(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from runtel.cli import main
+
+    done = run_script(tmp_path, SCRIPT)
+    run_dir = Path(done.stdout.decode().splitlines()[-1])
+    capsys.readouterr()
+    assert main(["show", run_dir.name, "--base-dir", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    shown = out.split("lines of output.log):\n", 1)[1].splitlines()
+    assert shown == (run_dir / "output.log").read_text().splitlines()

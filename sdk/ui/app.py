@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from runtel.errors import MissingExtraError
 from runtel.store.query import StoredRun
 from runtel.store.scan import READ_ERRORS, Listing, scan
-from runtel.ui import data, sweep_view
+from runtel.ui import console_view, data, sweep_view
 
 if TYPE_CHECKING:
     from dash import Dash
@@ -78,10 +78,12 @@ def create_app(base_dir: str | os.PathLike[str], *, report_dir: str | os.PathLik
         include_assets_files=False,
         update_title="",
     )
-    app.index_string = app.index_string.replace("{%css%}", "{%css%}<style>" + _CSS + "</style>")
+    css = _CSS + console_view.CSS
+    app.index_string = app.index_string.replace("{%css%}", "{%css%}<style>" + css + "</style>")
     app.layout = _layout(base)
     _register(app, base, reports)
     sweep_view.register(app, base)
+    console_view.register(app, base)
     harden(app.server)
     return app
 
@@ -177,6 +179,7 @@ def _layout(base: Path) -> Any:
                     html.Section([html.H2("Hyperparameters"), html.Div(id="params")]),
                     html.Section([html.H2("Epochs and phases"), html.Div(id="spans")]),
                     html.Section([html.H2("Artifacts"), html.Div(id="artifacts")]),
+                    console_view.section(),
                     sweep_view.section(),
                     html.Section(
                         [
