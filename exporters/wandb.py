@@ -91,8 +91,8 @@ EXIT_CODES: dict[str, int] = {"completed": 0, "running": 0, "failed": 1, "crashe
 #: runtel's captured files (kind, artifact name) as the run files W&B's own capture writes.
 RUN_FILES = {
     ("console", "output.log"): "output.log",
-    ("code", "code/diff.patch"): "diff.patch",
-    ("environment", "environment/packages.txt"): "requirements.txt",
+    ("code", "diff.patch"): "diff.patch",
+    ("environment", "requirements.txt"): "requirements.txt",
 }
 
 
@@ -183,7 +183,8 @@ class WandbExporter(RecordTranslator):
         else:
             self._refuse_duplicate(record.run_id)
             self._checked_id = record.run_id
-        settings = self._wandb.Settings(console="off", x_disable_stats=True)
+        # The run's own console and packages arrive as records (RUN_FILES): not this process's.
+        settings = self._wandb.Settings(console="off", x_disable_stats=True, x_save_requirements=False)
         user_settings = self._init_kwargs.get("settings")
         if user_settings is not None:
             settings.update_from_settings(user_settings)

@@ -179,14 +179,16 @@ class _Tee:
             try:
                 data = os.read(self.read_end, _READ_SIZE)
             except OSError:
-                return
-            if not data:
+                data = b""
+            if not data:  # every writer closed it: the run gave the descriptor back
+                if self._partial and self.logging:
+                    self._tell(b"\n")  # a last line without its newline is still a line
                 return
             _write_all(self.saved, data)
-            if not self.logging:
-                continue
             try:
                 with self._lock:
+                    if not self.logging:  # stopped, or a subprocess outlived the run: pass through
+                        continue
                     self._log.add(self.fd, data)
                 if self._listeners:
                     self._tell(data)
@@ -200,7 +202,12 @@ class _Tee:
         for line in lines:
             text = line.decode("utf-8", "replace")
             for listener in self._listeners:
-                listener(_STREAMS[self.fd], text)
+                try:
+                    listener(_STREAMS[self.fd], text)
+                except Exception:  # a listener (OTLP) failing must not stop the capture
+                    logger.exception("runtel: a console line listener failed; it is dropped")
+                    self._listeners.remove(listener)
+                    break
 
     def close(self) -> None:
         for fd in (self.read_end, self.saved):
@@ -233,8 +240,8 @@ class ConsoleCapture:
                 logger.debug("runtel: descriptors 1 and 2 are closed; no console capture")
                 return False
             _flush_python_streams()
-            self._log = _BoundedLog(self.path, self._max_bytes)
             try:
+                self._log = _BoundedLog(self.path, self._max_bytes)
                 for fd in usable:
                     self._tees.append(_Tee(fd, self._log, self._lock, self.listeners))
             except OSError as exc:
@@ -271,7 +278,7 @@ class ConsoleCapture:
         return ConsoleReport(self.path, tuple(_STREAMS[t.fd] for t in self._tees), log.seen, stored, log.cut)
 
     def _detach_in_child(self) -> None:
-        """In a forked child: its descriptors point at the parent's pipes again no more."""
+        """In a forked child (not the run's process): descriptors back to where they pointed before."""
         for tee in self._tees:
             with contextlib.suppress(OSError):
                 tee.restore()

@@ -30,8 +30,8 @@ from runtel.config import DEFAULT_DIFF_MAX_BYTES
 logger = logging.getLogger("runtel")
 
 ENVIRONMENT_FILE = "environment.json"
-DIFF_ARTIFACT = "code/diff.patch"
-PACKAGES_ARTIFACT = "environment/packages.txt"
+DIFF_ARTIFACT = "diff.patch"
+PACKAGES_ARTIFACT = "requirements.txt"
 #: Untracked file names listed in ``environment.json`` (their count is always complete).
 MAX_UNTRACKED_NAMES = 1_000
 #: Seconds one git command may take before it is abandoned (and the fact recorded as absent).
@@ -258,7 +258,7 @@ class ReproCapture:
         if not self._options.diff:
             facts["diff"] = {"stored": False, "reason": "off"}
             return facts
-        target = folder / "diff.patch"
+        target = folder / DIFF_ARTIFACT
         diff = git_diff(self._cwd, facts.get("commit"), self._options.diff_max_bytes, target)
         if diff.get("stored"):
             diff["artifact"] = DIFF_ARTIFACT
@@ -276,7 +276,7 @@ class ReproCapture:
         if not self._options.packages:
             return {"stored": False, "reason": "off"}
         packages = installed_packages()
-        target = folder / "packages.txt"
+        target = folder / PACKAGES_ARTIFACT
         target.write_text(freeze_text(packages), encoding="utf-8")
         self._store_file(target, PACKAGES_ARTIFACT, "environment", {"count": len(packages)})
         return {"stored": True, "count": len(packages), "artifact": PACKAGES_ARTIFACT}

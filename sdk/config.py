@@ -139,7 +139,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "capture_diff": (
         "RUNTEL_CAPTURE_DIFF",
         _parse_bool,
-        "Store the uncommitted diff of tracked files as the artifact code/diff.patch.",
+        "Store the uncommitted diff of tracked files as the artifact diff.patch.",
     ),
     "diff_max_bytes": (
         "RUNTEL_DIFF_MAX_BYTES",
@@ -149,7 +149,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "capture_packages": (
         "RUNTEL_CAPTURE_PACKAGES",
         _parse_bool,
-        "Store the installed distributions as the artifact environment/packages.txt (pip-freeze format).",
+        "Store the installed distributions as the artifact requirements.txt (pip-freeze format).",
     ),
     "console": (
         "RUNTEL_CONSOLE",

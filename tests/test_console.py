@@ -211,3 +211,19 @@ def test_show_prints_the_console_tail(tmp_path: Path, capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     shown = out.split("lines of output.log):\n", 1)[1].splitlines()
     assert shown == (run_dir / "output.log").read_text().splitlines()
+
+
+def test_a_subprocess_outliving_the_run_still_reaches_the_terminal(tmp_path: Path) -> None:
+    code = """
+import subprocess, sys, runtel
+run = runtel.init(base_dir="runs", capture_environment=False)
+late = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(2); print('late', flush=True)"])
+print("during", flush=True)
+run.finish()
+print(run.dir, flush=True)
+late.wait()
+"""
+    done = run_script(tmp_path, code)
+    lines = done.stdout.decode().splitlines()
+    assert lines[0] == "during" and lines[-1] == "late"
+    assert (Path(lines[1]) / "output.log").read_bytes() == b"during\n"

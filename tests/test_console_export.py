@@ -28,14 +28,14 @@ def _quiet_wandb(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
 
 
-def printing_run(base_dir: Path, exporters: list[object]) -> runtel.Run:
+def printing_run(base_dir: Path, exporters: list[object], *, environment: bool = False) -> runtel.Run:
     """A run that writes two stdout lines and one stderr line at the descriptor level."""
     with runtel.init(
         project="console",
         base_dir=str(base_dir),
         exporters=exporters,
         console=True,
-        capture_environment=False,
+        capture_environment=environment,
     ) as run:
         for step, line in enumerate(LINES):
             os.write(1, line)
@@ -63,14 +63,16 @@ def saved_paths(folder: Path, run_id: str) -> list[str]:
     ]
 
 
-def test_wandb_gets_output_log_in_its_run_files(tmp_path: Path) -> None:
+def test_wandb_gets_output_log_and_requirements_in_its_run_files(tmp_path: Path) -> None:
     exporter = WandbExporter(mode="offline", dir=str(tmp_path / "wb"))
-    run = printing_run(tmp_path / "runs", [exporter])
+    run = printing_run(tmp_path / "runs", [exporter], environment=True)
     assert (run.dir / "output.log").read_bytes() == EXPECTED
     read_finished_log(tmp_path / "wb", run.id)
     folder = wandb_files(tmp_path / "wb", run.id)
     assert (folder / "files" / "output.log").read_bytes() == EXPECTED
-    assert "output.log" in saved_paths(folder, run.id)
+    packages = runtel.Store(str(tmp_path / "runs")).run(run.id).artifact("requirements.txt")
+    assert (folder / "files" / "requirements.txt").read_bytes() == Path(packages.path).read_bytes()
+    assert {"output.log", "requirements.txt"} <= set(saved_paths(folder, run.id))
 
 
 def test_wandb_gets_output_log_on_replay(tmp_path: Path) -> None:

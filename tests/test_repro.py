@@ -84,19 +84,19 @@ def test_the_diff_of_staged_and_unstaged_changes_is_a_versioned_artifact(
 ) -> None:
     with start(tmp_path) as run:
         pass
-    stored = Store(str(tmp_path / "runs")).run(run.id).artifact("code/diff.patch")
+    stored = Store(str(tmp_path / "runs")).run(run.id).artifact("diff.patch")
     text = Path(stored.path).read_text()
     assert text == git(checkout, "diff", "--no-color", "HEAD")
     assert "+lr = 0.01" in text and "+b" in text
     assert stored.kind == "code" and stored.metadata["cut"] is False
-    assert environment(run)["git"]["diff"]["artifact"] == "code/diff.patch"
+    assert environment(run)["git"]["diff"]["artifact"] == "diff.patch"
 
 
 def test_a_diff_over_its_bound_is_cut_with_a_closing_line(checkout: Path, tmp_path: Path) -> None:
     with start(tmp_path, diff_max_bytes=40) as run:
         pass
     full = git(checkout, "diff", "--no-color", "HEAD").encode()
-    stored = Path(Store(str(tmp_path / "runs")).run(run.id).artifact("code/diff.patch").path).read_bytes()
+    stored = Path(Store(str(tmp_path / "runs")).run(run.id).artifact("diff.patch").path).read_bytes()
     assert (
         stored
         == full[:40] + f"\n[runtel: diff cut at 40 of {len(full)} bytes (RUNTEL_DIFF_MAX_BYTES)]\n".encode()
@@ -108,7 +108,7 @@ def test_a_diff_over_its_bound_is_cut_with_a_closing_line(checkout: Path, tmp_pa
 def test_the_installed_packages_are_stored_in_pip_freeze_format(tmp_path: Path) -> None:
     with start(tmp_path) as run:
         pass
-    stored = Store(str(tmp_path / "runs")).run(run.id).artifact("environment/packages.txt")
+    stored = Store(str(tmp_path / "runs")).run(run.id).artifact("requirements.txt")
     lines = Path(stored.path).read_text().splitlines()
     assert f"numpy=={version('numpy')}" in lines
     assert f"opentelemetry-sdk=={version('opentelemetry-sdk')}" in lines
@@ -116,7 +116,7 @@ def test_the_installed_packages_are_stored_in_pip_freeze_format(tmp_path: Path) 
     assert environment(run)["packages"] == {
         "stored": True,
         "count": len(lines),
-        "artifact": "environment/packages.txt",
+        "artifact": "requirements.txt",
     }
 
 
@@ -136,7 +136,7 @@ def test_outside_a_repository_git_is_recorded_as_absent(tmp_path: Path) -> None:
         pass
     found = environment(run)["git"]
     assert found["present"] is False and "not inside a git working tree" in found["reason"]
-    assert run.artifacts.names() == ["environment/packages.txt"]
+    assert run.artifacts.names() == ["requirements.txt"]
 
 
 def test_without_git_installed_the_run_still_starts(

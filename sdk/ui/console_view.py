@@ -51,7 +51,7 @@ def register(app: Dash, base: Path) -> None:
             return no_update, no_update
         if not runs:
             return html.Div("Select runs to see their console output.", className="muted"), stamp
-        blocks = []
+        blocks: list[Any] = []
         for run in runs:
             try:
                 lines = console_tail(run.dir, TAIL_LINES)
