@@ -61,14 +61,18 @@ class ProcessCapture:
             self._store_file(path, name, kind, metadata)
 
     def finish(self) -> None:
-        """Wait for the environment capture, give the console back and store ``output.log``."""
+        """Wait for the environment capture, give the console back and store ``output.log``; never raises."""
         if self._repro is not None:
             self._repro.join()
         with self._lock:
             self._done = True
-        report = self._console.stop() if self._console is not None else None
-        if self._on_finish is not None:
-            self._on_finish()
+        report = None
+        try:  # the run finishes whatever happens to its console
+            report = self._console.stop() if self._console is not None else None
+            if self._on_finish is not None:
+                self._on_finish()
+        except Exception:
+            logger.exception("runtel: could not end the console capture cleanly")
         if report is not None and report.bytes_stored:
             try:
                 self._store_file(report.path, CONSOLE_ARTIFACT, CONSOLE_KIND, report.as_dict())

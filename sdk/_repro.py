@@ -55,8 +55,15 @@ def process_facts() -> dict[str, Any]:
     return {
         "command": [_redact.redact(arg) for arg in sys.argv],  # --api-key=... stays out of the store
         "interpreter_command": [_redact.redact(arg) for arg in getattr(sys, "orig_argv", sys.argv)],
-        "cwd": os.getcwd(),
+        "cwd": _working_directory(),
     }
+
+
+def _working_directory() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # the folder was removed under the process
+        return None
 
 
 def interpreter_facts() -> dict[str, Any]:
@@ -224,7 +231,7 @@ class ReproCapture:
         self._options = options
         self._store_file = store_file
         self._facts = process_facts()
-        self._cwd = str(self._facts["cwd"])
+        self._cwd = self._facts["cwd"]
         self._thread = threading.Thread(target=self._capture, name="runtel-repro", daemon=True)
         self._thread.start()
 
@@ -252,6 +259,8 @@ class ReproCapture:
             logger.exception("runtel: could not capture the run's environment (environment.json)")
 
     def _git(self, folder: Path) -> dict[str, Any]:
+        if self._cwd is None:
+            return {"present": False, "reason": "the working directory no longer exists"}
         facts = git_facts(self._cwd)
         if not facts.get("present"):
             return facts

@@ -244,7 +244,7 @@ class Run:
             self._system.start()
         _RUNS.add(self)
         self._logs = _otel.make_console_logs(
-            resource, [p for e in exporters for p in _log_processors(e)], trace_id
+            resource, [p for e in exporters for p in _log_processors(e)] if settings.console else [], trace_id
         )
         from runtel._capture import ProcessCapture
 

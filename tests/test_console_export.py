@@ -127,6 +127,15 @@ def test_otlp_gets_each_console_line_as_a_log_record_of_the_run_trace(
     assert resource["runtel.run.id"] == run.id
 
 
-def test_otlp_logs_false_sends_no_log_records(tmp_path: Path, http_receiver: Server) -> None:  # noqa: F811
-    printing_run(tmp_path / "runs", [OtlpExporter(http_receiver.endpoint, logs=False)])
+@pytest.mark.parametrize("how", ["keyword", "variable"])
+def test_otlp_logs_off_sends_no_log_records(
+    tmp_path: Path,
+    http_receiver: Server,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
+) -> None:
+    if how == "variable":
+        monkeypatch.setenv("OTEL_LOGS_EXPORTER", "none")
+    exporter = OtlpExporter(http_receiver.endpoint, logs=False if how == "keyword" else None)
+    printing_run(tmp_path / "runs", [exporter])
     assert http_receiver.received.logs == [] and http_receiver.received.traces
