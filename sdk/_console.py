@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtel import _pty
 from runtel.config import DEFAULT_CONSOLE_MAX_BYTES
 
 logger = logging.getLogger("runtel")
@@ -146,14 +147,16 @@ class _BoundedLog:
 
 
 class _Tee:
-    """One descriptor pointed at a pipe, and the thread reading it."""
+    """One descriptor pointed at a pipe (a pty when it was a terminal), and the thread reading it."""
 
     def __init__(
         self, fd: int, log: _BoundedLog, lock: threading.Lock, listeners: list[LineListener]
     ) -> None:
         self.fd = fd
         self.saved = os.dup(fd)  # the original destination (not inherited by subprocesses)
-        read_end, write_end = os.pipe()
+        terminal = _pty.open_like(fd)
+        self.is_pty = terminal is not None
+        read_end, write_end = terminal if terminal is not None else os.pipe()
         os.dup2(write_end, fd)  # inheritable: subprocesses write into the pipe too
         os.close(write_end)
         self.read_end = read_end
@@ -178,7 +181,7 @@ class _Tee:
         while True:
             try:
                 data = os.read(self.read_end, _READ_SIZE)
-            except OSError:
+            except OSError:  # a pty's master reads EIO once every writer closed it
                 data = b""
             if not data:  # every writer closed it: the run gave the descriptor back
                 if self._partial and self.logging:
@@ -225,6 +228,7 @@ class ConsoleCapture:
         self._log: _BoundedLog | None = None
         self._lock = threading.Lock()
         self.listeners: list[LineListener] = []
+        self._resize: _pty.ResizeForwarder | None = None
         self._owner_pid = os.getpid()
 
     def start(self) -> bool:
@@ -244,6 +248,7 @@ class ConsoleCapture:
                 self._log = _BoundedLog(self.path, self._max_bytes)
                 for fd in usable:
                     self._tees.append(_Tee(fd, self._log, self._lock, self.listeners))
+                self._resize = _pty.ResizeForwarder([(t.saved, t.fd) for t in self._tees if t.is_pty])
             except OSError as exc:
                 logger.warning("runtel: console capture unavailable (%s)", exc)
                 self.stop()
@@ -260,6 +265,8 @@ class ConsoleCapture:
         if self._log is None or os.getpid() != self._owner_pid:
             return None
         _flush_python_streams()
+        if self._resize is not None:
+            self._resize.close()
         for tee in self._tees:
             tee.restore()
         deadline = time.monotonic() + _DRAIN_S
@@ -279,6 +286,8 @@ class ConsoleCapture:
 
     def _detach_in_child(self) -> None:
         """In a forked child (not the run's process): descriptors back to where they pointed before."""
+        if self._resize is not None:
+            self._resize.close()
         for tee in self._tees:
             with contextlib.suppress(OSError):
                 tee.restore()

@@ -227,3 +227,51 @@ late.wait()
     lines = done.stdout.decode().splitlines()
     assert lines[0] == "during" and lines[-1] == "late"
     assert (Path(lines[1]) / "output.log").read_bytes() == b"during\n"
+
+
+def test_on_a_terminal_the_program_still_sees_a_terminal_of_its_size(tmp_path: Path) -> None:
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    code = """
+import os, sys, time, runtel
+run = runtel.init(base_dir="runs", capture_environment=False)
+print("tty", sys.stdout.isatty(), os.isatty(1), os.isatty(2), os.get_terminal_size(1))
+time.sleep(3)  # the line must reach the terminal now: stdout stays line-buffered, unflushed
+open("slept", "w").close()
+run.finish()
+print(run.dir)
+"""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    inherited = {
+        key: value for key, value in os.environ.items() if key not in ("WANDB_SERVICE", "RUNTEL_CONSOLE")
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=tmp_path, env=inherited, stdout=slave, stderr=slave
+    )
+    os.close(slave)
+    received = b""
+    started = time.monotonic()
+    while b"\n" not in received and time.monotonic() - started < 60:
+        if select.select([master], [], [], 1)[0]:
+            received += os.read(master, 4096)
+    arrived_while_sleeping = not (tmp_path / "slept").exists()
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        received += chunk
+    child.wait(timeout=60)
+    os.close(master)
+    lines = received.decode().split("\r\n")  # the terminal's own output processing adds the \r
+    assert lines[0] == "tty True True True os.terminal_size(columns=100, lines=30)"
+    assert arrived_while_sleeping  # promptly, though nothing flushed it
+    log = (Path(lines[1]) / "output.log").read_bytes()
+    assert log == b"tty True True True os.terminal_size(columns=100, lines=30)\n"
