@@ -102,7 +102,22 @@ def torch_facts() -> dict[str, Any]:
 
 def installed_packages() -> list[tuple[str, str]]:
     """Every installed distribution as ``(name, version)``, sorted by name, read with ``importlib.metadata``
-    (no subprocess); the first of two distributions with one name wins, as on ``sys.path``."""
+    (no subprocess); the first of two distributions with one name wins, as on ``sys.path``.
+
+    Read once per process while ``sys.path`` and its folders are unchanged (an install changes a
+    folder's time), so the trials of a sweep do not each pay the scan.
+    """
+    global _scanned
+    key = tuple((entry, _mtime(entry)) for entry in sys.path)
+    with _scan_lock:
+        if _scanned is not None and _scanned[0] == key:
+            return list(_scanned[1])
+        packages = _scan_packages()
+        _scanned = (key, packages)
+        return list(packages)
+
+
+def _scan_packages() -> list[tuple[str, str]]:
     from importlib.metadata import distributions
 
     found: dict[str, tuple[str, str]] = {}
@@ -115,6 +130,17 @@ def installed_packages() -> list[tuple[str, str]]:
         if isinstance(name, str) and name and isinstance(version, str):
             found.setdefault(name.lower().replace("_", "-"), (name, version))
     return [found[key] for key in sorted(found)]
+
+
+_scanned: tuple[tuple[tuple[str, int], ...], list[tuple[str, str]]] | None = None
+_scan_lock = threading.Lock()
+
+
+def _mtime(entry: str) -> int:
+    try:
+        return os.stat(entry or ".").st_mtime_ns
+    except OSError:
+        return -1
 
 
 def freeze_text(packages: list[tuple[str, str]]) -> str:

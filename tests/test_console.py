@@ -275,3 +275,22 @@ print(run.dir)
     assert arrived_while_sleeping  # promptly, though nothing flushed it
     log = (Path(lines[1]) / "output.log").read_bytes()
     assert log == b"tty True True True os.terminal_size(columns=100, lines=30)\n"
+
+
+def test_show_refuses_an_output_log_linking_out_of_the_run_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from runtel.cli import main
+
+    with runtel.init(base_dir=str(tmp_path / "runs"), console=False, capture_environment=False) as run:
+        pass
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not the run's\n")
+    (run.dir / "output.log").symlink_to(secret)
+    capsys.readouterr()
+    assert main(["show", run.id, "--base-dir", str(tmp_path / "runs"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["console_tail"] == []
+    assert "output.log" in report["repro_problems"][0]

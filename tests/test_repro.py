@@ -208,3 +208,20 @@ def test_show_reports_a_damaged_environment_file(tmp_path: Path, capsys: pytest.
     report = json.loads(capsys.readouterr().out)
     assert report["environment"] is None
     assert "git" in report["repro_problems"][0] and "not a JSON object" in report["repro_problems"][0]
+
+
+def test_the_package_scan_is_reused_until_an_install_changes_a_path_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runtel._repro import installed_packages
+
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    before = installed_packages()
+    assert installed_packages() == before
+    info = site / "freshly_installed-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: freshly-installed\nVersion: 1.2.3\n")
+    after = installed_packages()
+    assert ("freshly-installed", "1.2.3") in after and len(after) == len(before) + 1
