@@ -84,8 +84,8 @@ class OtlpExporter:
         self._logs_protocol = _protocol("logs", protocol) if _signal_on("logs", logs) else None
         if not (traces or metrics or self._logs_protocol):
             logger.warning(
-                "runtel: OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER (or OTEL_SDK_DISABLED) turn both "
-                "signals off: the otlp exporter sends nothing"
+                "runtel: OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER / OTEL_LOGS_EXPORTER (or "
+                "OTEL_SDK_DISABLED) turn every signal off: the otlp exporter sends nothing"
             )
         if export_interval is not None and not export_interval > 0:
             raise ConfigError(
@@ -155,9 +155,9 @@ class OtlpExporter:
         return ExportResult.SUCCESS
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        """Send the ended spans and a fresh collection of every metric now."""
+        """Send the ended spans, the console lines read so far and a fresh collection of every metric now."""
         done = True
-        for processor in self._processors or ():
+        for processor in [*(self._processors or ()), *(self._log_processors or ())]:
             done = processor.force_flush(timeout_millis) and done
         for reader in self._readers or ():
             done = reader.force_flush(timeout_millis) and done

@@ -294,3 +294,18 @@ def test_show_refuses_an_output_log_linking_out_of_the_run_folder(
     report = json.loads(capsys.readouterr().out)
     assert report["console_tail"] == []
     assert "output.log" in report["repro_problems"][0]
+
+
+def test_what_was_printed_right_before_a_sigkill_reaches_the_terminal_and_the_log(tmp_path: Path) -> None:
+    code = """
+import os, signal, runtel
+run = runtel.init(base_dir="runs", capture_environment=False)
+print(run.dir, flush=True)
+os.write(2, b"last words\\n")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    done = run_script(tmp_path, code)
+    assert done.returncode == -9
+    assert done.stderr == b"last words\n"
+    run_dir = Path(done.stdout.decode().strip())
+    assert (run_dir / "output.log").read_bytes() == f"{run_dir}\n".encode() + STDERR_MARK + b"last words\n"
