@@ -97,6 +97,7 @@ class ConsoleCapture:
         self._reported = threading.Event()
         self._resize: _pty.ResizeForwarder | None = None
         self._stopping = False
+        self._helper_lost = False
         self._owner_pid = os.getpid()
 
     def start(self) -> bool:
@@ -185,10 +186,11 @@ class ConsoleCapture:
                 elif isinstance(message, dict) and "error" in message:
                     logger.warning("runtel: console capture: %s", message["error"])
         if not self._stopping and os.getpid() == self._owner_pid:
-            logger.warning("runtel: the console capture's helper process ended; output is no longer captured")
-            for swap in self._swaps:
+            for swap in self._swaps:  # first: the warning below must reach a live descriptor
                 with contextlib.suppress(OSError):
                     swap.restore()
+            self._helper_lost = True
+            logger.warning("runtel: the console capture's helper process ended; output is no longer captured")
         self._reported.set()
 
     def _tell(self, stream: str, text: str) -> None:
@@ -223,7 +225,7 @@ class ConsoleCapture:
             if _active is not None and _active() is self:
                 _active = None
         report = self._report or {}
-        if not report:
+        if not report and not self._helper_lost:
             logger.warning(
                 "runtel: the console capture did not report; %s may lack its last output", self.path
             )

@@ -171,18 +171,18 @@ class Tee:
     def finalize(self, sources: list[int]) -> None:
         """Read what the pipes hold now (the program flushed before ``stop``), then close the log."""
         deadline = time.monotonic() + DRAIN_S
-        while time.monotonic() < deadline:
+        while True:
+            # Pipes empty first, then no reader busy (a reader marks itself busy before it reads):
+            # in that order, no chunk can be between the pipe and the log.
+            empty = all(_unread(fd) == 0 for fd in sources)
             with self._lock:
-                idle = not self._busy
-            if idle and all(_unread(fd) == 0 for fd in sources):
-                break
-            time.sleep(0.005)
-        with self._lock:
-            log, self._log = self._log, None
-            if log is None:
-                return
-            stored = log.close()
-            self._report({"report": {"seen": log.seen, "stored": stored, "cut": log.cut}})
+                if (empty and not self._busy) or time.monotonic() >= deadline:
+                    log, self._log = self._log, None
+                    if log is not None:
+                        stored = log.close()
+                        self._report({"report": {"seen": log.seen, "stored": stored, "cut": log.cut}})
+                    return
+            time.sleep(0.002)
 
 
 def _unread(fd: int) -> int:

@@ -309,3 +309,22 @@ os.kill(os.getpid(), signal.SIGKILL)
     assert done.stderr == b"last words\n"
     run_dir = Path(done.stdout.decode().strip())
     assert (run_dir / "output.log").read_bytes() == f"{run_dir}\n".encode() + STDERR_MARK + b"last words\n"
+
+
+def test_if_the_helper_dies_the_program_gets_its_descriptors_back(tmp_path: Path) -> None:
+    code = """
+import os, signal, time, psutil, runtel
+run = runtel.init(base_dir="runs", capture_environment=False)
+print("captured", flush=True)
+time.sleep(0.3)  # written through before the helper is killed (what it holds then is lost)
+(helper,) = psutil.Process().children()
+helper.kill()
+helper.wait()
+time.sleep(0.5)
+print("printed after the helper died", flush=True)
+run.finish()
+"""
+    done = run_script(tmp_path, code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"captured\nprinted after the helper died\n"
+    assert b"helper process ended" in done.stderr
