@@ -156,9 +156,14 @@ class ConsoleCapture:
                 stdout=self._swaps[0].saved,
                 stderr=self._swaps[-1].saved,
             )
+        except BaseException:
+            for fd in (report_read, *(write_end for _, _, write_end in ends)):
+                os.close(fd)
+            raise
         finally:
             for fd in (control_read, report_write, *(read_end for _, read_end, _ in ends)):
                 os.close(fd)
+        _helpers.append(self._helper)
         self._reports = threading.Thread(
             target=self._read_reports, args=(report_read,), name="runtel-console", daemon=True
         )
@@ -221,6 +226,7 @@ class ConsoleCapture:
                 os.write(self._control, b"stop\n")
         self._reported.wait(_REPORT_WAIT_S)
         self._undo()
+        _helpers[:] = [helper for helper in _helpers if helper.poll() is None]  # reaps the ended ones
         with _active_lock:
             if _active is not None and _active() is self:
                 _active = None
@@ -268,6 +274,9 @@ class ConsoleCapture:
 
 
 _active: weakref.ref[ConsoleCapture] | None = None
+#: Helpers still running (one may outlive its run, carrying a subprocess's output): kept referenced,
+#: and reaped once ended.
+_helpers: list[subprocess.Popen[bytes]] = []
 _active_lock = threading.Lock()
 
 
@@ -284,6 +293,7 @@ def _after_fork_in_child() -> None:
     _active_lock = threading.Lock()
     capture = _active() if _active is not None else None
     _active = None
+    _helpers.clear()  # the parent's children, not this process's
     if capture is not None:
         capture._detach_in_child()
 
