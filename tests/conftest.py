@@ -12,6 +12,12 @@ import pytest
 
 import runtel
 
+#: Captured by default, off in tests that do not check them (their artifacts and descriptors), from
+#: import on so that module- and session-scoped fixtures start their runs without them too; the tests
+#: of the captures (test_repro.py, test_console*.py) turn them on.
+CAPTURES_OFF = {"RUNTEL_CAPTURE_ENVIRONMENT": "off", "RUNTEL_CONSOLE": "off"}
+os.environ.update(CAPTURES_OFF)
+
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -21,10 +27,8 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if key.startswith("RUNTEL_") or key in ("TRACEPARENT", "TRACESTATE"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("RUNTEL_SYSTEM_INTERVAL", "0")
-    # Captured by default, off in tests that do not check them (their artifacts and descriptors):
-    # tests/test_repro.py and tests/test_console.py turn them on.
-    monkeypatch.setenv("RUNTEL_CAPTURE_ENVIRONMENT", "off")
-    monkeypatch.setenv("RUNTEL_CONSOLE", "off")
+    monkeypatch.setenv("RUNTEL_CAPTURE_ENVIRONMENT", CAPTURES_OFF["RUNTEL_CAPTURE_ENVIRONMENT"])
+    monkeypatch.setenv("RUNTEL_CONSOLE", CAPTURES_OFF["RUNTEL_CONSOLE"])
     monkeypatch.chdir(tmp_path)
 
 
