@@ -27,8 +27,8 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if key.startswith("RUNTEL_") or key in ("TRACEPARENT", "TRACESTATE"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("RUNTEL_SYSTEM_INTERVAL", "0")
-    monkeypatch.setenv("RUNTEL_CAPTURE_ENVIRONMENT", CAPTURES_OFF["RUNTEL_CAPTURE_ENVIRONMENT"])
-    monkeypatch.setenv("RUNTEL_CONSOLE", CAPTURES_OFF["RUNTEL_CONSOLE"])
+    for key, value in CAPTURES_OFF.items():
+        monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)
 
 
