@@ -328,3 +328,18 @@ run.finish()
     assert done.returncode == 0, done.stderr
     assert done.stdout == b"captured\nprinted after the helper died\n"
     assert b"helper process ended" in done.stderr
+
+
+def test_a_resumed_run_continues_its_output_log(tmp_path: Path) -> None:
+    base = str(tmp_path / "runs")
+    with runtel.init(base_dir=base, name="long", console=True, capture_environment=False) as run:
+        os.write(1, b"first session\n")
+    with runtel.init(base_dir=base, resume=run.id, console=True, capture_environment=False) as again:
+        os.write(1, b"second session\n")
+    assert again.dir == run.dir
+    assert (run.dir / "output.log").read_bytes() == b"first session\nsecond session\n"
+    versions = runtel.Store(base).run(run.id).artifacts()["output.log"]
+    assert [Path(v.path).read_bytes() for v in versions] == [
+        b"first session\n",
+        b"first session\nsecond session\n",
+    ]
