@@ -40,9 +40,9 @@ def printing_run(base_dir: Path, exporters: list[object], *, environment: bool =
         for step, line in enumerate(LINES):
             os.write(1, line)
             run.log({"loss": 0.5 / (step + 1)})
-            time.sleep(0.05)
+            time.sleep(0.1)
         os.write(2, b"a warning\n")
-        time.sleep(0.05)
+        time.sleep(0.1)
     return run
 
 

@@ -291,7 +291,7 @@ def test_the_console_tail_of_a_live_run_updates(page: Any, tmp_path: Path) -> No
         tail.wait_for(timeout=15_000)
         assert tail.locator(".stdout").all_inner_texts() == ["epoch 0: loss 1.0"]
         os.write(1, b"epoch 1: loss 0.5\n")
-        time.sleep(0.05)
+        time.sleep(0.1)
         os.write(2, b"a warning\n")
         page.wait_for_function(
             "() => document.querySelectorAll('#console pre.console > div').length == 3", timeout=15_000
