@@ -1,9 +1,10 @@
 """What it takes to reproduce a run: the code (git), the command, the interpreter, the platform and the
 installed packages, captured at ``runtel.init`` (docs/reproducibility.md).
 
-The cheap facts (command, working directory, Python, platform, host) are read on the caller's
-thread; git (subprocesses) and the package scan run on one background thread that the run joins
-before it finishes, so ``init()`` stays fast and everything is stored before the run ends. Nothing
+The command and working directory are read on the caller's thread (before the script can change
+them); the interpreter and platform, git (subprocesses) and the package scan on one background
+thread that the run joins before it finishes, so ``init()`` stays fast and everything is stored
+before the run ends. Nothing
 here may fail a run: git missing, not a repository, a timeout or an unreadable package are recorded
 as absent, with the reason.
 """
@@ -268,8 +269,8 @@ class ReproCapture:
 
     def _capture(self) -> None:
         started = time.perf_counter()
-        document: dict[str, Any] = {**self._facts, **interpreter_facts(), "captured_at": time.time()}
         try:
+            document: dict[str, Any] = {**self._facts, **interpreter_facts(), "captured_at": time.time()}
             with tempfile.TemporaryDirectory(prefix="runtel-repro-") as scratch:
                 folder = Path(scratch)
                 document["git"] = (
