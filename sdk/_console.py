@@ -109,8 +109,12 @@ class ConsoleCapture:
                 logger.info("runtel: another run of this process captures the console; this one does not")
                 return False
             usable = [fd for fd in (1, 2) if _identity(fd) is not None]
-            if not usable or os.name != "posix" or not sys.executable:
-                logger.info("runtel: no console capture here (descriptors closed, or not POSIX)")
+            if not usable or os.name != "posix" or not _is_python(sys.executable):
+                logger.info(
+                    "runtel: no console capture here (descriptors closed, not POSIX, or %r is no Python "
+                    "interpreter to run the capture's helper with)",
+                    sys.executable,
+                )
                 return False
             _flush_python_streams()
             try:
@@ -300,6 +304,11 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+
+
+def _is_python(executable: str) -> bool:
+    """An embedding program (uWSGI, a frozen app) names itself in ``sys.executable``: never run that."""
+    return os.path.basename(executable).lower().startswith(("python", "pypy"))
 
 
 def _identity(fd: int) -> tuple[int, int] | None:

@@ -343,3 +343,13 @@ def test_a_resumed_run_continues_its_output_log(tmp_path: Path) -> None:
         b"first session\n",
         b"first session\nsecond session\n",
     ]
+
+
+def test_under_an_embedding_program_no_helper_is_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "executable", "/usr/bin/uwsgi")
+    before = os.fstat(1)
+    with runtel.init(base_dir=str(tmp_path / "runs"), console=True, capture_environment=False) as run:
+        assert (os.fstat(1).st_dev, os.fstat(1).st_ino) == (before.st_dev, before.st_ino)
+    assert not (run.dir / "output.log").exists()
