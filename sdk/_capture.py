@@ -31,7 +31,9 @@ class ProcessCapture:
         *,
         on_line: LineListener | None = None,
         on_finish: Callable[[], None] | None = None,
+        descriptors: dict[int, tuple[int, int]] | None = None,
     ) -> None:
+        """``descriptors``: :func:`runtel._console.open_descriptors` taken before the run opened files."""
         self._store_file = store_file
         self._on_finish = on_finish
         self._lock = threading.Lock()
@@ -47,7 +49,7 @@ class ProcessCapture:
             self._repro = ReproCapture(run_dir, options, self._store_while_open)
         self._console: ConsoleCapture | None = None
         if settings.console:
-            console = ConsoleCapture(run_dir / CONSOLE_FILE, settings.console_max_bytes)
+            console = ConsoleCapture(run_dir / CONSOLE_FILE, settings.console_max_bytes, descriptors)
             if on_line is not None:
                 console.listeners.append(on_line)
             if console.start():

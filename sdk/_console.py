@@ -85,8 +85,16 @@ class _Swap:
 class ConsoleCapture:
     """Tees descriptors 1 and 2 into ``path`` from :meth:`start` to :meth:`stop` (one per process)."""
 
-    def __init__(self, path: Path, max_bytes: int = DEFAULT_CONSOLE_MAX_BYTES) -> None:
+    def __init__(
+        self,
+        path: Path,
+        max_bytes: int = DEFAULT_CONSOLE_MAX_BYTES,
+        descriptors: dict[int, tuple[int, int]] | None = None,
+    ) -> None:
+        """``descriptors`` (from :func:`open_descriptors` before the run opened any file) are the ones
+        to capture; by default those open now."""
         self.path = path
+        self._descriptors = open_descriptors() if descriptors is None else descriptors
         self._max_bytes = max_bytes
         self.listeners: list[LineListener] = []
         self._swaps: list[_Swap] = []
@@ -108,7 +116,8 @@ class ConsoleCapture:
             if _active is not None and _active() is not None:
                 logger.info("runtel: another run of this process captures the console; this one does not")
                 return False
-            usable = [fd for fd in (1, 2) if _identity(fd) is not None]
+            # Still what they were: a closed 1 or 2 may since have been reused by a file of the run
+            usable = [fd for fd, seen in self._descriptors.items() if _identity(fd) == seen]
             if not usable or os.name != "posix" or not _is_python(sys.executable):
                 logger.info(
                     "runtel: no console capture here (descriptors closed, not POSIX, or %r is no Python "
@@ -304,6 +313,13 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+
+
+def open_descriptors() -> dict[int, tuple[int, int]]:
+    """Descriptors 1 and 2 that are open, with their identity: taken before a run opens its files,
+    since a closed 1 or 2 is the number the next ``open`` gets."""
+    found = {fd: _identity(fd) for fd in (1, 2)}
+    return {fd: seen for fd, seen in found.items() if seen is not None}
 
 
 def _is_python(executable: str) -> bool:

@@ -107,6 +107,9 @@ class Run:
         sweep: SweepRef | None = None,
     ) -> None:
         env = os.environ if environ is None else environ
+        from runtel._console import open_descriptors
+
+        console_fds = open_descriptors()  # before any file of the run can take a closed 1 or 2
         clean_config = check_params(config or {})
         self._settings = settings
         self.project = settings.project
@@ -254,6 +257,7 @@ class Run:
             self._store_captured,
             on_line=self._logs.console_line(self._current_span_id) if self._logs is not None else None,
             on_finish=self._logs.shutdown if self._logs is not None else None,
+            descriptors=console_fds,
         )
 
     # ------------------------------------------------------------------ hot path

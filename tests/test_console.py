@@ -353,3 +353,19 @@ def test_under_an_embedding_program_no_helper_is_started(
     with runtel.init(base_dir=str(tmp_path / "runs"), console=True, capture_environment=False) as run:
         assert (os.fstat(1).st_dev, os.fstat(1).st_ino) == (before.st_dev, before.st_ino)
     assert not (run.dir / "output.log").exists()
+
+
+def test_with_both_descriptors_closed_the_run_goes_on_without_capture(tmp_path: Path) -> None:
+    code = """
+import os, runtel
+os.close(1)
+os.close(2)
+with runtel.init(base_dir="runs", capture_environment=False) as run:
+    run.log({"x": 1.0})
+open("result.txt", "w").write(f"{run.dir}\\n{(run.dir / 'output.log').exists()}\\n")
+"""
+    done = run_script(tmp_path, code)
+    assert done.returncode == 0
+    run_dir, has_log = (tmp_path / "result.txt").read_text().splitlines()
+    assert has_log == "False"
+    assert runtel.Store(str(tmp_path / "runs")).run(Path(run_dir).name).status == "completed"
