@@ -318,6 +318,10 @@ class MlflowExporter:
             self._client.log_batch(run_id, metrics=metric_chunk)
 
     def _artifact(self, record: ArtifactLogged) -> None:
+        if record.kind == "console" and os.path.isfile(record.path):
+            with open(record.path, encoding="utf-8", errors="replace") as console:  # bounded at capture
+                self._client.log_text(self._run(), console.read(), "output.log")
+            return
         prefix = "models/" if record.kind == "model" else ""
         artifact_path = f"{prefix}{record.name}/v{record.version}"
         if os.path.isdir(record.path):

@@ -1,4 +1,4 @@
-"""Sends a run's trace and metrics over OTLP (HTTP/protobuf or gRPC) with the official exporters.
+"""Sends a run's trace, metrics and console over OTLP (HTTP/protobuf or gRPC) with the official exporters.
 
 Nothing here translates records: the run's own ``TracerProvider`` and ``MeterProvider`` already
 hold the run as a trace (run span, epoch and phase spans) and every run metric as a gauge, so this
@@ -11,9 +11,9 @@ Configuration follows OpenTelemetry's environment variables: ``OTEL_EXPORTER_OTL
 (and ``_TRACES_PROTOCOL`` / ``_METRICS_PROTOCOL``) choose the protocol here; ``OTEL_METRIC_EXPORT_INTERVAL``
 sets the metric interval. ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER`` choose the signals as
 the OTel SDK reads them (a comma-separated list: ``otlp``, the default, sends the signal; ``none`` or
-a list without ``otlp`` turns it off) and ``OTEL_SDK_DISABLED=true`` turns both off. runtel sends no
-log records over OTLP, so ``OTEL_LOGS_EXPORTER`` has nothing to choose. Keyword arguments win over
-the environment.
+a list without ``otlp`` turns it off) and ``OTEL_SDK_DISABLED=true`` turns all off. The run's console
+lines (see docs/reproducibility.md) go out as OpenTelemetry log records of the run's trace (``/v1/logs``),
+chosen by ``OTEL_LOGS_EXPORTER`` the same way. Keyword arguments win over the environment.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("runtel")
 
 OtlpProtocol = Literal["http/protobuf", "grpc"]
-Signal = Literal["traces", "metrics"]
+Signal = Literal["traces", "metrics", "logs"]
 _PROTOCOLS: tuple[OtlpProtocol, ...] = ("http/protobuf", "grpc")
 
 CAPABILITIES = Capabilities(
@@ -48,15 +48,16 @@ CAPABILITIES = Capabilities(
 
 
 class OtlpExporter:
-    """Plugs OTLP span and metric export into a run's OpenTelemetry providers.
+    """Plugs OTLP span, metric and log export into a run's OpenTelemetry providers.
 
     ``endpoint`` is the base URL (``http://collector:4318``; ``/v1/traces`` and ``/v1/metrics`` are
     appended for HTTP) or, for gRPC, ``host:port`` or a URL; ``None`` leaves it to the
     ``OTEL_EXPORTER_OTLP_*`` variables (default ``localhost:4318`` / ``4317``). ``protocol`` is
     ``http/protobuf`` (default) or ``grpc``. ``insecure`` applies to gRPC only (HTTP follows the URL's
-    scheme). ``export_interval`` is in seconds. ``traces=False`` or ``metrics=False`` turns a signal
-    off (an MLflow server ingests traces only); left as None, ``OTEL_TRACES_EXPORTER`` /
-    ``OTEL_METRICS_EXPORTER`` decide. Live only: a stored run replayed to it is refused.
+    scheme); ``/v1/logs`` is appended for the console's log records. ``export_interval`` is in
+    seconds. ``traces=False``, ``metrics=False`` or ``logs=False`` turns a signal off (an MLflow
+    server ingests traces only); left as None, ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER`` /
+    ``OTEL_LOGS_EXPORTER`` decide. Live only: a stored run replayed to it is refused.
     """
 
     name = "otlp"
@@ -73,14 +74,18 @@ class OtlpExporter:
         timeout: float | None = None,
         traces: bool | None = None,
         metrics: bool | None = None,
+        logs: bool | None = None,
     ) -> None:
-        if traces is False and metrics is False:
-            raise ConfigError("traces=False and metrics=False leave the otlp exporter nothing to send")
+        if traces is False and metrics is False and logs is False:
+            raise ConfigError(
+                "traces=False, metrics=False and logs=False leave the otlp exporter nothing to send"
+            )
         traces, metrics = _signal_on("traces", traces), _signal_on("metrics", metrics)
-        if not (traces or metrics):
+        self._logs_protocol = _protocol("logs", protocol) if _signal_on("logs", logs) else None
+        if not (traces or metrics or self._logs_protocol):
             logger.warning(
-                "runtel: OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER (or OTEL_SDK_DISABLED) turn both "
-                "signals off: the otlp exporter sends nothing"
+                "runtel: OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER / OTEL_LOGS_EXPORTER (or "
+                "OTEL_SDK_DISABLED) turn every signal off: the otlp exporter sends nothing"
             )
         if export_interval is not None and not export_interval > 0:
             raise ConfigError(
@@ -94,8 +99,10 @@ class OtlpExporter:
             self._span_exporter = _make_exporter("traces", _protocol("traces", protocol), options)
         if metrics:
             self._metric_exporter = _make_exporter("metrics", _protocol("metrics", protocol), options)
+        self._options = options
         self._processors: list[SpanProcessor] | None = None
         self._readers: list[MetricReader] | None = None
+        self._log_processors: list[Any] | None = None
 
     # ------------------------------------------------------------------ TelemetryHooks
     def span_processors(self) -> Sequence[SpanProcessor]:
@@ -120,6 +127,22 @@ class OtlpExporter:
             )
         return self._readers
 
+    def log_record_processors(self) -> Sequence[Any]:
+        """One batch log processor for the run's console lines (created on first call)."""
+        if self._log_processors is None:
+            self._log_processors = []
+            if self._logs_protocol is not None:
+                from runtel import _otel
+
+                try:
+                    self._log_processors.append(_otel.otlp_log_processor(self._logs_protocol, self._options))
+                except ImportError as exc:
+                    raise MissingExtraError(
+                        f"the otlp exporter needs the OTLP log exporter for {self._logs_protocol}: "
+                        "pip install runtel[otlp]"
+                    ) from exc
+        return self._log_processors
+
     # ------------------------------------------------------------------ Exporter
     def export(self, records: Sequence[Record]) -> ExportResult:
         """Live records travel through the providers; without them (a replay) nothing could be sent."""
@@ -132,9 +155,9 @@ class OtlpExporter:
         return ExportResult.SUCCESS
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        """Send the ended spans and a fresh collection of every metric now."""
+        """Send the ended spans, the console lines read so far and a fresh collection of every metric now."""
         done = True
-        for processor in self._processors or ():
+        for processor in [*(self._processors or ()), *(self._log_processors or ())]:
             done = processor.force_flush(timeout_millis) and done
         for reader in self._readers or ():
             done = reader.force_flush(timeout_millis) and done

@@ -108,6 +108,14 @@ COMPLETE_MARKER = "runtel-export.json"
 EXIT_CODES: dict[str, int] = {"completed": 0, "running": 0, "failed": 1, "crashed": 1, "killed": 143}
 
 
+#: runtel's captured files (kind, artifact name) as the run files W&B's own capture writes.
+RUN_FILES = {
+    ("console", "output.log"): "output.log",
+    ("code", "diff.patch"): "diff.patch",
+    ("environment", "requirements.txt"): "requirements.txt",
+}
+
+
 def _import_wandb() -> Any:
     try:
         import wandb
@@ -197,7 +205,8 @@ class WandbExporter(RecordTranslator):
         else:
             self._refuse_duplicate(record.run_id)
             self._checked_id = record.run_id
-        settings = self._wandb.Settings(console="off", x_disable_stats=True)
+        # The run's own console and packages arrive as records (RUN_FILES): not this process's.
+        settings = self._wandb.Settings(console="off", x_disable_stats=True, x_save_requirements=False)
         user_settings = self._init_kwargs.get("settings")
         if user_settings is not None:
             settings.update_from_settings(user_settings)
@@ -302,6 +311,13 @@ class WandbExporter(RecordTranslator):
 
     def _log_artifact(self, record: ArtifactLogged) -> None:
         run = self._active()
+        run_file = RUN_FILES.get((record.kind, record.name))
+        if run_file is not None and os.path.isfile(record.path):
+            # Where W&B's own capture puts them: its Logs tab shows output.log, its Files tab the rest.
+            target = os.path.join(run.dir, run_file)
+            shutil.copyfile(record.path, target)
+            run.save(target, base_path=run.dir, policy="now")
+            return
         artifact = self._wandb.Artifact(
             record.name,
             type="model" if record.kind == "model" else "artifact",

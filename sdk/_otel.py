@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -244,3 +245,72 @@ def _attribute_suffix(attributes: Mapping[str, Any] | None) -> str:
     if not attributes:
         return ""
     return "{" + ",".join(f"{key}={attributes[key]}" for key in sorted(attributes)) + "}"
+
+
+class ConsoleLogs:
+    """The run's console lines as OpenTelemetry log records of its trace (for OTLP's ``/v1/logs``).
+
+    The OTel logs SDK is still private (``opentelemetry.sdk._logs``): this class is the only place
+    runtel touches it, and :func:`make_console_logs` gives None where it is missing or changed.
+    """
+
+    def __init__(self, provider: Any, trace_id: int) -> None:
+        self._provider = provider
+        self._logger = provider.get_logger("runtel.console")
+        self._trace_id = trace_id
+
+    def console_line(self, span_id: Callable[[], int]) -> Callable[[str, str], None]:
+        """A listener emitting each line with the run's current span (stderr as ERROR, stdout INFO)."""
+        from opentelemetry._logs import SeverityNumber
+
+        severities = {"stdout": (SeverityNumber.INFO, "INFO"), "stderr": (SeverityNumber.ERROR, "ERROR")}
+
+        def emit(stream: str, text: str) -> None:
+            number, name = severities[stream]
+            self._logger.emit(
+                timestamp=time.time_ns(),
+                context=remote_span_context(self._trace_id, span_id()),
+                severity_number=number,
+                severity_text=name,
+                body=text,
+                attributes={"log.iostream": stream},
+            )
+
+        return emit
+
+    def shutdown(self) -> None:
+        self._provider.shutdown()
+
+
+def make_console_logs(resource: Resource, processors: Sequence[Any], trace_id: int) -> ConsoleLogs | None:
+    """A logger provider feeding ``processors`` (None without any, or without a usable logs SDK)."""
+    if not processors:
+        return None
+    try:
+        from opentelemetry.sdk._logs import LoggerProvider
+    except ImportError:  # pragma: no cover - a future SDK moved it
+        logger.warning("runtel: this opentelemetry-sdk has no logs SDK; console lines are not sent over OTLP")
+        return None
+    provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+    for processor in processors:
+        provider.add_log_record_processor(processor)
+    return ConsoleLogs(provider, trace_id)
+
+
+def otlp_log_processor(protocol: str, options: Mapping[str, Any]) -> Any:
+    """A batch processor over the official OTLP log exporter (HTTP ``/v1/logs`` or gRPC)."""
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+    kwargs: dict[str, Any] = {"headers": options.get("headers"), "timeout": options.get("timeout")}
+    endpoint = options.get("endpoint")
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcExporter
+
+        return BatchLogRecordProcessor(
+            GrpcExporter(endpoint=endpoint, insecure=options.get("insecure"), **kwargs)
+        )
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+
+    if endpoint is not None:
+        kwargs["endpoint"] = f"{endpoint.rstrip('/')}/v1/logs"
+    return BatchLogRecordProcessor(OTLPLogExporter(**kwargs))

@@ -17,6 +17,7 @@ from typing import Any
 
 from rich.markup import escape
 
+from runtel.cli_repro import print_repro, repro_report
 from runtel.errors import ConfigError, MetricNotFoundError, RunNotFoundError
 from runtel.records import flatten_params
 from runtel.store import _layout
@@ -257,6 +258,7 @@ def show_run(args: argparse.Namespace) -> int:
         "artifacts": data.artifact_rows(run),
         "media": _media_counts(run),
         "spans": data.span_rows(run),
+        **repro_report(run.dir),
     }
     if run.sweep is not None and run.sweep.role == "sweep":
         from runtel.ui.sweep_data import sweep_table
@@ -368,6 +370,7 @@ def show_run(args: argparse.Namespace) -> int:
             item["steps"],
         )
     console.print(spans)
+    print_repro(console, report)
     return 0
 
 

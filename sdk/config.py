@@ -16,6 +16,9 @@ from runtel.errors import ConfigError
 
 #: Unwritten points the store keeps in memory while it cannot write (about 32 bytes each: 64 MiB).
 DEFAULT_STORE_BACKLOG_POINTS = 2_000_000
+#: Bounds of the stored console output and uncommitted diff (docs/reproducibility.md).
+DEFAULT_CONSOLE_MAX_BYTES = 10 * 1024 * 1024
+DEFAULT_DIFF_MAX_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,13 @@ class Settings:
     run_id: str | None = None
     log_all_ranks: bool = False
     store_backlog_points: int = DEFAULT_STORE_BACKLOG_POINTS
+    capture_environment: bool = True
+    capture_git: bool = True
+    capture_diff: bool = True
+    diff_max_bytes: int = DEFAULT_DIFF_MAX_BYTES
+    capture_packages: bool = True
+    console: bool = True
+    console_max_bytes: int = DEFAULT_CONSOLE_MAX_BYTES
 
 
 def _parse_bool(raw: str) -> bool:
@@ -114,6 +124,43 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any], str]] = {
         _parse_pos_int,
         "Unwritten points the local store keeps in memory while it cannot write (disk full); past it the "
         "oldest are dropped, counted and reported.",
+    ),
+    "capture_environment": (
+        "RUNTEL_CAPTURE_ENVIRONMENT",
+        _parse_bool,
+        "Write environment.json (command, cwd, Python, platform, host, torch/CUDA, git, packages); "
+        "false turns off the whole capture.",
+    ),
+    "capture_git": (
+        "RUNTEL_CAPTURE_GIT",
+        _parse_bool,
+        "Record the git commit, branch, remote and dirty flag.",
+    ),
+    "capture_diff": (
+        "RUNTEL_CAPTURE_DIFF",
+        _parse_bool,
+        "Store the uncommitted diff of tracked files as the artifact diff.patch.",
+    ),
+    "diff_max_bytes": (
+        "RUNTEL_DIFF_MAX_BYTES",
+        _parse_pos_int,
+        "Bytes of the diff stored; past it the diff is cut, with a closing line and a warning saying so.",
+    ),
+    "capture_packages": (
+        "RUNTEL_CAPTURE_PACKAGES",
+        _parse_bool,
+        "Store the installed distributions as the artifact requirements.txt (pip-freeze format).",
+    ),
+    "console": (
+        "RUNTEL_CONSOLE",
+        _parse_bool,
+        "Tee file descriptors 1 and 2 (print, logging, C-level writes, subprocesses) into output.log.",
+    ),
+    "console_max_bytes": (
+        "RUNTEL_CONSOLE_MAX_BYTES",
+        _parse_pos_int,
+        "Bytes of output.log: past it the first half and a rolling tail are kept, with a marker line "
+        "counting what was left out.",
     ),
 }
 

@@ -113,6 +113,9 @@ class Run(MediaLogging):
         sweep: SweepRef | None = None,
     ) -> None:
         env = os.environ if environ is None else environ
+        from runtel._console import open_descriptors
+
+        console_fds = open_descriptors()  # before any file of the run can take a closed 1 or 2
         clean_config = check_params(config or {})
         self._settings = settings
         self.project = settings.project
@@ -253,6 +256,19 @@ class Run(MediaLogging):
             )
             self._system.start()
         _RUNS.add(self)
+        self._logs = _otel.make_console_logs(
+            resource, [p for e in exporters for p in _log_processors(e)] if settings.console else [], trace_id
+        )
+        from runtel._capture import ProcessCapture
+
+        self._capture = ProcessCapture(
+            where.own_dir,
+            settings,
+            self._store_captured,
+            on_line=self._logs.console_line(self._current_span_id) if self._logs is not None else None,
+            on_finish=self._logs.shutdown if self._logs is not None else None,
+            descriptors=console_fds,
+        )
 
     # ------------------------------------------------------------------ hot path
     def log(self, metrics: Mapping[str, Any], step: int | None = None, *, all_ranks: bool = False) -> None:
@@ -496,6 +512,14 @@ class Run(MediaLogging):
         self._emit(stored.logged(time.time()))
         return stored
 
+    def _store_captured(self, path: Path, name: str, kind: str, metadata: dict[str, Any]) -> None:
+        """A file of the run's capture (diff, packages, console) as an artifact, from any thread."""
+        stored = self.artifacts.add(path, name, version=True, kind=kind, metadata=metadata)
+        self._emit(stored.logged(time.time()))
+
+    def _current_span_id(self) -> int:
+        return self._span_id
+
     def log_model(
         self,
         model: Any,
@@ -573,6 +597,7 @@ class Run(MediaLogging):
             raise ConfigError(f"status must be completed, failed, crashed or killed; got {status!r}")
         error = None if error is None else _redact.redact(error)  # a traceback may quote credentials
         failed_as = None if status == "completed" else (error_type or "_OTHER")
+        self._capture.finish()  # environment and console stored before the run's last records
         if self._system is not None:
             self._system.shutdown()
         self._end_left_spans(failed_as)
@@ -863,6 +888,12 @@ def _git_revision() -> str | None:
         return None
     revision = result.stdout.strip()
     return revision if result.returncode == 0 and revision else None
+
+
+def _log_processors(exporter: Exporter) -> Sequence[Any]:
+    """The OTel log record processors an exporter plugs in (OTLP: the console as log records)."""
+    hook = getattr(exporter, "log_record_processors", None)
+    return list(hook()) if callable(hook) else []
 
 
 def _sweep_info(sweep: SweepRef | None, run_id: str) -> SweepInfo | None:

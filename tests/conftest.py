@@ -12,6 +12,12 @@ import pytest
 
 import runtel
 
+#: Captured by default, off in tests that do not check them (their artifacts and descriptors), from
+#: import on so that module- and session-scoped fixtures start their runs without them too; the tests
+#: of the captures (test_repro.py, test_console*.py) turn them on.
+CAPTURES_OFF = {"RUNTEL_CAPTURE_ENVIRONMENT": "off", "RUNTEL_CONSOLE": "off"}
+os.environ.update(CAPTURES_OFF)
+
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -21,6 +27,8 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if key.startswith("RUNTEL_") or key in ("TRACEPARENT", "TRACESTATE"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("RUNTEL_SYSTEM_INTERVAL", "0")
+    for key, value in CAPTURES_OFF.items():
+        monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 import pytest
 from mlflow.tracking import MlflowClient
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
@@ -33,17 +34,18 @@ class Received:
 
     traces: list[trace_service_pb2.ExportTraceServiceRequest] = field(default_factory=list)
     metrics: list[metrics_service_pb2.ExportMetricsServiceRequest] = field(default_factory=list)
+    logs: list[logs_service_pb2.ExportLogsServiceRequest] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, request: Any, headers: dict[str, str]) -> None:
         with self.lock:
-            target = (
-                self.traces
-                if isinstance(request, trace_service_pb2.ExportTraceServiceRequest)
-                else self.metrics
-            )
-            target.append(request)
+            if isinstance(request, trace_service_pb2.ExportTraceServiceRequest):
+                self.traces.append(request)
+            elif isinstance(request, logs_service_pb2.ExportLogsServiceRequest):
+                self.logs.append(request)
+            else:
+                self.metrics.append(request)
             self.headers.append(headers)
 
 
@@ -55,7 +57,7 @@ class Server:
 
 @pytest.fixture
 def http_receiver() -> Iterator[Server]:
-    """OTLP/HTTP: POST /v1/traces and /v1/metrics, protobuf bodies, gzip or not."""
+    """OTLP/HTTP: POST /v1/traces, /v1/metrics and /v1/logs, protobuf bodies, gzip or not."""
     received = Received()
     messages = {
         "/v1/traces": (
@@ -66,6 +68,7 @@ def http_receiver() -> Iterator[Server]:
             metrics_service_pb2.ExportMetricsServiceRequest,
             metrics_service_pb2.ExportMetricsServiceResponse,
         ),
+        "/v1/logs": (logs_service_pb2.ExportLogsServiceRequest, logs_service_pb2.ExportLogsServiceResponse),
     }
 
     class Handler(BaseHTTPRequestHandler):

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -274,6 +276,33 @@ def test_an_unselected_live_run_row_updates_without_reload(page: Any, tmp_path: 
             timeout=20_000,
         )
         assert page.locator("#runs-table tr.selected").count() == 0
+    finally:
+        run.finish()
+        server.close()
+
+
+def test_the_console_tail_of_a_live_run_updates(page: Any, tmp_path: Path) -> None:
+    base = tmp_path / "console"
+    server = BackgroundServer(create_app(base))
+    run = runtel.init(project="live", name="printing", base_dir=str(base), console=True)
+    try:
+        os.write(1, b"epoch 0: loss 1.0\n")
+        page.goto(f"{server.url}?runs={run.id}")
+        tail = page.locator("#console pre.console")
+        tail.wait_for(timeout=15_000)
+        assert tail.locator(".stdout").all_inner_texts() == ["epoch 0: loss 1.0"]
+        os.write(1, b"epoch 1: loss 0.5\n")
+        time.sleep(0.1)
+        os.write(2, b"a warning\n")
+        page.wait_for_function(
+            "() => document.querySelectorAll('#console pre.console > div').length == 3", timeout=15_000
+        )
+        assert tail.locator("div").all_inner_texts() == [
+            "epoch 0: loss 1.0",
+            "epoch 1: loss 0.5",
+            "[stderr] a warning",
+        ]
+        assert tail.locator(".stderr").all_inner_texts() == ["[stderr] a warning"]
     finally:
         run.finish()
         server.close()

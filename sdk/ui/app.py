@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from runtel.errors import MissingExtraError
 from runtel.store.query import StoredRun
 from runtel.store.scan import READ_ERRORS, Listing, scan
-from runtel.ui import data, group_view, media_view, sweep_view
+from runtel.ui import console_view, data, group_view, media_view, sweep_view
 
 if TYPE_CHECKING:
     from dash import Dash
@@ -86,14 +86,14 @@ def create_app(
         include_assets_files=False,
         update_title="",
     )
-    app.index_string = app.index_string.replace(
-        "{%css%}", "{%css%}<style>" + _CSS + media_view.CSS + "</style>"
-    )
+    css = _CSS + media_view.CSS + console_view.CSS
+    app.index_string = app.index_string.replace("{%css%}", "{%css%}<style>" + css + "</style>")
     app.layout = _layout(base)
     _register(app, base, reports)
     sweep_view.register(app, base)
     group_view.register(app, base)
     media_view.register(app, base)
+    console_view.register(app, base)
     if allow_edits:
         from runtel.ui import edits_view
 
@@ -197,6 +197,7 @@ def _layout(base: Path) -> Any:
                     html.Section([html.H2("Hyperparameters"), html.Div(id="params")]),
                     html.Section([html.H2("Epochs and phases"), html.Div(id="spans")]),
                     html.Section([html.H2("Artifacts"), html.Div(id="artifacts")]),
+                    console_view.section(),
                     sweep_view.section(),
                     group_view.section(),
                     html.Section(
