@@ -131,10 +131,10 @@ def measure_many_series(
 VERIFY_CODE = """
 import sys, time
 from pathlib import Path
-from runtel.store._series import read_crc_entries, verify_series
+from runtel.store._metrics import verify_folder
 metrics = Path(sys.argv[1])
 t0 = time.perf_counter()
-check = verify_series(metrics / "s000001.bin", read_crc_entries(metrics))
+check = verify_folder(metrics)["loss"]
 print(time.perf_counter() - t0, check.status, check.records)
 """
 

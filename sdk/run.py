@@ -156,6 +156,9 @@ class Run:
             resource, [_otel.RecordingSpanProcessor(self._emit), *processors], trace_id, where.root_span_id
         )
         self._meter_provider, self._user_reader = _otel.make_meter_provider(resource, readers)
+        #: The OTel mirror of each series is for attached readers (OTLP, Prometheus, the user's own);
+        #: without one it would cost an instrument per series (~0.2 ms each) and be collected for nothing.
+        self._mirroring = bool(readers)
         if settings.global_otel:
             trace.set_tracer_provider(self._tracer_provider)
             otel_metrics.set_meter_provider(self._meter_provider)
@@ -707,7 +710,8 @@ class Run:
         self._wake_at = wake_at
         del items
         self._dispatcher.submit(batch)
-        self._mirror(batch)
+        if self._mirroring:
+            self._mirror(batch)
         self._keep_up_with_the_store(wake_at)
 
     def _keep_up_with_the_store(self, wake_at: int) -> None:
