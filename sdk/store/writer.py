@@ -28,7 +28,6 @@ import contextlib
 import dataclasses
 import itertools
 import logging
-import math
 import os
 import shutil
 import threading
@@ -69,6 +68,7 @@ from runtel.store._jsonio import read_json, write_json_atomic
 from runtel.store._migrate import migrate_legacy, remove_legacy_files
 from runtel.store._runmeta import apply_ended, apply_started, deep_merge
 from runtel.store._series import LEGACY_LAYOUT, POINTS_LAYOUT, RECORD_SIZE, read_index
+from runtel.store._stats import SeriesStats
 
 logger = logging.getLogger("runtel")
 
@@ -82,16 +82,14 @@ class _Block:
 
     records: npt.NDArray[np.void]
     names: list[str]
-    bounds: list[int]  # series k's records are records[bounds[k]:bounds[k + 1]]
-    mins: list[float]
-    maxs: list[float]
-    last_values: list[float]
-    last_steps: list[int]
-    last_times: list[float]
+    bounds: npt.NDArray[np.intp]  # series k's records are records[bounds[k]:bounds[k + 1]]
+    mins: npt.NDArray[np.float64]
+    maxs: npt.NDArray[np.float64]
+    lasts: npt.NDArray[np.void]  # each series' last record
 
     @property
     def points(self) -> int:
-        return self.bounds[-1]
+        return int(self.bounds[-1])
 
 
 @dataclasses.dataclass
@@ -148,7 +146,8 @@ class StoreWriter:
             self._segments = AppendFile(self._metrics / SEGMENTS_FILE, segments_size)
             self._metadata: dict[str, Any] = read_json(self.run_dir / _layout.METADATA, default={})
             self._params: dict[str, Any] = read_json(self.run_dir / _layout.HYPERPARAMETERS, default={})
-            self._stats = stats_by_series(self._metrics, self._numbers)
+            stored = stats_by_series(self._metrics, self._numbers)
+            self._stats = SeriesStats({self._numbers[name]: row for name, row in stored.items()})
         except OSError as exc:
             raise _write_error(exc, self.run_dir, "cannot open the run folder for writing") from exc
 
@@ -198,11 +197,11 @@ class StoreWriter:
     def metric_stats(self) -> dict[str, dict[str, Any]]:
         """Count, min, max and last value/step/time of every series as stored (a copy)."""
         with self._lock:  # the store's thread may be writing a backlog meanwhile
-            return {name: dict(stats) for name, stats in self._stats.items()}
+            return self._stats.as_dict(self._numbers)
 
     def next_step(self) -> int:
         """The step after the last one stored (0 for a new run): where a resumed run continues."""
-        return max((int(stats["last_step"]) + 1 for stats in self._stats.values()), default=0)
+        return self._stats.next_step()
 
     def run_ended(self, status: str, error: str | None, end_time: float) -> RunEnded:
         """The run's end record, its summary being the statistics of what is stored."""
@@ -255,12 +254,12 @@ class StoreWriter:
             "status": self._metadata.get("status"),
             "duration": self._metadata.get("duration"),
             "error": self._error,
-            "metrics": self._stats,
+            "metrics": self._stats.as_dict(self._numbers),
             "exporters": {self.name: report, **exporter_reports},
         }
         try:
             # thousands of series: compact JSON, which json writes with its C encoder (10x faster)
-            indent = 2 if len(self._stats) <= _INDENTED_SUMMARY_UP_TO else None
+            indent = 2 if len(self._numbers) <= _INDENTED_SUMMARY_UP_TO else None
             write_json_atomic(self.run_dir / _layout.SUMMARY, summary, indent=indent)
             write_json_atomic(self.run_dir / _layout.METADATA, self._metadata)
             self._dirty_docs.pop(_layout.METADATA, None)
@@ -365,34 +364,31 @@ class StoreWriter:
             write_json_atomic(self._metrics / _layout.SERIES_INDEX, document, indent=None)
             self._numbers = numbers
         data = memoryview(block.records.view(np.uint8).data)
-        offsets = [bound * RECORD_SIZE for bound in block.bounds]
+        offsets = block.bounds * RECORD_SIZE
         start = self._points.committed
+        series = np.array([self._numbers[name] for name in block.names], np.int64)
         entries = np.zeros(len(block.names), SEGMENT_DTYPE)
-        entries["series"] = [self._numbers[name] for name in block.names]
+        entries["series"] = series
         entries["size"] = np.diff(offsets)
-        entries["start"] = np.add(offsets[:-1], start)
-        entries["crc"] = [zlib.crc32(data[a:b]) for a, b in itertools.pairwise(offsets)]
+        entries["start"] = offsets[:-1] + start
+        entries["crc"] = [zlib.crc32(data[a:b]) for a, b in itertools.pairwise(offsets.tolist())]
         self._points.append(data)
         try:
             self._segments.append(entries.tobytes())
         except OSError:
             self._points.rollback(start)
             raise
-        for k, name in enumerate(block.names):
-            self._count(name, block, k)
+        lasts = block.lasts
+        self._stats.add(
+            series,
+            np.diff(block.bounds),
+            block.mins,
+            block.maxs,
+            lasts["value"],
+            lasts["step"],
+            lasts["time"],
+        )
         self._pending_points -= block.points
-
-    def _count(self, name: str, block: _Block, k: int) -> None:
-        stats = self._stats.get(name)
-        if stats is None:
-            stats = self._stats[name] = {"count": 0, "min": block.mins[k], "max": block.maxs[k]}
-        else:
-            stats["min"] = _fmin(stats["min"], block.mins[k])
-            stats["max"] = _fmax(stats["max"], block.maxs[k])
-        stats["count"] += block.bounds[k + 1] - block.bounds[k]
-        stats["last"] = block.last_values[k]
-        stats["last_step"] = block.last_steps[k]
-        stats["last_time"] = block.last_times[k]
 
     def _sync(self) -> None:
         for file in (self._points, self._segments, self._events):
@@ -437,21 +433,11 @@ def _to_block(points: MetricPoints) -> _Block | None:
     return _Block(
         records=records,
         names=[points.names[i] for i in index[starts].tolist()],
-        bounds=[*starts.tolist(), n],
-        mins=np.fmin.reduceat(values, starts).tolist(),
-        maxs=np.fmax.reduceat(values, starts).tolist(),
-        last_values=lasts["value"].tolist(),
-        last_steps=lasts["step"].tolist(),
-        last_times=lasts["time"].tolist(),
+        bounds=np.append(starts, n),
+        mins=np.fmin.reduceat(values, starts),
+        maxs=np.fmax.reduceat(values, starts),
+        lasts=lasts,
     )
-
-
-def _fmin(a: float, b: float) -> float:
-    return b if math.isnan(a) else a if math.isnan(b) else min(a, b)
-
-
-def _fmax(a: float, b: float) -> float:
-    return b if math.isnan(a) else a if math.isnan(b) else max(a, b)
 
 
 def _repair_points(metrics_dir: Path) -> tuple[int, int]:
