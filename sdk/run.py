@@ -77,9 +77,13 @@ _Call = tuple[int, float, int, tuple[int, ...], tuple[float, ...]]
 _BATCH_POINTS = 65_536
 #: Bounds of the queued calls that wake the flush early (the count follows the calls' width).
 _WAKE_MIN_CALLS, _WAKE_MAX_CALLS = 1_024, 16_384
-_NEVER = 2**62  # a wake threshold no queue reaches
+_NEVER = 2**62  # a wake threshold no queue reaches (tests hold the flush with it)
 #: Batches the store writer may have queued before ``log`` waits for it, and the longest wait.
 _STORE_LAG_BATCHES, _STORE_WAIT_S = 2, 2.0
+#: Calls queued after a wake before ``log`` waits for the flush to take the queue (at most
+#: ``_STORE_WAIT_S``): a loop faster than the flush then holds a few batches (~300 bytes a call),
+#: not a queue growing with the run (a 10,000,000-point run peaked 95 MiB above a short one).
+_BEHIND_CALLS = 2 * _WAKE_MAX_CALLS
 #: Most calls converted into one block of columns; a larger backlog is split into several.
 _MAX_BATCH_CALLS = _WAKE_MAX_CALLS
 #: Distinct sets of metric names whose series ids are cached for ``log``.
@@ -233,6 +237,10 @@ class Run:
         self._store_ready = threading.Event()
         self._store_ready.set()
         self._store_waits = 0
+        #: Set once the flush has taken the calls queued before the last wake.
+        self._taken = threading.Event()
+        self._taken.set()
+        self._flush_waits = 0
         self._flush_lock = threading.Lock()
         self._flush_thread = threading.Thread(target=self._flush_loop, name="runtel-flush", daemon=True)
         _switch.hold()
@@ -291,11 +299,22 @@ class Run:
         # Tuples of numbers leave the garbage collector's tracking; lists would make it slow down.
         queue.append((at, time.time(), self._span_id, series, values))
         if len(queue) >= self._wake_at:
-            self._wake_at = _NEVER  # one wake per batch: the flush sets the threshold again
-            self._wake.set()
-            if not self._store_ready.is_set():  # the writer is behind: wait for it, briefly
-                self._store_waits += 1
-                self._store_ready.wait(_STORE_WAIT_S)
+            self._batch_queued(len(queue))
+
+    def _batch_queued(self, queued: int) -> None:
+        """Wake the flush for a batch; wait (bounded) while it has not taken the one before, or while
+        the store writer is behind. The flush sets the next threshold once it has converted."""
+        if not self._taken.is_set():  # _BEHIND_CALLS more calls since the wake, none taken yet
+            self._flush_waits += 1
+            self._taken.wait(_STORE_WAIT_S)
+            self._wake_at = len(self._queue) + _BEHIND_CALLS  # until the flush sets it again
+            return
+        self._taken.clear()
+        self._wake_at = queued + _BEHIND_CALLS
+        self._wake.set()
+        if not self._store_ready.is_set():  # the writer is behind: wait for it, briefly
+            self._store_waits += 1
+            self._store_ready.wait(_STORE_WAIT_S)
 
     def _continue_steps(self) -> int:
         """The next implicit step after an explicit one; refused once past the largest int64."""
@@ -565,6 +584,12 @@ class Run:
         _switch.release()
         self._dispatcher.wait_for_store()  # the writer's statistics then cover every point stored
         self._dispatcher.submit([self._store.run_ended(status, error, time.time())])
+        if self._flush_waits:
+            logger.info(
+                "runtel: log() waited %d time(s), at most %.1f s each, for the flush to take its queue",
+                self._flush_waits,
+                _STORE_WAIT_S,
+            )
         if self._store_waits:
             logger.info(
                 "runtel: log() waited %d time(s), at most %.1f s each, for the store writer to catch up",
@@ -696,6 +721,7 @@ class Run:
             return
         # Taken in bulk at C speed: no Python bytecode per call while the training thread waits.
         items: list[Any] = list(islice(iter(queue.popleft, None), count))
+        self._taken.set()
         names = tuple(self._series_names)  # after popping: every popped call's names are in it
         batch: list[Record] = []
         begin = 0
