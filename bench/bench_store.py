@@ -375,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         print(many_series_table(measure_many_series(points, repeats=args.repeats)))
         seconds, status = measure_verify(repeats=args.repeats)
         print(
-            f"\n`verify_series` of a 10,000,000-point series in a fresh process (page cache warm), "
+            "\n`verify_folder` (what `runtel verify` runs) of a 10,000,000-point series in a fresh process "
+            "(page cache warm), "
             f"median of {len(seconds)}: {fmt_s(statistics.median(seconds))} ({status}); "
             "target well under 0.5 s"
         )
