@@ -179,10 +179,14 @@ def stats_by_series(metrics_dir: Path, numbers: Mapping[str, int]) -> dict[str, 
     return stats
 
 
-def count_records(metrics_dir: Path) -> int:
-    """Points the index says are stored (exact while the run is live)."""
-    entries = read_segments(metrics_dir)
-    return int(entries["size"].sum()) // RECORD_SIZE
+def count_records(metrics_dir: Path) -> tuple[int, int]:
+    """``(points the index says are stored, 1 if points.bin has bytes after them else 0)``."""
+    covered = int(read_segments(metrics_dir)["size"].sum())
+    try:
+        size = os.lstat(metrics_dir / POINTS_FILE).st_size
+    except FileNotFoundError:
+        size = 0
+    return covered // RECORD_SIZE, int(size > covered)
 
 
 def verify_points(

@@ -65,10 +65,12 @@ def verify_folder(metrics_dir: Path, *, finished: bool = True) -> dict[str, Seri
 
 
 def point_counts(metrics_dir: Path) -> tuple[int, int]:
-    """``(whole records, series files ending in a torn record)``, from sizes and the index only."""
+    """``(whole records, files ending in a torn record)``, from sizes and the index only (in the
+    points layout, 1 when ``points.bin`` ends in bytes no index entry covers: a crash's torn tail,
+    or in a live run the block whose entries are being appended)."""
     index = read_index(metrics_dir)
     if index.version != LEGACY_LAYOUT:
-        return _blocks.count_records(metrics_dir), 0
+        return _blocks.count_records(metrics_dir)
     total = torn = 0
     for file_name in index.series.values():
         try:
