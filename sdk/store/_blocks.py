@@ -138,17 +138,13 @@ def stats_by_series(metrics_dir: Path, numbers: Mapping[str, int]) -> dict[str, 
         entries = entries[: broken[0]]
     if not entries.size:
         return {}
-    covered = int(entries["start"][-1]) + int(entries["size"][-1])
-    records = np.fromfile(path, dtype=SERIES_DTYPE, count=covered // RECORD_SIZE)
     counts = entries["size"].astype(np.int64) // RECORD_SIZE
     firsts = np.cumsum(counts) - counts
-    values = records["value"]
-    mins, maxs = np.fmin.reduceat(values, firsts), np.fmax.reduceat(values, firsts)
     order = np.argsort(entries["series"], kind="stable")
     series = entries["series"][order]
     groups = np.concatenate([np.zeros(1, np.intp), np.flatnonzero(np.diff(series)) + 1])
     group_ends = np.append(groups[1:], series.size) - 1
-    lasts = records[(firsts + counts - 1)[order][group_ends]]
+    mins, maxs, lasts = _segment_reductions(path, firsts, (firsts + counts - 1)[order][group_ends])
     found = dict(
         zip(
             series[groups].tolist(),
@@ -177,6 +173,24 @@ def stats_by_series(metrics_dir: Path, numbers: Mapping[str, int]) -> dict[str, 
                 "last_time": last_time,
             }
     return stats
+
+
+def _segment_reductions(
+    path: Path, firsts: npt.NDArray[np.int64], wanted: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.void]]:
+    """Min and max of the values of the segments starting at record ``firsts`` (which tile the file
+    up to the last one's end), and copies of the records at ``wanted``; over a memory map, so a long
+    run is streamed through the page cache rather than read into memory."""
+    end = int(wanted.max(initial=0)) + 1
+    with (
+        path.open("rb") as handle,
+        mmap.mmap(handle.fileno(), end * RECORD_SIZE, access=mmap.ACCESS_READ) as mapped,
+    ):
+        records = np.frombuffer(mapped, SERIES_DTYPE, count=end)
+        values = records["value"]
+        found = np.fmin.reduceat(values, firsts), np.fmax.reduceat(values, firsts), records[wanted]
+        del records, values  # the map closes only once no array points into it
+    return found
 
 
 def count_records(metrics_dir: Path) -> tuple[int, int]:
