@@ -86,17 +86,34 @@ def clone(template: Path, base: Path, name: str, start: float) -> tuple[str, Pat
 
 
 def with_series(template: Path, base: Path, name: str, points: int) -> str:
-    """A clone whose metric ``m`` holds ``points`` records, written in the store's format."""
+    """A clone whose metric ``m`` holds ``points`` records, written in the store's format (blocks of
+    100,000 points appended to ``metrics/points.bin``, one index entry each, as a run writes them)."""
+    import zlib
+
+    from runtel.store._blocks import SEGMENT_DTYPE
+
     run_id, folder = clone(template, base, name, time.time())
+    metrics = folder / "metrics"
     records = np.zeros(points, dtype=[("step", "<i8"), ("time", "<f8"), ("value", "<f8"), ("span_id", "<u8")])
     records["step"] = np.arange(points)
     records["time"] = 1.7e9 + np.arange(points) * 1e-3
     records["value"] = np.sin(np.arange(points) / 1e4)
-    index = json.loads((folder / "metrics" / "index.json").read_text())
-    index["series"]["m"] = "big.bin"
-    (folder / "metrics" / "index.json").unlink()
-    (folder / "metrics" / "index.json").write_text(json.dumps(index))
-    records.tofile(folder / "metrics" / "big.bin")
+    index = json.loads((metrics / "index.json").read_text())
+    number = max(index["series"].values()) + 1
+    index["series"]["m"] = number
+    data, entries = (metrics / "points.bin").read_bytes(), (metrics / "points.idx").read_bytes()
+    for file_name in ("index.json", "points.bin", "points.idx"):  # hard links to the template's
+        (metrics / file_name).unlink()
+    (metrics / "index.json").write_text(json.dumps(index))
+    block = 100_000
+    new = np.zeros(-(-points // block), SEGMENT_DTYPE)
+    for k, first in enumerate(range(0, points, block)):
+        chunk = records[first : first + block].tobytes()
+        new[k] = (number, len(chunk), len(data) + first * records.itemsize, zlib.crc32(chunk), 0)
+    with (metrics / "points.bin").open("wb") as handle:
+        handle.write(data)
+        records.tofile(handle)
+    (metrics / "points.idx").write_bytes(entries + new.tobytes())
     return run_id
 
 

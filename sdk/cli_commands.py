@@ -21,7 +21,9 @@ from runtel.cli_repro import print_repro, repro_report
 from runtel.errors import ConfigError, MetricNotFoundError, RunNotFoundError
 from runtel.records import flatten_params
 from runtel.store import _layout
-from runtel.store._series import CRC_DTYPE, CRC_FILE, RECORD_SIZE, SIDECAR_KEY, SeriesIntegrity, verify_folder
+from runtel.store._blocks import SEGMENTS_FILE
+from runtel.store._metrics import verify_folder
+from runtel.store._series import CRC_DTYPE, CRC_FILE, RECORD_SIZE, SIDECAR_KEY, SeriesIntegrity
 from runtel.store.query import Store, StoredRun
 from runtel.store.scan import READ_ERRORS, reason, scan, summary_of
 from runtel.ui import data
@@ -484,7 +486,7 @@ def verify_runs(args: argparse.Namespace) -> int:
         start, end = check.damage_at or (0, 0)
         where = (
             f"(entries {start // CRC_DTYPE.itemsize}-{max(end - 1, start) // CRC_DTYPE.itemsize})"
-            if check.path.name == CRC_FILE
+            if check.path.name in (CRC_FILE, SEGMENTS_FILE)
             else f"(records {start // RECORD_SIZE}-{max(end - 1, start) // RECORD_SIZE})"
         )
         label = "the CRC sidecar" if metric == SIDECAR_KEY else repr(metric)

@@ -36,12 +36,11 @@ from runtel.records import (
 from runtel.store import _layout
 from runtel.store._events import read_events
 from runtel.store._jsonio import write_json_atomic
-from runtel.store._series import read_index, series_stats
+from runtel.store._metrics import damaged_series, series_stats
 from runtel.store._untrusted import relocated
 from runtel.store.artifacts import ArtifactVersion
 from runtel.store.edits import read_edits
 from runtel.store.query import StoredRun, metrics_dir, read_summary, run_file
-from runtel.store.scan import series_damage
 
 DEFAULT_BATCH_POINTS = 50_000
 
@@ -174,13 +173,12 @@ def export_run(
 def _refuse_damaged_series(run: StoredRun, names: tuple[str, ...]) -> None:
     """Garbled series bytes are never sent: every block is checked against its CRC first."""
     folder = metrics_dir(run.dir)
-    index = read_index(folder)
+    damage = damaged_series(folder)
     for name in names:
-        path = folder / index[name]
-        if path.is_file() and not path.is_symlink():
-            damage = series_damage(path, name)
-            if damage is not None:
-                raise StoreCorruptError(path, None, f"{damage}; `runtel verify` lists every damaged series")
+        if name in damage:
+            raise StoreCorruptError(
+                folder, None, f"{damage[name]}; `runtel verify` lists every damaged series"
+            )
 
 
 class _Files:

@@ -83,9 +83,13 @@ _Call = tuple[int, float, int, tuple[int, ...], tuple[float, ...]]
 _BATCH_POINTS = 65_536
 #: Bounds of the queued calls that wake the flush early (the count follows the calls' width).
 _WAKE_MIN_CALLS, _WAKE_MAX_CALLS = 1_024, 16_384
-_NEVER = 2**62  # a wake threshold no queue reaches
+_NEVER = 2**62  # a wake threshold no queue reaches (tests hold the flush with it)
 #: Batches the store writer may have queued before ``log`` waits for it, and the longest wait.
 _STORE_LAG_BATCHES, _STORE_WAIT_S = 2, 2.0
+#: Calls queued after a wake before ``log`` waits for the flush to take the queue (at most
+#: ``_STORE_WAIT_S``): a loop faster than the flush then holds a few batches (~300 bytes a call),
+#: not a queue growing with the run (a 10,000,000-point run peaked 95 MiB above a short one).
+_BEHIND_CALLS = 2 * _WAKE_MAX_CALLS
 #: Most calls converted into one block of columns; a larger backlog is split into several.
 _MAX_BATCH_CALLS = _WAKE_MAX_CALLS
 #: Distinct sets of metric names whose series ids are cached for ``log``.
@@ -166,6 +170,9 @@ class Run(MediaLogging):
             resource, [_otel.RecordingSpanProcessor(self._emit), *processors], trace_id, where.root_span_id
         )
         self._meter_provider, self._user_reader = _otel.make_meter_provider(resource, readers)
+        #: The OTel mirror of each series is for attached readers (OTLP, Prometheus, the user's own);
+        #: without one it would cost an instrument per series (~0.2 ms each) and be collected for nothing.
+        self._mirroring = bool(readers)
         if settings.global_otel:
             trace.set_tracer_provider(self._tracer_provider)
             otel_metrics.set_meter_provider(self._meter_provider)
@@ -243,6 +250,10 @@ class Run(MediaLogging):
         self._store_ready = threading.Event()
         self._store_ready.set()
         self._store_waits = 0
+        #: Set once the flush has taken the calls queued before the last wake.
+        self._taken = threading.Event()
+        self._taken.set()
+        self._flush_waits = 0
         self._flush_lock = threading.Lock()
         self._flush_thread = threading.Thread(target=self._flush_loop, name="runtel-flush", daemon=True)
         _switch.hold()
@@ -321,11 +332,22 @@ class Run(MediaLogging):
         # Tuples of numbers leave the garbage collector's tracking; lists would make it slow down.
         queue.append((at, time.time(), self._span_id, series, values))
         if len(queue) >= self._wake_at:
-            self._wake_at = _NEVER  # one wake per batch: the flush sets the threshold again
-            self._wake.set()
-            if not self._store_ready.is_set():  # the writer is behind: wait for it, briefly
-                self._store_waits += 1
-                self._store_ready.wait(_STORE_WAIT_S)
+            self._batch_queued(len(queue))
+
+    def _batch_queued(self, queued: int) -> None:
+        """Wake the flush for a batch; wait (bounded) while it has not taken the one before, or while
+        the store writer is behind. The flush sets the next threshold once it has converted."""
+        if not self._taken.is_set():  # _BEHIND_CALLS more calls since the wake, none taken yet
+            self._flush_waits += 1
+            self._taken.wait(_STORE_WAIT_S)
+            self._wake_at = len(self._queue) + _BEHIND_CALLS  # until the flush sets it again
+            return
+        self._taken.clear()
+        self._wake_at = queued + _BEHIND_CALLS
+        self._wake.set()
+        if not self._store_ready.is_set():  # the writer is behind: wait for it, briefly
+            self._store_waits += 1
+            self._store_ready.wait(_STORE_WAIT_S)
 
     def _continue_steps(self) -> int:
         """The next implicit step after an explicit one; refused once past the largest int64."""
@@ -621,6 +643,12 @@ class Run(MediaLogging):
         self._dispatcher.wait_for_store()  # the writer's statistics then cover every point stored
         self._dispatcher.submit(self._edits.others(), include_store=False)  # e.g. `runtel tag` meanwhile
         self._dispatcher.submit([self._store.run_ended(status, error, time.time())])
+        if self._flush_waits:
+            logger.info(
+                "runtel: log() waited %d time(s), at most %.1f s each, for the flush to take its queue",
+                self._flush_waits,
+                _STORE_WAIT_S,
+            )
         if self._store_waits:
             logger.info(
                 "runtel: log() waited %d time(s), at most %.1f s each, for the store writer to catch up",
@@ -760,6 +788,7 @@ class Run(MediaLogging):
             return
         # Taken in bulk at C speed: no Python bytecode per call while the training thread waits.
         items: list[Any] = list(islice(iter(queue.popleft, None), count))
+        self._taken.set()
         names = tuple(self._series_names)  # after popping: every popped call's names are in it
         batch: list[Record] = []
         begin = 0
@@ -778,7 +807,8 @@ class Run(MediaLogging):
         self._wake_at = wake_at
         del items
         self._dispatcher.submit(batch)
-        self._mirror(batch)
+        if self._mirroring:
+            self._mirror(batch)
         self._keep_up_with_the_store(wake_at)
 
     def _keep_up_with_the_store(self, wake_at: int) -> None:
@@ -840,9 +870,10 @@ def _coerce_values(keys: tuple[Any, ...], values: tuple[Any, ...]) -> tuple[floa
 def _add_points(batch: list[Record], calls: list[_Call], names: tuple[str, ...]) -> None:
     """Queued calls as one batch of columns (each call's step, time and span repeated per point).
 
-    Each column is one C-speed pass over the calls (``np.fromiter``; the values through one flat
-    list, which numpy converts fastest); when every call logged the same names (the usual
-    training loop) the series ids are one tiled array.
+    Each column is one C-speed pass over the calls (``np.fromiter``, the values too: half the
+    time of building a flat list for ``np.array``, the flush thread's largest share of the
+    interpreter lock); when every call logged the same names (the usual training loop) the
+    series ids are one tiled array.
     """
     n = len(calls)
     if n > _MAX_BATCH_CALLS:  # a backlog: written as several blocks, each one a short write
@@ -870,7 +901,7 @@ def _add_points(batch: list[Record], calls: list[_Call], names: tuple[str, ...])
             index=index,
             steps=np.repeat(np.fromiter(map(_STEP, calls), np.int64, n), counts),
             times=np.repeat(np.fromiter(map(_TIME, calls), np.float64, n), counts),
-            values=np.array(list(chain.from_iterable(map(_VALUES, calls))), np.float64),
+            values=np.fromiter(chain.from_iterable(map(_VALUES, calls)), np.float64, total),
             span_ids=np.repeat(np.fromiter(map(_SPAN, calls), np.uint64, n), counts),
         )
     )

@@ -13,6 +13,7 @@ import numpy as np
 
 import runtel
 from runtel.records import SERIES_DTYPE
+from runtel.store._blocks import SEGMENT_DTYPE
 
 from .conftest import run_python
 
@@ -58,7 +59,7 @@ def test_torn_last_record_is_ignored_on_read_and_repaired_on_reopen(run: runtel.
     for i in range(10):
         run.log({"loss": float(i)})
     run.finish()
-    series = run.dir / "metrics" / "s000001.bin"
+    series = run.dir / "metrics" / "points.bin"
     with series.open("ab") as handle:
         handle.write(b"\x01" * (SERIES_DTYPE.itemsize - 5))
     stored = runtel.Store(run.dir.parent).run(run.id)
@@ -79,13 +80,20 @@ def test_torn_event_line_is_skipped(run: runtel.Run) -> None:
     assert [type(e).__name__ for e in events] == ["RunStarted", "ParamsLogged", "SpanEnded", "RunEnded"]
 
 
-def test_series_files_are_numpy_fromfile_readable(run: runtel.Run) -> None:
-    run.log({"x": 1.5}, step=7)
+def test_the_points_file_is_numpy_fromfile_readable(run: runtel.Run) -> None:
+    """As docs/user-guide.md shows it: the records, and the index saying whose they are."""
+    run.log({"x": 1.5, "y": -2.0}, step=7)
+    run.log({"x": 2.5}, step=8)
     run.finish()
-    index = json.loads((run.dir / "metrics" / "index.json").read_text())["series"]
-    records = np.fromfile(run.dir / "metrics" / index["x"], dtype=SERIES_DTYPE)
-    assert records["step"].tolist() == [7]
-    assert records["value"].tolist() == [1.5]
+    number = json.loads((run.dir / "metrics" / "index.json").read_text())["series"]["x"]
+    records = np.fromfile(run.dir / "metrics" / "points.bin", dtype=SERIES_DTYPE)
+    segments = np.fromfile(run.dir / "metrics" / "points.idx", dtype=SEGMENT_DTYPE)
+    mine = segments[segments["series"] == number]
+    x = np.concatenate(
+        [records[s // 32 : (s + n) // 32] for s, n in zip(mine["start"], mine["size"], strict=True)]
+    )
+    assert x["step"].tolist() == [7, 8]
+    assert x["value"].tolist() == [1.5, 2.5]
 
 
 def test_two_processes_logging_two_runs_into_one_base_dir_are_both_complete(base_dir: Path) -> None:

@@ -139,13 +139,17 @@ def test_a_long_series_is_memory_mapped_and_exact(base_dir: Path) -> None:
 
 
 def test_a_live_series_shows_new_points_and_ignores_a_torn_record(base_dir: Path) -> None:
-    with runtel.init(project="p", name="live", base_dir=str(base_dir)) as run:
+    with runtel.init(project="p", name="live", base_dir=str(base_dir), flush_interval=3600) as run:
         run.log({"m": 1.0})
-    stored = runtel.Store(base_dir).run("live")
-    first = stored.history("m")[2]
-    series = next((stored.dir / "metrics").glob("*.bin"))
-    record = series.read_bytes()
-    with series.open("ab") as handle:
-        handle.write(record + record[:5])
-    assert first.tolist() == [1.0]
-    assert stored.history("m")[2].tolist() == [1.0, 1.0]
+        run.flush()
+        stored = runtel.Store(base_dir).run("live")
+        first = stored.history("m")[2]
+        run.log({"m": 2.0, "other": 3.0})
+        run.flush()
+        with (stored.dir / "metrics" / "points.bin").open("ab") as handle:
+            handle.write(b"\x01" * 5)  # a record the writer is in the middle of
+        assert first.tolist() == [1.0]
+        assert stored.history("m")[2].tolist() == [1.0, 2.0]
+        assert stored.history("other")[2].tolist() == [3.0]
+        with (stored.dir / "metrics" / "points.bin").open("r+b") as handle:
+            handle.truncate(3 * 32)  # the writer's own file: leave it as it was

@@ -60,11 +60,8 @@ def _artifact_path(victim: StoredRun, value: str) -> None:
 
 
 def _series_file(victim: StoredRun) -> Path:
-    return (
-        victim.dir
-        / "metrics"
-        / json.loads((victim.dir / "metrics" / "index.json").read_text())["series"]["loss"]
-    )
+    """The file holding the points of every series of the run."""
+    return victim.dir / "metrics" / "points.bin"
 
 
 def _metadata(key: str, value: Any) -> Callable[[StoredRun, Path], None]:
@@ -74,9 +71,9 @@ def _metadata(key: str, value: Any) -> Callable[[StoredRun, Path], None]:
     return damage
 
 
-def _index(value: Any) -> Callable[[StoredRun, Path], None]:
+def _index(value: Any, version: Any = 1) -> Callable[[StoredRun, Path], None]:
     def damage(victim: StoredRun, secret: Path) -> None:
-        (victim.dir / "metrics" / "index.json").write_text(json.dumps({"version": 1, "series": value}))
+        (victim.dir / "metrics" / "index.json").write_text(json.dumps({"version": version, "series": value}))
 
     return damage
 
@@ -145,6 +142,11 @@ CASES: dict[str, tuple[Callable[[StoredRun, Path], None], bool, str]] = {
     "index value absolute path": (lambda v, s: _index({"loss": str(s)})(v, s), True, "history"),
     "index value leads outside": (_index({"loss": "../../../secret.txt"}), True, "history"),
     "index not an object": (_index(["loss"]), True, "history"),
+    "index version 2 value a file name": (_index({"loss": "s000001.bin"}, 2), True, "history"),
+    "index version 2 value true": (_index({"loss": True}, 2), True, "history"),
+    "index version 2 value 0": (_index({"loss": 0}, 2), True, "history"),
+    "index version 2 two metrics one number": (_index({"loss": 1, "acc": 1}, 2), True, "history"),
+    "index of an unknown version": (_index({"loss": 1}, 3), True, "history"),
     "series file a symlink outside": (_symlink_series, True, "history"),
     "series file deleted after it was written": (lambda v, s: _series_file(v).unlink(), True, "history"),
     "metrics folder a symlink outside": (_symlink_metrics_dir, True, "history"),

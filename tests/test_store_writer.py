@@ -14,10 +14,14 @@ import pytest
 import runtel
 from runtel.cli import main
 from runtel.records import SERIES_DTYPE, MetricPoints, ParamsLogged, RunEnded, RunStarted
-from runtel.store._series import CRC_FILE, verify_folder
+from runtel.store._blocks import read_segments
+from runtel.store._metrics import verify_folder
+from runtel.store._series import CRC_FILE
 from runtel.store.writer import StoreWriter
 
 from .conftest import run_python
+
+LEGACY_RUNS = Path(__file__).parent / "data" / "legacy_v1"
 
 
 def _points(name: str, steps: range) -> MetricPoints:
@@ -43,7 +47,7 @@ def test_an_unencodable_record_between_points_loses_only_itself(tmp_path: Path) 
     writer.write([RunStarted("0123abcd", "r", "p", 1.0, {}), _points("loss", range(0, 100)), bad])
     writer.write([_points("loss", range(100, 200))])
     writer.write([_points("loss", range(200, 300)), RunEnded("completed", 2.0)])
-    steps = np.fromfile(tmp_path / "run_0123abcd" / "metrics" / "s000001.bin", dtype=SERIES_DTYPE)["step"]
+    steps = np.fromfile(tmp_path / "run_0123abcd" / "metrics" / "points.bin", dtype=SERIES_DTYPE)["step"]
     assert steps.tolist() == list(range(300))
     assert writer.metric_stats()["loss"]["count"] == 300
     report = writer.report()
@@ -141,43 +145,52 @@ def test_garbled_series_bytes_are_found_with_their_position(
     run = _run_in_blocks(base_dir)
     assert {check.status for check in verify_folder(run.dir / "metrics").values()} == {"ok"}
     assert main(["verify", "--base-dir", str(base_dir)]) == 0
-    series = run.dir / "metrics" / "s000001.bin"
-    data = bytearray(series.read_bytes())
-    data[600 * SERIES_DTYPE.itemsize + 17] ^= 0x40  # one bit of a value in the third block
-    series.write_bytes(bytes(data))
-    check = verify_folder(run.dir / "metrics")["loss"]
-    assert check.status == "damaged" and check.damage_at is not None
-    start, end = check.damage_at
-    assert start <= 600 * SERIES_DTYPE.itemsize + 17 < end
-    assert (start, end) == (500 * SERIES_DTYPE.itemsize, 750 * SERIES_DTYPE.itemsize)
+    points = run.dir / "metrics" / "points.bin"
+    loss = read_segments(run.dir / "metrics")[0::2]  # each block: the loss segment, then acc's
+    assert loss["series"].tolist() == [1, 1, 1, 1]
+    third = (int(loss[2]["start"]), int(loss[2]["start"] + loss[2]["size"]))  # loss steps 500-749
+    data = bytearray(points.read_bytes())
+    data[third[0] + 100 * SERIES_DTYPE.itemsize + 17] ^= 0x40  # one bit of the value at step 600
+    points.write_bytes(bytes(data))
+    checks = verify_folder(run.dir / "metrics")
+    check = checks["loss"]
+    assert check.status == "damaged" and check.damage_at == third and check.path == points
+    assert checks["acc"].status == "ok"
     capsys.readouterr()
     assert main(["verify", run.id, "--base-dir", str(base_dir)]) == 1
-    out = capsys.readouterr().out
-    assert "s000001.bin" in out and f"bytes {start}-{end}" in out and "1 damaged" in out
+    out = "".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert "points.bin" in out and f"bytes{third[0]}-{third[1]}" in out and "1damaged" in out
 
 
 def test_a_folder_without_crcs_reads_and_verifies_as_unverified_then_resumes_verified(
     base_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run = _run_in_blocks(base_dir, blocks=2)
-    (run.dir / "metrics" / CRC_FILE).unlink()  # the layout written before CRCs were kept
-    assert runtel.Store(base_dir).run(run.id).history("loss")[0].tolist() == list(range(500))
-    assert {check.status for check in verify_folder(run.dir / "metrics").values()} == {"unverified"}
+    import shutil
+
+    (folder,) = LEGACY_RUNS.iterdir()  # one file per series, written by the store before points.bin
+    shutil.copytree(folder, base_dir / folder.name)
+    metrics = base_dir / folder.name / "metrics"
+    (metrics / CRC_FILE).unlink()  # the layout written before CRCs were kept
+    stored = runtel.Store(base_dir).run(folder.name)
+    assert stored.history("acc")[0].tolist() == list(range(5))
+    assert {check.status for check in verify_folder(metrics).values()} == {"unverified"}
     assert main(["verify", "--base-dir", str(base_dir)]) == 0
-    assert "2 unverified" in capsys.readouterr().out
-    with runtel.init(project="p", base_dir=str(base_dir), resume=run.id) as resumed:
-        resumed.log({"loss": 500.0})
-    checks = verify_folder(run.dir / "metrics")
+    assert "3 unverified" in capsys.readouterr().out
+    with runtel.init(project="p", base_dir=str(base_dir), resume=stored.id) as resumed:
+        resumed.log({"acc": 5.0}, step=5)
+    checks = verify_folder(metrics)
     assert {check.status for check in checks.values()} == {"ok"}
-    assert checks["loss"].records == 501
+    assert checks["acc"].records == 6 and checks["loss"].records == 8
+    assert sorted(path.name for path in metrics.iterdir()) == ["index.json", "points.bin", "points.idx"]
 
 
 def test_a_retried_write_after_a_partial_block_resumes_exactly(tmp_path: Path) -> None:
-    """A series file cut mid-record (as a failed write leaves it) is repaired, and the CRCs still hold."""
+    """Bytes after the last indexed block (a failed write, or a kill before its index entry) are cut
+    on resume, and the CRCs still hold."""
     writer = StoreWriter(tmp_path / "run_89abcdef")
     writer.write([_points("loss", range(0, 10))])
     writer.close({})
-    series = tmp_path / "run_89abcdef" / "metrics" / "s000001.bin"
+    series = tmp_path / "run_89abcdef" / "metrics" / "points.bin"
     with series.open("ab") as handle:
         handle.write(b"\x07" * 11)
     again = StoreWriter(tmp_path / "run_89abcdef")

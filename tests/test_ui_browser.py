@@ -63,7 +63,7 @@ def _crashed_run(base: Path) -> str:
     )
     assert result.returncode == -signal.SIGKILL, result.stderr
     run_id = result.stdout.split()[0]
-    series = next((base / f"crashed_{run_id[:8]}" / "metrics").glob("*.bin"))
+    series = base / f"crashed_{run_id[:8]}" / "metrics" / "points.bin"
     with series.open("ab") as handle:
         handle.write(b"\x01\x02\x03\x04\x05")  # half a record, as a crash mid-write leaves it
     return run_id

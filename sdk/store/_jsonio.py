@@ -16,8 +16,10 @@ def write_json_atomic(path: Path, document: Any, *, fsync: bool = True, indent: 
     """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # dumps, not dump: only a one-shot encode uses json's C encoder (dump is pure Python, 10x slower)
+        text = json.dumps(document, ensure_ascii=False, indent=indent, allow_nan=True, default=_fallback)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, ensure_ascii=False, indent=indent, allow_nan=True, default=_fallback)
+            handle.write(text)
             handle.write("\n")
             if fsync:
                 handle.flush()

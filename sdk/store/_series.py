@@ -1,9 +1,16 @@
-"""Append-only binary metric series: one file per metric, fixed-width records (``SERIES_DTYPE``).
+"""The series index (``metrics/index.json``), and the first layout: one file per metric series.
 
-A crash can leave at most one partial record at the end of a file; readers ignore it and
-a writer re-opening the file truncates it. Metric names map to file names through
-``metrics/index.json`` (written atomically before any data of a new series), so any
-Unicode name, names with ``/`` and names differing only in case work on every file system.
+``index.json`` maps metric names to where their points are: version 1 (folders written before the
+shared points file, read by this module) names each series' own file ``sN.bin``; version 2 gives
+each series a number, its points being segments of ``metrics/points.bin`` (see
+:mod:`runtel.store._blocks`, the layout every run is written in now). :mod:`runtel.store._metrics`
+reads either.
+
+Version 1: append-only binary metric series, fixed-width records (``SERIES_DTYPE``). A crash
+can leave at most one partial record at the end of a file; readers ignore it and a writer
+re-opening the file truncates it (a resume converts the folder to version 2). Metric names map
+to file names through ``metrics/index.json`` (written atomically before any data of a new series),
+so any Unicode name, names with ``/`` and names differing only in case work on every file system.
 
 Integrity: ``metrics/blocks.crc`` holds one entry per written block of every series (``CRC_DTYPE``:
 the series' number, where the block starts in its ``.bin``, its size, its CRC-32), so garbled bytes
@@ -48,13 +55,66 @@ MMAP_MIN_BYTES = 4 << 20
 IntegrityStatus = Literal["ok", "unverified", "damaged"]
 
 
-def read_index(metrics_dir: Path) -> dict[str, str]:
-    """Metric name to file name; ``StoreCorruptError`` unless every entry is a string naming a plain file."""
+#: ``index.json`` versions: one file per series (read only), and series in the shared points file.
+LEGACY_LAYOUT, POINTS_LAYOUT = 1, 2
+#: Series numbers of the points layout fit the index entries' ``uint32``; 0 is never used.
+_MAX_SERIES_NUMBER = 2**32 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesIndex:
+    """``index.json`` checked: its layout version and, in the order series first appeared, each
+    metric name's file name (version 1) or series number (version 2)."""
+
+    version: int
+    series: dict[str, Any]
+
+
+#: ``index.json`` paths to ``((inode, size, mtime ns), index)`` of their last read: a run of 10,000
+#: series has a 300 kB index, which reading every series' history would otherwise parse each time.
+_index_cache: dict[str, tuple[tuple[int, int, int], SeriesIndex]] = {}
+
+
+def read_index(metrics_dir: Path) -> SeriesIndex:
+    """``index.json`` (an empty version-2 index before it exists); ``StoreCorruptError`` unless every
+    entry is what its version says: a string naming a plain file, or a distinct series number.
+
+    Not re-read while the file is unchanged (it is replaced, never edited in place); the answer is
+    shared, so callers copy ``series`` before changing it.
+    """
     path = metrics_dir / SERIES_INDEX
+    try:
+        info = os.stat(path)
+    except OSError:
+        return _parse_index(path)
+    stamp = (info.st_ino, info.st_size, info.st_mtime_ns)
+    cached = _index_cache.get(str(path))
+    if cached is None or cached[0] != stamp:
+        cached = _index_cache[str(path)] = (stamp, _parse_index(path))
+    return cached[1]
+
+
+def _parse_index(path: Path) -> SeriesIndex:
     document = load_object(path)
+    version = document.get("version", POINTS_LAYOUT if not document else LEGACY_LAYOUT)
     series = document.get("series", {})
     if not isinstance(series, dict):
         raise StoreCorruptError(path, "series", "is not a JSON object of metric name to file name")
+    if version == POINTS_LAYOUT and not isinstance(version, bool):
+        for name, number in series.items():
+            if (
+                isinstance(number, bool)
+                or not isinstance(number, int)
+                or not 0 < number <= _MAX_SERIES_NUMBER
+            ):
+                raise StoreCorruptError(
+                    path, f"series: {name}", f"is {number!r}, not a series number (1 to {_MAX_SERIES_NUMBER})"
+                )
+        if len(set(series.values())) != len(series):
+            raise StoreCorruptError(path, "series", "gives two metrics the same series number")
+        return SeriesIndex(POINTS_LAYOUT, dict(series))
+    if version != LEGACY_LAYOUT or isinstance(version, bool):
+        raise StoreCorruptError(path, "version", f"is {version!r}; this runtel reads versions 1 and 2")
     for name, file_name in series.items():
         if not isinstance(file_name, str):
             raise StoreCorruptError(path, f"series: {name}", f"is {kind_of(file_name)}, not a file name")
@@ -62,7 +122,7 @@ def read_index(metrics_dir: Path) -> dict[str, str]:
             raise StoreCorruptError(
                 path, f"series: {name}", f"is {file_name!r}, not a plain file name inside metrics/"
             )
-    return dict(series)
+    return SeriesIndex(LEGACY_LAYOUT, dict(series))
 
 
 def read_series(path: Path) -> npt.NDArray[np.void]:
@@ -202,8 +262,10 @@ def verify_series(
     return SeriesIntegrity(path, status, records, covered, unverified_bytes=whole - covered)
 
 
-def verify_folder(metrics_dir: Path, *, finished: bool = True) -> dict[str, SeriesIntegrity]:
-    """:func:`verify_series` of every series in a ``metrics/`` folder, by metric name.
+def verify_legacy_folder(
+    metrics_dir: Path, index: SeriesIndex, *, finished: bool = True
+) -> dict[str, SeriesIntegrity]:
+    """:func:`verify_series` of every series in a version-1 ``metrics/`` folder, by metric name.
 
     A sidecar cut mid-entry is damage at its torn tail, under :data:`SIDECAR_KEY`; the whole entries
     before it still verify their blocks (a live writer may be appending one: only a ``finished``
@@ -223,7 +285,7 @@ def verify_folder(metrics_dir: Path, *, finished: bool = True) -> dict[str, Seri
                 size,
                 f"the sidecar ends mid-entry: {size} bytes, not a whole number of {_ENTRY_SIZE}-byte entries",
             )
-    for name, file_name in read_index(metrics_dir).items():
+    for name, file_name in index.series.items():
         if isinstance(file_name, str) and series_number(file_name) is not None:
             found[name] = verify_series(metrics_dir / file_name, entries, finished=finished)
         else:  # never follow a crafted entry out of the folder
@@ -251,10 +313,10 @@ def _sidecar_damaged(series: Path, records: int, entry: int, problem: str) -> Se
     )
 
 
-def series_stats(metrics_dir: Path) -> dict[str, dict[str, Any]]:
-    """Per-metric summary rebuilt from the series files (a crashed run has no summary.json)."""
+def legacy_stats(metrics_dir: Path, index: SeriesIndex) -> dict[str, dict[str, Any]]:
+    """Per-metric summary rebuilt from a version-1 folder's series files."""
     stats: dict[str, dict[str, Any]] = {}
-    for name, file_name in read_index(metrics_dir).items():
+    for name, file_name in index.series.items():
         records = read_series(metrics_dir / file_name)
         if records.size:
             values = records["value"]

@@ -19,7 +19,8 @@ from runtel.errors import MetricNotFoundError, StoreCorruptError
 from runtel.records import Record, SpanEnded
 from runtel.store import _layout
 from runtel.store._events import read_events
-from runtel.store._series import read_crc_entries, read_index, read_series, series_number
+from runtel.store._metrics import series_records
+from runtel.store._series import read_index
 from runtel.store._untrusted import (
     ARRAY,
     INTEGER,
@@ -166,7 +167,7 @@ class StoredRun:
     def metrics(self, rank: int = 0) -> list[str]:
         """Names of the run's metric series, in the order they first appeared."""
         directory = self._rank_dir(rank)
-        return list(read_index(metrics_dir(directory)))
+        return list(read_index(metrics_dir(directory)).series)
 
     def history(
         self, metric: str, rank: int = 0
@@ -272,18 +273,12 @@ class StoredRun:
         return self.dir if rank == 0 else self.dir / "ranks" / str(rank)
 
     def _records(self, metric: str, rank: int = 0) -> npt.NDArray[np.void]:
-        directory = self._rank_dir(rank)
-        index = read_index(metrics_dir(directory))
-        file_name = index.get(metric)
-        if file_name is None:
-            raise MetricNotFoundError(
-                f"run {self.name} has no metric {metric!r}; it has: {', '.join(sorted(index)) or 'none'}"
-            )
-        index_path = directory / _layout.METRICS_DIR / _layout.SERIES_INDEX
-        path = inside(directory, f"{_layout.METRICS_DIR}/{file_name}", index_path, metric)
-        if not path.exists() and written_bytes(directory, file_name):
-            raise StoreCorruptError(path, None, f"is missing: the series {metric!r} was written and is gone")
-        return read_series(path)
+        folder = metrics_dir(self._rank_dir(rank))
+        index = read_index(folder)
+        if metric not in index.series:
+            known = ", ".join(sorted(index.series)) or "none"
+            raise MetricNotFoundError(f"run {self.name} has no metric {metric!r}; it has: {known}")
+        return series_records(folder, index, metric)
 
 
 class Store:
@@ -406,22 +401,6 @@ class Store:
                     }
                 )
         return rows
-
-
-def written_bytes(run_dir: Path, file_name: str) -> int:
-    """Bytes of series file ``file_name`` the CRC sidecar says were written (0 without a sidecar).
-
-    An index entry comes before its file (a live run indexes a new series first), so only this
-    tells a series not written yet from one whose file was lost.
-    """
-    number = series_number(file_name)
-    try:
-        entries = read_crc_entries(metrics_dir(run_dir))
-    except OSError:
-        return 0
-    if number is None or entries is None:
-        return 0
-    return int(entries["size"][entries["series"] == number].sum())
 
 
 def _sweep_keys(run: StoredRun) -> tuple[str, ...]:

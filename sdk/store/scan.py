@@ -24,7 +24,8 @@ from typing import Any
 from runtel.errors import RunNotFoundError, RuntelError, StoreCorruptError
 from runtel.store import _layout
 from runtel.store._events import read_events
-from runtel.store._series import RECORD_SIZE, read_crc_entries, read_index, verify_series
+from runtel.store._metrics import point_counts
+from runtel.store._metrics import problems as series_problems
 from runtel.store._untrusted import finite_number, load_object
 from runtel.store.edits import read_edits
 from runtel.store.query import (
@@ -34,7 +35,6 @@ from runtel.store.query import (
     metrics_dir,
     read_summary,
     run_file,
-    written_bytes,
 )
 
 #: Errors a damaged run folder can raise while being read; anything else is a bug and propagates.
@@ -127,17 +127,8 @@ def count_points(run: StoredRun) -> int:
 
 
 def _series_sizes(run: StoredRun) -> tuple[int, int]:
-    """``(whole records, series files ending in a torn record)`` from the sizes of the series files."""
-    folder = metrics_dir(run.dir)
-    total = torn = 0
-    for file_name in read_index(folder).values():
-        try:
-            size = os.lstat(folder / file_name).st_size
-        except FileNotFoundError:
-            continue
-        total += size // RECORD_SIZE
-        torn += size % RECORD_SIZE != 0
-    return total, torn
+    """``(whole records, series files ending in a torn record)`` from sizes and the series index."""
+    return point_counts(metrics_dir(run.dir))
 
 
 def listing_probe(run: StoredRun, status: str) -> tuple[dict[str, Any], int | None, list[str]]:
@@ -161,7 +152,7 @@ def listing_probe(run: StoredRun, status: str) -> tuple[dict[str, Any], int | No
     except READ_ERRORS as exc:
         found.append(reason(exc, run.dir))
         return summary, None, found
-    if torn:
+    if torn and status != "running":  # a live writer may be between a block and its index entries
         found.append(_torn_records(torn))
     return summary, points, found
 
@@ -172,27 +163,9 @@ def problems(run: StoredRun) -> list[str]:
     for read in (run.summary, run.params, run.artifacts):
         _note(read, found, run.dir)
     try:
-        index = read_index(metrics_dir(run.dir))
+        found.extend(series_problems(metrics_dir(run.dir), finished=run.status != "running"))
     except READ_ERRORS as exc:
         return [*found, reason(exc, run.dir)]
-    torn = 0
-    for name, file_name in index.items():
-        path = run.dir / _layout.METRICS_DIR / file_name
-        try:
-            info = os.lstat(path)
-        except OSError:
-            if written_bytes(run.dir, file_name):
-                found.append(f"series of {name!r} ({file_name}) is missing, though blocks of it were written")
-            continue
-        if not stat.S_ISREG(info.st_mode):
-            found.append(f"series of {name!r} ({file_name}) is not a plain file (not read)")
-            continue
-        torn += info.st_size % RECORD_SIZE != 0
-        damage = series_damage(path, name)
-        if damage is not None:
-            found.append(damage)
-    if torn:
-        found.append(_torn_records(torn))
     try:
         torn_line = read_events(run_file(run.dir, _layout.EVENTS)).torn
     except READ_ERRORS as exc:
@@ -206,19 +179,6 @@ def problems(run: StoredRun) -> list[str]:
 
 def _torn_records(count: int) -> str:
     return f"{count} series file(s) end in a torn record (ignored)"
-
-
-def series_damage(path: Path, metric: str) -> str | None:
-    """What :func:`~runtel.store._series.verify_series` finds wrong in a series file, in words, or None.
-
-    Every written block is checked against its CRC (at memory speed); a folder written before CRCs
-    were kept has nothing to check against and counts as undamaged, as does a live run's newest block.
-    """
-    check = verify_series(path, read_crc_entries(path.parent))
-    if check.status != "damaged":
-        return None
-    start, end = check.damage_at or (0, 0)
-    return f"series {metric!r} ({path.name}) is damaged at bytes {start}-{end}: {check.problem}"
 
 
 def reason(error: BaseException, run_dir: Path) -> str:

@@ -13,17 +13,21 @@ It turns the record stream into a seed-compatible run folder (``metadata.json``,
   reason; ``close`` raises :class:`~runtel.errors.StoreWriteError` when anything logged is not
   in the store, the run is then stored ``failed`` and the store's report in ``summary.json`` says
   what and why.
-- **Repair on open.** Re-opening a run (resume) truncates torn series records and a torn last
-  line of ``events.jsonl``, brings the CRC sidecar up to date and removes ``.tmp`` files a kill
-  left behind.
+- **Repair on open.** Re-opening a run (resume) cuts ``metrics/points.bin`` back to the last
+  block its index covers and the index to its last whole entry, cuts a torn last line of
+  ``events.jsonl`` and removes ``.tmp`` files a kill left behind. A folder written in the older
+  one-file-per-series layout is converted first (:mod:`runtel.store._migrate`).
+
+Points go to one shared file whatever the number of series (:mod:`runtel.store._blocks`): a block is
+one append of its bytes, then one append of its index entries, and only then counted as written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import logging
-import math
 import os
 import shutil
 import threading
@@ -37,7 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 from runtel.config import DEFAULT_STORE_BACKLOG_POINTS
-from runtel.errors import StoreWriteError
+from runtel.errors import StoreCorruptError, StoreWriteError
 from runtel.records import (
     SERIES_DTYPE,
     Heartbeat,
@@ -49,49 +53,43 @@ from runtel.records import (
     RunStatus,
 )
 from runtel.store import _layout
-from runtel.store._appendfile import AppendFile, truncate_to, truncate_to_last_line
+from runtel.store._appendfile import AppendFile, truncate_to_last_line
+from runtel.store._blocks import (
+    ENTRY_SIZE,
+    POINTS_FILE,
+    SEGMENT_DTYPE,
+    SEGMENTS_FILE,
+    read_segments,
+    stats_by_series,
+    tiling_break,
+)
 from runtel.store._events import is_event, to_line
 from runtel.store._jsonio import read_json, write_json_atomic
+from runtel.store._migrate import migrate_legacy, remove_legacy_files
 from runtel.store._runmeta import apply_ended, apply_started, deep_merge
-from runtel.store._series import (
-    CRC_DTYPE,
-    CRC_FILE,
-    RECORD_SIZE,
-    read_crc_entries,
-    read_index,
-    series_number,
-    series_stats,
-)
+from runtel.store._series import LEGACY_LAYOUT, POINTS_LAYOUT, RECORD_SIZE, read_index
+from runtel.store._stats import SeriesStats
 
 logger = logging.getLogger("runtel")
 
-#: Above this many files written since the last sync, ``close`` fsyncs them from a pool of threads:
-#: one fsync costs 2.5-5 ms here (25-50 s for 10,000 series one after the other), while concurrent
-#: ones share journal commits (2,000 files in 0.28 s with 32 threads). ``os.sync`` would also wait
-#: for every other process's dirty data.
-_FSYNC_EACH_UP_TO = 16
-_FSYNC_THREADS = 32
 #: ``summary.json`` is indented for people up to this many series.
 _INDENTED_SUMMARY_UP_TO = 1000
 
 
 @dataclasses.dataclass
 class _Block:
-    """One batch of points as per-series runs of records, written series by series (``done`` so far)."""
+    """One batch of points as per-series runs of records, written whole or not at all."""
 
     records: npt.NDArray[np.void]
     names: list[str]
-    bounds: list[int]  # series k's records are records[bounds[k]:bounds[k + 1]]
-    mins: list[float]
-    maxs: list[float]
-    last_values: list[float]
-    last_steps: list[int]
-    last_times: list[float]
-    done: int = 0
+    bounds: npt.NDArray[np.intp]  # series k's records are records[bounds[k]:bounds[k + 1]]
+    mins: npt.NDArray[np.float64]
+    maxs: npt.NDArray[np.float64]
+    lasts: npt.NDArray[np.void]  # each series' last record
 
     @property
-    def unwritten(self) -> int:
-        return self.bounds[-1] - self.bounds[self.done]
+    def points(self) -> int:
+        return int(self.bounds[-1])
 
 
 @dataclasses.dataclass
@@ -128,12 +126,6 @@ class StoreWriter:
         self._failed_attempts = 0
         self._batches = 0
         self._dirty_docs: dict[str, bool] = {}  # document -> fsync wanted
-        self._series: dict[str, AppendFile] = {}
-        self._numbers: dict[str, int] = {}
-        self._crc_waiting: list[tuple[int, int, int, int]] = []
-        self._sizes: dict[str, int] = {}  # series files found on open, by file name: their repaired size
-        self._open_files = 0
-        self._max_open = _descriptor_budget()
         self._error: str | None = None
         self._lock = threading.Lock()  # the store's thread writes; finish() reads statistics
         try:
@@ -143,11 +135,19 @@ class StoreWriter:
                 self.run_dir / _layout.EVENTS, _repair_events(self.run_dir / _layout.EVENTS)
             )
             self._events.append(b"")  # opens it: a folder we cannot write fails here, at init
-            self._index = read_index(self._metrics)
-            self._crc = AppendFile(self._metrics / CRC_FILE, self._repair_series())
+            index = read_index(self._metrics)
+            if index.version == LEGACY_LAYOUT:
+                index = migrate_legacy(self._metrics, index)
+            else:  # a conversion a kill interrupted after its commit
+                remove_legacy_files(self._metrics)
+            self._numbers: dict[str, int] = dict(index.series)
+            points_size, segments_size = _repair_points(self._metrics)
+            self._points = AppendFile(self._metrics / POINTS_FILE, points_size)
+            self._segments = AppendFile(self._metrics / SEGMENTS_FILE, segments_size)
             self._metadata: dict[str, Any] = read_json(self.run_dir / _layout.METADATA, default={})
             self._params: dict[str, Any] = read_json(self.run_dir / _layout.HYPERPARAMETERS, default={})
-            self._stats = series_stats(self._metrics)
+            stored = stats_by_series(self._metrics, self._numbers)
+            self._stats = SeriesStats({self._numbers[name]: row for name, row in stored.items()})
         except OSError as exc:
             raise _write_error(exc, self.run_dir, "cannot open the run folder for writing") from exc
 
@@ -191,17 +191,17 @@ class StoreWriter:
     @property
     def caught_up(self) -> bool:
         """Whether everything taken in is on disk."""
-        return not (self._pending or self._dirty_docs or self._crc_waiting)
+        return not (self._pending or self._dirty_docs)
 
     # ------------------------------------------------------------------ reading back what was written
     def metric_stats(self) -> dict[str, dict[str, Any]]:
         """Count, min, max and last value/step/time of every series as stored (a copy)."""
         with self._lock:  # the store's thread may be writing a backlog meanwhile
-            return {name: dict(stats) for name, stats in self._stats.items()}
+            return self._stats.as_dict(self._numbers)
 
     def next_step(self) -> int:
         """The step after the last one stored (0 for a new run): where a resumed run continues."""
-        return max((int(stats["last_step"]) + 1 for stats in self._stats.values()), default=0)
+        return self._stats.next_step()
 
     def run_ended(self, status: str, error: str | None, end_time: float) -> RunEnded:
         """The run's end record, its summary being the statistics of what is stored."""
@@ -254,19 +254,19 @@ class StoreWriter:
             "status": self._metadata.get("status"),
             "duration": self._metadata.get("duration"),
             "error": self._error,
-            "metrics": self._stats,
+            "metrics": self._stats.as_dict(self._numbers),
             "exporters": {self.name: report, **exporter_reports},
         }
         try:
             # thousands of series: compact JSON, which json writes with its C encoder (10x faster)
-            indent = 2 if len(self._stats) <= _INDENTED_SUMMARY_UP_TO else None
+            indent = 2 if len(self._numbers) <= _INDENTED_SUMMARY_UP_TO else None
             write_json_atomic(self.run_dir / _layout.SUMMARY, summary, indent=indent)
             write_json_atomic(self.run_dir / _layout.METADATA, self._metadata)
             self._dirty_docs.pop(_layout.METADATA, None)
             self._sync()
         except OSError as exc:
             self._note_failure(exc, self.run_dir / _layout.SUMMARY)
-        for file in (*self._series.values(), self._crc, self._events):
+        for file in (self._points, self._segments, self._events):
             file.release()
         if lost is not None:
             raise lost
@@ -283,9 +283,9 @@ class StoreWriter:
         if isinstance(record, MetricPoints):
             block = _to_block(record)
             if block is not None:
-                self._make_room(block.unwritten)
+                self._make_room(block.points)
                 self._pending.append(block)
-                self._pending_points += block.unwritten
+                self._pending_points += block.points
             return
         if isinstance(record, Heartbeat):
             self._metadata["heartbeat"] = record.time
@@ -315,14 +315,14 @@ class StoreWriter:
             if oldest is None:
                 return
             self._pending.remove(oldest)
-            self._pending_points -= oldest.unwritten
+            self._pending_points -= oldest.points
             if not self._points_lost:
                 logger.error(
                     "runtel: the local store's backlog passed %d unwritten points "
                     "(RUNTEL_STORE_BACKLOG_POINTS); the oldest are dropped and counted as lost",
                     self._backlog_limit,
                 )
-            self._points_lost += oldest.unwritten
+            self._points_lost += oldest.points
             self._lost_reason = self._failure or _Failure(
                 str(self.run_dir), None, f"backlog limit of {self._backlog_limit} points passed"
             )
@@ -340,11 +340,6 @@ class StoreWriter:
                 self._note_failure(exc, Path(exc.filename) if exc.filename else self._events.path)
                 return
             pending.popleft()
-        try:
-            self._write_crc()
-        except OSError as exc:
-            self._note_failure(exc, self._crc.path)
-            return
         for document, fsync in list(self._dirty_docs.items()):
             content = self._metadata if document == _layout.METADATA else self._params
             try:
@@ -358,110 +353,46 @@ class StoreWriter:
             self._failure = None
 
     def _write_block(self, block: _Block) -> None:
-        new = [name for name in block.names[block.done :] if name not in self._index]
+        """The block's bytes, then its index entries; a failure of either leaves neither behind."""
+        new = [name for name in block.names if name not in self._numbers]
         if new:
-            index = dict(self._index)
-            for name in new:
-                index[name] = f"s{len(index) + 1:06d}.bin"
-            document = {"version": 1, "series": index}
+            numbers = dict(self._numbers)
+            first = max(numbers.values(), default=0) + 1
+            for number, name in enumerate(new, first):
+                numbers[name] = number
+            document = {"version": POINTS_LAYOUT, "series": numbers}
             write_json_atomic(self._metrics / _layout.SERIES_INDEX, document, indent=None)
-            self._index = index
+            self._numbers = numbers
         data = memoryview(block.records.view(np.uint8).data)
-        bounds = block.bounds
-        for k in range(block.done, len(block.names)):
-            name = block.names[k]
-            file = self._series_file(name)
-            start, end = bounds[k] * RECORD_SIZE, bounds[k + 1] * RECORD_SIZE
-            chunk = data[start:end]
-            offset = file.committed
-            was_open = file.is_open
-            try:
-                file.append(chunk, keep_open=was_open or self._open_files < self._max_open)
-            finally:
-                self._open_files += file.is_open - was_open
-            self._crc_waiting.append((self._numbers[name], end - start, offset, zlib.crc32(chunk)))
-            self._count(name, block, k)
-            block.done = k + 1
-            self._pending_points -= bounds[k + 1] - bounds[k]
-
-    def _count(self, name: str, block: _Block, k: int) -> None:
-        stats = self._stats.get(name)
-        if stats is None:
-            stats = self._stats[name] = {"count": 0, "min": block.mins[k], "max": block.maxs[k]}
-        else:
-            stats["min"] = _fmin(stats["min"], block.mins[k])
-            stats["max"] = _fmax(stats["max"], block.maxs[k])
-        stats["count"] += block.bounds[k + 1] - block.bounds[k]
-        stats["last"] = block.last_values[k]
-        stats["last_step"] = block.last_steps[k]
-        stats["last_time"] = block.last_times[k]
-
-    def _write_crc(self) -> None:
-        if self._crc_waiting:
-            entries = np.array([(s, n, o, c, 0) for s, n, o, c in self._crc_waiting], dtype=CRC_DTYPE)
-            self._crc.append(entries.tobytes())
-            self._crc_waiting.clear()
-
-    def _series_file(self, name: str) -> AppendFile:
-        file = self._series.get(name)
-        if file is None:
-            file_name = self._index[name]
-            number = series_number(file_name)
-            if number is None:
-                raise OSError(f"metrics/index.json maps {name!r} to {file_name!r}, not a series file")
-            path = self._metrics / file_name
-            file = self._series[name] = AppendFile(path, self._sizes.pop(file_name, 0))
-            self._numbers[name] = number
-        return file
-
-    def _repair_series(self) -> int:
-        """Whole records only, and a CRC entry for every stored byte (an older folder's are trusted);
-        the sidecar's committed length."""
-        sidecar = self._metrics / CRC_FILE
-        entries = read_crc_entries(self._metrics)
-        if entries is None and not self._index:
-            return 0
-        kept: list[Any] = []
-        changed = entries is None or sidecar.stat().st_size % CRC_DTYPE.itemsize != 0
-        known = entries if entries is not None else np.empty(0, CRC_DTYPE)
-        for file_name in self._index.values():
-            number = series_number(file_name) if isinstance(file_name, str) else None
-            path = self._metrics / file_name if number is not None else None
-            if path is None or not path.is_file():
-                continue
-            size = self._sizes[file_name] = truncate_to(path, RECORD_SIZE)
-            mine = known[known["series"] == number]
-            ends = mine["start"].astype(np.int64) + mine["size"]
-            keep = mine[ends <= size]
-            covered = int(ends[ends <= size].max(initial=0))
-            kept.append(keep)
-            if keep.size != mine.size:
-                changed = True
-            if covered < size:
-                with path.open("rb") as handle:
-                    handle.seek(covered)
-                    crc = zlib.crc32(handle.read(size - covered))
-                kept.append(np.array([(number, size - covered, covered, crc, 0)], dtype=CRC_DTYPE))
-                changed = True
-        if not changed:
-            return sidecar.stat().st_size
-        merged = np.concatenate([np.empty(0, CRC_DTYPE), *kept])
-        tmp = sidecar.with_name(f".{CRC_FILE}.tmp")
-        merged.tofile(tmp)
-        os.replace(tmp, sidecar)
-        return int(merged.nbytes)
+        offsets = block.bounds * RECORD_SIZE
+        start = self._points.committed
+        series = np.array([self._numbers[name] for name in block.names], np.int64)
+        entries = np.zeros(len(block.names), SEGMENT_DTYPE)
+        entries["series"] = series
+        entries["size"] = np.diff(offsets)
+        entries["start"] = offsets[:-1] + start
+        entries["crc"] = [zlib.crc32(data[a:b]) for a, b in itertools.pairwise(offsets.tolist())]
+        self._points.append(data)
+        try:
+            self._segments.append(entries.tobytes())
+        except OSError:
+            self._points.rollback(start)
+            raise
+        lasts = block.lasts
+        self._stats.add(
+            series,
+            np.diff(block.bounds),
+            block.mins,
+            block.maxs,
+            lasts["value"],
+            lasts["step"],
+            lasts["time"],
+        )
+        self._pending_points -= block.points
 
     def _sync(self) -> None:
-        files = [file for file in (*self._series.values(), self._crc, self._events) if file.unsynced]
-        if len(files) <= _FSYNC_EACH_UP_TO:
-            for file in files:
-                file.sync()
-            return
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(_FSYNC_THREADS, thread_name_prefix="runtel-fsync") as pool:
-            for _ in pool.map(AppendFile.sync, files):  # re-raises the first error
-                pass
+        for file in (self._points, self._segments, self._events):
+            file.sync()
 
     def _note_failure(self, exc: OSError, path: Path) -> None:
         where = str(path)
@@ -512,21 +443,39 @@ def _to_block(points: MetricPoints) -> _Block | None:
     return _Block(
         records=records,
         names=[points.names[i] for i in index[starts].tolist()],
-        bounds=[*starts.tolist(), n],
-        mins=np.fmin.reduceat(values, starts).tolist(),
-        maxs=np.fmax.reduceat(values, starts).tolist(),
-        last_values=lasts["value"].tolist(),
-        last_steps=lasts["step"].tolist(),
-        last_times=lasts["time"].tolist(),
+        bounds=np.append(starts, n),
+        mins=np.fmin.reduceat(values, starts),
+        maxs=np.fmax.reduceat(values, starts),
+        lasts=lasts,
     )
 
 
-def _fmin(a: float, b: float) -> float:
-    return b if math.isnan(a) else a if math.isnan(b) else min(a, b)
+def _repair_points(metrics_dir: Path) -> tuple[int, int]:
+    """Cut ``points.bin`` to the blocks its index covers and the index to its whole entries; their sizes.
 
-
-def _fmax(a: float, b: float) -> float:
-    return b if math.isnan(a) else a if math.isnan(b) else max(a, b)
+    Entries past the end of ``points.bin`` at the index's end (their bytes never reached the disk)
+    are dropped; an entry out of place before other good ones is damage: the run is not resumed.
+    """
+    points, segments = metrics_dir / POINTS_FILE, metrics_dir / SEGMENTS_FILE
+    try:
+        data_size = points.stat().st_size
+    except FileNotFoundError:
+        data_size = 0
+    entries = read_segments(metrics_dir)
+    kept = entries.size
+    broken = tiling_break(entries, data_size)
+    if broken is not None:
+        kept, problem = broken
+        rest = entries[kept:]
+        if (rest["start"].astype(np.int64) + rest["size"] <= data_size).any():
+            raise StoreCorruptError(segments, f"entry {kept}", f"{problem}; `runtel verify` names the damage")
+    covered = int(entries["start"][kept - 1]) + int(entries["size"][kept - 1]) if kept else 0
+    with contextlib.suppress(FileNotFoundError):
+        if segments.stat().st_size != kept * ENTRY_SIZE:
+            os.truncate(segments, kept * ENTRY_SIZE)
+    if data_size != covered:
+        os.truncate(points, covered)
+    return covered, kept * ENTRY_SIZE
 
 
 def _repair_events(path: Path) -> int:
@@ -554,18 +503,6 @@ def _remove_temporary_files(run_dir: Path) -> None:
                 else:
                     with contextlib.suppress(FileNotFoundError):
                         target.unlink()
-
-
-def _descriptor_budget() -> int:
-    """How many series files may stay open: half the process's descriptor limit, within [64, 16384]."""
-    try:
-        import resource
-    except ImportError:
-        return 256
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return 16_384
-    return max(64, min(soft // 2, 16_384))
 
 
 def _write_error(exc: OSError, where: Path, what: str) -> StoreWriteError:
