@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,3 +64,26 @@ def run_python(code: str, cwd: Path, env: dict[str, str] | None = None, timeout:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+#: Debian's Chromium as root, without a GPU, never resolving a host other than the test's own servers.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for every browser test of the session: Playwright's sync API allows one
+    driver per thread, and a page load costs about 2 s (mostly parsing plotly.min.js)."""
+    from playwright import sync_api
+
+    with sync_api.sync_playwright() as playwright:
+        executable = shutil.which("chromium")
+        assert executable, "needs Debian's chromium (bash .ci/test installs it)"
+        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from playwright import sync_api as playwright_api
 
 import runtel
 from runtel.ui import BackgroundServer, create_app
@@ -26,12 +24,6 @@ from runtel.ui.media_data import media_url
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 SPIKE_STEP, SPIKE_VALUE, POINTS = 654_321, 50.0, 1_000_000
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-]
 
 
 def _training_run(base: Path, name: str, lr: float, tags: list[str]) -> str:
@@ -90,16 +82,6 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (base / "foreign").mkdir()  # another tool's folder: an id, but a name and project runtel never writes
     (base / "foreign" / "metadata.json").write_text('{"id": "abcdef0123456789", "name": 5, "project": ["x"]}')
     return {"base": base, "ids": ids}
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    with playwright_api.sync_playwright() as playwright:
-        executable = shutil.which("chromium")
-        assert executable, "needs Debian's chromium (bash .ci/test installs it)"
-        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")

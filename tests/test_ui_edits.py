@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -14,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright import sync_api as playwright_api
 
 import runtel
 from runtel.cli import main
@@ -22,7 +20,6 @@ from runtel.errors import ConfigError
 from runtel.ui import BackgroundServer, create_app
 from runtel.ui.edits_view import EDIT_ROUTE, TOKEN_HEADER
 from runtel.ui.server import make_server
-from tests.test_ui_browser import CHROMIUM_ARGS
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -52,16 +49,6 @@ def read_only(store: dict[str, Any]) -> Iterator[str]:
     server = BackgroundServer(create_app(store["base"]))
     yield server.url
     server.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with playwright_api.sync_playwright() as playwright:
-        executable = shutil.which("chromium")
-        assert executable, "needs Debian's chromium (bash .ci/test installs it)"
-        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def _post(url: str, body: object, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:

@@ -5,25 +5,17 @@ parallel-coordinates dimensions."""
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from playwright import sync_api as playwright_api
 
 import runtel
 from runtel.ui import BackgroundServer, create_app
 from runtel.ui.group_view import MAX_GRID_STEPS, grouped
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 STEPS = 20
 #: lr -> seeds; each seed a run logging ``val/acc`` at steps 0..19 (seed 2 stops at step 9).
@@ -54,16 +46,6 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 for step in _steps(seed):
                     run.log({"val/acc": _value(lr, seed, step), "train/loss": 1.0 / (step + 1)}, step=step)
     return folder
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with playwright_api.sync_playwright() as playwright:
-        executable = shutil.which("chromium")
-        assert executable, "needs Debian's chromium (bash .ci/test installs it)"
-        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")

@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright import sync_api as playwright_api
 
 import runtel
 from runtel.store.query import Store
 from runtel.ui import BackgroundServer, create_app, data
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-]
 
 
 @pytest.fixture(scope="module")
@@ -48,19 +39,15 @@ def ui(base: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def page(ui: str) -> Iterator[Any]:
-    with playwright_api.sync_playwright() as playwright:
-        executable = shutil.which("chromium")
-        assert executable, "needs Debian's chromium (bash .ci/test installs it)"
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        tab = browser.new_page(viewport={"width": 1400, "height": 1200})
-        failures: list[str] = []
-        tab.on("response", lambda response: failures.append(response.url) if response.status >= 500 else None)
-        tab.goto(ui)
-        tab.locator("#runs-table tbody tr").nth(2).wait_for(timeout=15_000)
-        yield tab
-        browser.close()
-        assert not failures, f"server errors: {failures}"
+def page(browser: Any, ui: str) -> Iterator[Any]:
+    tab = browser.new_page(viewport={"width": 1400, "height": 1200})
+    failures: list[str] = []
+    tab.on("response", lambda response: failures.append(response.url) if response.status >= 500 else None)
+    tab.goto(ui)
+    tab.locator("#runs-table tbody tr").nth(2).wait_for(timeout=15_000)
+    yield tab
+    tab.close()
+    assert not failures, f"server errors: {failures}"
 
 
 def _type(page: Any, text: str) -> None:
