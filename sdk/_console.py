@@ -1,7 +1,9 @@
 """Console capture: file descriptors 1 and 2 tee'd into the run's ``output.log`` (docs/reproducibility.md).
 
-Each descriptor is pointed at a pipe (a pty when it was a terminal, see :mod:`runtel._pty`), read by
-a small process of its own (:mod:`runtel._console_helper`) that writes every chunk through to the
+Each descriptor is pointed at a pipe (a pty when it was a terminal, see :mod:`runtel._pty`); when
+both lead to one place (``> f 2>&1``, ``2>&1 | tee``, one terminal) one pipe stands in for both, so
+the kernel keeps the order of their writes, as it did before. The pipes are read by a small process
+of its own (:mod:`runtel._console_helper`) that writes every chunk through to the
 original destination first (so the terminal shows what it would have shown, as promptly), then to
 the log. Python's ``print``, ``logging`` and C-level writes all go through the descriptors, so they
 are captured alike, and ``sys.stdout``'s own buffering is untouched. Because the reader is another
@@ -16,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import stat
 import subprocess
 import sys
 import threading
@@ -32,13 +35,15 @@ from runtel.config import DEFAULT_CONSOLE_MAX_BYTES
 logger = logging.getLogger("runtel")
 
 CONSOLE_FILE = "output.log"
-__all__ = ["CONSOLE_FILE", "STDERR_MARK", "ConsoleCapture", "ConsoleReport", "LineListener"]
+__all__ = ["CONSOLE_FILE", "MERGED_STREAM", "STDERR_MARK", "ConsoleCapture", "ConsoleReport", "LineListener"]
 #: How long ``stop`` waits for the helper to report the log closed (it drains the pipes first).
 _REPORT_WAIT_S = 5.0
 _HELPER = str(Path(__file__).with_name("_console_helper.py"))
 #: Longest wait before a fork for the helper to read what the parent wrote.
 _FORK_WAIT_S = 0.1
 _STREAMS = {1: "stdout", 2: "stderr"}
+#: The stream name of descriptors 1 and 2 behind one pipe: its lines cannot be told apart.
+MERGED_STREAM = "stdout+stderr"
 
 #: Receives each complete line as it is captured: (stream name, text without the newline).
 LineListener = Callable[[str, str], None]
@@ -98,6 +103,7 @@ class ConsoleCapture:
         self._max_bytes = max_bytes
         self.listeners: list[LineListener] = []
         self._swaps: list[_Swap] = []
+        self._streams: tuple[str, ...] = ()
         self._helper: subprocess.Popen[bytes] | None = None
         self._control: int | None = None
         self._reports: threading.Thread | None = None
@@ -136,20 +142,22 @@ class ConsoleCapture:
             return True
 
     def _start(self, usable: list[int]) -> None:
-        ends: list[tuple[int, int, int]] = []  # (descriptor, read end, write end)
-        for fd in usable:
-            saved = os.dup(fd)  # the original destination (not inherited by subprocesses)
-            terminal = _pty.open_like(fd)
-            self._swaps.append(_Swap(fd, saved, terminal is not None))
+        ends: list[tuple[tuple[int, ...], int, int]] = []  # (descriptors, read end, write end)
+        saved: dict[int, int] = {}
+        for fds in _by_destination(usable):
+            for fd in fds:
+                saved[fd] = os.dup(fd)  # the original destination (not inherited by subprocesses)
+            terminal = _pty.open_like(fds[0])
+            self._swaps += [_Swap(fd, saved[fd], terminal is not None) for fd in fds]
             read_end, write_end = terminal if terminal is not None else os.pipe()
-            ends.append((fd, read_end, write_end))
+            ends.append((fds, read_end, write_end))
+        self._streams = tuple(_stream_name(fds) for fds, _, _ in ends)
         control_read, self._control = os.pipe()
         report_read, report_write = os.pipe()
         helper_fds = [control_read, report_write, *(swap.saved for swap in self._swaps)]
         helper_fds += [read_end for _, read_end, _ in ends]
-        pairs = [
-            f"{fd}:{read_end}:{swap.saved}" for (fd, read_end, _), swap in zip(ends, self._swaps, strict=True)
-        ]
+        # A merged stream goes out through descriptor 1's copy: both lead to the same place
+        pairs = [f"{_stream_name(fds)}:{read_end}:{saved[fds[0]]}" for fds, read_end, _ in ends]
         try:
             self._helper = subprocess.Popen(
                 [
@@ -181,11 +189,14 @@ class ConsoleCapture:
             target=self._read_reports, args=(report_read,), name="runtel-console", daemon=True
         )
         self._reports.start()
-        for swap, (fd, _, write_end) in zip(self._swaps, ends, strict=True):
-            os.dup2(write_end, fd)  # inheritable: subprocesses write into the pipe too
+        swaps = {swap.fd: swap for swap in self._swaps}
+        for fds, _, write_end in ends:
+            for fd in fds:
+                os.dup2(write_end, fd)  # inheritable: subprocesses write into the pipe too
+                swaps[fd].pipe = _identity(fd)
             os.close(write_end)
-            swap.pipe = _identity(fd)
-        self._resize = _pty.ResizeForwarder([(swap.saved, swap.fd) for swap in self._swaps if swap.is_pty])
+        terminals = [(saved[fds[0]], fds[0]) for fds, _, _ in ends if swaps[fds[0]].is_pty]
+        self._resize = _pty.ResizeForwarder(terminals)
 
     def _read_reports(self, report_read: int) -> None:
         """Lines for the listeners, and the helper's final report; if the helper dies while the run
@@ -250,7 +261,7 @@ class ConsoleCapture:
             )
         return ConsoleReport(
             self.path,
-            tuple(_STREAMS[swap.fd] for swap in self._swaps),
+            self._streams,
             int(report.get("seen", 0)),
             int(report.get("stored", _size(self.path))),
             int(report.get("cut", 0)),
@@ -320,6 +331,57 @@ def open_descriptors() -> dict[int, tuple[int, int]]:
     since a closed 1 or 2 is the number the next ``open`` gets."""
     found = {fd: _identity(fd) for fd in (1, 2)}
     return {fd: seen for fd, seen in found.items() if seen is not None}
+
+
+def _by_destination(usable: list[int]) -> list[tuple[int, ...]]:
+    """The descriptors grouped by where their writes land: ``[(1, 2)]`` when one pipe may stand in
+    for both, else one group each."""
+    if len(usable) == 2 and same_destination(*usable):
+        return [tuple(usable)]
+    return [(fd,) for fd in usable]
+
+
+def _stream_name(fds: tuple[int, ...]) -> str:
+    return MERGED_STREAM if len(fds) > 1 else _STREAMS[fds[0]]
+
+
+def same_destination(first: int, second: int) -> bool:
+    """Whether writes to the two descriptors form one ordered stream, so that one pipe standing in
+    for both keeps their order and their bytes: the same pipe, socket or device (a terminal, opened
+    once or twice), or the same open file of a regular file (``2>&1``: one offset) or both appending
+    to it. Two opens of one file without ``O_APPEND`` (``> f 2> f``) overwrite each other by their own
+    offsets, which one pipe would not reproduce: they stay apart."""
+    try:
+        one, other = os.fstat(first), os.fstat(second)
+    except OSError:
+        return False
+    if stat.S_ISCHR(one.st_mode) and stat.S_ISCHR(other.st_mode):
+        return one.st_rdev == other.st_rdev
+    if (one.st_dev, one.st_ino) != (other.st_dev, other.st_ino):
+        return False
+    return not stat.S_ISREG(one.st_mode) or _one_open_file(first, second)
+
+
+def _one_open_file(first: int, second: int) -> bool:
+    """Whether two descriptors of a regular file share its offset (one open file description, as
+    ``dup`` makes) or both append. The status flags belong to the open file description: toggling
+    ``O_NONBLOCK`` on one shows on the other exactly when they share it (regular files ignore the
+    flag, so the probe changes nothing the program or a process sharing the file would notice)."""
+    try:
+        import fcntl
+
+        flags, others = fcntl.fcntl(first, fcntl.F_GETFL), fcntl.fcntl(second, fcntl.F_GETFL)
+        if flags & others & os.O_APPEND:
+            return True
+        if flags != others:
+            return False
+        fcntl.fcntl(first, fcntl.F_SETFL, flags ^ os.O_NONBLOCK)
+        try:
+            return bool(fcntl.fcntl(second, fcntl.F_GETFL) != others)
+        finally:
+            fcntl.fcntl(first, fcntl.F_SETFL, flags)
+    except (ImportError, OSError):
+        return False
 
 
 def _is_python(executable: str) -> bool:

@@ -1,5 +1,6 @@
-"""The console tee's own process: reads the pipes standing in for descriptors 1 and 2, writes every
-chunk through to the real destination, then into ``output.log`` (bounded).
+"""The console tee's own process: reads the pipes standing in for descriptors 1 and 2 (one pipe for
+both when they shared a destination), writes every chunk through to the real destination, then into
+``output.log`` (bounded).
 
 A process of its own, started by :mod:`runtel._console` as ``python -I -S <this file>``, so that what
 the program printed last still reaches the terminal and the log when the program dies at once
@@ -7,10 +8,11 @@ the program printed last still reaches the terminal and the log when the program
 the writer. Standard library only; it ignores the terminal's signals (Ctrl-C reaches the program,
 whose output this process must go on carrying) and ends when every writer has closed the pipes.
 
-Arguments: ``LOG MAX_BYTES CONTROL_FD REPORT_FD LINES STREAM:READ_FD:DEST_FD...``. ``stop`` on the
+Arguments: ``LOG MAX_BYTES CONTROL_FD REPORT_FD LINES STREAM:READ_FD:DEST_FD...``, ``STREAM`` one of
+``stdout``, ``stderr`` or ``stdout+stderr`` (both descriptors behind one pipe). ``stop`` on the
 control pipe (the run finished) drains what the pipes hold, closes the log and writes a report line;
 output after it is passed through only. With ``LINES`` = 1 each complete line is also written to the
-report pipe as ``["stdout"|"stderr", text]`` (for OpenTelemetry log records).
+report pipe as ``[STREAM, text]`` (for OpenTelemetry log records).
 """
 
 from __future__ import annotations
@@ -25,14 +27,14 @@ import threading
 import time
 from collections import deque
 
-#: Start of every stderr line in ``output.log`` (stdout lines are stored as printed).
+#: Start of every stderr line in ``output.log`` (stdout lines, and those of a merged
+#: ``stdout+stderr`` stream, are stored as printed).
 STDERR_MARK = b"[stderr] "
 #: Seconds between rewrites of the rolling tail while output runs past the head.
 TAIL_EVERY_S = 2.0
 #: Longest wait at ``stop`` for the pipes to be read empty.
 DRAIN_S = 1.0
 _READ_SIZE = 65_536
-_STREAMS = {1: "stdout", 2: "stderr"}
 
 
 class BoundedLog:
@@ -49,16 +51,16 @@ class BoundedLog:
         self._tail_written_at = 0.0
         self.seen = 0
         self.cut = 0
-        self._open_stream: int | None = None  # the stream whose unfinished line ends the log
+        self._open_stream: str | None = None  # the stream whose unfinished line ends the log
 
-    def add(self, stream: int, data: bytes) -> None:
+    def add(self, stream: str, data: bytes) -> None:
         """Append ``data`` of ``stream``: lines kept whole across streams, stderr lines marked."""
         self.seen += len(data)
         out = bytearray()
         at_line_start = self._open_stream != stream
         if self._open_stream is not None and self._open_stream != stream:
             out += b"\n"  # the other stream's unfinished line ends here, so lines never mix
-        if stream == 2:
+        if stream == "stderr":
             for piece in data.splitlines(keepends=True):
                 if at_line_start:
                     out += STDERR_MARK
@@ -124,11 +126,10 @@ class Tee:
         self._report_fd = report_fd
         self._lines = lines
         self._lock = threading.Lock()
-        self._partial: dict[int, bytes] = {}
-        self._busy: set[int] = set()
-        self.streams: list[int] = []
+        self._partial: dict[str, bytes] = {}
+        self._busy: set[str] = set()
 
-    def pump(self, stream: int, source: int, dest: int) -> None:
+    def pump(self, stream: str, source: int, dest: int) -> None:
         while True:
             with contextlib.suppress(OSError):
                 select.select([source], [], [])
@@ -158,11 +159,11 @@ class Tee:
                 if self._lines:
                     self._tell(stream, data)
 
-    def _tell(self, stream: int, data: bytes) -> None:
+    def _tell(self, stream: str, data: bytes) -> None:
         pieces = (self._partial.get(stream, b"") + data).split(b"\n")
         self._partial[stream] = pieces.pop()
         for piece in pieces:
-            self._report([_STREAMS[stream], piece.decode("utf-8", "replace")])
+            self._report([stream, piece.decode("utf-8", "replace")])
 
     def _report(self, message: object) -> None:
         with contextlib.suppress(OSError):  # the program is gone: nobody to tell
@@ -220,9 +221,9 @@ def main(argv: list[str]) -> int:
     sources: list[int] = []
     pumps = []
     for pair in pairs:
-        stream, source, dest = (int(part) for part in pair.split(":"))
-        sources.append(source)
-        pumps.append(threading.Thread(target=tee.pump, args=(stream, source, dest), daemon=True))
+        stream, source, dest = pair.split(":")
+        sources.append(int(source))
+        pumps.append(threading.Thread(target=tee.pump, args=(stream, int(source), int(dest)), daemon=True))
     for pump in pumps:
         pump.start()
     control = os.fdopen(int(control_fd), "rb")

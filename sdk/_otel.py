@@ -260,20 +260,22 @@ class ConsoleLogs:
         self._trace_id = trace_id
 
     def console_line(self, span_id: Callable[[], int]) -> Callable[[str, str], None]:
-        """A listener emitting each line with the run's current span (stderr as ERROR, stdout INFO)."""
+        """A listener emitting each line with the run's current span (stderr as ERROR, stdout INFO; a
+        line of stdout and stderr merged into one pipe, ``stdout+stderr``, has neither severity nor
+        ``log.iostream``, since which stream wrote it is not known)."""
         from opentelemetry._logs import SeverityNumber
 
         severities = {"stdout": (SeverityNumber.INFO, "INFO"), "stderr": (SeverityNumber.ERROR, "ERROR")}
 
         def emit(stream: str, text: str) -> None:
-            number, name = severities[stream]
+            number, name = severities.get(stream, (SeverityNumber.UNSPECIFIED, None))
             self._logger.emit(
                 timestamp=time.time_ns(),
                 context=remote_span_context(self._trace_id, span_id()),
                 severity_number=number,
                 severity_text=name,
                 body=text,
-                attributes={"log.iostream": stream},
+                attributes={"log.iostream": stream} if stream in severities else {},
             )
 
         return emit

@@ -7,11 +7,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import runtel
-from runtel._console import STDERR_MARK
+from runtel._console import MERGED_STREAM, STDERR_MARK, same_destination
+from runtel.store.artifacts import ArtifactVersion
 
 SCRIPT = """
 import logging, os, sys, time
@@ -369,3 +371,153 @@ open("result.txt", "w").write(f"{run.dir}\\n{(run.dir / 'output.log').exists()}\
     run_dir, has_log = (tmp_path / "result.txt").read_text().splitlines()
     assert has_log == "False"
     assert runtel.Store(str(tmp_path / "runs")).run(Path(run_dir).name).status == "completed"
+
+
+ALTERNATING = """
+import os, sys, runtel
+run = runtel.init(base_dir="runs", capture_environment=False)
+for i in range(125):  # 500 lines, no pause: the order is the kernel's alone
+    print(f"print {i}", flush=True)
+    sys.stderr.write(f"stderr {i}\\n"); sys.stderr.flush()
+    os.write(1, f"os.write(1) {i}\\n".encode())
+    os.write(2, f"os.write(2) {i}\\n".encode())
+run.finish()
+open("run_dir.txt", "w").write(str(run.dir))
+"""
+
+
+def alternating(*kinds: str) -> bytes:
+    """The lines ALTERNATING writes, those of ``kinds`` only, in their order."""
+    return b"".join(
+        f"{kind} {i}\n".encode()
+        for i in range(125)
+        for kind in ("print", "stderr", "os.write(1)", "os.write(2)")
+        if kind in kinds
+    )
+
+
+ALL_KINDS = ("print", "stderr", "os.write(1)", "os.write(2)")
+STDOUT_KINDS = ("print", "os.write(1)")
+STDERR_KINDS = ("stderr", "os.write(2)")
+
+
+def run_alternating(tmp_path: Path, *, console: bool, stdout: Any, stderr: Any) -> tuple[bytes, bytes]:
+    """Runs ALTERNATING with ``stdout`` and ``stderr`` as ``subprocess.run`` takes them."""
+    inherited = {
+        key: value for key, value in os.environ.items() if key not in ("WANDB_SERVICE", "RUNTEL_CONSOLE")
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", ALTERNATING],
+        cwd=tmp_path,
+        env={**inherited, "RUNTEL_CONSOLE": "on" if console else "off"},
+        stdout=stdout,
+        stderr=stderr,
+        timeout=120,
+        check=True,
+    )
+    return done.stdout, done.stderr
+
+
+def stored_log(tmp_path: Path) -> tuple[bytes, ArtifactVersion]:
+    run_dir = Path((tmp_path / "run_dir.txt").read_text())
+    stored = runtel.Store(str(tmp_path / "runs")).run(run_dir.name).artifact("output.log")
+    return (run_dir / "output.log").read_bytes(), stored
+
+
+def test_stdout_and_stderr_into_one_file_keep_their_order_there_and_in_the_log(tmp_path: Path) -> None:
+    outputs = []
+    for console in (False, True):
+        with open(tmp_path / f"console-{console}.txt", "wb") as into:  # python script.py > f 2>&1
+            run_alternating(tmp_path, console=console, stdout=into, stderr=subprocess.STDOUT)
+        outputs.append((tmp_path / f"console-{console}.txt").read_bytes())
+    assert outputs[1] == outputs[0] == alternating(*ALL_KINDS)
+    log, stored = stored_log(tmp_path)
+    assert log == alternating(*ALL_KINDS)  # one stream: its lines are stored unmarked
+    assert stored.metadata["streams"] == [MERGED_STREAM]
+
+
+def test_stdout_and_stderr_into_one_pipe_keep_their_order_there_and_in_the_log(tmp_path: Path) -> None:
+    # python script.py 2>&1 | tee log
+    both = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
+    plain = run_alternating(tmp_path, console=False, **both)
+    captured = run_alternating(tmp_path, console=True, **both)
+    assert captured == plain == (alternating(*ALL_KINDS), None)
+    assert stored_log(tmp_path)[0] == alternating(*ALL_KINDS)
+
+
+def test_separate_pipes_get_each_stream_byte_for_byte_and_the_log_keeps_each_streams_order(
+    tmp_path: Path,
+) -> None:
+    apart = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    outputs = [run_alternating(tmp_path, console=console, **apart) for console in (False, True)]
+    assert outputs[1] == outputs[0] == (alternating(*STDOUT_KINDS), alternating(*STDERR_KINDS))
+    log, stored = stored_log(tmp_path)
+    lines = log.splitlines(keepends=True)
+    assert b"".join(line for line in lines if not line.startswith(STDERR_MARK)) == alternating(*STDOUT_KINDS)
+    marked = [line.removeprefix(STDERR_MARK) for line in lines if line.startswith(STDERR_MARK)]
+    assert b"".join(marked) == alternating(*STDERR_KINDS)
+    assert stored.metadata["streams"] == ["stdout", "stderr"]
+
+
+def test_on_one_terminal_stdout_and_stderr_keep_their_alternation(tmp_path: Path) -> None:
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    inherited = {
+        key: value for key, value in os.environ.items() if key not in ("WANDB_SERVICE", "RUNTEL_CONSOLE")
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-c", ALTERNATING], cwd=tmp_path, env=inherited, stdout=slave, stderr=slave
+    )
+    os.close(slave)
+    received = b""
+    started = time.monotonic()
+    while time.monotonic() - started < 60:
+        if not select.select([master], [], [], 1)[0]:
+            continue
+        try:
+            chunk = os.read(master, 65_536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        received += chunk
+    assert child.wait(timeout=60) == 0
+    os.close(master)
+    assert received == alternating(*ALL_KINDS).replace(b"\n", b"\r\n")  # the terminal's own \r
+    assert stored_log(tmp_path)[0] == alternating(*ALL_KINDS)
+
+
+def test_one_pipe_stands_in_for_both_descriptors_only_where_their_writes_meet(tmp_path: Path) -> None:
+    import fcntl
+    import pty
+
+    path = tmp_path / "f"
+    opened: list[int] = []
+
+    def keep(fd: int) -> int:
+        opened.append(fd)
+        return fd
+
+    try:
+        shared = keep(os.open(path, os.O_WRONLY | os.O_CREAT))
+        flags = fcntl.fcntl(shared, fcntl.F_GETFL)
+        assert same_destination(shared, keep(os.dup(shared)))  # 2>&1: one offset
+        assert fcntl.fcntl(shared, fcntl.F_GETFL) == flags  # the probe left the flags as they were
+        assert not same_destination(shared, keep(os.open(path, os.O_WRONLY)))  # > f 2> f: two offsets
+        appending = keep(os.open(path, os.O_WRONLY | os.O_APPEND))
+        assert same_destination(appending, keep(os.open(path, os.O_WRONLY | os.O_APPEND)))  # >> f 2>> f
+        assert not same_destination(shared, keep(os.open(tmp_path / "g", os.O_WRONLY | os.O_CREAT)))
+        _, write = (keep(fd) for fd in os.pipe())
+        _, other_write = (keep(fd) for fd in os.pipe())
+        assert same_destination(write, keep(os.dup(write)))
+        assert not same_destination(write, other_write)
+        _, terminal = (keep(fd) for fd in pty.openpty())
+        assert same_destination(terminal, keep(os.open(os.ttyname(terminal), os.O_WRONLY | os.O_NOCTTY)))
+        _, other_terminal = (keep(fd) for fd in pty.openpty())
+        assert not same_destination(terminal, other_terminal)
+        assert not same_destination(write, terminal)
+    finally:
+        for fd in opened:
+            os.close(fd)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -125,6 +127,47 @@ def test_otlp_gets_each_console_line_as_a_log_record_of_the_run_trace(
     assert streams == ["stdout", "stdout", "stderr"]
     resource = {a.key: a.value.string_value for a in records[0][1].attributes}
     assert resource["runtel.run.id"] == run.id
+
+
+@contextlib.contextmanager
+def one_file_behind_both_descriptors(path: Path) -> Iterator[None]:
+    """Descriptors 1 and 2 on one open file, as ``> f 2>&1`` leaves them (pytest keeps them apart,
+    and sets them again between a test's phases: so within the test, not as a fixture)."""
+    saved = [os.dup(1), os.dup(2)]
+    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(target, 1)
+    os.dup2(target, 2)
+    os.close(target)
+    try:
+        yield
+    finally:
+        for fd, copy in zip((1, 2), saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+def test_otlp_gets_merged_lines_without_a_stream_or_severity(
+    tmp_path: Path,
+    http_receiver: Server,  # noqa: F811
+) -> None:
+    with one_file_behind_both_descriptors(tmp_path / "console.txt"):
+        run = printing_run(tmp_path / "runs", [OtlpExporter(http_receiver.endpoint)])
+    merged = LINES[0] + LINES[1] + b"a warning\n"
+    assert (tmp_path / "console.txt").read_bytes() == merged
+    assert (run.dir / "output.log").read_bytes() == merged  # which stream wrote a line is not known
+    records = [
+        record
+        for request in http_receiver.received.logs
+        for resource_logs in request.resource_logs
+        for scope in resource_logs.scope_logs
+        for record in scope.log_records
+    ]
+    assert [(r.body.string_value, r.severity_number, r.severity_text) for r in records] == [
+        ("epoch 0 loss 0.5", 0, ""),
+        ("epoch 1 loss 0.25", 0, ""),
+        ("a warning", 0, ""),
+    ]
+    assert all(a.key != "log.iostream" for r in records for a in r.attributes)
 
 
 @pytest.mark.parametrize("how", ["keyword", "variable"])
