@@ -217,8 +217,9 @@ def _columns_of(table: Table) -> tuple[list[str], list[str], list[list[Any]]]:
             ]
         else:
             cells = [_python_value(value) for value in series.tolist()]
-        if dtype == "object" and _infer_dtype(cells) == "image":
-            dtype = "image"
+        if dtype == "object" and any(type(cell) is Image for cell in cells):
+            dtype = "image"  # Table checked the rest of the column is missing cells (None, NaN, NA)
+            cells = [cell if type(cell) is Image else None for cell in cells]
         dtypes.append(dtype)
         columns.append(cells)
     return table.columns, dtypes, columns

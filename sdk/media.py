@@ -174,9 +174,11 @@ class Table:
 
     def _check_frame_cells(self) -> None:
         for position, (name, dtype) in enumerate(zip(self.columns, self.frame.dtypes, strict=True)):
+            if str(dtype) in _PANDAS_DTYPES:  # before kind "O": pandas' string dtype is of that kind too
+                continue
             if dtype.kind == "O":
                 _check_cells(name, self.frame.iloc[:, position].tolist())
-            elif dtype.kind not in "biufM" and str(dtype) not in _PANDAS_DTYPES:
+            elif dtype.kind not in "biufM":
                 raise InvalidMediaError(
                     f"Table column {name!r} has dtype {dtype}, which cannot be stored; "
                     "convert it with .astype() to numbers, bool, str or datetime64"
@@ -356,10 +358,28 @@ def _rows_of(data: Sequence[Any], columns: Sequence[str] | None) -> tuple[list[s
     return names, rows
 
 
+def is_missing(cell: Any) -> bool:
+    """None, NaN, or pandas' NA/NaT: a missing cell (in a column of Images it is stored as null)."""
+    return (
+        cell is None or (type(cell) is float and cell != cell) or type(cell).__name__ in ("NAType", "NaTType")
+    )
+
+
 def _check_cells(name: str, cells: list[Any]) -> list[Any]:
-    """``cells`` if each is a storable value; numpy scalars become Python values (a new list then)."""
+    """``cells`` if each is a storable value; numpy scalars become Python values and pandas' NA None
+    (a new list then). A column holding an Image holds only Images and missing cells (as None)."""
     if not set(map(type, cells)) <= {*_CELL_TYPES, Image}:
         cells = [_cell(name, number, cell) for number, cell in enumerate(cells)]
+    if any(type(cell) is Image for cell in cells):
+        others = sorted({type(c).__name__ for c in cells if type(c) is not Image and not is_missing(c)})
+        if others:
+            raise InvalidMediaError(
+                f"Table column {name!r} mixes Image cells with {', '.join(others)} cells; a column of "
+                "images may hold only runtel.Image and missing values (None or NaN): put the others "
+                "in a column of their own"
+            )
+        if not all(type(cell) is Image or cell is None for cell in cells):
+            cells = [cell if type(cell) is Image else None for cell in cells]
     texts = [cell for cell in cells if type(cell) is str]
     if texts and not encodable("".join(texts)):
         raise InvalidMediaError(
@@ -376,6 +396,8 @@ def _check_cells(name: str, cells: list[Any]) -> list[Any]:
 def _cell(name: str, number: int, cell: Any) -> Any:
     if isinstance(cell, np.generic) and cell.dtype.kind in "biufU":
         cell = cell.item()
+    if type(cell).__name__ in ("NAType", "NaTType"):
+        return None
     if not isinstance(cell, (*_CELL_TYPES, Image)):
         raise InvalidMediaError(
             f"Table column {name!r} row {number}: a cell is a {type(cell).__name__}; cells may be None, "

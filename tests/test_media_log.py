@@ -441,3 +441,38 @@ def test_a_dataframe_column_of_images_comes_back_as_media_items(run: runtel.Run,
     for cell, expected in zip(frame["img"].tolist(), images, strict=True):
         np.testing.assert_array_equal(cell.to_numpy(), expected)
     assert frame["n"].tolist() == [1, 2] and str(frame["n"].dtype) == "int64"
+
+
+def test_an_object_column_of_images_and_nan_stores_nan_as_a_missing_image(
+    run: runtel.Run, stored: Reopen
+) -> None:
+    image = _rgb(30)
+    source = pd.DataFrame({"img": [runtel.Image(image), np.nan, None], "n": [1, 2, 3]})
+    run.log_table("gaps", source)
+    run.log_table("row-gaps", [[runtel.Image(image)], [float("nan")]], columns=["img"])
+    back = stored(run)
+    cells = back.table("gaps")["img"].tolist()
+    np.testing.assert_array_equal(cells[0].to_numpy(), image)
+    assert cells[1:] == [None, None]
+    assert back.table("row-gaps")["img"].tolist()[1] is None
+
+
+@pytest.mark.parametrize("other", ["text", 3, 0.5])
+def test_a_column_mixing_images_with_other_values_is_refused_at_the_call(
+    run: runtel.Run, other: object
+) -> None:
+    with pytest.raises(runtel.InvalidMediaError, match="mixes Image cells"):
+        run.log_table("mixed", [[runtel.Image(_rgb())], [other]], columns=["img"])
+    with pytest.raises(runtel.InvalidMediaError, match="mixes Image cells"):
+        runtel.Table(pd.DataFrame({"img": [runtel.Image(_rgb()), other]}, dtype=object))
+
+
+def test_a_pandas_string_column_with_a_missing_value_is_stored(run: runtel.Run, stored: Reopen) -> None:
+    source = pd.DataFrame(
+        {"s": pd.Series(["a", None, "c"], dtype="string"), "o": pd.Series(["x", pd.NA, "z"], dtype=object)}
+    )
+    run.log_table("strings", source)
+    frame = stored(run).table("strings")
+    assert str(frame["s"].dtype) == "string" and frame["s"].tolist()[::2] == ["a", "c"]
+    assert frame["s"].isna().tolist() == [False, True, False]
+    assert frame["o"].tolist() == ["x", None, "z"]
