@@ -590,3 +590,34 @@ def test_wandb_gallery_of_text_is_a_list_and_of_audio_is_split_into_keys(
         assert (value["_type"], value["caption"]) == ("audio-file", f"c{i}")
         assert (files / value["path"]).read_bytes() == Path(clip.path).read_bytes()
     assert adapter.report()["gallery_split"]["examples"][0]["kind"] == "audio"
+
+
+def test_mlflow_keeps_a_second_item_logged_under_one_key_at_one_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    import runtel
+    from runtel.exporters.mlflow import MlflowExporter
+    from runtel.replay import export_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    first, second = media.pixels(6, 5, 1), media.pixels(6, 5, 2)
+    with runtel.init(project="twice", base_dir=str(tmp_path / "runs")) as run:
+        run.log({"img": runtel.Image(first)}, step=0)
+        run.log_image("img", second, step=0)
+        run.log_text("note", "one", step=0)
+        run.log_text("note", "two", step=0)
+    exporter = MlflowExporter(uri, "twice", artifact_location=str(tmp_path / "artifacts"))
+    export_run(runtel.Store(tmp_path / "runs").run(run.id), exporter)
+    client = MlflowClient(uri)
+    run_id = exporter.mlflow_run_id
+    assert run_id is not None
+    images = _step_images(client, run_id, tmp_path / "dl")
+    assert sorted(p.tobytes() for p in images["img", 0]) == sorted(p.tobytes() for p in (first, second))
+    texts = [
+        Path(client.download_artifacts(run_id, path, str(tmp_path / "t"))).read_text("utf-8")
+        for path in ("media/note/step_0.txt", "media/note/step_0_2.txt")
+    ]
+    assert texts == ["one", "two"]
