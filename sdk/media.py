@@ -26,6 +26,8 @@ _NUMERIC_KINDS = "biuf"
 #: Python types a table cell may hold as it is (numpy scalars are turned into these).
 _CELL_TYPES = (type(None), bool, int, float, str)
 _MAX_SAMPLE_RATE = 2**31 - 1
+#: The most channels a WAV file's header can hold.
+_MAX_CHANNELS = 65535
 #: pandas' own dtypes a DataFrame column may have besides numpy's numbers, bools and datetimes.
 _PANDAS_DTYPES = {"str", "string", "category", "boolean", *(f"Int{b}" for b in (8, 16, 32, 64))}
 _PANDAS_DTYPES |= {f"UInt{b}" for b in (8, 16, 32, 64)} | {"Float32", "Float64"}
@@ -93,7 +95,9 @@ class Text:
 
 
 class Audio:
-    """A waveform at ``sample_rate`` Hz: 1-D (mono) or 2-D frames x channels (numpy or torch).
+    """A waveform at ``sample_rate`` Hz: 1-D (mono) or 2-D. A numpy array is (frames, channels); a
+    torch tensor is (channels, frames), as torchaudio lays audio out, and is transposed at the call.
+    More channels than frames, or than a WAV file holds (65535), is refused as a likely mixed-up layout.
 
     Integer PCM (int16, int32, uint8) is stored as a WAV file of that width, exactly; any other
     dtype keeps its exact array as ``.npy`` beside a 16-bit WAV preview (see ``docs/media.md``).
@@ -112,6 +116,7 @@ class Audio:
             )
         if type(waveform).__module__.startswith("torch") and hasattr(waveform, "detach"):
             array = _tensor_to_array(waveform, None)
+            array = array.T if array.ndim == 2 else array  # torchaudio's (channels, frames)
         elif isinstance(waveform, np.ndarray):
             array = np.array(waveform, copy=True)
         else:
@@ -122,6 +127,13 @@ class Audio:
             raise InvalidMediaError(
                 f"Audio needs a non-empty 1-D (mono) or 2-D (frames, channels) array of numbers, "
                 f"got shape {array.shape} and dtype {array.dtype}"
+            )
+        if array.ndim == 2 and (array.shape[1] > _MAX_CHANNELS or array.shape[1] > array.shape[0]):
+            raise InvalidMediaError(
+                f"Audio of shape {array.shape} would be {array.shape[1]} channels of {array.shape[0]} "
+                f"frames (at most {_MAX_CHANNELS} channels, and no more than frames): a numpy waveform "
+                "is (frames, channels), a torch tensor (channels, frames); pass waveform.T if it is the "
+                "other way round"
             )
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             raise InvalidMediaError("Audio waveform holds NaN or infinity; a WAV file cannot play it")

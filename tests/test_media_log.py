@@ -476,3 +476,26 @@ def test_a_pandas_string_column_with_a_missing_value_is_stored(run: runtel.Run, 
     assert str(frame["s"].dtype) == "string" and frame["s"].tolist()[::2] == ["a", "c"]
     assert frame["s"].isna().tolist() == [False, True, False]
     assert frame["o"].tolist() == ["x", None, "z"]
+
+
+def test_a_torch_waveform_is_read_channels_first_as_torchaudio_lays_it_out(
+    run: runtel.Run, stored: Reopen
+) -> None:
+    mono, stereo = torch.rand(1, 16000), torch.rand(2, 300)
+    run.log_audio("mono", mono, 16000)
+    run.log_audio("stereo", stereo, 8000)
+    back = stored(run)
+    [(_, clip)] = back.media("mono")
+    assert (clip.meta["channels"], clip.meta["frames"]) == (1, 16000)
+    np.testing.assert_array_equal(clip.to_numpy(), mono.numpy().T)
+    np.testing.assert_array_equal(back.media("stereo")[0][1].to_numpy(), stereo.numpy().T)
+
+
+@pytest.mark.parametrize("shape", [(1, 70000), (3, 16000)])
+def test_a_numpy_waveform_with_more_channels_than_frames_is_refused_at_the_call(
+    run: runtel.Run, shape: tuple[int, int]
+) -> None:
+    with pytest.raises(runtel.InvalidMediaError, match=r"waveform\.T"):
+        run.log_audio("a", np.zeros(shape, np.float32), 16000)
+    with pytest.raises(runtel.InvalidMediaError, match="channels"):
+        run.log_audio("a", torch.zeros(70000, 1), 16000)
