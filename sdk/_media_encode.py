@@ -206,7 +206,11 @@ def _columns_of(table: Table) -> tuple[list[str], list[str], list[list[Any]]]:
     if type(frame).__module__.startswith("polars"):
         values = frame.to_dict(as_series=False)
         columns = [list(values[name]) for name in table.columns]
-        return table.columns, [_infer_dtype(cells) for cells in columns], columns
+        dtypes = [
+            _polars_dtype(frame[name]) or _infer_dtype(cells)
+            for name, cells in zip(table.columns, columns, strict=True)
+        ]
+        return table.columns, dtypes, columns
     dtypes, columns = [], []
     for position in range(len(table.columns)):
         series = frame.iloc[:, position]
@@ -223,6 +227,20 @@ def _columns_of(table: Table) -> tuple[list[str], list[str], list[list[Any]]]:
         dtypes.append(dtype)
         columns.append(cells)
     return table.columns, dtypes, columns
+
+
+def _polars_dtype(series: Any) -> str | None:
+    """The pandas dtype name of a polars numeric or boolean column (a nullable one when it has nulls),
+    so Int8, Float32 or UInt64 come back as such; None for the others (inferred from the cells)."""
+    dtype = series.dtype
+    nulls = series.null_count() > 0
+    if dtype.is_integer():
+        return str(dtype) if nulls else str(dtype).lower()  # Int8 -> int8, UInt64 -> uint64
+    if dtype.is_float():
+        return str(dtype) if nulls else str(dtype).lower()
+    if str(dtype) == "Boolean":
+        return "boolean" if nulls else "bool"
+    return None
 
 
 def _python_value(value: Any) -> Any:

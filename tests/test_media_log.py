@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import wave
@@ -259,7 +260,23 @@ def test_a_pandas_dataframe_keeps_its_column_dtypes_exactly(run: runtel.Run, sto
 def test_a_polars_dataframe_round_trips(run: runtel.Run, stored: Reopen) -> None:
     source = pl.DataFrame({"n": [1, 2, None], "x": [0.5, float("nan"), float("-inf")], "s": ["a", "b", None]})
     run.log_table("polars", source)
-    frame = stored(run).table("polars")
+    run.log_table(
+        "typed",
+        pl.DataFrame(
+            {
+                "i8": pl.Series([1, -2], dtype=pl.Int8),
+                "f32": pl.Series([0.5, 1.25], dtype=pl.Float32),
+                "u64": pl.Series([0, 2**64 - 1], dtype=pl.UInt64),
+                "b": [True, None],
+            }
+        ),
+    )
+    back = stored(run)
+    frame = back.table("polars")
+    assert [str(t) for t in frame.dtypes] == ["Int64", "float64", "object"]
+    typed = back.table("typed")
+    assert [str(t) for t in typed.dtypes] == ["int8", "float32", "uint64", "boolean"]
+    assert typed["u64"].tolist() == [0, 2**64 - 1] and typed["f32"].tolist() == [0.5, 1.25]
     assert frame["n"].tolist()[:2] == [1, 2] and pd.isna(frame["n"].tolist()[2])
     x = frame["x"].tolist()
     assert x[0] == 0.5 and math.isnan(x[1]) and x[2] == -math.inf
@@ -499,3 +516,18 @@ def test_a_numpy_waveform_with_more_channels_than_frames_is_refused_at_the_call(
         run.log_audio("a", np.zeros(shape, np.float32), 16000)
     with pytest.raises(runtel.InvalidMediaError, match="channels"):
         run.log_audio("a", torch.zeros(70000, 1), 16000)
+
+
+def test_a_table_column_its_meta_dtype_cannot_hold_is_a_store_corrupt_error(
+    run: runtel.Run, stored: Reopen
+) -> None:
+    run.log_table("big", [[2**63 - 1]], columns=["n"])
+    back = stored(run)
+    [(_, item)] = back.media("big")
+    crafted = item.read_bytes().replace(b"9223372036854775807", b"18446744073709551615")
+    sha256 = hashlib.sha256(crafted).hexdigest()  # a crafted file whose record names its hash
+    (item.path.parent / f"{sha256}.table.json").write_bytes(crafted)
+    events = back.dir / "events.jsonl"
+    events.write_text(events.read_text("utf-8").replace(item.sha256, sha256), "utf-8")
+    with pytest.raises(runtel.StoreCorruptError, match="int64"):
+        runtel.StoredRun(back.dir).table("big")

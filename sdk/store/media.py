@@ -119,7 +119,7 @@ class MediaItem:
                     series[name] = pd.Series(pd.to_datetime(values, format="ISO8601")).astype(dtype)
                 else:
                     series[name] = pd.Series(values, dtype=object if dtype in ("object", "image") else dtype)
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, OverflowError) as exc:
                 raise StoreCorruptError(self.path, name, f"cannot be read as {dtype} ({exc})") from exc
         return pd.DataFrame(series, columns=list(series))
 
