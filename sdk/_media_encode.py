@@ -27,6 +27,8 @@ from runtel.records import MediaKind
 #: PCM widths a WAV file holds exactly (the ``wave`` module writes 8-bit unsigned, others signed).
 _WAV_DTYPES = {np.dtype(np.uint8): 1, np.dtype("<i2"): 2, np.dtype("<i4"): 4}
 #: JSON Table Schema field types by numpy dtype kind (pandas maps them back on read).
+#: The largest int every one below which float64 holds exactly.
+_FLOAT_EXACT = 2**53
 _SCHEMA_TYPES = {"b": "boolean", "i": "integer", "u": "integer", "f": "number", "M": "datetime"}
 
 
@@ -172,13 +174,30 @@ def encode_table(table: Table, store_cell: StoreFile) -> Encoded:
     for name, dtype, cells in zip(names, dtypes, columns, strict=True):
         if dtype == "image":
             columns[names.index(name)] = [_image_cell(cell, store_cell) for cell in cells]
-        fields.append({"name": name, "type": _schema_type(dtype, cells)})
+        field = {"name": name, "type": _schema_type(dtype, cells)}
+        if dtype.startswith("datetime64[") and ", " in dtype:  # tz-aware: pandas reads the zone from "tz"
+            field["tz"] = dtype[dtype.index(", ") + 2 : -1]
+        fields.append(field)
     rows = len(columns[0]) if columns else 0
     data = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
     document = {"schema": {"fields": fields, "pandas_version": "1.4.0"}, "data": data}
     text = json.dumps(document, ensure_ascii=False, allow_nan=True)
-    meta = {"columns": [{"name": n, "dtype": d} for n, d in zip(names, dtypes, strict=True)], "rows": rows}
+    meta = {"columns": _column_meta(table, names, dtypes), "rows": rows}
     return Encoded("table", text.encode("utf-8"), "table.json", meta)
+
+
+def _column_meta(table: Table, names: list[str], dtypes: list[str]) -> list[dict[str, Any]]:
+    """Each column's name and dtype; a pandas categorical also keeps its categories (in their order)
+    and whether they are ordered, which the dtype name alone loses."""
+    found: list[dict[str, Any]] = []
+    for position, (name, dtype) in enumerate(zip(names, dtypes, strict=True)):
+        column: dict[str, Any] = {"name": name, "dtype": dtype}
+        if dtype == "category":
+            categorical = table.frame.iloc[:, position].cat
+            column["categories"] = [_python_value(value) for value in categorical.categories.tolist()]
+            column["ordered"] = bool(categorical.ordered)
+        found.append(column)
+    return found
 
 
 def _image_cell(cell: Any, store_cell: StoreFile) -> dict[str, Any] | None:
@@ -265,7 +284,8 @@ def _infer_dtype(cells: list[Any]) -> str:
     if types == {int}:
         return "Int64" if missing else "int64"
     if types <= {int, float} and not missing:
-        return "float64"
+        exact = all(type(cell) is float or abs(cell) <= _FLOAT_EXACT for cell in cells)
+        return "float64" if exact else "object"  # an int beyond 2**53 would be rounded as float64
     return "object"
 
 

@@ -531,3 +531,29 @@ def test_a_table_column_its_meta_dtype_cannot_hold_is_a_store_corrupt_error(
     events.write_text(events.read_text("utf-8").replace(item.sha256, sha256), "utf-8")
     with pytest.raises(runtel.StoreCorruptError, match="int64"):
         runtel.StoredRun(back.dir).table("big")
+
+
+def test_a_categorical_keeps_its_category_order_and_ordered_flag(run: runtel.Run, stored: Reopen) -> None:
+    sizes = pd.CategoricalDtype(["small", "medium", "large"], ordered=True)
+    source = pd.DataFrame({"size": pd.Series(["large", "small", None], dtype=sizes)})
+    run.log_table("sizes", source)
+    frame = stored(run).table("sizes")
+    assert frame["size"].cat.categories.tolist() == ["small", "medium", "large"]
+    assert frame["size"].cat.ordered
+    pd.testing.assert_frame_equal(frame, source)
+
+
+def test_ints_beyond_2_53_in_a_column_with_floats_are_kept_exactly(run: runtel.Run, stored: Reopen) -> None:
+    run.log_table("mixed", [[2**53 + 1], [0.5]], columns=["v"])
+    assert stored(run).table("mixed")["v"].tolist() == [2**53 + 1, 0.5]
+
+
+def test_a_tz_aware_datetime_column_is_read_by_pandas_in_one_call(run: runtel.Run, stored: Reopen) -> None:
+    when = pd.to_datetime(["2026-01-01 10:00:00", "2026-06-01 00:00:00"]).tz_localize("Europe/Paris")
+    source = pd.DataFrame({"when": when})
+    run.log_table("zoned", source)
+    back = stored(run)
+    pd.testing.assert_frame_equal(back.table("zoned"), source)
+    [(_, item)] = back.media("zoned")
+    frame = pd.read_json(item.path, orient="table", precise_float=True)
+    assert frame["when"].tolist() == source["when"].tolist()

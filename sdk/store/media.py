@@ -110,20 +110,24 @@ class MediaItem:
             raise StoreCorruptError(self.path, None, f"is not a readable table ({exc})") from exc
         run_dir = self.path.parent.parent
         series = {}
-        for name, dtype in self._column_dtypes():
+        for name, dtype, column in self._column_dtypes():
             values = cells.get(name, [])
             if dtype == "image":
                 values = [_image_cell(run_dir, cell, self, name) for cell in values]
             try:
-                if dtype.startswith("datetime64"):
-                    series[name] = pd.Series(pd.to_datetime(values, format="ISO8601")).astype(dtype)
+                if dtype == "category" and "categories" in column:
+                    series[name] = pd.Series(_categorical(values, column, self.path, name))
+                elif dtype.startswith("datetime64"):
+                    aware = ", " in dtype  # each cell holds its offset, which DST may vary: via UTC
+                    read = pd.to_datetime(values, format="ISO8601", utc=aware)
+                    series[name] = pd.Series(read).astype(dtype)
                 else:
                     series[name] = pd.Series(values, dtype=object if dtype in ("object", "image") else dtype)
             except (TypeError, ValueError, OverflowError) as exc:
                 raise StoreCorruptError(self.path, name, f"cannot be read as {dtype} ({exc})") from exc
         return pd.DataFrame(series, columns=list(series))
 
-    def _column_dtypes(self) -> list[tuple[str, str]]:
+    def _column_dtypes(self) -> list[tuple[str, str, dict[str, Any]]]:
         columns = self.meta.get("columns")
         found = []
         for column in columns if isinstance(columns, list) else []:
@@ -131,11 +135,11 @@ class MediaItem:
             dtype = column.get("dtype") if isinstance(column, dict) else None
             if not isinstance(name, str) or not isinstance(dtype, str):
                 raise StoreCorruptError(self.path, "columns", f"holds {column!r}, not a name and a dtype")
-            found.append((name, dtype))
+            found.append((name, dtype, column))
         return found
 
     def _column_names(self) -> list[str]:
-        return [name for name, _ in self._column_dtypes()]
+        return [name for name, _, _ in self._column_dtypes()]
 
 
 def media_records(run: StoredRun) -> list[MediaLogged]:
@@ -215,6 +219,16 @@ def checked_bytes(path: Path, sha256: str) -> bytes:
             path, "sha256", f"is {actual[:12]}... on disk, but {sha256[:12]}... was logged"
         )
     return data
+
+
+def _categorical(values: list[Any], column: dict[str, Any], path: Path, name: str) -> Any:
+    """A categorical column with the logged categories in their order and ``ordered`` flag."""
+    import pandas as pd
+
+    categories, ordered = column.get("categories"), column.get("ordered")
+    if not isinstance(categories, list) or not isinstance(ordered, bool):
+        raise StoreCorruptError(path, name, "holds categories that are not a list with an ordered flag")
+    return pd.Categorical(values, categories=categories, ordered=ordered)
 
 
 def _npy(data: bytes, path: Path) -> npt.NDArray[Any]:
