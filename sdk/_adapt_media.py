@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from runtel._adapt_steps import StepFitter
 from runtel.errors import MissingExtraError, RuntelError
-from runtel.exporters._media import image_cell_text, read_document
+from runtel.exporters._media import image_cell_label, image_cell_text, read_document
 from runtel.exporters.base import Capabilities
 from runtel.records import ArtifactLogged, MediaLogged, Record
 
@@ -104,8 +104,10 @@ class MediaFitter:
                 record = self._cut(record, "rows", caps.max_table_rows, "table_cut", (source, extra))
             if not caps.exact_arrays:
                 record = self._cell_previews(record)
-            if not caps.table_image_gaps:
-                record = self._fill_image_gaps(record)
+            if not caps.table_images:
+                record = self._images_as_text(record, every=True)
+            elif not caps.table_image_gaps:
+                record = self._images_as_text(record, every=False)
             if not caps.table_infinity:
                 record = self._infinity_as_null(record, (source, extra))
         elif record.kind == "text" and caps.max_text_chars is not None:
@@ -250,8 +252,10 @@ class MediaFitter:
         target = self._write_table(record, document, f"{record.sha256}-8bit-cells.table.json")
         return _as_file(record, str(target), record.meta)
 
-    def _fill_image_gaps(self, record: MediaLogged) -> MediaLogged:
-        """An Image column with empty cells, for a backend whose image columns must be full: as text."""
+    def _images_as_text(self, record: MediaLogged, *, every: bool) -> MediaLogged:
+        """Image columns as text: ``every`` one, for a backend whose tables hold no images (each cell as
+        ``[image <file>] <caption>``), else those with empty cells, for one whose image columns must be
+        full (each cell as its path in the run folder)."""
         columns = [
             c for c in record.meta.get("columns", []) if isinstance(c, dict) and c.get("dtype") == "image"
         ]
@@ -259,12 +263,12 @@ class MediaFitter:
             return record
         document = read_document(record.path)
         gappy = {c["name"]: sum(row.get(c["name"]) is None for row in document["data"]) for c in columns}
-        gappy = {name: empty for name, empty in gappy.items() if empty}
+        gappy = {name: empty for name, empty in gappy.items() if empty or every}
         if not gappy:
             return record
         for row in document["data"]:
             for name in gappy:
-                row[name] = image_cell_text(row.get(name))
+                row[name] = (image_cell_label if every else image_cell_text)(row.get(name))
         for field in document["schema"]["fields"]:
             if field["name"] in gappy:
                 field["type"] = "string"

@@ -160,10 +160,15 @@ def test_tensorboard_table_is_a_markdown_table(tensorboard: tuple[Stream, Any, d
     assert lines[4].startswith("| 2 | é newline | -inf | [image ")
 
 
-def test_tensorboard_reports_the_8bit_preview(tensorboard: tuple[Stream, Any, dict[str, Any]]) -> None:
+def test_tensorboard_reports_the_8bit_preview_and_the_image_cells_as_text(
+    tensorboard: tuple[Stream, Any, dict[str, Any]],
+) -> None:
     _, _, report = tensorboard
     assert report["image_sent_as_8bit"]["count"] == 1
-    assert set(report) == {"image_sent_as_8bit"}
+    assert report["table_images_as_text"]["examples"] == [
+        {"name": "eval/predictions", "step": 10, "column": "img", "empty_cells": 0}
+    ]
+    assert set(report) == {"image_sent_as_8bit", "table_images_as_text"}
 
 
 # ---------------------------------------------------------------------------------------------- MLflow
