@@ -206,7 +206,42 @@ def verify_media(run_dir: Path, records: list[MediaLogged]) -> list[str]:
     return problems
 
 
-def checked_bytes(path: Path, sha256: str) -> bytes:
+def verify_item(item: MediaItem) -> None:
+    """Every file ``item`` uses, checked before it is sent or served: its own against the record's
+    SHA-256, its preview against the hash its content-addressed name holds, and for a table each Image
+    cell's file against the cell's ``sha256`` (and its preview by name). A mismatch is a
+    :class:`StoreCorruptError` naming the file and the field."""
+    item.read_bytes()
+    if item.preview is not None:
+        checked_by_name(item.preview, "preview")
+    if item.kind == "table":
+        for cell in table_cells(item):
+            cell.read_bytes()
+            if cell.preview is not None:
+                checked_by_name(cell.preview, f"{cell.name}: preview")
+
+
+def table_cells(item: MediaItem) -> list[MediaItem]:
+    """The Image cells of a table (read without pandas), each with its path resolved in the run folder."""
+    columns = [name for name, dtype, _ in item._column_dtypes() if dtype == "image"]
+    if not columns:
+        return []
+    try:
+        rows = json.loads(item.read_bytes())["data"]
+        cells = [(column, row.get(column)) for row in rows for column in columns]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise StoreCorruptError(item.path, None, f"is not a readable table ({exc})") from exc
+    run_dir = item.path.parent.parent
+    found = [_image_cell(run_dir, cell, item, column) for column, cell in cells]
+    return [cell for cell in found if cell is not None]
+
+
+def checked_by_name(path: Path, field: str | None = None) -> bytes:
+    """A content-addressed media file (``media/<sha256>.<ext>``) checked against its name's hash."""
+    return checked_bytes(path, path.name.split(".", 1)[0], field)
+
+
+def checked_bytes(path: Path, sha256: str, field: str | None = None) -> bytes:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -216,7 +251,7 @@ def checked_bytes(path: Path, sha256: str) -> bytes:
     actual = hashlib.sha256(data).hexdigest()
     if actual != sha256:
         raise StoreCorruptError(
-            path, "sha256", f"is {actual[:12]}... on disk, but {sha256[:12]}... was logged"
+            path, field or "sha256", f"is {actual[:12]}... on disk, but {sha256[:12]}... was logged"
         )
     return data
 
@@ -283,4 +318,14 @@ def _image_cell(run_dir: Path, cell: Any, table: MediaItem, column: str) -> Medi
     )
 
 
-__all__ = ["MediaItem", "item_of", "media_names", "media_of", "table_of", "verify_media"]
+__all__ = [
+    "MediaItem",
+    "checked_by_name",
+    "item_of",
+    "media_names",
+    "media_of",
+    "table_cells",
+    "table_of",
+    "verify_item",
+    "verify_media",
+]
