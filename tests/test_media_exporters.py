@@ -626,3 +626,29 @@ def test_mlflow_keeps_a_second_item_logged_under_one_key_at_one_step(
         for path in ("media/note/step_0.txt", "media/note/step_0_2.txt")
     ]
     assert texts == ["one", "two"]
+
+
+def test_wandb_gallery_still_incomplete_when_a_later_step_comes_is_logged_at_its_step_and_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from runtel.exporters.wandb import WandbExporter
+    from tests.readers.wandb_log import read_finished_log
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    run_dir = tmp_path / "run"
+    tiles = [media.pixels(2, 2, seed) for seed in range(3)]
+    records: list[Record] = [
+        RunStarted(RUN_ID, "partial", "media", media.T0, {}),
+        *media.gallery(run_dir, "tiles", 0, tiles)[:2],  # item 2 never came (its write was lost)
+        media.image(run_dir, "later", 1, tiles[0]),
+        RunEnded("completed", media.T0 + 9),
+    ]
+    exporter = WandbExporter(mode="offline", dir=str(tmp_path))
+    with caplog.at_level("WARNING", logger="runtel"):
+        assert exporter.export(records) is ExportResult.SUCCESS
+    log = read_finished_log(tmp_path, RUN_ID)
+    assert value_of(log.history[0], "tiles")["count"] == 2
+    assert value_of(log.history[1], "later")["_type"] == "image-file"
+    assert "'tiles' at step 0" in caplog.text and "items [2] missing" in caplog.text
