@@ -371,3 +371,24 @@ def test_replay_refuses_a_damaged_table_image_cell_naming_its_column(base_dir: P
     with pytest.raises(runtel.StoreCorruptError, match="sha256") as caught:
         list(records_of(stored))
     assert caught.value.path == str(cell.path)
+
+
+@pytest.mark.parametrize("shape", [[8, 24], [24, 8], [3, 8, 8], "8x8", [8, 8, 3, 1, 1], [8.0, 8, 3]])
+def test_an_image_shape_the_file_does_not_decode_to_is_refused(base_dir: Path, shape: object) -> None:
+    stored = _logged_run(base_dir)
+    _rewrite_media_line(stored, meta={"shape": shape, "dtype": "uint8", "format": "png"})
+    [(_, item)] = runtel.StoredRun(stored.dir).media("img")
+    with pytest.raises(runtel.StoreCorruptError, match="shape"):
+        item.to_numpy()
+
+
+@pytest.mark.parametrize("shape", [[3], [2, 5], [10, 2]])
+def test_an_audio_shape_the_wav_does_not_decode_to_is_refused(base_dir: Path, shape: list[int]) -> None:
+    with runtel.init(project="p", base_dir=str(base_dir)) as run:
+        run.log_audio("clip", np.arange(10, dtype=np.int16), sample_rate=8000, step=0)
+    stored = runtel.Store(base_dir).run(run.id)
+    [(_, logged)] = stored.media("clip")
+    _rewrite_media_line(stored, meta={**logged.meta, "shape": shape})
+    [(_, item)] = runtel.StoredRun(stored.dir).media("clip")
+    with pytest.raises(runtel.StoreCorruptError, match="shape"):
+        item.to_numpy()

@@ -72,8 +72,7 @@ class MediaItem:
 
         with pillow().open(io.BytesIO(data)) as picture:
             pixels = np.array(picture)
-        shape = self.meta.get("shape")
-        return pixels.reshape(shape) if isinstance(shape, list) and np.prod(shape) == pixels.size else pixels
+        return _as_logged_shape(pixels, self.meta, self.path)
 
     @property
     def text(self) -> str:
@@ -283,9 +282,27 @@ def _wav_samples(data: bytes, path: Path, meta: dict[str, Any]) -> npt.NDArray[A
     dtype = _WAV_DTYPES.get(width)
     if dtype is None:
         raise StoreCorruptError(path, None, f"holds {width * 8}-bit samples, not 8, 16 or 32")
+    if channels < 1 or len(raw) % (width * channels):
+        raise StoreCorruptError(
+            path, None, f"holds {len(raw)} bytes, not whole frames of {channels} channels"
+        )
     samples: npt.NDArray[Any] = np.frombuffer(raw, dtype=dtype).reshape(-1, channels)
+    return _as_logged_shape(samples, meta, path)
+
+
+def _as_logged_shape(array: npt.NDArray[Any], meta: dict[str, Any], path: Path) -> npt.NDArray[Any]:
+    """``array`` as decoded, in the shape the record names, which may only add or drop a last axis of
+    one (a single-channel PNG or a mono WAV); any other shape is a :class:`StoreCorruptError` (a
+    reshape would silently reorder the pixels or samples)."""
     shape = meta.get("shape")
-    return samples.reshape(shape) if isinstance(shape, list) and len(shape) == 1 else samples
+    if shape is None:
+        return array
+    decoded = list(array.shape)
+    squeezed = decoded[:-1] if decoded[-1:] == [1] else decoded
+    ints = isinstance(shape, list) and all(type(size) is int for size in shape)
+    if not ints or shape not in (decoded, squeezed, [*decoded, 1]):
+        raise StoreCorruptError(path, "shape", f"is {shape!r}, but the file decodes to shape {decoded}")
+    return array.reshape(shape)
 
 
 def _image_cell(run_dir: Path, cell: Any, table: MediaItem, column: str) -> MediaItem | None:
