@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from runtel.media import Audio, Image, Table, Text, pillow
+from runtel.media import Audio, Image, Table, Text, pil_to_array, pillow
 from runtel.records import MediaKind
 
 #: PCM widths a WAV file holds exactly (the ``wave`` module writes 8-bit unsigned, others signed).
@@ -67,11 +67,9 @@ def image_array(image: Image) -> npt.NDArray[Any]:
     if image.array is not None:
         return image.array
     assert image.source is not None
-    from runtel.media import _pil_to_array
-
     with pillow().open(io.BytesIO(image.source)) as picture:
         picture.load()
-        return _pil_to_array(picture)
+        return pil_to_array(picture)
 
 
 def encode_image(image: Image) -> Encoded:

@@ -26,6 +26,8 @@ _NUMERIC_KINDS = "biuf"
 #: Python types a table cell may hold as it is (numpy scalars are turned into these).
 _CELL_TYPES = (type(None), bool, int, float, str)
 _MAX_SAMPLE_RATE = 2**31 - 1
+#: The longest caption, in characters: a caption is a label shown beside the item, not a document.
+MAX_CAPTION_CHARS = 10_000
 #: The most channels a WAV file's header can hold.
 _MAX_CHANNELS = 65535
 #: pandas' own dtypes a DataFrame column may have besides numpy's numbers, bools and datetimes.
@@ -58,7 +60,7 @@ class Image:
         if type(data).__module__.startswith("torch") and hasattr(data, "detach"):
             self.array = _pixels(_tensor_to_array(data, self), prefer_chw=True)
         elif type(data).__module__.startswith("PIL.") and hasattr(data, "mode"):
-            self.array = _pixels(_pil_to_array(data), prefer_chw=False)
+            self.array = _pixels(pil_to_array(data), prefer_chw=False)
         elif hasattr(data, "savefig") and hasattr(data, "canvas"):
             self.array = _figure_to_array(data)
         elif isinstance(data, np.ndarray):
@@ -242,6 +244,11 @@ def _check_caption(caption: object) -> str | None:
         return None
     if not isinstance(caption, str):
         raise InvalidMediaError(f"caption must be a str, got {type(caption).__name__} {caption!r}")
+    if len(caption) > MAX_CAPTION_CHARS:
+        raise InvalidMediaError(
+            f"caption is {len(caption)} characters, over {MAX_CAPTION_CHARS}: log long text with "
+            f"runtel.Text and keep the caption short (it begins {caption[:40]!r})"
+        )
     if not encodable(caption):
         raise InvalidMediaError(f"caption {caption!r} holds a lone surrogate and cannot be stored as UTF-8")
     return caption
@@ -259,7 +266,7 @@ def _tensor_to_array(tensor: Any, image: Image | None) -> npt.NDArray[Any]:
     return np.array(data.numpy(), copy=True)
 
 
-def _pil_to_array(picture: Any) -> npt.NDArray[Any]:
+def pil_to_array(picture: Any) -> npt.NDArray[Any]:
     """A PIL image's pixels; palette and other packed modes are expanded to RGB(A) first."""
     if picture.mode not in ("1", "L", "RGB", "RGBA", "I", "I;16", "F"):
         has_alpha = "A" in picture.mode or "transparency" in picture.info
@@ -418,4 +425,14 @@ def _cell(name: str, number: int, cell: Any) -> Any:
     return cell
 
 
-__all__ = ["MEDIA_TYPES", "Audio", "Image", "Media", "Table", "Text", "as_media_items"]
+__all__ = [
+    "MAX_CAPTION_CHARS",
+    "MEDIA_TYPES",
+    "Audio",
+    "Image",
+    "Media",
+    "Table",
+    "Text",
+    "as_media_items",
+    "pil_to_array",
+]

@@ -557,3 +557,26 @@ def test_a_tz_aware_datetime_column_is_read_by_pandas_in_one_call(run: runtel.Ru
     [(_, item)] = back.media("zoned")
     frame = pd.read_json(item.path, orient="table", precise_float=True)
     assert frame["when"].tolist() == source["when"].tolist()
+
+
+def test_a_caption_over_10000_characters_is_refused_at_the_call(run: runtel.Run) -> None:
+    runtel.Image(_rgb(), caption="x" * 10_000)
+    with pytest.raises(runtel.InvalidMediaError, match="over 10000"):
+        run.log_image("long", _rgb(), caption="x" * 10_001)
+
+
+def test_a_name_of_a_refused_log_call_is_not_taken_as_a_media_key(run: runtel.Run, stored: Reopen) -> None:
+    with pytest.raises(runtel.RuntelError):
+        run.log({"m": runtel.Image(_rgb()), "bad": object()}, step=0)
+    run.log({"m": 0.5}, step=1)  # "m" is still free to be a metric
+    assert stored(run).last("m") == (0.5, 1)
+
+
+def test_queued_bytes_count_text_as_utf8_and_a_tables_image_cells() -> None:
+    from runtel._media_log import _nbytes
+
+    assert _nbytes(runtel.Text("é" * 10)) == 20
+    image = runtel.Image(_rgb(shape=(100, 100, 3)))
+    plain = _nbytes(runtel.Table([[1]], columns=["n"]))
+    assert _nbytes(runtel.Table([[image]], columns=["img"])) == plain + 30_000
+    assert _nbytes(runtel.Table(pd.DataFrame({"img": [image]}))) == plain + 30_000
