@@ -5,8 +5,9 @@
 - Text: UTF-8. Audio: int16, int32 and uint8 PCM as a WAV file of that width, exactly; any other
   dtype as its exact ``.npy`` plus a 16-bit WAV preview.
 - Tables: a JSON Table Schema document (``pd.read_json(path, orient="table", precise_float=True)``
-  reads it in one call, without pyarrow; NaN and ±inf as JSON's ``NaN``/``Infinity``), written
-  without pandas for rows; the exact column dtypes are kept in the record.
+  reads it in one call, without pyarrow, with the schema's types; NaN and ±inf as JSON's
+  ``NaN``/``Infinity``), written without pandas for rows; the exact column dtypes (and a
+  categorical's categories) are kept in the record, which ``r.table()`` reads back exactly.
 """
 
 from __future__ import annotations

@@ -77,8 +77,9 @@ class MediaLogging:
     def log_audio(
         self, name: str, waveform: Any, sample_rate: int, step: int | None = None, caption: str | None = None
     ) -> None:
-        """A waveform (1-D mono or 2-D frames x channels) at ``sample_rate`` Hz, at ``step`` (default:
-        the current step); stored as WAV (exact for int16/int32/uint8 PCM, else with an exact ``.npy``)."""
+        """A waveform (1-D mono; 2-D numpy (frames, channels), 2-D torch (channels, frames) as
+        torchaudio lays it out) at ``sample_rate`` Hz, at ``step`` (default: the current step); stored
+        as WAV (exact for int16/int32/uint8 PCM, else with an exact ``.npy``)."""
         item = Audio(waveform, sample_rate, caption)
         self._queue_media(name, (item,), self._media_step(step), all_ranks=False)
 
