@@ -27,6 +27,7 @@ from runtel.errors import MissingExtraError, RuntelError
 from runtel.exporters._media import image_cell_label, image_cell_text, read_document
 from runtel.exporters.base import Capabilities
 from runtel.records import ArtifactLogged, MediaLogged, Record
+from runtel.store.media import checked_by_name
 
 if TYPE_CHECKING:
     from runtel._adapt import Report
@@ -225,7 +226,8 @@ class MediaFitter:
                 if not source.is_relative_to(root):
                     raise RuntelError(f"a table's Image cell names {str(source)!r}, outside the run folder")
                 # the preview stored beside the array, or (a cell written without one) made by the same rule
-                data = source.read_bytes() if isinstance(stored, str) else _preview_png(source)
+                # (a stored preview is checked against the hash its content-addressed name holds)
+                data = checked_by_name(source, column) if isinstance(stored, str) else _preview_png(source)
                 sha256 = hashlib.sha256(data).hexdigest()
                 self._write(data, f"{sha256}.png")
                 row[column] = {

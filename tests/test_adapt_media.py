@@ -360,3 +360,16 @@ def test_image_columns_are_sent_as_text_and_reported_where_the_backend_tables_ho
         assert a.report()["table_images_as_text"]["examples"] == [
             {"name": "eval", "step": 1, "column": "img", "empty_cells": 0}
         ]
+
+
+def test_a_table_cells_preview_changed_on_disk_is_not_sent(tmp_path: Path) -> None:
+    from runtel.errors import StoreCorruptError
+
+    depth = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+    record = media.table(tmp_path / "run", "eval", 1, [("img", "image")], [[depth]], cell_previews=True)
+    cell = json.loads(Path(record.path).read_text())["data"][0]["img"]
+    preview = tmp_path / "run" / cell["preview"]
+    preview.write_bytes(media.png_bytes(np.zeros((3, 4), np.uint8)))
+    with pytest.raises(StoreCorruptError, match="'img'") as caught:
+        adapter(tmp_path, exact_arrays=False).adapt([record])
+    assert caught.value.path == str(preview)
