@@ -100,6 +100,15 @@ def image_cell_text(cell: Any) -> str | None:
     return path if isinstance(path, str) else json.dumps(cell, allow_nan=True)
 
 
+def image_cell_label(cell: Any) -> str | None:
+    """A stored Image cell as a person reads it in a text-only table: its file name and caption."""
+    if cell is None:
+        return None
+    caption = cell.get("caption") if isinstance(cell, dict) else None
+    label = f"[image {Path(str(image_cell_text(cell))).name}]"
+    return label + (f" {caption}" if isinstance(caption, str) and caption else "")
+
+
 def markdown_table(table: TableRows) -> str:
     """The table as Markdown (TensorBoard's text plugin renders it as a table)."""
 

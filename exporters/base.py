@@ -84,9 +84,11 @@ class Capabilities:
     of another kind's gallery go under ``<name>/<index>``. ``max_gallery_items``: images of a
     gallery past it are left out. ``max_table_rows``, ``max_text_chars``, ``max_audio_seconds``: a
     table, text or clip over the limit is cut to it and the full file sent beside it as an artifact.
-    ``table_image_gaps``: an Image column may have empty cells; otherwise such a column is sent as
-    text (each image's path in the run folder). ``table_infinity``: ±inf cells survive (otherwise
-    they are sent empty, as the backend would store them, and the exact table beside as an artifact).
+    ``table_images``: a table's Image cells are shown as images; otherwise every Image column is
+    sent as text (``[image <file>] <caption>``). ``table_image_gaps``: an Image column may have
+    empty cells; otherwise such a column is sent as text (each image's path in the run folder).
+    ``table_infinity``: ±inf cells survive (otherwise they are sent empty, as the backend would
+    store them, and the exact table beside as an artifact).
     Every change is reported; the local store keeps the original. A media record's step follows the
     step rules as a series of its own (``media/<name>``), the items of a gallery sharing one step.
     ``captions``: the kinds whose caption the backend keeps (others are sent without, reported).
@@ -126,6 +128,7 @@ class Capabilities:
     max_text_chars: int | None = None
     max_audio_seconds: float | None = None
     captions: tuple[MediaKind, ...] = ("image", "table", "text", "audio")
+    table_images: bool = True
     table_image_gaps: bool = True
     table_infinity: bool = True
     media_key_pattern: str | None = None

@@ -21,7 +21,9 @@ Layout of one runtel run in MLflow:
   ``media/<name>/step_<n>/captions.json``; tables through ``log_table`` as
   ``media/<name>/step_<n>.json`` (Image cells as MLflow table images), text through ``log_text``
   as ``media/<name>/step_<n>.txt``, audio as ``media/<name>/step_<n>/<file>.wav``; a gallery's
-  later items of those kinds come as ``<name>/<index>`` (the adaptation step's split);
+  later items of those kinds come as ``<name>/<index>`` (the adaptation step's split); a second
+  item logged under one key at one step by another call goes to ``step_<n>_2`` (images: another
+  step image at that key and step);
 - at the end: ``summary.json``, ``error.txt`` (if any), tag ``runtel.status``, and the run
   terminated with the mapped status.
 """
@@ -161,7 +163,11 @@ class MlflowExporter:
         self._is_shutdown = False
         #: the captions of each gallery so far, by (name, step): index -> caption
         self._captions: dict[tuple[str, int], dict[int, str]] = {}
-        self._delivered: set[tuple[str, int, int]] = set()  # media items as (name, step, index)
+        #: media items delivered, as (name, step, index, sha256, time): unique to a record, so a retried
+        #: batch skips them but a second item logged under one key at one step is still sent
+        self._delivered: set[tuple[str, int, int, str, float]] = set()
+        #: the distinct items seen at each (name, step, index), in order: the n-th gets folder suffix _n
+        self._slots: dict[tuple[str, int, int], list[tuple[str, int, int, str, float]]] = {}
 
     @property
     def mlflow_run_id(self) -> str | None:
@@ -222,7 +228,7 @@ class MlflowExporter:
     def _start(self, record: RunStarted) -> None:
         if record.run_id == self._runtel_id:
             return  # The same batch again after a failure: the MLflow run already exists.
-        self._captions, self._delivered = {}, set()
+        self._captions, self._delivered, self._slots = {}, set(), {}
         experiment_id = self._experiment_id(self._experiment_name or record.project)
         existing = self._client.search_runs(
             [experiment_id], filter_string=f"tags.`runtel.run_id` = '{record.run_id}'"
@@ -336,12 +342,17 @@ class MlflowExporter:
 
     def _media(self, record: MediaLogged) -> None:
         """Each item once: a batch retried after a failure skips what the failed attempt delivered
-        (``log_image`` would add a second file, ``log_table`` append the rows again)."""
+        (``log_image`` would add a second file, ``log_table`` append the rows again). A second item
+        logged under one key at one step (another call) goes to ``step_<n>_2`` (then ``_3``...)."""
         run_id = self._run()
-        item = (record.name, record.step, record.index)
+        item = (record.name, record.step, record.index, record.sha256, record.time)
         if item in self._delivered:
             return
-        folder = f"media/{record.name}/step_{record.step}"
+        slots = self._slots.setdefault((record.name, record.step, record.index), [])
+        if item not in slots:
+            slots.append(item)
+        slot = slots.index(item)
+        folder = f"media/{record.name}/step_{record.step}" + (f"_{slot + 1}" if slot else "")
         if record.kind == "image":
             self._client.log_image(
                 run_id, _pil_image(record.path), key=record.name, step=record.step, timestamp=_ms(record.time)
@@ -362,7 +373,7 @@ class MlflowExporter:
             self._client.log_artifact(run_id, record.path, folder)
         self._delivered.add(item)
         if record.caption is not None:
-            captions = self._captions.setdefault((record.name, record.step), {})
+            captions = self._captions.setdefault((folder, record.step), {})
             captions[record.index] = record.caption
             self._client.log_dict(
                 run_id, {str(i): captions[i] for i in sorted(captions)}, f"{folder}/captions.json"

@@ -91,6 +91,7 @@ CAPABILITIES = Capabilities(
     captions=("image",),
     max_image_bytes=32 * 1024 * 1024,
     max_text_chars=1000,
+    table_images=False,  # a table is an HTML File of text cells: an Image cell can only be its path
 )
 
 #: ``NEPTUNE_DATA_DIRECTORY`` is read from the environment when a run opens its

@@ -77,6 +77,7 @@ CAPABILITIES = Capabilities(
     # An image summary holds one image, the images plugin's batch several; text and audio are one per
     # step here.
     galleries=("image",),
+    table_images=False,  # a table is Markdown in the text plugin: an Image cell can only be its path
 )
 
 #: The hparams plugin knows only UNKNOWN, SUCCESS, FAILURE and RUNNING: a run that crashed or was

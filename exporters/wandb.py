@@ -44,6 +44,7 @@ from __future__ import annotations
 import glob
 import html
 import json
+import logging
 import math
 import os
 import shutil
@@ -69,6 +70,8 @@ from runtel.records import (
     edited_tags,
 )
 from runtel.sweep import NAME_ATTRIBUTE, ROLE_ATTRIBUTE, sweep_attributes
+
+logger = logging.getLogger("runtel")
 
 if TYPE_CHECKING:
     import wandb as wandb_module
@@ -169,6 +172,8 @@ class WandbExporter(RecordTranslator):
         self._checked_id: str | None = None  # the run id whose duplicate check has passed
         #: a gallery's items seen so far, by (name, step): index -> (time, wandb value)
         self._galleries: dict[tuple[str, int], dict[int, tuple[float, Any]]] = {}
+        #: each gallery's item count, by (name, step)
+        self._counts: dict[tuple[str, int], int] = {}
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Everything exported is already in wandb's hands; wandb has no public flush."""
@@ -348,11 +353,22 @@ class WandbExporter(RecordTranslator):
             return
         items = self._galleries.setdefault((record.name, record.step), {})
         items[record.index] = (record.time, value)
+        self._counts[record.name, record.step] = record.count
         if len(items) == record.count:
             self._log_gallery(record.name, record.step)
 
     def _log_gallery(self, name: str, step: int) -> None:
+        """Log the gallery's items that came; those that did not are named in a warning."""
         items = self._galleries.pop((name, step))
+        missing = sorted(set(range(self._counts.pop((name, step)))) - set(items))
+        if missing:
+            logger.warning(
+                "runtel: the wandb exporter logs gallery %r at step %s before all its items came "
+                "(items %s missing): W&B takes no row of an earlier step once a later one is logged",
+                name,
+                step,
+                missing,
+            )
         ordered = [items[i] for i in sorted(items)]
         self._log_row({name: [value for _, value in ordered]}, step, max(time for time, _ in ordered))
 
@@ -377,6 +393,9 @@ class WandbExporter(RecordTranslator):
         Every ``run.log`` call sets the row's ``_timestamp`` (wandb stamps the export time when
         none is given), so a row logged in several calls is given the latest runtel time seen.
         """
+        if step is not None:  # a pending gallery of an earlier step goes now: W&B drops it later
+            for name, at in [key for key in self._galleries if key[1] < step]:
+                self._log_gallery(name, at)
         if step is not None and step != self._row_step:
             self._row_step, self._row_time = step, time
         else:

@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 from runtel._adapt_steps import StepFitter
 from runtel.errors import MissingExtraError, RuntelError
-from runtel.exporters._media import image_cell_text, read_document
+from runtel.exporters._media import image_cell_label, image_cell_text, read_document
 from runtel.exporters.base import Capabilities
 from runtel.records import ArtifactLogged, MediaLogged, Record
+from runtel.store.media import checked_by_name
 
 if TYPE_CHECKING:
     from runtel._adapt import Report
@@ -104,8 +105,10 @@ class MediaFitter:
                 record = self._cut(record, "rows", caps.max_table_rows, "table_cut", (source, extra))
             if not caps.exact_arrays:
                 record = self._cell_previews(record)
-            if not caps.table_image_gaps:
-                record = self._fill_image_gaps(record)
+            if not caps.table_images:
+                record = self._images_as_text(record, every=True)
+            elif not caps.table_image_gaps:
+                record = self._images_as_text(record, every=False)
             if not caps.table_infinity:
                 record = self._infinity_as_null(record, (source, extra))
         elif record.kind == "text" and caps.max_text_chars is not None:
@@ -223,7 +226,8 @@ class MediaFitter:
                 if not source.is_relative_to(root):
                     raise RuntelError(f"a table's Image cell names {str(source)!r}, outside the run folder")
                 # the preview stored beside the array, or (a cell written without one) made by the same rule
-                data = source.read_bytes() if isinstance(stored, str) else _preview_png(source)
+                # (a stored preview is checked against the hash its content-addressed name holds)
+                data = checked_by_name(source, column) if isinstance(stored, str) else _preview_png(source)
                 sha256 = hashlib.sha256(data).hexdigest()
                 self._write(data, f"{sha256}.png")
                 row[column] = {
@@ -250,8 +254,10 @@ class MediaFitter:
         target = self._write_table(record, document, f"{record.sha256}-8bit-cells.table.json")
         return _as_file(record, str(target), record.meta)
 
-    def _fill_image_gaps(self, record: MediaLogged) -> MediaLogged:
-        """An Image column with empty cells, for a backend whose image columns must be full: as text."""
+    def _images_as_text(self, record: MediaLogged, *, every: bool) -> MediaLogged:
+        """Image columns as text: ``every`` one, for a backend whose tables hold no images (each cell as
+        ``[image <file>] <caption>``), else those with empty cells, for one whose image columns must be
+        full (each cell as its path in the run folder)."""
         columns = [
             c for c in record.meta.get("columns", []) if isinstance(c, dict) and c.get("dtype") == "image"
         ]
@@ -259,12 +265,12 @@ class MediaFitter:
             return record
         document = read_document(record.path)
         gappy = {c["name"]: sum(row.get(c["name"]) is None for row in document["data"]) for c in columns}
-        gappy = {name: empty for name, empty in gappy.items() if empty}
+        gappy = {name: empty for name, empty in gappy.items() if empty or every}
         if not gappy:
             return record
         for row in document["data"]:
             for name in gappy:
-                row[name] = image_cell_text(row.get(name))
+                row[name] = (image_cell_label if every else image_cell_text)(row.get(name))
         for field in document["schema"]["fields"]:
             if field["name"] in gappy:
                 field["type"] = "string"

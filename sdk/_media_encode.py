@@ -5,8 +5,9 @@
 - Text: UTF-8. Audio: int16, int32 and uint8 PCM as a WAV file of that width, exactly; any other
   dtype as its exact ``.npy`` plus a 16-bit WAV preview.
 - Tables: a JSON Table Schema document (``pd.read_json(path, orient="table", precise_float=True)``
-  reads it in one call, without pyarrow; NaN and ±inf as JSON's ``NaN``/``Infinity``), written
-  without pandas for rows; the exact column dtypes are kept in the record.
+  reads it in one call, without pyarrow, with the schema's types; NaN and ±inf as JSON's
+  ``NaN``/``Infinity``), written without pandas for rows; the exact column dtypes (and a
+  categorical's categories) are kept in the record, which ``r.table()`` reads back exactly.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from runtel.media import Audio, Image, Table, Text, pillow
+from runtel.media import Audio, Image, Table, Text, pil_to_array, pillow
 from runtel.records import MediaKind
 
 #: PCM widths a WAV file holds exactly (the ``wave`` module writes 8-bit unsigned, others signed).
 _WAV_DTYPES = {np.dtype(np.uint8): 1, np.dtype("<i2"): 2, np.dtype("<i4"): 4}
 #: JSON Table Schema field types by numpy dtype kind (pandas maps them back on read).
+#: The largest int every one below which float64 holds exactly.
+_FLOAT_EXACT = 2**53
 _SCHEMA_TYPES = {"b": "boolean", "i": "integer", "u": "integer", "f": "number", "M": "datetime"}
 
 
@@ -65,11 +68,9 @@ def image_array(image: Image) -> npt.NDArray[Any]:
     if image.array is not None:
         return image.array
     assert image.source is not None
-    from runtel.media import _pil_to_array
-
     with pillow().open(io.BytesIO(image.source)) as picture:
         picture.load()
-        return _pil_to_array(picture)
+        return pil_to_array(picture)
 
 
 def encode_image(image: Image) -> Encoded:
@@ -172,13 +173,30 @@ def encode_table(table: Table, store_cell: StoreFile) -> Encoded:
     for name, dtype, cells in zip(names, dtypes, columns, strict=True):
         if dtype == "image":
             columns[names.index(name)] = [_image_cell(cell, store_cell) for cell in cells]
-        fields.append({"name": name, "type": _schema_type(dtype, cells)})
+        field = {"name": name, "type": _schema_type(dtype, cells)}
+        if dtype.startswith("datetime64[") and ", " in dtype:  # tz-aware: pandas reads the zone from "tz"
+            field["tz"] = dtype[dtype.index(", ") + 2 : -1]
+        fields.append(field)
     rows = len(columns[0]) if columns else 0
     data = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
     document = {"schema": {"fields": fields, "pandas_version": "1.4.0"}, "data": data}
     text = json.dumps(document, ensure_ascii=False, allow_nan=True)
-    meta = {"columns": [{"name": n, "dtype": d} for n, d in zip(names, dtypes, strict=True)], "rows": rows}
+    meta = {"columns": _column_meta(table, names, dtypes), "rows": rows}
     return Encoded("table", text.encode("utf-8"), "table.json", meta)
+
+
+def _column_meta(table: Table, names: list[str], dtypes: list[str]) -> list[dict[str, Any]]:
+    """Each column's name and dtype; a pandas categorical also keeps its categories (in their order)
+    and whether they are ordered, which the dtype name alone loses."""
+    found: list[dict[str, Any]] = []
+    for position, (name, dtype) in enumerate(zip(names, dtypes, strict=True)):
+        column: dict[str, Any] = {"name": name, "dtype": dtype}
+        if dtype == "category":
+            categorical = table.frame.iloc[:, position].cat
+            column["categories"] = [_python_value(value) for value in categorical.categories.tolist()]
+            column["ordered"] = bool(categorical.ordered)
+        found.append(column)
+    return found
 
 
 def _image_cell(cell: Any, store_cell: StoreFile) -> dict[str, Any] | None:
@@ -206,7 +224,11 @@ def _columns_of(table: Table) -> tuple[list[str], list[str], list[list[Any]]]:
     if type(frame).__module__.startswith("polars"):
         values = frame.to_dict(as_series=False)
         columns = [list(values[name]) for name in table.columns]
-        return table.columns, [_infer_dtype(cells) for cells in columns], columns
+        dtypes = [
+            _polars_dtype(frame[name]) or _infer_dtype(cells)
+            for name, cells in zip(table.columns, columns, strict=True)
+        ]
+        return table.columns, dtypes, columns
     dtypes, columns = [], []
     for position in range(len(table.columns)):
         series = frame.iloc[:, position]
@@ -217,11 +239,26 @@ def _columns_of(table: Table) -> tuple[list[str], list[str], list[list[Any]]]:
             ]
         else:
             cells = [_python_value(value) for value in series.tolist()]
-        if dtype == "object" and _infer_dtype(cells) == "image":
-            dtype = "image"
+        if dtype == "object" and any(type(cell) is Image for cell in cells):
+            dtype = "image"  # Table checked the rest of the column is missing cells (None, NaN, NA)
+            cells = [cell if type(cell) is Image else None for cell in cells]
         dtypes.append(dtype)
         columns.append(cells)
     return table.columns, dtypes, columns
+
+
+def _polars_dtype(series: Any) -> str | None:
+    """The pandas dtype name of a polars numeric or boolean column (a nullable one when it has nulls),
+    so Int8, Float32 or UInt64 come back as such; None for the others (inferred from the cells)."""
+    dtype = series.dtype
+    nulls = series.null_count() > 0
+    if dtype.is_integer():
+        return str(dtype) if nulls else str(dtype).lower()  # Int8 -> int8, UInt64 -> uint64
+    if dtype.is_float():
+        return str(dtype) if nulls else str(dtype).lower()
+    if str(dtype) == "Boolean":
+        return "boolean" if nulls else "bool"
+    return None
 
 
 def _python_value(value: Any) -> Any:
@@ -246,7 +283,8 @@ def _infer_dtype(cells: list[Any]) -> str:
     if types == {int}:
         return "Int64" if missing else "int64"
     if types <= {int, float} and not missing:
-        return "float64"
+        exact = all(type(cell) is float or abs(cell) <= _FLOAT_EXACT for cell in cells)
+        return "float64" if exact else "object"  # an int beyond 2**53 would be rounded as float64
     return "object"
 
 

@@ -77,8 +77,9 @@ class MediaLogging:
     def log_audio(
         self, name: str, waveform: Any, sample_rate: int, step: int | None = None, caption: str | None = None
     ) -> None:
-        """A waveform (1-D mono or 2-D frames x channels) at ``sample_rate`` Hz, at ``step`` (default:
-        the current step); stored as WAV (exact for int16/int32/uint8 PCM, else with an exact ``.npy``)."""
+        """A waveform (1-D mono; 2-D numpy (frames, channels), 2-D torch (channels, frames) as
+        torchaudio lays it out) at ``sample_rate`` Hz, at ``step`` (default: the current step); stored
+        as WAV (exact for int16/int32/uint8 PCM, else with an exact ``.npy``)."""
         item = Audio(waveform, sample_rate, caption)
         self._queue_media(name, (item,), self._media_step(step), all_ranks=False)
 
@@ -91,7 +92,7 @@ class MediaLogging:
             if items is None:
                 scalars[key] = value
             else:
-                media.append((self._check_media_name(key), items))
+                media.append((self._check_media_name(key, register=False), items))
         for key, value in scalars.items():  # the scalars' errors come before any step is taken
             coerce_value(check_name(key), value)
         at = self._take_step(step)
@@ -127,8 +128,9 @@ class MediaLogging:
             self._media.reserve(nbytes, self._wake.set)
         self._queue.append(PendingMedia(name, at, time.time(), self._span_id, items, nbytes))
 
-    def _check_media_name(self, name: object) -> str:
-        """A media key: a safe relative name (exporters write files by it) that is no metric's name."""
+    def _check_media_name(self, name: object, *, register: bool = True) -> str:
+        """A media key: a safe relative name (exporters write files by it) that is no metric's name;
+        ``register`` makes it a media key of the run (once the whole call is known to be valid)."""
         from runtel.store.artifacts import check_artifact_name
 
         if isinstance(name, str) and name in self._media_names:
@@ -142,7 +144,8 @@ class MediaLogging:
             raise InvalidNameError(
                 f"media name {name!r} is already a metric of this run; give the media another name"
             )
-        self._media_names[name] = name
+        if register:
+            self._media_names[name] = name
         return name
 
 
@@ -153,8 +156,19 @@ def _nbytes(item: Media) -> int:
     if isinstance(item, Audio):
         return int(item.waveform.nbytes)
     if isinstance(item, Text):
-        return len(item.text)
-    return 64 * item.row_count * len(item.columns)
+        return len(item.text.encode("utf-8"))
+    cells = [cell for row in item.rows for cell in row] if item.frame is None else _frame_images(item)
+    images = sum(_nbytes(cell) for cell in cells if isinstance(cell, Image))
+    return 64 * item.row_count * len(item.columns) + images
+
+
+def _frame_images(table: Table) -> list[Any]:
+    """The Image cells of a DataFrame's object columns (a polars frame holds none)."""
+    frame = table.frame
+    if not type(frame).__module__.startswith("pandas"):
+        return []
+    columns = [frame.iloc[:, i] for i in range(len(table.columns)) if frame.dtypes.iloc[i].kind == "O"]
+    return [cell for column in columns for cell in column.tolist() if isinstance(cell, Image)]
 
 
 def _gallery(data: Any, caption: str | None) -> Iterator[Image]:

@@ -26,6 +26,10 @@ _NUMERIC_KINDS = "biuf"
 #: Python types a table cell may hold as it is (numpy scalars are turned into these).
 _CELL_TYPES = (type(None), bool, int, float, str)
 _MAX_SAMPLE_RATE = 2**31 - 1
+#: The longest caption, in characters: a caption is a label shown beside the item, not a document.
+MAX_CAPTION_CHARS = 10_000
+#: The most channels a WAV file's header can hold.
+_MAX_CHANNELS = 65535
 #: pandas' own dtypes a DataFrame column may have besides numpy's numbers, bools and datetimes.
 _PANDAS_DTYPES = {"str", "string", "category", "boolean", *(f"Int{b}" for b in (8, 16, 32, 64))}
 _PANDAS_DTYPES |= {f"UInt{b}" for b in (8, 16, 32, 64)} | {"Float32", "Float64"}
@@ -56,7 +60,7 @@ class Image:
         if type(data).__module__.startswith("torch") and hasattr(data, "detach"):
             self.array = _pixels(_tensor_to_array(data, self), prefer_chw=True)
         elif type(data).__module__.startswith("PIL.") and hasattr(data, "mode"):
-            self.array = _pixels(_pil_to_array(data), prefer_chw=False)
+            self.array = _pixels(pil_to_array(data), prefer_chw=False)
         elif hasattr(data, "savefig") and hasattr(data, "canvas"):
             self.array = _figure_to_array(data)
         elif isinstance(data, np.ndarray):
@@ -93,7 +97,9 @@ class Text:
 
 
 class Audio:
-    """A waveform at ``sample_rate`` Hz: 1-D (mono) or 2-D frames x channels (numpy or torch).
+    """A waveform at ``sample_rate`` Hz: 1-D (mono) or 2-D. A numpy array is (frames, channels); a
+    torch tensor is (channels, frames), as torchaudio lays audio out, and is transposed at the call.
+    More channels than frames, or than a WAV file holds (65535), is refused as a likely mixed-up layout.
 
     Integer PCM (int16, int32, uint8) is stored as a WAV file of that width, exactly; any other
     dtype keeps its exact array as ``.npy`` beside a 16-bit WAV preview (see ``docs/media.md``).
@@ -112,6 +118,7 @@ class Audio:
             )
         if type(waveform).__module__.startswith("torch") and hasattr(waveform, "detach"):
             array = _tensor_to_array(waveform, None)
+            array = array.T if array.ndim == 2 else array  # torchaudio's (channels, frames)
         elif isinstance(waveform, np.ndarray):
             array = np.array(waveform, copy=True)
         else:
@@ -122,6 +129,13 @@ class Audio:
             raise InvalidMediaError(
                 f"Audio needs a non-empty 1-D (mono) or 2-D (frames, channels) array of numbers, "
                 f"got shape {array.shape} and dtype {array.dtype}"
+            )
+        if array.ndim == 2 and (array.shape[1] > _MAX_CHANNELS or array.shape[1] > array.shape[0]):
+            raise InvalidMediaError(
+                f"Audio of shape {array.shape} would be {array.shape[1]} channels of {array.shape[0]} "
+                f"frames (at most {_MAX_CHANNELS} channels, and no more than frames): a numpy waveform "
+                "is (frames, channels), a torch tensor (channels, frames); pass waveform.T if it is the "
+                "other way round"
             )
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             raise InvalidMediaError("Audio waveform holds NaN or infinity; a WAV file cannot play it")
@@ -174,9 +188,11 @@ class Table:
 
     def _check_frame_cells(self) -> None:
         for position, (name, dtype) in enumerate(zip(self.columns, self.frame.dtypes, strict=True)):
+            if str(dtype) in _PANDAS_DTYPES:  # before kind "O": pandas' string dtype is of that kind too
+                continue
             if dtype.kind == "O":
                 _check_cells(name, self.frame.iloc[:, position].tolist())
-            elif dtype.kind not in "biufM" and str(dtype) not in _PANDAS_DTYPES:
+            elif dtype.kind not in "biufM":
                 raise InvalidMediaError(
                     f"Table column {name!r} has dtype {dtype}, which cannot be stored; "
                     "convert it with .astype() to numbers, bool, str or datetime64"
@@ -228,6 +244,11 @@ def _check_caption(caption: object) -> str | None:
         return None
     if not isinstance(caption, str):
         raise InvalidMediaError(f"caption must be a str, got {type(caption).__name__} {caption!r}")
+    if len(caption) > MAX_CAPTION_CHARS:
+        raise InvalidMediaError(
+            f"caption is {len(caption)} characters, over {MAX_CAPTION_CHARS}: log long text with "
+            f"runtel.Text and keep the caption short (it begins {caption[:40]!r})"
+        )
     if not encodable(caption):
         raise InvalidMediaError(f"caption {caption!r} holds a lone surrogate and cannot be stored as UTF-8")
     return caption
@@ -245,7 +266,7 @@ def _tensor_to_array(tensor: Any, image: Image | None) -> npt.NDArray[Any]:
     return np.array(data.numpy(), copy=True)
 
 
-def _pil_to_array(picture: Any) -> npt.NDArray[Any]:
+def pil_to_array(picture: Any) -> npt.NDArray[Any]:
     """A PIL image's pixels; palette and other packed modes are expanded to RGB(A) first."""
     if picture.mode not in ("1", "L", "RGB", "RGBA", "I", "I;16", "F"):
         has_alpha = "A" in picture.mode or "transparency" in picture.info
@@ -356,10 +377,28 @@ def _rows_of(data: Sequence[Any], columns: Sequence[str] | None) -> tuple[list[s
     return names, rows
 
 
+def is_missing(cell: Any) -> bool:
+    """None, NaN, or pandas' NA/NaT: a missing cell (in a column of Images it is stored as null)."""
+    return (
+        cell is None or (type(cell) is float and cell != cell) or type(cell).__name__ in ("NAType", "NaTType")
+    )
+
+
 def _check_cells(name: str, cells: list[Any]) -> list[Any]:
-    """``cells`` if each is a storable value; numpy scalars become Python values (a new list then)."""
+    """``cells`` if each is a storable value; numpy scalars become Python values and pandas' NA None
+    (a new list then). A column holding an Image holds only Images and missing cells (as None)."""
     if not set(map(type, cells)) <= {*_CELL_TYPES, Image}:
         cells = [_cell(name, number, cell) for number, cell in enumerate(cells)]
+    if any(type(cell) is Image for cell in cells):
+        others = sorted({type(c).__name__ for c in cells if type(c) is not Image and not is_missing(c)})
+        if others:
+            raise InvalidMediaError(
+                f"Table column {name!r} mixes Image cells with {', '.join(others)} cells; a column of "
+                "images may hold only runtel.Image and missing values (None or NaN): put the others "
+                "in a column of their own"
+            )
+        if not all(type(cell) is Image or cell is None for cell in cells):
+            cells = [cell if type(cell) is Image else None for cell in cells]
     texts = [cell for cell in cells if type(cell) is str]
     if texts and not encodable("".join(texts)):
         raise InvalidMediaError(
@@ -376,6 +415,8 @@ def _check_cells(name: str, cells: list[Any]) -> list[Any]:
 def _cell(name: str, number: int, cell: Any) -> Any:
     if isinstance(cell, np.generic) and cell.dtype.kind in "biufU":
         cell = cell.item()
+    if type(cell).__name__ in ("NAType", "NaTType"):
+        return None
     if not isinstance(cell, (*_CELL_TYPES, Image)):
         raise InvalidMediaError(
             f"Table column {name!r} row {number}: a cell is a {type(cell).__name__}; cells may be None, "
@@ -384,4 +425,14 @@ def _cell(name: str, number: int, cell: Any) -> Any:
     return cell
 
 
-__all__ = ["MEDIA_TYPES", "Audio", "Image", "Media", "Table", "Text", "as_media_items"]
+__all__ = [
+    "MAX_CAPTION_CHARS",
+    "MEDIA_TYPES",
+    "Audio",
+    "Image",
+    "Media",
+    "Table",
+    "Text",
+    "as_media_items",
+    "pil_to_array",
+]

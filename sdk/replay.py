@@ -200,12 +200,12 @@ class _Files:
         return record
 
     def _media(self, record: MediaLogged) -> MediaLogged:
-        """A media record with its files resolved inside this folder and its SHA-256 checked (a damaged
+        """A media record with its files resolved inside this folder and their SHA-256 checked (a damaged
         file is a :class:`StoreCorruptError`: the export stops rather than send other bytes)."""
-        from runtel.store.media import item_of
+        from runtel.store.media import item_of, verify_item
 
         item = item_of(self._run.dir, record)
-        item.read_bytes()
+        verify_item(item)  # its file, its preview and a table's Image cells
         preview = None if item.preview is None else str(item.preview)
         return dataclasses.replace(record, path=str(item.path), preview=preview)
 

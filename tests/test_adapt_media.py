@@ -342,3 +342,34 @@ def test_a_column_named_index_is_read_like_any_other(tmp_path: Path) -> None:
     record = media.table(tmp_path, "t", 0, [("index", "int64"), ("v", "object")], [[7, "a"], [8, "b"]])
     table = read_table(record)
     assert (table.columns, table.rows) == (["index", "v"], [[7, "a"], [8, "b"]])
+
+
+def test_image_columns_are_sent_as_text_and_reported_where_the_backend_tables_hold_no_images(
+    tmp_path: Path,
+) -> None:
+    from runtel.exporters.neptune import CAPABILITIES as NEPTUNE
+    from runtel.exporters.tensorboard import CAPABILITIES as TENSORBOARD
+
+    record = media.table(tmp_path / "run", "eval", 1, [("img", "image")], [[media.pixels(2, 2)]])
+    file_name = Path(json.loads(Path(record.path).read_text())["data"][0]["img"]["image"]).name
+    for backend, caps in (("tensorboard", TENSORBOARD), ("neptune", NEPTUNE)):
+        a = Adapter(backend, caps, tmp_path / backend)
+        (out,) = sent(a.adapt([record]))
+        document = json.loads(Path(out.path).read_text())
+        assert [row["img"] for row in document["data"]] == [f"[image {file_name}] cell img"]
+        assert a.report()["table_images_as_text"]["examples"] == [
+            {"name": "eval", "step": 1, "column": "img", "empty_cells": 0}
+        ]
+
+
+def test_a_table_cells_preview_changed_on_disk_is_not_sent(tmp_path: Path) -> None:
+    from runtel.errors import StoreCorruptError
+
+    depth = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+    record = media.table(tmp_path / "run", "eval", 1, [("img", "image")], [[depth]], cell_previews=True)
+    cell = json.loads(Path(record.path).read_text())["data"][0]["img"]
+    preview = tmp_path / "run" / cell["preview"]
+    preview.write_bytes(media.png_bytes(np.zeros((3, 4), np.uint8)))
+    with pytest.raises(StoreCorruptError, match="'img'") as caught:
+        adapter(tmp_path, exact_arrays=False).adapt([record])
+    assert caught.value.path == str(preview)

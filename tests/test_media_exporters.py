@@ -160,10 +160,15 @@ def test_tensorboard_table_is_a_markdown_table(tensorboard: tuple[Stream, Any, d
     assert lines[4].startswith("| 2 | é newline | -inf | [image ")
 
 
-def test_tensorboard_reports_the_8bit_preview(tensorboard: tuple[Stream, Any, dict[str, Any]]) -> None:
+def test_tensorboard_reports_the_8bit_preview_and_the_image_cells_as_text(
+    tensorboard: tuple[Stream, Any, dict[str, Any]],
+) -> None:
     _, _, report = tensorboard
     assert report["image_sent_as_8bit"]["count"] == 1
-    assert set(report) == {"image_sent_as_8bit"}
+    assert report["table_images_as_text"]["examples"] == [
+        {"name": "eval/predictions", "step": 10, "column": "img", "empty_cells": 0}
+    ]
+    assert set(report) == {"image_sent_as_8bit", "table_images_as_text"}
 
 
 # ---------------------------------------------------------------------------------------------- MLflow
@@ -590,3 +595,60 @@ def test_wandb_gallery_of_text_is_a_list_and_of_audio_is_split_into_keys(
         assert (value["_type"], value["caption"]) == ("audio-file", f"c{i}")
         assert (files / value["path"]).read_bytes() == Path(clip.path).read_bytes()
     assert adapter.report()["gallery_split"]["examples"][0]["kind"] == "audio"
+
+
+def test_mlflow_keeps_a_second_item_logged_under_one_key_at_one_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    import runtel
+    from runtel.exporters.mlflow import MlflowExporter
+    from runtel.replay import export_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    first, second = media.pixels(6, 5, 1), media.pixels(6, 5, 2)
+    with runtel.init(project="twice", base_dir=str(tmp_path / "runs")) as run:
+        run.log({"img": runtel.Image(first)}, step=0)
+        run.log_image("img", second, step=0)
+        run.log_text("note", "one", step=0)
+        run.log_text("note", "two", step=0)
+    exporter = MlflowExporter(uri, "twice", artifact_location=str(tmp_path / "artifacts"))
+    export_run(runtel.Store(tmp_path / "runs").run(run.id), exporter)
+    client = MlflowClient(uri)
+    run_id = exporter.mlflow_run_id
+    assert run_id is not None
+    images = _step_images(client, run_id, tmp_path / "dl")
+    assert sorted(p.tobytes() for p in images["img", 0]) == sorted(p.tobytes() for p in (first, second))
+    texts = [
+        Path(client.download_artifacts(run_id, path, str(tmp_path / "t"))).read_text("utf-8")
+        for path in ("media/note/step_0.txt", "media/note/step_0_2.txt")
+    ]
+    assert texts == ["one", "two"]
+
+
+def test_wandb_gallery_still_incomplete_when_a_later_step_comes_is_logged_at_its_step_and_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from runtel.exporters.wandb import WandbExporter
+    from tests.readers.wandb_log import read_finished_log
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    run_dir = tmp_path / "run"
+    tiles = [media.pixels(2, 2, seed) for seed in range(3)]
+    records: list[Record] = [
+        RunStarted(RUN_ID, "partial", "media", media.T0, {}),
+        *media.gallery(run_dir, "tiles", 0, tiles)[:2],  # item 2 never came (its write was lost)
+        media.image(run_dir, "later", 1, tiles[0]),
+        RunEnded("completed", media.T0 + 9),
+    ]
+    exporter = WandbExporter(mode="offline", dir=str(tmp_path))
+    with caplog.at_level("WARNING", logger="runtel"):
+        assert exporter.export(records) is ExportResult.SUCCESS
+    log = read_finished_log(tmp_path, RUN_ID)
+    assert value_of(log.history[0], "tiles")["count"] == 2
+    assert value_of(log.history[1], "later")["_type"] == "image-file"
+    assert "'tiles' at step 0" in caplog.text and "items [2] missing" in caplog.text

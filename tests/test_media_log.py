@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import wave
@@ -259,7 +260,23 @@ def test_a_pandas_dataframe_keeps_its_column_dtypes_exactly(run: runtel.Run, sto
 def test_a_polars_dataframe_round_trips(run: runtel.Run, stored: Reopen) -> None:
     source = pl.DataFrame({"n": [1, 2, None], "x": [0.5, float("nan"), float("-inf")], "s": ["a", "b", None]})
     run.log_table("polars", source)
-    frame = stored(run).table("polars")
+    run.log_table(
+        "typed",
+        pl.DataFrame(
+            {
+                "i8": pl.Series([1, -2], dtype=pl.Int8),
+                "f32": pl.Series([0.5, 1.25], dtype=pl.Float32),
+                "u64": pl.Series([0, 2**64 - 1], dtype=pl.UInt64),
+                "b": [True, None],
+            }
+        ),
+    )
+    back = stored(run)
+    frame = back.table("polars")
+    assert [str(t) for t in frame.dtypes] == ["Int64", "float64", "object"]
+    typed = back.table("typed")
+    assert [str(t) for t in typed.dtypes] == ["int8", "float32", "uint64", "boolean"]
+    assert typed["u64"].tolist() == [0, 2**64 - 1] and typed["f32"].tolist() == [0.5, 1.25]
     assert frame["n"].tolist()[:2] == [1, 2] and pd.isna(frame["n"].tolist()[2])
     x = frame["x"].tolist()
     assert x[0] == 0.5 and math.isnan(x[1]) and x[2] == -math.inf
@@ -441,3 +458,125 @@ def test_a_dataframe_column_of_images_comes_back_as_media_items(run: runtel.Run,
     for cell, expected in zip(frame["img"].tolist(), images, strict=True):
         np.testing.assert_array_equal(cell.to_numpy(), expected)
     assert frame["n"].tolist() == [1, 2] and str(frame["n"].dtype) == "int64"
+
+
+def test_an_object_column_of_images_and_nan_stores_nan_as_a_missing_image(
+    run: runtel.Run, stored: Reopen
+) -> None:
+    image = _rgb(30)
+    source = pd.DataFrame({"img": [runtel.Image(image), np.nan, None], "n": [1, 2, 3]})
+    run.log_table("gaps", source)
+    run.log_table("row-gaps", [[runtel.Image(image)], [float("nan")]], columns=["img"])
+    back = stored(run)
+    cells = back.table("gaps")["img"].tolist()
+    np.testing.assert_array_equal(cells[0].to_numpy(), image)
+    assert cells[1:] == [None, None]
+    assert back.table("row-gaps")["img"].tolist()[1] is None
+
+
+@pytest.mark.parametrize("other", ["text", 3, 0.5])
+def test_a_column_mixing_images_with_other_values_is_refused_at_the_call(
+    run: runtel.Run, other: object
+) -> None:
+    with pytest.raises(runtel.InvalidMediaError, match="mixes Image cells"):
+        run.log_table("mixed", [[runtel.Image(_rgb())], [other]], columns=["img"])
+    with pytest.raises(runtel.InvalidMediaError, match="mixes Image cells"):
+        runtel.Table(pd.DataFrame({"img": [runtel.Image(_rgb()), other]}, dtype=object))
+
+
+def test_a_pandas_string_column_with_a_missing_value_is_stored(run: runtel.Run, stored: Reopen) -> None:
+    source = pd.DataFrame(
+        {"s": pd.Series(["a", None, "c"], dtype="string"), "o": pd.Series(["x", pd.NA, "z"], dtype=object)}
+    )
+    run.log_table("strings", source)
+    frame = stored(run).table("strings")
+    assert str(frame["s"].dtype) == "string" and frame["s"].tolist()[::2] == ["a", "c"]
+    assert frame["s"].isna().tolist() == [False, True, False]
+    assert frame["o"].tolist() == ["x", None, "z"]
+
+
+def test_a_torch_waveform_is_read_channels_first_as_torchaudio_lays_it_out(
+    run: runtel.Run, stored: Reopen
+) -> None:
+    mono, stereo = torch.rand(1, 16000), torch.rand(2, 300)
+    run.log_audio("mono", mono, 16000)
+    run.log_audio("stereo", stereo, 8000)
+    back = stored(run)
+    [(_, clip)] = back.media("mono")
+    assert (clip.meta["channels"], clip.meta["frames"]) == (1, 16000)
+    np.testing.assert_array_equal(clip.to_numpy(), mono.numpy().T)
+    np.testing.assert_array_equal(back.media("stereo")[0][1].to_numpy(), stereo.numpy().T)
+
+
+@pytest.mark.parametrize("shape", [(1, 70000), (3, 16000)])
+def test_a_numpy_waveform_with_more_channels_than_frames_is_refused_at_the_call(
+    run: runtel.Run, shape: tuple[int, int]
+) -> None:
+    with pytest.raises(runtel.InvalidMediaError, match=r"waveform\.T"):
+        run.log_audio("a", np.zeros(shape, np.float32), 16000)
+    with pytest.raises(runtel.InvalidMediaError, match="channels"):
+        run.log_audio("a", torch.zeros(70000, 1), 16000)
+
+
+def test_a_table_column_its_meta_dtype_cannot_hold_is_a_store_corrupt_error(
+    run: runtel.Run, stored: Reopen
+) -> None:
+    run.log_table("big", [[2**63 - 1]], columns=["n"])
+    back = stored(run)
+    [(_, item)] = back.media("big")
+    crafted = item.read_bytes().replace(b"9223372036854775807", b"18446744073709551615")
+    sha256 = hashlib.sha256(crafted).hexdigest()  # a crafted file whose record names its hash
+    (item.path.parent / f"{sha256}.table.json").write_bytes(crafted)
+    events = back.dir / "events.jsonl"
+    events.write_text(events.read_text("utf-8").replace(item.sha256, sha256), "utf-8")
+    with pytest.raises(runtel.StoreCorruptError, match="int64"):
+        runtel.StoredRun(back.dir).table("big")
+
+
+def test_a_categorical_keeps_its_category_order_and_ordered_flag(run: runtel.Run, stored: Reopen) -> None:
+    sizes = pd.CategoricalDtype(["small", "medium", "large"], ordered=True)
+    source = pd.DataFrame({"size": pd.Series(["large", "small", None], dtype=sizes)})
+    run.log_table("sizes", source)
+    frame = stored(run).table("sizes")
+    assert frame["size"].cat.categories.tolist() == ["small", "medium", "large"]
+    assert frame["size"].cat.ordered
+    pd.testing.assert_frame_equal(frame, source)
+
+
+def test_ints_beyond_2_53_in_a_column_with_floats_are_kept_exactly(run: runtel.Run, stored: Reopen) -> None:
+    run.log_table("mixed", [[2**53 + 1], [0.5]], columns=["v"])
+    assert stored(run).table("mixed")["v"].tolist() == [2**53 + 1, 0.5]
+
+
+def test_a_tz_aware_datetime_column_is_read_by_pandas_in_one_call(run: runtel.Run, stored: Reopen) -> None:
+    when = pd.to_datetime(["2026-01-01 10:00:00", "2026-06-01 00:00:00"]).tz_localize("Europe/Paris")
+    source = pd.DataFrame({"when": when})
+    run.log_table("zoned", source)
+    back = stored(run)
+    pd.testing.assert_frame_equal(back.table("zoned"), source)
+    [(_, item)] = back.media("zoned")
+    frame = pd.read_json(item.path, orient="table", precise_float=True)
+    assert frame["when"].tolist() == source["when"].tolist()
+
+
+def test_a_caption_over_10000_characters_is_refused_at_the_call(run: runtel.Run) -> None:
+    runtel.Image(_rgb(), caption="x" * 10_000)
+    with pytest.raises(runtel.InvalidMediaError, match="over 10000"):
+        run.log_image("long", _rgb(), caption="x" * 10_001)
+
+
+def test_a_name_of_a_refused_log_call_is_not_taken_as_a_media_key(run: runtel.Run, stored: Reopen) -> None:
+    with pytest.raises(runtel.RuntelError):
+        run.log({"m": runtel.Image(_rgb()), "bad": object()}, step=0)
+    run.log({"m": 0.5}, step=1)  # "m" is still free to be a metric
+    assert stored(run).last("m") == (0.5, 1)
+
+
+def test_queued_bytes_count_text_as_utf8_and_a_tables_image_cells() -> None:
+    from runtel._media_log import _nbytes
+
+    assert _nbytes(runtel.Text("é" * 10)) == 20
+    image = runtel.Image(_rgb(shape=(100, 100, 3)))
+    plain = _nbytes(runtel.Table([[1]], columns=["n"]))
+    assert _nbytes(runtel.Table([[image]], columns=["img"])) == plain + 30_000
+    assert _nbytes(runtel.Table(pd.DataFrame({"img": [image]}))) == plain + 30_000

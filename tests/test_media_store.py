@@ -342,3 +342,53 @@ def test_replay_sends_the_same_media_records_as_live_export(base_dir: Path) -> N
     live = [record for record, _ in exporter.seen]
     replayed = [r for r in records_of(runtel.Store(base_dir).run(run.id)) if isinstance(r, MediaLogged)]
     assert replayed == live
+
+
+def _swap_content(path: Path) -> None:
+    """Other bytes under a content-addressed name, as a damaged or crafted copy would hold."""
+    os.chmod(path, 0o644)
+    path.write_bytes(path.read_bytes()[:-1] + b"\x00")
+
+
+def test_replay_refuses_a_damaged_preview_naming_it(base_dir: Path) -> None:
+    with runtel.init(project="p", base_dir=str(base_dir)) as run:
+        run.log_image("depth", np.linspace(0, 1, 16, dtype=np.float32).reshape(4, 4), step=0)
+    stored = runtel.Store(base_dir).run(run.id)
+    [(_, item)] = stored.media("depth")
+    assert item.preview is not None
+    _swap_content(item.preview)
+    with pytest.raises(runtel.StoreCorruptError, match="preview") as caught:
+        list(records_of(stored))
+    assert caught.value.path == str(item.preview)
+
+
+def test_replay_refuses_a_damaged_table_image_cell_naming_its_column(base_dir: Path) -> None:
+    with runtel.init(project="p", base_dir=str(base_dir)) as run:
+        run.log_table("eval", [[runtel.Image(PIXELS), 1]], columns=["img", "n"], step=0)
+    stored = runtel.Store(base_dir).run(run.id)
+    [cell] = stored.table("eval")["img"].tolist()
+    _swap_content(cell.path)
+    with pytest.raises(runtel.StoreCorruptError, match="sha256") as caught:
+        list(records_of(stored))
+    assert caught.value.path == str(cell.path)
+
+
+@pytest.mark.parametrize("shape", [[8, 24], [24, 8], [3, 8, 8], "8x8", [8, 8, 3, 1, 1], [8.0, 8, 3]])
+def test_an_image_shape_the_file_does_not_decode_to_is_refused(base_dir: Path, shape: object) -> None:
+    stored = _logged_run(base_dir)
+    _rewrite_media_line(stored, meta={"shape": shape, "dtype": "uint8", "format": "png"})
+    [(_, item)] = runtel.StoredRun(stored.dir).media("img")
+    with pytest.raises(runtel.StoreCorruptError, match="shape"):
+        item.to_numpy()
+
+
+@pytest.mark.parametrize("shape", [[3], [2, 5], [10, 2]])
+def test_an_audio_shape_the_wav_does_not_decode_to_is_refused(base_dir: Path, shape: list[int]) -> None:
+    with runtel.init(project="p", base_dir=str(base_dir)) as run:
+        run.log_audio("clip", np.arange(10, dtype=np.int16), sample_rate=8000, step=0)
+    stored = runtel.Store(base_dir).run(run.id)
+    [(_, logged)] = stored.media("clip")
+    _rewrite_media_line(stored, meta={**logged.meta, "shape": shape})
+    [(_, item)] = runtel.StoredRun(stored.dir).media("clip")
+    with pytest.raises(runtel.StoreCorruptError, match="shape"):
+        item.to_numpy()

@@ -166,3 +166,19 @@ def test_an_image_cell_is_sent_only_for_the_table_that_holds_it(base_dir: Path, 
     ((_, image),) = media_run.media("samples")
     assert client.get(f"{url}?table={_relative(media_run, image.path)}").status_code == 404  # not a table
     assert client.get(f"{url}?table=../metadata.json").status_code == 404
+
+
+def test_a_preview_or_image_cell_changed_on_disk_is_not_served(base_dir: Path, media_run: StoredRun) -> None:
+    import os
+
+    client = create_app(base_dir).server.test_client()
+    ((_, exact),) = media_run.media("exact")
+    ((_, table),) = media_run.media("preds")
+    cell = table.to_pandas()["image"][0]
+    assert exact.preview is not None
+    for path in (exact.preview, cell.path):
+        os.chmod(path, 0o644)
+        path.write_bytes(path.read_bytes() + b"\x00")
+    assert client.get(media_url(media_run.id, _relative(media_run, exact.preview))).status_code == 403
+    url = media_url(media_run.id, _relative(media_run, cell.path))
+    assert client.get(f"{url}?table={_relative(media_run, table.path)}").status_code == 403

@@ -72,8 +72,7 @@ class MediaItem:
 
         with pillow().open(io.BytesIO(data)) as picture:
             pixels = np.array(picture)
-        shape = self.meta.get("shape")
-        return pixels.reshape(shape) if isinstance(shape, list) and np.prod(shape) == pixels.size else pixels
+        return _as_logged_shape(pixels, self.meta, self.path)
 
     @property
     def text(self) -> str:
@@ -110,20 +109,24 @@ class MediaItem:
             raise StoreCorruptError(self.path, None, f"is not a readable table ({exc})") from exc
         run_dir = self.path.parent.parent
         series = {}
-        for name, dtype in self._column_dtypes():
+        for name, dtype, column in self._column_dtypes():
             values = cells.get(name, [])
             if dtype == "image":
                 values = [_image_cell(run_dir, cell, self, name) for cell in values]
             try:
-                if dtype.startswith("datetime64"):
-                    series[name] = pd.Series(pd.to_datetime(values, format="ISO8601")).astype(dtype)
+                if dtype == "category" and "categories" in column:
+                    series[name] = pd.Series(_categorical(values, column, self.path, name))
+                elif dtype.startswith("datetime64"):
+                    aware = ", " in dtype  # each cell holds its offset, which DST may vary: via UTC
+                    read = pd.to_datetime(values, format="ISO8601", utc=aware)
+                    series[name] = pd.Series(read).astype(dtype)
                 else:
                     series[name] = pd.Series(values, dtype=object if dtype in ("object", "image") else dtype)
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, OverflowError) as exc:
                 raise StoreCorruptError(self.path, name, f"cannot be read as {dtype} ({exc})") from exc
         return pd.DataFrame(series, columns=list(series))
 
-    def _column_dtypes(self) -> list[tuple[str, str]]:
+    def _column_dtypes(self) -> list[tuple[str, str, dict[str, Any]]]:
         columns = self.meta.get("columns")
         found = []
         for column in columns if isinstance(columns, list) else []:
@@ -131,11 +134,11 @@ class MediaItem:
             dtype = column.get("dtype") if isinstance(column, dict) else None
             if not isinstance(name, str) or not isinstance(dtype, str):
                 raise StoreCorruptError(self.path, "columns", f"holds {column!r}, not a name and a dtype")
-            found.append((name, dtype))
+            found.append((name, dtype, column))
         return found
 
     def _column_names(self) -> list[str]:
-        return [name for name, _ in self._column_dtypes()]
+        return [name for name, _, _ in self._column_dtypes()]
 
 
 def media_records(run: StoredRun) -> list[MediaLogged]:
@@ -202,7 +205,42 @@ def verify_media(run_dir: Path, records: list[MediaLogged]) -> list[str]:
     return problems
 
 
-def checked_bytes(path: Path, sha256: str) -> bytes:
+def verify_item(item: MediaItem) -> None:
+    """Every file ``item`` uses, checked before it is sent or served: its own against the record's
+    SHA-256, its preview against the hash its content-addressed name holds, and for a table each Image
+    cell's file against the cell's ``sha256`` (and its preview by name). A mismatch is a
+    :class:`StoreCorruptError` naming the file and the field."""
+    item.read_bytes()
+    if item.preview is not None:
+        checked_by_name(item.preview, "preview")
+    if item.kind == "table":
+        for cell in table_cells(item):
+            cell.read_bytes()
+            if cell.preview is not None:
+                checked_by_name(cell.preview, f"{cell.name}: preview")
+
+
+def table_cells(item: MediaItem) -> list[MediaItem]:
+    """The Image cells of a table (read without pandas), each with its path resolved in the run folder."""
+    columns = [name for name, dtype, _ in item._column_dtypes() if dtype == "image"]
+    if not columns:
+        return []
+    try:
+        rows = json.loads(item.read_bytes())["data"]
+        cells = [(column, row.get(column)) for row in rows for column in columns]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise StoreCorruptError(item.path, None, f"is not a readable table ({exc})") from exc
+    run_dir = item.path.parent.parent
+    found = [_image_cell(run_dir, cell, item, column) for column, cell in cells]
+    return [cell for cell in found if cell is not None]
+
+
+def checked_by_name(path: Path, field: str | None = None) -> bytes:
+    """A content-addressed media file (``media/<sha256>.<ext>``) checked against its name's hash."""
+    return checked_bytes(path, path.name.split(".", 1)[0], field)
+
+
+def checked_bytes(path: Path, sha256: str, field: str | None = None) -> bytes:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -212,9 +250,19 @@ def checked_bytes(path: Path, sha256: str) -> bytes:
     actual = hashlib.sha256(data).hexdigest()
     if actual != sha256:
         raise StoreCorruptError(
-            path, "sha256", f"is {actual[:12]}... on disk, but {sha256[:12]}... was logged"
+            path, field or "sha256", f"is {actual[:12]}... on disk, but {sha256[:12]}... was logged"
         )
     return data
+
+
+def _categorical(values: list[Any], column: dict[str, Any], path: Path, name: str) -> Any:
+    """A categorical column with the logged categories in their order and ``ordered`` flag."""
+    import pandas as pd
+
+    categories, ordered = column.get("categories"), column.get("ordered")
+    if not isinstance(categories, list) or not isinstance(ordered, bool):
+        raise StoreCorruptError(path, name, "holds categories that are not a list with an ordered flag")
+    return pd.Categorical(values, categories=categories, ordered=ordered)
 
 
 def _npy(data: bytes, path: Path) -> npt.NDArray[Any]:
@@ -234,9 +282,27 @@ def _wav_samples(data: bytes, path: Path, meta: dict[str, Any]) -> npt.NDArray[A
     dtype = _WAV_DTYPES.get(width)
     if dtype is None:
         raise StoreCorruptError(path, None, f"holds {width * 8}-bit samples, not 8, 16 or 32")
+    if channels < 1 or len(raw) % (width * channels):
+        raise StoreCorruptError(
+            path, None, f"holds {len(raw)} bytes, not whole frames of {channels} channels"
+        )
     samples: npt.NDArray[Any] = np.frombuffer(raw, dtype=dtype).reshape(-1, channels)
+    return _as_logged_shape(samples, meta, path)
+
+
+def _as_logged_shape(array: npt.NDArray[Any], meta: dict[str, Any], path: Path) -> npt.NDArray[Any]:
+    """``array`` as decoded, in the shape the record names, which may only add or drop a last axis of
+    one (a single-channel PNG or a mono WAV); any other shape is a :class:`StoreCorruptError` (a
+    reshape would silently reorder the pixels or samples)."""
     shape = meta.get("shape")
-    return samples.reshape(shape) if isinstance(shape, list) and len(shape) == 1 else samples
+    if shape is None:
+        return array
+    decoded = list(array.shape)
+    squeezed = decoded[:-1] if decoded[-1:] == [1] else decoded
+    ints = isinstance(shape, list) and all(type(size) is int for size in shape)
+    if not ints or shape not in (decoded, squeezed, [*decoded, 1]):
+        raise StoreCorruptError(path, "shape", f"is {shape!r}, but the file decodes to shape {decoded}")
+    return array.reshape(shape)
 
 
 def _image_cell(run_dir: Path, cell: Any, table: MediaItem, column: str) -> MediaItem | None:
@@ -269,4 +335,14 @@ def _image_cell(run_dir: Path, cell: Any, table: MediaItem, column: str) -> Medi
     )
 
 
-__all__ = ["MediaItem", "item_of", "media_names", "media_of", "table_of", "verify_media"]
+__all__ = [
+    "MediaItem",
+    "checked_by_name",
+    "item_of",
+    "media_names",
+    "media_of",
+    "table_cells",
+    "table_of",
+    "verify_item",
+    "verify_media",
+]

@@ -22,8 +22,9 @@ import numpy.typing as npt
 from runtel.errors import StoreCorruptError
 from runtel.records import FigureLogged, HistogramLogged, MediaLogged
 from runtel.store import _layout
-from runtel.store._events import read_events
+from runtel.store._events import MEDIA_PATH, read_events
 from runtel.store._untrusted import inside, relocated
+from runtel.store.media import checked_by_name
 from runtel.store.query import StoredRun, run_file
 from runtel.store.scan import READ_ERRORS, reason
 
@@ -207,7 +208,11 @@ def listed_file(run: StoredRun, relative: str) -> Path | None:
     if relative not in run_media(run).files:
         return None
     found = inside(run.dir, relative, run.dir / _layout.EVENTS, "path")
-    return found if found.is_file() else None
+    if not found.is_file():
+        return None
+    if MEDIA_PATH.fullmatch(relative):
+        checked_by_name(found, "path")  # a content-addressed file changed on disk is not served
+    return found
 
 
 def media_url(run_id: str, relative: str) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 from runtel.errors import MissingExtraError
 from runtel.store import _layout
 from runtel.store._untrusted import inside
-from runtel.store.media import MediaItem
+from runtel.store.media import MediaItem, checked_by_name
 from runtel.store.query import StoredRun
 from runtel.ui.media_data import Item, media_url, run_media
 
@@ -94,7 +94,10 @@ def cell_file(run: StoredRun, table: str, relative: str) -> Path | None:
     if found is None or relative not in load(run, found).cells:
         return None
     path = inside(run.dir, relative, run.dir / _layout.EVENTS, "path")
-    return path if path.is_file() else None
+    if not path.is_file():
+        return None
+    checked_by_name(path, "path")  # a cell's file changed on disk is not served
+    return path
 
 
 def page(
