@@ -581,10 +581,13 @@ def human_bytes(size: float) -> str:
     return f"{size / 1024**power:.2f} {units[power]}"
 
 
-def open_run(store: Store, key: str) -> StoredRun:
-    """``store.run(key)``; when nothing matches a short hex key, the message names the 8-character rule."""
+def open_run(store: Store, key: str, *, unique: bool = False) -> StoredRun:
+    """``store.run(key)``; when nothing matches a short hex key, the message names the 8-character rule.
+    ``unique`` (commands that change a run) refuses a name several runs have."""
+    from runtel.store.scan import lookup
+
     try:
-        return store.run(key)
+        return lookup(store.base_dir, key, unique=True) if unique else store.run(key)
     except RunNotFoundError as exc:
         if len(key) < 8 and all(c in "0123456789abcdef" for c in key.lower()):
             raise RunNotFoundError(

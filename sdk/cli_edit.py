@@ -96,7 +96,9 @@ def remove_runs(args: argparse.Namespace) -> int:
     if args.permanent and not args.yes:
         raise ConfigError("rm --permanent deletes the run folders for good: add --yes to confirm")
     store = open_store(args.base_dir)
-    runs = [open_run(store, key) for key in args.runs]  # every key resolved before anything moves
+    runs = [
+        open_run(store, key, unique=True) for key in args.runs
+    ]  # every key resolved before anything moves
     for run in runs:
         original = run.dir
         moved = store.delete(run, permanent=args.permanent)
@@ -111,4 +113,4 @@ def remove_runs(args: argparse.Namespace) -> int:
 def _open(args: argparse.Namespace) -> Any:
     from runtel.cli_commands import open_run, open_store
 
-    return open_run(open_store(args.base_dir), args.run)
+    return open_run(open_store(args.base_dir), args.run, unique=True)

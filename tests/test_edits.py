@@ -192,6 +192,26 @@ def test_cli_tag_with_base_dir_first(base_dir: Path) -> None:
     assert list(runtel.Store(base_dir).run(run.id).tags) == ["x"]
 
 
+def test_a_name_edit_finds_the_renamed_run_and_an_ambiguous_name_is_refused(
+    base_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    older = _run(base_dir, name="r4")
+    renamed = _run(base_dir, name="r11")
+    assert main(["rename", "r11", "r4", "--base-dir", str(base_dir)]) == 0
+    assert runtel.Store(base_dir).run("r4").id == renamed.id  # the latest of the name, not its folder
+    capsys.readouterr()
+    assert main(["tag", "r4", "+picked", "--base-dir", str(base_dir)]) == 1
+    err = capsys.readouterr().err
+    assert older.id in err and renamed.id in err
+    assert "picked" not in runtel.Store(base_dir).run(older.id).tags
+    assert main(["rename", older.id, "r4-old", "--base-dir", str(base_dir)]) == 0
+    assert main(["tag", "r4", "+picked", "--base-dir", str(base_dir)]) == 0
+    assert list(runtel.Store(base_dir).run(renamed.id).tags) == ["draft", "picked"]
+    assert list(runtel.Store(base_dir).run(older.id).tags) == ["draft"]
+    with pytest.raises(RunNotFoundError):
+        runtel.Store(base_dir).run("r11")  # the old name of a renamed run names nothing
+
+
 def test_cli_rm_moves_to_trash_and_says_how_to_restore(
     base_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -8,7 +8,8 @@ Costs: :func:`scan` reads one ``metadata.json`` per folder and :func:`listing_pr
 ``summary.json``, each not again while the file is unchanged (cached in the process per file, by
 inode, size and modification time), so a UI refreshing its table re-reads only what changed.
 :func:`lookup` finds a run from folder names (``<name>_<id8>``) and reads only the folders that
-match. :func:`problems` is the full damage probe of one folder (``runtel show``, the UI's run card).
+match, and those with edits (a renamed run). :func:`problems` is the full damage probe of one
+folder (``runtel show``, the UI's run card).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from runtel.store._events import read_events
 from runtel.store._metrics import point_counts
 from runtel.store._metrics import problems as series_problems
 from runtel.store._untrusted import finite_number, load_object
-from runtel.store.edits import read_edits
+from runtel.store.edits import EDITS, read_edits
 from runtel.store.query import (
     StoredRun,
     check_metadata,
@@ -98,8 +99,12 @@ def scan(base_dir: str | os.PathLike[str]) -> Listing:
     return listing
 
 
-def lookup(base_dir: str | os.PathLike[str], key: str) -> StoredRun:
-    """A run by folder name, full id, id prefix (8+ characters) or run name (the latest of that name)."""
+def lookup(base_dir: str | os.PathLike[str], key: str, *, unique: bool = False) -> StoredRun:
+    """A run by folder name, full id, id prefix (8+ characters) or run name (the latest of that name).
+
+    Names are the effective ones (renames in ``edits.jsonl`` applied). ``unique`` refuses a name that
+    several runs have, listing their ids: a command that changes a run must not guess which one.
+    """
     base = Path(base_dir)
     if not isinstance(key, str) or not key:
         raise RunNotFoundError(f"no run {key!r} in {base}: give a run id, 8+ character id prefix or name")
@@ -115,10 +120,10 @@ def lookup(base_dir: str | os.PathLike[str], key: str) -> StoredRun:
         by_id = _by_id(base, lowered)
         if by_id is not None:
             return by_id
-    by_name = _latest([run for run in _open(base, _name_candidates(base, key)) if run.name == key])
+    by_name = _one_named(base, key, _open(base, _name_candidates(base, key)), unique)
     if by_name is not None:
         return by_name
-    return _by_reading_every_run(base, key)
+    return _by_reading_every_run(base, key, unique)
 
 
 def count_points(run: StoredRun) -> int:
@@ -292,9 +297,27 @@ def _by_id(base: Path, key: str) -> StoredRun | None:
 
 
 def _name_candidates(base: Path, name: str) -> list[str]:
-    """Folders ``<slug>_<id8>`` whose slug is what :func:`_layout.folder_name` makes of ``name``."""
+    """Folders ``<slug>_<id8>`` whose slug is what :func:`_layout.folder_name` makes of ``name``, and
+    every folder with an ``edits.jsonl`` (a rename keeps the folder of the old name)."""
     prefix = _layout.folder_name(name, "")
-    return _folders(base, lambda folder: folder.startswith(prefix) and len(folder) == len(prefix) + 8)
+    return _folders(
+        base,
+        lambda folder: (
+            (folder.startswith(prefix) and len(folder) == len(prefix) + 8)
+            or os.path.lexists(f"{base}{os.sep}{folder}{os.sep}{EDITS}")
+        ),
+    )
+
+
+def _one_named(base: Path, name: str, runs: list[StoredRun], unique: bool) -> StoredRun | None:
+    """The latest of ``runs`` whose effective name is ``name``; with ``unique``, an error when several are."""
+    named = [run for run in runs if run.name == name]
+    if unique and len(named) > 1:
+        raise RunNotFoundError(
+            f"{len(named)} runs in {base} are named {name!r} "
+            f"({', '.join(run.id for run in named)}): give the id of the one to change"
+        )
+    return _latest(named)
 
 
 def _folders(base: Path, wanted: Any) -> list[str]:
@@ -321,7 +344,7 @@ def _latest(runs: list[StoredRun]) -> StoredRun | None:
     return max(runs, key=lambda run: finite_number(run.metadata.get("start_time")))
 
 
-def _by_reading_every_run(base: Path, key: str) -> StoredRun:
+def _by_reading_every_run(base: Path, key: str, unique: bool = False) -> StoredRun:
     """Folders renamed or written by other tools: the same rules over every readable run."""
     runs = scan(base).runs
     for run in runs:
@@ -331,7 +354,7 @@ def _by_reading_every_run(base: Path, key: str) -> StoredRun:
         prefixed = [run for run in runs if run.id.startswith(key)]
         if len(prefixed) == 1:
             return prefixed[0]
-    named = _latest([run for run in runs if run.name == key])
+    named = _one_named(base, key, runs, unique)
     if named is not None:
         return named
     raise RunNotFoundError(f"no run {key!r} in {base} ({len(runs)} runs there)")
