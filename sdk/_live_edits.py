@@ -8,12 +8,17 @@ before ``RunEnded``, so a live W&B, MLflow or Neptune run ends with the tags the
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+from runtel.errors import StoreWriteError
 from runtel.records import Record, RunEdited
-from runtel.store.edits import Tags, append_edit, make_edit, read_edits, with_edits
+from runtel.store.edits import Tags, append_edit, make_edit, read_edits, what_changes, with_edits
 from runtel.store.query import read_metadata
+
+logger = logging.getLogger("runtel")
 
 
 class LiveEdits:
@@ -31,6 +36,8 @@ class LiveEdits:
         self._send = send
         self._live = live  # after finish() the exporters are closed: an edit is only stored, as any later one
         self._own: set[RunEdited] = set()
+        #: Edits not stored while the run was live (the edits file full or unwritable), warned once.
+        self.refused = 0
 
     @property
     def tags(self) -> Tags:
@@ -40,14 +47,38 @@ class LiveEdits:
         self.record(make_edit(note=note))
 
     def record(self, edit: RunEdited) -> None:
-        append_edit(self._dir, edit)
-        self._own.add(edit)
+        changes = what_changes(edit, self._effective())
+        if changes is None:
+            return
         if self._live():
-            self._send([edit])
+            try:
+                append_edit(self._dir, changes)
+            except StoreWriteError as exc:  # a full or unwritable edits file must not stop training
+                self._refused(changes, exc)
+                return
+        else:
+            append_edit(self._dir, changes)
+        self._own.add(changes)
+        if self._live():
+            self._send([changes])
+
+    def _refused(self, edit: RunEdited, error: StoreWriteError) -> None:
+        """An edit a live run could not store: warned (once per run, then counted), not raised."""
+        self.refused += 1
+        if self.refused == 1:
+            logger.warning(
+                "runtel: an edit of run %s was not recorded (%s); the run goes on logging, and "
+                "later edits that cannot be stored are dropped the same way",
+                self._dir.name,
+                error,
+            )
 
     def others(self) -> list[RunEdited]:
         """Edits made by other processes since this session of the run started, in order."""
         return [e for e in read_edits(self._dir).edits if e.time >= self._started and e not in self._own]
 
     def _current_tags(self) -> tuple[str, ...]:
-        return tuple(with_edits(self._dir, read_metadata(self._dir)).get("tags") or ())
+        return tuple(self._effective().get("tags") or ())
+
+    def _effective(self) -> dict[str, Any]:
+        return with_edits(self._dir, read_metadata(self._dir))

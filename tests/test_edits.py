@@ -132,6 +132,46 @@ def test_a_live_run_object_edited_after_finish_stores_the_edit(base_dir: Path) -
     assert list(stored.tags) == ["late"] and stored.note == "after the fact"
 
 
+def test_an_edit_that_changes_nothing_writes_nothing(base_dir: Path) -> None:
+    run = _run(base_dir)
+    run.set_note("n")
+    run.tags.add("draft")
+    run.tags.remove("absent")
+    run.set_note("n")
+    run.rename("lr3e-4")
+    run.edit(add=["draft"], remove=["absent"], note="n", name="lr3e-4")
+    assert (run.dir / EDITS).read_bytes().count(b"\n") == 1
+    run.edit(add=["draft", "new"], note="n")
+    (only,) = read_edits(run.dir).edits[1:]
+    assert (only.tags_added, only.tags_removed, only.note, only.name) == (("new",), (), None, None)
+
+
+def test_a_live_run_tagging_every_epoch_writes_one_line(base_dir: Path) -> None:
+    with runtel.init(project="p", name="live", base_dir=str(base_dir)) as run:
+        for epoch in range(50):
+            run.log({"loss": 1.0 / (epoch + 1)})
+            run.tags.add("x")
+            run.set_note("training")
+    assert (run.dir / EDITS).read_bytes().count(b"\n") == 2
+    assert list(runtel.Store(base_dir).run(run.id).tags) == ["x"]
+
+
+def test_a_live_run_whose_edits_file_is_full_warns_and_goes_on(
+    base_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with runtel.init(project="p", name="live", base_dir=str(base_dir)) as run:
+        with (run.dir / EDITS).open("wb") as handle:
+            handle.truncate(MAX_EDITS_BYTES + 1)
+        for step in range(3):
+            run.tags.add(f"t{step}")
+            run.log({"loss": float(step)})
+    warned = [r.getMessage() for r in caplog.records if "was not recorded" in r.getMessage()]
+    assert len(warned) == 1 and "limit" in warned[0]
+    assert run._edits.refused == 3
+    stored = runtel.Store(base_dir).run(run.id)
+    assert stored.status == "completed" and stored.summary()["metrics"]["loss"]["count"] == 3
+
+
 # ---------------------------------------------------------------------------------------- delete
 def test_delete_moves_the_run_to_the_trash_listed_nowhere_and_restorable(
     base_dir: Path, capsys: pytest.CaptureFixture[str]

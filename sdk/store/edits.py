@@ -29,7 +29,7 @@ import platform
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,22 @@ def make_edit(
     if not (added or removed or edit.note is not None or edit.name is not None):
         raise InvalidParamError("nothing to change: give tags to add or remove, a note or a name")
     return edit
+
+
+def what_changes(edit: RunEdited, effective: dict[str, Any]) -> RunEdited | None:
+    """``edit`` less what ``effective`` (the run's metadata with its edits) already is, or None when
+    nothing is left: a loop adding the same tag every epoch writes nothing, and never fills the file."""
+    tags = set(effective.get("tags") or ())
+    changes = replace(
+        edit,
+        tags_added=tuple(tag for tag in edit.tags_added if tag not in tags),
+        tags_removed=tuple(tag for tag in edit.tags_removed if tag in tags),
+        note=None if edit.note == effective.get("note") else edit.note,
+        name=None if edit.name == effective.get("name") else edit.name,
+    )
+    if changes.tags_added or changes.tags_removed or changes.note is not None or changes.name is not None:
+        return changes
+    return None
 
 
 def _strings(values: Iterable[str], what: str) -> list[str]:

@@ -129,10 +129,13 @@ class StoredRun:
         return delete_run(self.dir.parent, self, permanent=permanent)
 
     def _edit(self, edit: RunEdited) -> None:
-        from runtel.store.edits import append_edit
+        from runtel.store.edits import append_edit, what_changes
 
-        append_edit(self.dir, edit)
         self._use(read_metadata(self.dir))
+        changes = what_changes(edit, self.metadata)
+        if changes is not None:
+            append_edit(self.dir, changes)
+            self._use(read_metadata(self.dir))
 
     @property
     def sweep(self) -> SweepInfo | None:
