@@ -79,6 +79,33 @@ def test_a_run_in_a_checkout_holds_commit_branch_remote_and_dirty_flag(
     assert "s3cr3t" not in (run.dir / "environment.json").read_text()
 
 
+def test_a_script_run_from_another_folder_records_the_git_of_its_own_folder(
+    checkout: Path, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "data"
+    elsewhere.mkdir()
+    runs = tmp_path / "runs"
+    (checkout / "launch.py").write_text(
+        "import runtel\n"
+        f"with runtel.init(project='repro', base_dir={str(runs)!r}, capture_environment=True, console=False)"
+        " as run:\n    print(run.id)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(checkout / "launch.py")],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = json.loads((Store(str(runs)).run(done.stdout.strip()).dir / "environment.json").read_text())
+    assert found["cwd"] == str(elsewhere)
+    assert (
+        found["git"]["present"] is True
+        and found["git"]["commit"] == git(checkout, "rev-parse", "HEAD").strip()
+    )
+    assert found["git"]["diff"]["artifact"] == "diff.patch"
+
+
 def test_the_diff_of_staged_and_unstaged_changes_is_a_versioned_artifact(
     checkout: Path, tmp_path: Path
 ) -> None:
