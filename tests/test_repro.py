@@ -237,6 +237,16 @@ def test_show_reports_a_damaged_environment_file(tmp_path: Path, capsys: pytest.
     assert "git" in report["repro_problems"][0] and "not a JSON object" in report["repro_problems"][0]
 
 
+def test_the_console_tail_splits_on_newlines_only_and_keeps_each_lines_last_redraw(tmp_path: Path) -> None:
+    from runtel.store.repro import console_tail
+
+    (tmp_path / "output.log").write_text(
+        "page\x0cbreak\u2028same line\nloss 1\rloss 0.5\nlast\r\n", newline=""
+    )
+    assert console_tail(tmp_path, 20) == ["page\x0cbreak\u2028same line", "loss 0.5", "last"]
+    assert console_tail(tmp_path, 1) == ["last"]
+
+
 def test_the_package_scan_is_reused_until_an_install_changes_a_path_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
