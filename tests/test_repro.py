@@ -237,6 +237,28 @@ def test_show_reports_a_damaged_environment_file(tmp_path: Path, capsys: pytest.
     assert "git" in report["repro_problems"][0] and "not a JSON object" in report["repro_problems"][0]
 
 
+def test_show_prints_no_terminal_escape_from_the_console_or_the_environment(
+    checkout: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with start(tmp_path) as run:
+        pass
+    document = environment(run)
+    document["git"]["commit"] = "\x1b]0;retitled\x07abc"
+    document["git"]["branch"] = "[bold]main\x1b[2J"
+    document["command"] = ["train.py", "\x1b]52;c;cHduZWQ=\x1b\\"]
+    (run.dir / "environment.json").write_text(json.dumps(document))
+    (run.dir / "output.log").write_bytes(
+        b"\x1b]0;title\x07epoch 1\n\x1b[31mred\x1b[0m \xc2\x9b2Jc1\x07\x08 done\r\n"
+        b"  0%|\r 50%|\r100%| 10/10\n"
+    )
+    capsys.readouterr()
+    assert main(["show", run.id, "--base-dir", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert not any(c in out for c in "\x1b\x07\x08\x9b\r"), repr(out)
+    assert "commit abc" in out and "branch [bold]main " in out and "command: train.py " in out
+    assert out.endswith("epoch 1\nred c1 done\n100%| 10/10\n")
+
+
 def test_the_console_tail_splits_on_newlines_only_and_keeps_each_lines_last_redraw(tmp_path: Path) -> None:
     from runtel.store.repro import console_tail
 
