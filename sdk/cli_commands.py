@@ -164,7 +164,10 @@ def list_runs(args: argparse.Namespace) -> int:
             row["status"],
             row["started"],
             data.format_duration(row["duration"]),
-            ",".join(row["tags"]),
+            ",".join(
+                json.dumps(tag, ensure_ascii=False) if "," in tag or '"' in tag else tag
+                for tag in row["tags"]
+            ),
             ", ".join(f"{name}={_number(value, name)}" for name, value in row["best"].items()),
         )
         for row in rows

@@ -262,12 +262,34 @@ def test_cli_rm_moves_to_trash_and_says_how_to_restore(
     assert _ls(base_dir, capsys) == []
 
 
-def test_cli_rm_permanent_needs_yes(base_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    run = _run(base_dir)
-    assert main(["rm", run.id, "--permanent", "--base-dir", str(base_dir)]) == 1
-    assert "--yes" in capsys.readouterr().err and run.dir.is_dir()
-    assert main(["rm", run.id, "--permanent", "--yes", "--base-dir", str(base_dir)]) == 0
-    assert not run.dir.exists() and not (base_dir / ".trash").exists()
+def test_cli_rm_yes_deletes_for_good_and_permanent_is_the_same(
+    base_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = _run(base_dir, name="a"), _run(base_dir, name="b")
+    assert main(["rm", first.id, "--yes", "--base-dir", str(base_dir)]) == 0
+    assert "deleted" in capsys.readouterr().out
+    assert main(["rm", second.id, "--permanent", "--base-dir", str(base_dir)]) == 0
+    assert not first.dir.exists() and not second.dir.exists() and not (base_dir / ".trash").exists()
+
+
+def test_cli_tag_reads_options_and_changes_wherever_they_are(
+    base_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _run(base_dir, tags=("draft", "-old"))
+    assert main(["tag", run.id, "+x", f"--base-dir={base_dir}", "-draft"]) == 0
+    assert main(["tag", run.id, "+y", "--base-dir", str(base_dir), "--", "--old", "+-z"]) == 0
+    assert list(runtel.Store(base_dir).run(run.id).tags) == ["x", "y", "-z"]
+    capsys.readouterr()
+    assert main(["tag", run.id, "--colour=red", "--base-dir", str(base_dir)]) == 1
+    assert "unknown option '--colour=red'" in capsys.readouterr().err
+    assert list(runtel.Store(base_dir).run(run.id).tags) == ["x", "y", "-z"]
+
+
+def test_ls_shows_a_tag_holding_a_comma_quoted(base_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _run(base_dir, tags=("a,b", "c"))
+    capsys.readouterr()
+    assert main(["ls", "--base-dir", str(base_dir)]) == 0
+    assert '"a,b",c' in capsys.readouterr().out
 
 
 def test_cli_bad_tag_is_a_clear_error(base_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
