@@ -168,13 +168,13 @@ def list_runs(args: argparse.Namespace) -> int:
                 json.dumps(tag, ensure_ascii=False) if "," in tag or '"' in tag else tag
                 for tag in row["tags"]
             ),
-            ", ".join(f"{name}={_number(value, name)}" for name, value in row["best"].items()),
+            ", ".join(f"{name}={format_number(value, name)}" for name, value in row["best"].items()),
         )
         for row in rows
     ]
     out = sys.stdout
     out.write(f"{len(rows)} runs\n")
-    out.write(_columns(header, cells, colour=3 if out.isatty() else None))
+    out.write(format_columns(header, cells, colour=3 if out.isatty() else None))
     for item in listing.skipped:
         out.write(f"skipped {item.folder}/: {item.reason}\n")
     for folder, why in unreadable:
@@ -202,7 +202,7 @@ def select_runs(
     return runs
 
 
-def _columns(header: tuple[str, ...], cells: Sequence[tuple[str, ...]], colour: int | None) -> str:
+def format_columns(header: tuple[str, ...], cells: Sequence[tuple[str, ...]], colour: int | None) -> str:
     """A plain aligned table: rich lays out each cell in Python, too slow for 10,000 runs (see
     docs/benchmarks.md). ``colour`` is the status column to colour on a terminal, or None."""
     widths = [max([len(name), *(len(row[i]) for row in cells)]) for i, name in enumerate(header)]
@@ -235,13 +235,13 @@ def list_trials(args: argparse.Namespace) -> int:
         view.add_column(column, no_wrap=column in ("trial", "id", "status", "state"), overflow="fold")
     for row in table.rows:
         view.add_row(
-            _number(row["trial"]),
+            format_number(row["trial"]),
             row["name"],
             row["id8"],
             _status(row["status"]),
             row["state"],
-            _number(row["objective"]),
-            *(_number(row["params"].get(name)) for name in params),
+            format_number(row["objective"]),
+            *(format_number(row["params"].get(name)) for name in params),
         )
     _console().print(view)
     return 0
@@ -293,7 +293,8 @@ def show_run(args: argparse.Namespace) -> int:
         study = report["sweep"]
         console.print(
             f"sweep: {study['trials']} trials ({', '.join(f'{n} {k}' for k, n in study['states'].items())}); "
-            f"best trial {_number(study['best_trial'])}: {study['objective']} = {_number(study['best'])}"
+            f"best trial {format_number(study['best_trial'])}: "
+            f"{study['objective']} = {format_number(study['best'])}"
             f" (runtel ls --sweep {escape(row['name'])})"
         )
     params = Table("parameter", "value", title="parameters", title_justify="left")
@@ -306,8 +307,8 @@ def show_run(args: argparse.Namespace) -> int:
     for name, stats in report["metrics"].items():
         metrics.add_row(
             escape(name),
-            _number(stats.get("count")),
-            *(_number(stats.get(key), name) for key in ("last", "min", "max")),
+            format_number(stats.get("count")),
+            *(format_number(stats.get(key), name) for key in ("last", "min", "max")),
         )
     console.print(metrics)
     exporters = Table("exporter", "status", "adaptations", "error", title="exporters", title_justify="left")
@@ -423,10 +424,10 @@ def compare_runs(args: argparse.Namespace) -> int:
         table.add_row(
             escape(f"{row['name']} ({row['run_id'][:8]})"),
             escape(row["metric"]),
-            _number(row["best"], row["metric"]),
-            _number(row["best_step"]),
-            *(_number(row[key], row["metric"]) for key in ("last", "min", "max")),
-            _number(row["count"]),
+            format_number(row["best"], row["metric"]),
+            format_number(row["best_step"]),
+            *(format_number(row[key], row["metric"]) for key in ("last", "min", "max")),
+            format_number(row["count"]),
         )
     console.print(table)
     diff = Table(
@@ -560,7 +561,7 @@ def _status(status: str) -> str:
     return f"[{colour}]{status}[/]"
 
 
-def _number(value: Any, metric: str | None = None) -> str:
+def format_number(value: Any, metric: str | None = None) -> str:
     """A table cell: byte series (``system/memory.used``...) in KiB/MiB/GiB, other floats to 6 digits."""
     if isinstance(value, (int, float)) and metric is not None and _unit(metric) == "By":
         return human_bytes(value)
