@@ -1,4 +1,5 @@
-"""Tags and the note of a live run (``run.tags.add``, ``run.set_note``): the same edits as on a stored run.
+"""Tags, note and name of a live run (``run.tags.add``, ``run.set_note``, ``run.rename``): the same edits
+as on a stored run.
 
 They are appended to the run folder's ``edits.jsonl`` (:mod:`runtel.store.edits`, never through the store
 writer, which owns ``metadata.json``) and sent at once to the run's exporters as ``RunEdited``. Edits
@@ -45,6 +46,11 @@ class LiveEdits:
 
     def set_note(self, note: str) -> None:
         self.record(make_edit(note=note))
+
+    def rename(self, name: str) -> str:
+        """Record the new display name; the run's name afterwards (unchanged if it was not stored)."""
+        self.record(make_edit(name=name))
+        return str(self._effective().get("name") or name)
 
     def record(self, edit: RunEdited) -> None:
         changes = what_changes(edit, self._effective())

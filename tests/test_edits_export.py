@@ -102,6 +102,22 @@ def test_live_mlflow_run_gets_its_own_and_other_processes_edits(base_dir: Path, 
     assert list(runtel.Store(base_dir).run(run.id).tags) == ["baseline", "from-cli"]
 
 
+def test_a_live_run_renamed_is_renamed_in_the_store_and_in_mlflow_at_once(
+    base_dir: Path, tmp_path: Path
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exporter = MlflowExporter(uri, "live-rename", artifact_location=str(tmp_path / "artifacts"))
+    with runtel.init(project="p", name="live", base_dir=str(base_dir), exporters=[exporter]) as run:
+        run.log({"loss": 1.0})
+        run.rename("lr3e-4-s3")
+        assert run.name == "lr3e-4-s3"
+        run.flush(exporters=True)
+        assert MlflowClient(uri).get_run(exporter.mlflow_run_id or "").info.run_name == "lr3e-4-s3"
+        assert runtel.Store(base_dir).run("lr3e-4-s3").id == run.id
+    stored = runtel.Store(base_dir).run(run.id)
+    assert (stored.name, stored.metadata["original_name"]) == ("lr3e-4-s3", "live")
+
+
 def test_a_backend_without_tags_exports_an_edited_run_as_before(
     edited: dict[str, Any], tmp_path: Path
 ) -> None:
