@@ -215,6 +215,10 @@ def _write_error(exc: OSError, path: Path) -> StoreWriteError:
 _cache: dict[str, tuple[list[int], EditLog]] = {}
 
 
+#: What a never-edited run reads (most runs): one shared, immutable log.
+_NO_EDITS = EditLog()
+
+
 def read_edits(run_dir: Path) -> EditLog:
     """Every valid edit of the run, in order, and what was wrong with each line left out.
 
@@ -224,7 +228,7 @@ def read_edits(run_dir: Path) -> EditLog:
     try:
         info = os.lstat(path)
     except FileNotFoundError:
-        return EditLog()
+        return _NO_EDITS
     except OSError as exc:
         return EditLog((), (f"{EDITS} cannot be read ({exc.strerror})",))
     if not stat.S_ISREG(info.st_mode):

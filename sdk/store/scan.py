@@ -14,6 +14,7 @@ folder (``runtel show``, the UI's run card).
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -27,7 +28,7 @@ from runtel.store import _layout
 from runtel.store._events import read_events
 from runtel.store._metrics import point_counts
 from runtel.store._metrics import problems as series_problems
-from runtel.store._untrusted import finite_number, load_object
+from runtel.store._untrusted import finite_number, kind_of, load_object, parse_json
 from runtel.store.edits import EDITS, read_edits
 from runtel.store.query import (
     StoredRun,
@@ -41,6 +42,10 @@ from runtel.store.query import (
 #: Errors a damaged run folder can raise while being read; anything else is a bug and propagates.
 READ_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntelError)
 
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+#: A listing's reads: never through a final symbolic link, never blocking on a FIFO.
+_READ = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+_READ |= getattr(os, "O_BINARY", 0)
 _HEX = re.compile(r"[0-9a-f]+")
 _ID8 = re.compile(r".+_[0-9a-f]{8}")
 #: ``[inode, size, mtime in ns]`` of a file, and its validated document or why it cannot be read.
@@ -241,31 +246,74 @@ def _cached(
 ) -> dict[str, Any] | str:
     """``check`` of the JSON object in ``folder/name``, re-read only when the file changed.
 
-    Plain strings rather than ``Path`` objects: this runs once or twice per folder of a listing. A
-    symbolic link is never cached (it is resolved and checked on every read).
+    Plain strings and one ``os.open`` (``O_NOFOLLOW``), ``fstat`` and ``os.read`` rather than ``Path``
+    objects, ``lstat`` and ``open()``: this runs three times per folder of a listing (10,000 runs: 30,000
+    files). A symbolic link is never cached (it is resolved and checked on every read); anything but a
+    plain file (a folder, a FIFO: opened without blocking) is refused.
     """
     path = f"{folder}{os.sep}{name}"
     try:
-        info = os.lstat(path)
+        if not _NOFOLLOW and stat.S_ISLNK(os.lstat(path).st_mode):
+            return _through_link(folder, name, path, check)
+        descriptor = os.open(path, _READ)
     except FileNotFoundError:
         return dict(missing) if isinstance(missing, dict) else missing
     except OSError as exc:
+        if exc.errno == errno.ELOOP and _NOFOLLOW:  # O_NOFOLLOW met a symbolic link
+            return _through_link(folder, name, path, check)
         return f"{name} cannot be read ({exc.strerror})"
-    if stat.S_ISLNK(info.st_mode):
-        try:
-            return check(load_object(run_file(Path(folder), name)), path)
-        except StoreCorruptError as exc:
-            return reason(exc, Path(folder))
-    stamp = [info.st_ino, info.st_size, info.st_mtime_ns]
-    entry = cache.get(path)
-    if entry is None or entry[0] != stamp:
-        try:
-            found: dict[str, Any] | str = check(load_object(path), path)
-        except StoreCorruptError as exc:
-            found = reason(exc, Path(folder))
-        entry = (stamp, found)
-        cache[path] = entry
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            what = (
+                "is a folder, not a file"
+                if stat.S_ISDIR(info.st_mode)
+                else "is not a plain file (a FIFO or a device)"
+            )
+            return reason(StoreCorruptError(path, None, what), Path(folder))
+        stamp = [info.st_ino, info.st_size, info.st_mtime_ns]
+        entry = cache.get(path)
+        if entry is None or entry[0] != stamp:
+            entry = (stamp, _checked_document(_read_all(descriptor, info.st_size), path, folder, check))
+            cache[path] = entry
+    except OSError as exc:
+        return f"{name} cannot be read ({exc.strerror})"
+    finally:
+        os.close(descriptor)
     return dict(entry[1]) if isinstance(entry[1], dict) else entry[1]
+
+
+def _read_all(descriptor: int, size: int) -> bytes:
+    """The whole file: ``size`` bytes in one read, and on to the end if it grew meanwhile."""
+    data = os.read(descriptor, size + 1)
+    if len(data) <= size:
+        return data
+    parts = [data]
+    while chunk := os.read(descriptor, 1 << 20):
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _checked_document(
+    raw: bytes, path: str, folder: str, check: Callable[[dict[str, Any], str], dict[str, Any]]
+) -> dict[str, Any] | str:
+    try:
+        document = parse_json(raw, path)
+        if not isinstance(document, dict):
+            raise StoreCorruptError(path, None, f"holds {kind_of(document)}, not a JSON object")
+        return check(document, path)
+    except StoreCorruptError as exc:
+        return reason(exc, Path(folder))
+
+
+def _through_link(
+    folder: str, name: str, path: str, check: Callable[[dict[str, Any], str], dict[str, Any]]
+) -> dict[str, Any] | str:
+    """A file that is a symbolic link: followed only while it stays inside the run folder, not cached."""
+    try:
+        return check(load_object(run_file(Path(folder), name)), path)
+    except StoreCorruptError as exc:
+        return reason(exc, Path(folder))
 
 
 def _by_id(base: Path, key: str) -> StoredRun | None:
