@@ -346,9 +346,10 @@ class Store:
     def run(self, key: str) -> StoredRun:
         """A run by full id, id prefix (8+ characters), folder name or run name (the latest of that name).
 
-        Ids and names are found from folder names (``<name>_<id8>``), so the cost does not grow with
-        the number of runs; only a key no folder name matches falls back to reading every run. A
-        damaged folder that matches raises :class:`~runtel.errors.StoreCorruptError`.
+        Ids and names are found from folder names (``<name>_<id8>``) and, for names, the folders
+        holding edits (a renamed run keeps its folder); only a key none of those matches falls back
+        to reading every run. A damaged folder that matches raises
+        :class:`~runtel.errors.StoreCorruptError`.
         """
         from runtel.store.scan import lookup
 
