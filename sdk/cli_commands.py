@@ -277,18 +277,18 @@ def show_run(args: argparse.Namespace) -> int:
     console = _console()
     row = report["run"]
     console.print(
-        f"[bold]{escape(row['name'])}[/] {row['id']}  {_status(row['status'])}  "
-        f"project {escape(row['project'] or '—')}  "
+        f"[bold]{_shown(row['name'])}[/] {_shown(row['id'])}  {_status(row['status'])}  "
+        f"project {_shown(row['project'] or '—')}  "
         f"started {row['started']}  duration {data.format_duration(row['duration']) or '—'}  "
         f"points {row['points'] if row['points'] is not None else '—'}"
     )
     if row["tags"] or row["note"]:
-        note = f"  note: {escape(row['note'])}" if row["note"] else ""
-        console.print(f"tags {escape(', '.join(row['tags']) or '—')}{note}")
+        note = f"  note: {_shown(row['note'])}" if row["note"] else ""
+        console.print(f"tags {_shown(', '.join(row['tags']) or '—')}{note}")
     for problem in card["problems"]:
-        console.print(f"[red]{escape(str(problem))}")
+        console.print(f"[red]{_shown(problem)}")
     if card["error"]:
-        console.print(f"[red]error: {escape(str(card['error']).splitlines()[-1])}")
+        console.print(f"[red]error: {_shown(str(card['error']).splitlines()[-1])}")
     if "sweep" in report:
         study = report["sweep"]
         console.print(
@@ -558,7 +558,7 @@ def _console() -> Any:
 
 def _status(status: str) -> str:
     colour = {"completed": "green", "running": "blue"}.get(status, "red")
-    return f"[{colour}]{status}[/]"
+    return f"[{colour}]{_shown(status)}[/]"
 
 
 def format_number(value: Any, metric: str | None = None) -> str:
@@ -583,6 +583,13 @@ def human_bytes(size: float) -> str:
         return f"{size:g} B"
     power = min(int(math.log(abs(size), 1024)), len(units) - 1)
     return f"{size / 1024**power:.2f} {units[power]}"
+
+
+def _shown(text: object) -> str:
+    """A field read from the store as Rich markup printing it as plain text (no terminal escapes)."""
+    from runtel._terminal import plain
+
+    return escape(plain(str(text)))
 
 
 def open_run(store: Store, key: str, *, unique: bool = False) -> StoredRun:

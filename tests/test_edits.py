@@ -226,6 +226,20 @@ def test_cli_tag_note_rename_show_in_ls(base_dir: Path, capsys: pytest.CaptureFi
     assert "lr sweep, seed 3" in capsys.readouterr().out
 
 
+def test_show_prints_a_note_and_a_crafted_status_without_terminal_escapes(
+    base_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _run(base_dir)
+    run.set_note("seed 3 \x1b]52;c;cHduZWQ=\x07\x1b[2Jkept")
+    metadata = json.loads((run.dir / "metadata.json").read_text())
+    (run.dir / "metadata.json").write_text(json.dumps({**metadata, "status": "[link=x]\x1b[5mdone"}))
+    capsys.readouterr()
+    assert main(["show", run.id, "--base-dir", str(base_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "note: seed 3 kept" in out and "[link=x]done" in out
+
+
 def test_cli_tag_with_base_dir_first(base_dir: Path) -> None:
     run = _run(base_dir)
     assert main(["tag", "--base-dir", str(base_dir), run.id, "-draft", "x"]) == 0
