@@ -18,8 +18,17 @@ _SEQUENCE = re.compile(
 )
 #: C0 controls but tab and newline, DEL and the C1 controls.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+#: Anything :func:`plain` would change (ESC is a C0 control).
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def plain(text: str) -> str:
     """``text`` without terminal escape sequences and control characters (newline and tab kept)."""
     return _CONTROL.sub("", _SEQUENCE.sub("", text))
+
+
+def plain_row(cells: tuple[str, ...]) -> tuple[str, ...]:
+    """A table row with :func:`plain` applied to each cell; one search for the common clean row."""
+    if _UNSAFE.search("".join(cells)) is None:
+        return cells
+    return tuple(plain(cell).replace("\n", " ").replace("\t", " ") for cell in cells)

@@ -17,6 +17,7 @@ from typing import Any
 
 from rich.markup import escape
 
+from runtel._terminal import plain, plain_row
 from runtel.cli_repro import print_repro, repro_report
 from runtel.errors import ConfigError, MetricNotFoundError, RunNotFoundError
 from runtel.records import flatten_params
@@ -157,18 +158,20 @@ def list_runs(args: argparse.Namespace) -> int:
         return 0
     header = ("name", "id", "project", "status", "start", "duration", "tags", "best")
     cells = [
-        (
-            row["name"],
-            row["id8"],
-            row["project"],
-            row["status"],
-            row["started"],
-            data.format_duration(row["duration"]),
-            ",".join(
-                json.dumps(tag, ensure_ascii=False) if "," in tag or '"' in tag else tag
-                for tag in row["tags"]
-            ),
-            ", ".join(f"{name}={format_number(value, name)}" for name, value in row["best"].items()),
+        plain_row(
+            (
+                row["name"],
+                row["id8"],
+                row["project"],
+                row["status"],
+                row["started"],
+                data.format_duration(row["duration"]),
+                ",".join(
+                    json.dumps(tag, ensure_ascii=False) if "," in tag or '"' in tag else tag
+                    for tag in row["tags"]
+                ),
+                ", ".join(f"{name}={format_number(value, name)}" for name, value in row["best"].items()),
+            )
         )
         for row in rows
     ]
@@ -176,7 +179,7 @@ def list_runs(args: argparse.Namespace) -> int:
     out.write(f"{len(rows)} runs\n")
     out.write(format_columns(header, cells, colour=3 if out.isatty() else None))
     for item in listing.skipped:
-        out.write(f"skipped {item.folder}/: {item.reason}\n")
+        out.write(plain(f"skipped {item.folder}/: {item.reason}") + "\n")
     for folder, why in unreadable:
         out.write(f"unreadable {folder}/: {why} (its fields count as missing in --where/--sort)\n")
     return 0
@@ -587,8 +590,6 @@ def human_bytes(size: float) -> str:
 
 def _shown(text: object) -> str:
     """A field read from the store as Rich markup printing it as plain text (no terminal escapes)."""
-    from runtel._terminal import plain
-
     return escape(plain(str(text)))
 
 

@@ -240,6 +240,19 @@ def test_show_prints_a_note_and_a_crafted_status_without_terminal_escapes(
     assert "note: seed 3 kept" in out and "[link=x]done" in out
 
 
+def test_ls_prints_crafted_metadata_without_terminal_escapes(
+    base_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _run(base_dir)
+    metadata = json.loads((run.dir / "metadata.json").read_text())
+    crafted = {**metadata, "project": "p\x1b]0;title\x07x", "tags": ["t\x1b[2J"]}
+    (run.dir / "metadata.json").write_text(json.dumps(crafted))
+    capsys.readouterr()
+    assert main(["ls", "--base-dir", str(base_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and " px " in out and " t " in out
+
+
 def test_cli_tag_with_base_dir_first(base_dir: Path) -> None:
     run = _run(base_dir)
     assert main(["tag", "--base-dir", str(base_dir), run.id, "-draft", "x"]) == 0
