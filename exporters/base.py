@@ -93,6 +93,8 @@ class Capabilities:
     step rules as a series of its own (``media/<name>``), the items of a gallery sharing one step.
     ``captions``: the kinds whose caption the backend keeps (others are sent without, reported).
     Media names follow ``media_key_pattern`` (``key_pattern`` when None) and ``max_key_length``.
+
+    Tags (at start and in edits): one longer than ``max_tag_length`` characters is left out, reported.
     """
 
     step_rule: StepRule = "any"
@@ -132,6 +134,7 @@ class Capabilities:
     table_image_gaps: bool = True
     table_infinity: bool = True
     media_key_pattern: str | None = None
+    max_tag_length: int | None = None
 
 
 @runtime_checkable

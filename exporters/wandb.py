@@ -91,6 +91,8 @@ CAPABILITIES = Capabilities(
     # starting with "_" are wandb-internal (hidden from run.config.keys()).
     key_pattern=r"^(?![_-])(?!.*-$).+$",
     max_histogram_bins=512,  # wandb.Histogram raises above this.
+    # The run.tags setter refuses a list holding a tag over 64 characters, and then sets none of them.
+    max_tag_length=64,
     # wandb.Artifact names: alphanumerics, dashes, underscores and dots, at most 128 characters.
     artifact_name_pattern=r"[A-Za-z0-9_.\-]{1,128}",
     media=("image", "table", "text", "audio"),

@@ -37,6 +37,7 @@ from runtel.records import (
     MetricPoints,
     ParamsLogged,
     Record,
+    RunEdited,
     RunEnded,
     RunStarted,
     SpanEnded,
@@ -130,10 +131,16 @@ class Adapter:
                 out.extend(extra)
             elif isinstance(record, RunStarted):
                 config, extra = self._params(record.config, record.start_time, "parameter")
-                out.extend(
-                    [record if config is record.config else dataclasses.replace(record, config=config)]
-                )
+                tags = self._tags(record.tags)
+                if config is not record.config or tags is not record.tags:
+                    record = dataclasses.replace(record, config=config, tags=tags)
+                out.append(record)
                 out.extend(extra)
+            elif isinstance(record, RunEdited):
+                added = self._tags(record.tags_added)
+                if added is not record.tags_added:
+                    record = dataclasses.replace(record, tags_added=added)
+                out.append(record)
             elif isinstance(record, RunEnded):
                 out.extend(self._ended(record))
             elif isinstance(record, HistogramLogged):
@@ -152,6 +159,16 @@ class Adapter:
             else:
                 out.append(record)
         return out
+
+    def _tags(self, tags: tuple[str, ...]) -> tuple[str, ...]:
+        """``tags`` without those over ``max_tag_length`` (W&B refuses the whole update for one)."""
+        limit = self._caps.max_tag_length
+        if limit is None or all(len(tag) <= limit for tag in tags):
+            return tags
+        long = [tag for tag in tags if len(tag) > limit]
+        reason = f"longer than the backend's {limit} characters"
+        self._report.note("tags_left_out", len(long), [{"tag": tag, "reason": reason} for tag in long])
+        return tuple(tag for tag in tags if len(tag) <= limit)
 
     def _kept(self, record: ArtifactLogged | FigureLogged | HistogramLogged, taken: bool, kind: str) -> bool:
         if not taken:

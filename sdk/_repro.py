@@ -17,6 +17,7 @@ import platform
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -58,6 +59,34 @@ def process_facts() -> dict[str, Any]:
         "interpreter_command": [_redact.redact(arg) for arg in getattr(sys, "orig_argv", sys.argv)],
         "cwd": _working_directory(),
     }
+
+
+def code_folders(cwd: str | None) -> list[str]:
+    """Where git looks for the run's code, in order: the folder of the script being run (``cd /data &&
+    python ~/proj/train.py`` is the code of ``~/proj``), then the working directory (``python -c``,
+    ``python -m``, a REPL, or a console command installed with the interpreter)."""
+    folders: list[str] = []
+    script = _script_folder()
+    if script is not None:
+        folders.append(script)
+    if cwd is not None and cwd not in folders:
+        folders.append(cwd)
+    return folders
+
+
+def _script_folder() -> str | None:
+    """The folder of ``python path/to/script.py``; None for a module run with ``-m`` (found from the
+    working directory) and for a script installed in the interpreter's own folders (``pytest``)."""
+    main = sys.modules.get("__main__")
+    script = getattr(main, "__file__", None)
+    if getattr(main, "__spec__", None) is not None or not isinstance(script, str) or not script:
+        return None
+    folder = os.path.dirname(os.path.abspath(script))
+    paths = sysconfig.get_paths()
+    installed = [os.path.abspath(paths[key]) for key in ("scripts", "purelib", "platlib") if key in paths]
+    if any(folder == root or folder.startswith(root + os.sep) for root in installed):
+        return None
+    return folder if os.path.isdir(folder) else None
 
 
 def _working_directory() -> str | None:
@@ -258,7 +287,7 @@ class ReproCapture:
         self._options = options
         self._store_file = store_file
         self._facts = process_facts()
-        self._cwd = self._facts["cwd"]
+        self._code_dirs = code_folders(self._facts["cwd"])  # on the caller's thread, as the facts
         self._thread = threading.Thread(target=self._capture, name="runtel-repro", daemon=True)
         self._thread.start()
 
@@ -286,16 +315,19 @@ class ReproCapture:
             logger.exception("runtel: could not capture the run's environment (environment.json)")
 
     def _git(self, folder: Path) -> dict[str, Any]:
-        if self._cwd is None:
+        if not self._code_dirs:
             return {"present": False, "reason": "the working directory no longer exists"}
-        facts = git_facts(self._cwd)
-        if not facts.get("present"):
+        for code_dir in self._code_dirs:
+            facts = git_facts(code_dir)
+            if facts.get("present"):
+                break
+        else:
             return facts
         if not self._options.diff:
             facts["diff"] = {"stored": False, "reason": "off"}
             return facts
         target = folder / DIFF_ARTIFACT
-        diff = git_diff(self._cwd, facts.get("commit"), self._options.diff_max_bytes, target)
+        diff = git_diff(code_dir, facts.get("commit"), self._options.diff_max_bytes, target)
         if diff.get("stored"):
             diff["artifact"] = DIFF_ARTIFACT
             self._store_file(target, DIFF_ARTIFACT, "code", {"commit": facts.get("commit"), **diff})

@@ -17,6 +17,7 @@ from typing import Any
 
 from rich.markup import escape
 
+from runtel._terminal import plain, plain_row
 from runtel.cli_repro import print_repro, repro_report
 from runtel.errors import ConfigError, MetricNotFoundError, RunNotFoundError
 from runtel.records import flatten_params
@@ -157,23 +158,28 @@ def list_runs(args: argparse.Namespace) -> int:
         return 0
     header = ("name", "id", "project", "status", "start", "duration", "tags", "best")
     cells = [
-        (
-            row["name"],
-            row["id8"],
-            row["project"],
-            row["status"],
-            row["started"],
-            data.format_duration(row["duration"]),
-            ",".join(row["tags"]),
-            ", ".join(f"{name}={_number(value, name)}" for name, value in row["best"].items()),
+        plain_row(
+            (
+                row["name"],
+                row["id8"],
+                row["project"],
+                row["status"],
+                row["started"],
+                data.format_duration(row["duration"]),
+                ",".join(
+                    json.dumps(tag, ensure_ascii=False) if "," in tag or '"' in tag else tag
+                    for tag in row["tags"]
+                ),
+                ", ".join(f"{name}={format_number(value, name)}" for name, value in row["best"].items()),
+            )
         )
         for row in rows
     ]
     out = sys.stdout
     out.write(f"{len(rows)} runs\n")
-    out.write(_columns(header, cells, colour=3 if out.isatty() else None))
+    out.write(format_columns(header, cells, colour=3 if out.isatty() else None))
     for item in listing.skipped:
-        out.write(f"skipped {item.folder}/: {item.reason}\n")
+        out.write(plain(f"skipped {item.folder}/: {item.reason}") + "\n")
     for folder, why in unreadable:
         out.write(f"unreadable {folder}/: {why} (its fields count as missing in --where/--sort)\n")
     return 0
@@ -199,7 +205,7 @@ def select_runs(
     return runs
 
 
-def _columns(header: tuple[str, ...], cells: Sequence[tuple[str, ...]], colour: int | None) -> str:
+def format_columns(header: tuple[str, ...], cells: Sequence[tuple[str, ...]], colour: int | None) -> str:
     """A plain aligned table: rich lays out each cell in Python, too slow for 10,000 runs (see
     docs/benchmarks.md). ``colour`` is the status column to colour on a terminal, or None."""
     widths = [max([len(name), *(len(row[i]) for row in cells)]) for i, name in enumerate(header)]
@@ -232,13 +238,13 @@ def list_trials(args: argparse.Namespace) -> int:
         view.add_column(column, no_wrap=column in ("trial", "id", "status", "state"), overflow="fold")
     for row in table.rows:
         view.add_row(
-            _number(row["trial"]),
+            format_number(row["trial"]),
             row["name"],
             row["id8"],
             _status(row["status"]),
             row["state"],
-            _number(row["objective"]),
-            *(_number(row["params"].get(name)) for name in params),
+            format_number(row["objective"]),
+            *(format_number(row["params"].get(name)) for name in params),
         )
     _console().print(view)
     return 0
@@ -274,23 +280,24 @@ def show_run(args: argparse.Namespace) -> int:
     console = _console()
     row = report["run"]
     console.print(
-        f"[bold]{escape(row['name'])}[/] {row['id']}  {_status(row['status'])}  "
-        f"project {escape(row['project'] or '—')}  "
+        f"[bold]{_shown(row['name'])}[/] {_shown(row['id'])}  {_status(row['status'])}  "
+        f"project {_shown(row['project'] or '—')}  "
         f"started {row['started']}  duration {data.format_duration(row['duration']) or '—'}  "
         f"points {row['points'] if row['points'] is not None else '—'}"
     )
     if row["tags"] or row["note"]:
-        note = f"  note: {escape(row['note'])}" if row["note"] else ""
-        console.print(f"tags {escape(', '.join(row['tags']) or '—')}{note}")
+        note = f"  note: {_shown(row['note'])}" if row["note"] else ""
+        console.print(f"tags {_shown(', '.join(row['tags']) or '—')}{note}")
     for problem in card["problems"]:
-        console.print(f"[red]{escape(str(problem))}")
+        console.print(f"[red]{_shown(problem)}")
     if card["error"]:
-        console.print(f"[red]error: {escape(str(card['error']).splitlines()[-1])}")
+        console.print(f"[red]error: {_shown(str(card['error']).splitlines()[-1])}")
     if "sweep" in report:
         study = report["sweep"]
         console.print(
             f"sweep: {study['trials']} trials ({', '.join(f'{n} {k}' for k, n in study['states'].items())}); "
-            f"best trial {_number(study['best_trial'])}: {study['objective']} = {_number(study['best'])}"
+            f"best trial {format_number(study['best_trial'])}: "
+            f"{study['objective']} = {format_number(study['best'])}"
             f" (runtel ls --sweep {escape(row['name'])})"
         )
     params = Table("parameter", "value", title="parameters", title_justify="left")
@@ -303,8 +310,8 @@ def show_run(args: argparse.Namespace) -> int:
     for name, stats in report["metrics"].items():
         metrics.add_row(
             escape(name),
-            _number(stats.get("count")),
-            *(_number(stats.get(key), name) for key in ("last", "min", "max")),
+            format_number(stats.get("count")),
+            *(format_number(stats.get(key), name) for key in ("last", "min", "max")),
         )
     console.print(metrics)
     exporters = Table("exporter", "status", "adaptations", "error", title="exporters", title_justify="left")
@@ -420,10 +427,10 @@ def compare_runs(args: argparse.Namespace) -> int:
         table.add_row(
             escape(f"{row['name']} ({row['run_id'][:8]})"),
             escape(row["metric"]),
-            _number(row["best"], row["metric"]),
-            _number(row["best_step"]),
-            *(_number(row[key], row["metric"]) for key in ("last", "min", "max")),
-            _number(row["count"]),
+            format_number(row["best"], row["metric"]),
+            format_number(row["best_step"]),
+            *(format_number(row[key], row["metric"]) for key in ("last", "min", "max")),
+            format_number(row["count"]),
         )
     console.print(table)
     diff = Table(
@@ -554,10 +561,10 @@ def _console() -> Any:
 
 def _status(status: str) -> str:
     colour = {"completed": "green", "running": "blue"}.get(status, "red")
-    return f"[{colour}]{status}[/]"
+    return f"[{colour}]{_shown(status)}[/]"
 
 
-def _number(value: Any, metric: str | None = None) -> str:
+def format_number(value: Any, metric: str | None = None) -> str:
     """A table cell: byte series (``system/memory.used``...) in KiB/MiB/GiB, other floats to 6 digits."""
     if isinstance(value, (int, float)) and metric is not None and _unit(metric) == "By":
         return human_bytes(value)
@@ -581,10 +588,18 @@ def human_bytes(size: float) -> str:
     return f"{size / 1024**power:.2f} {units[power]}"
 
 
-def open_run(store: Store, key: str) -> StoredRun:
-    """``store.run(key)``; when nothing matches a short hex key, the message names the 8-character rule."""
+def _shown(text: object) -> str:
+    """A field read from the store as Rich markup printing it as plain text (no terminal escapes)."""
+    return escape(plain(str(text)))
+
+
+def open_run(store: Store, key: str, *, unique: bool = False) -> StoredRun:
+    """``store.run(key)``; when nothing matches a short hex key, the message names the 8-character rule.
+    ``unique`` (commands that change a run) refuses a name several runs have."""
+    from runtel.store.scan import lookup
+
     try:
-        return store.run(key)
+        return lookup(store.base_dir, key, unique=True) if unique else store.run(key)
     except RunNotFoundError as exc:
         if len(key) < 8 and all(c in "0123456789abcdef" for c in key.lower()):
             raise RunNotFoundError(

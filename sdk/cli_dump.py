@@ -14,11 +14,16 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
+import numpy as np
+import numpy.typing as npt
+
 from runtel.cli_commands import open_run, open_store
 
 #: Points formatted and written per batch: bounded memory for a series of any length.
 _BATCH = 65_536
 FORMATS = ("csv", "tsv", "jsonl")
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
 
 
 def register(commands: Any) -> None:
@@ -37,11 +42,11 @@ def register(commands: Any) -> None:
 def dump_series(args: argparse.Namespace) -> int:
     run = open_run(open_store(args.base_dir), args.run)
     steps, times, values = run.history(args.metric, args.rank)
-    write_series(sys.stdout, steps.tolist(), times.tolist(), values.tolist(), args.format)
+    write_series(sys.stdout, steps, times, values, args.format)
     return 0
 
 
-def write_series(out: TextIO, steps: list[int], times: list[float], values: list[float], form: str) -> None:
+def write_series(out: TextIO, steps: IntArray, times: FloatArray, values: FloatArray, form: str) -> None:
     """The points as ``form`` (one of :data:`FORMATS`) on ``out``, a header line first for CSV and TSV."""
     if form == "jsonl":
         lines = _lines(steps, times, values, _json_line)
@@ -54,11 +59,14 @@ def write_series(out: TextIO, steps: list[int], times: list[float], values: list
 
 
 def _lines(
-    steps: list[int], times: list[float], values: list[float], line: Callable[[int, float, float], str]
+    steps: IntArray, times: FloatArray, values: FloatArray, line: Callable[[int, float, float], str]
 ) -> Iterator[str]:
+    """One text block per batch: only a batch of points is ever held as Python objects."""
     for start in range(0, len(steps), _BATCH):
         end = start + _BATCH
-        yield "".join(map(line, steps[start:end], times[start:end], values[start:end]))
+        yield "".join(
+            map(line, steps[start:end].tolist(), times[start:end].tolist(), values[start:end].tolist())
+        )
 
 
 def _json_line(step: int, time: float, value: float) -> str:

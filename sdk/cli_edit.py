@@ -2,7 +2,7 @@
 
 Safe while the run is being written: edits are appended to the run's ``edits.jsonl``, which the live
 writer never touches. Nothing here asks a question, so scripts can call it: ``rm`` moves the run to
-``<base_dir>/.trash/`` (and prints how to move it back); only ``rm --permanent --yes`` removes it.
+``<base_dir>/.trash/`` (and prints how to move it back); ``rm --yes`` removes it for good.
 """
 
 from __future__ import annotations
@@ -38,10 +38,15 @@ def register(commands: Any) -> None:
     rename.add_argument("new_name", help="the new display name")
     _common(rename, rename_run)
 
-    rm = commands.add_parser("rm", help="move runs to the store's .trash folder (--permanent --yes: delete)")
+    rm = commands.add_parser("rm", help="move runs to the store's .trash folder (--yes: delete for good)")
     rm.add_argument("runs", nargs="+", help="run ids, 8+ character id prefixes, folders or names")
-    rm.add_argument("--permanent", action="store_true", help="delete for good instead (needs --yes)")
-    rm.add_argument("--yes", action="store_true", help="confirm --permanent (there are no prompts)")
+    rm.add_argument(
+        "--yes",
+        "--permanent",
+        dest="permanent",
+        action="store_true",
+        help="delete the run folders for good instead of moving them to the trash (there are no prompts)",
+    )
     _common(rm, remove_runs)
 
 
@@ -55,13 +60,7 @@ def _common(parser: argparse.ArgumentParser, handler: Any) -> None:
 def tag_run(args: argparse.Namespace) -> int:
     add: list[str] = []
     remove: list[str] = []
-    changes = list(args.changes)
-    while "--base-dir" in changes:  # given after the tags, where REMAINDER took it
-        at = changes.index("--base-dir")
-        if at + 1 >= len(changes):
-            raise ConfigError("--base-dir needs a folder")
-        args.base_dir = changes[at + 1]
-        del changes[at : at + 2]
+    changes = _tag_changes(args)
     if not changes:
         raise ConfigError("give tags to change: runtel tag RUN +add -remove")
     for change in changes:
@@ -73,6 +72,30 @@ def tag_run(args: argparse.Namespace) -> int:
     run.tags.update(add=add, remove=remove)
     print(f"{run.name} ({run.id[:8]}): tags {', '.join(run.tags) or '(none)'}")
     return 0
+
+
+def _tag_changes(args: argparse.Namespace) -> list[str]:
+    """The ``+tag``/``-tag`` words after RUN, with the options given among them (where REMAINDER took
+    them) applied to ``args``: ``--base-dir DIR`` and ``--base-dir=DIR``. After ``--`` every word is a
+    change, so ``-- --draft`` removes the tag ``-draft``; before it, another ``--word`` is refused."""
+    changes: list[str] = []
+    words = iter(args.changes)
+    for word in words:
+        if word == "--":
+            changes.extend(words)
+        elif word == "--base-dir" or word.startswith("--base-dir="):
+            folder = word.partition("=")[2] if "=" in word else next(words, None)
+            if not folder:
+                raise ConfigError("--base-dir needs a folder")
+            args.base_dir = folder
+        elif word.startswith("--"):
+            raise ConfigError(
+                f"unknown option {word!r} for runtel tag (the only option is --base-dir); to remove a "
+                f"tag that starts with '-', put -- before the changes: runtel tag RUN -- {word}"
+            )
+        else:
+            changes.append(word)
+    return changes
 
 
 def note_run(args: argparse.Namespace) -> int:
@@ -93,10 +116,10 @@ def rename_run(args: argparse.Namespace) -> int:
 def remove_runs(args: argparse.Namespace) -> int:
     from runtel.cli_commands import open_run, open_store
 
-    if args.permanent and not args.yes:
-        raise ConfigError("rm --permanent deletes the run folders for good: add --yes to confirm")
     store = open_store(args.base_dir)
-    runs = [open_run(store, key) for key in args.runs]  # every key resolved before anything moves
+    runs = [
+        open_run(store, key, unique=True) for key in args.runs
+    ]  # every key resolved before anything moves
     for run in runs:
         original = run.dir
         moved = store.delete(run, permanent=args.permanent)
@@ -111,4 +134,4 @@ def remove_runs(args: argparse.Namespace) -> int:
 def _open(args: argparse.Namespace) -> Any:
     from runtel.cli_commands import open_run, open_store
 
-    return open_run(open_store(args.base_dir), args.run)
+    return open_run(open_store(args.base_dir), args.run, unique=True)

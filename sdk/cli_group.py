@@ -11,7 +11,7 @@ import math
 import sys
 from typing import Any
 
-from runtel.cli_commands import _columns, _number, open_store, print_json, select_runs
+from runtel.cli_commands import format_columns, format_number, open_store, print_json, select_runs
 from runtel.errors import ConfigError
 from runtel.store.aggregate import aggregate
 from runtel.store.scan import scan
@@ -90,13 +90,13 @@ def list_groups(args: argparse.Namespace) -> int:
                 str(row["runs"]),
                 str(row["best_n"]),
                 _plus_minus(row["best_mean"], row["best_std"], result.metric),
-                _number(row["best_min"], result.metric),
-                _number(row["best_max"], result.metric),
+                format_number(row["best_min"], result.metric),
+                format_number(row["best_max"], result.metric),
                 _plus_minus(row["last_mean"], row["last_std"], result.metric),
             )
             for row in rows
         ]
-        out.write(_columns(header, cells, colour=None))
+        out.write(format_columns(header, cells, colour=None))
         for item in result.skipped:
             out.write(f"skipped {item.name} ({item.id[:8]}): {item.reason}\n")
     for folder in listing.skipped:
@@ -108,8 +108,8 @@ def list_groups(args: argparse.Namespace) -> int:
 
 def _plus_minus(mean: float, std: float, metric: str) -> str:
     if math.isnan(std):
-        return _number(mean, metric)
-    return f"{_number(mean, metric)} ± {_number(std, metric)}"
+        return format_number(mean, metric)
+    return f"{format_number(mean, metric)} ± {format_number(std, metric)}"
 
 
 def _cell(value: Any) -> str:
@@ -117,4 +117,4 @@ def _cell(value: Any) -> str:
         return "—"
     if isinstance(value, list):
         return ",".join(map(str, value)) or "(no tags)"
-    return _number(value)
+    return format_number(value)

@@ -603,6 +603,11 @@ class Run(MediaLogging):
         """Set the run's free-text note (``""`` clears it); recorded and sent to the exporters at once."""
         self._edits.set_note(note)
 
+    def rename(self, name: str) -> None:
+        """Change the run's display name (its folder and id stay); recorded and sent to the exporters at
+        once. ``run.name`` follows; the OpenTelemetry resource keeps the name the run started with."""
+        self.name = self._edits.rename(name)
+
     # ------------------------------------------------------------------ lifecycle
     def finish(
         self, status: str = "completed", *, error: str | None = None, error_type: str | None = None

@@ -254,6 +254,19 @@ def test_nested_params_and_metric_fields_group_by_their_filter_names(tmp_path: P
     assert [group.key for group in by_metric.groups] == [(0.0,), (1.0,), (2.0,)]
 
 
+def test_a_boolean_param_is_not_grouped_with_the_number_equal_to_it(tmp_path: Path) -> None:
+    for index, flag in enumerate([True, 1, False, 0, True]):
+        with runtel.init(
+            name=f"r{index}", base_dir=str(tmp_path), config={"flag": flag}, system_interval=0
+        ) as run:
+            run.log({METRIC: float(index)}, step=0)
+    result = runtel.Store(tmp_path).aggregate(METRIC, by=["params.flag"])
+    keys = [group.key for group in result.groups]
+    assert [(type(value), value) for (value,) in keys] == [(bool, False), (bool, True), (int, 0), (int, 1)]
+    assert result.group(True).n.tolist() == [2] and result.group(True).mean.tolist() == [2.0]
+    assert result.group(1).n.tolist() == [1] and result.group(1).mean.tolist() == [1.0]
+
+
 def test_a_grid_too_large_for_memory_asks_for_a_number_of_points(
     store: runtel.Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:

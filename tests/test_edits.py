@@ -132,6 +132,46 @@ def test_a_live_run_object_edited_after_finish_stores_the_edit(base_dir: Path) -
     assert list(stored.tags) == ["late"] and stored.note == "after the fact"
 
 
+def test_an_edit_that_changes_nothing_writes_nothing(base_dir: Path) -> None:
+    run = _run(base_dir)
+    run.set_note("n")
+    run.tags.add("draft")
+    run.tags.remove("absent")
+    run.set_note("n")
+    run.rename("lr3e-4")
+    run.edit(add=["draft"], remove=["absent"], note="n", name="lr3e-4")
+    assert (run.dir / EDITS).read_bytes().count(b"\n") == 1
+    run.edit(add=["draft", "new"], note="n")
+    (only,) = read_edits(run.dir).edits[1:]
+    assert (only.tags_added, only.tags_removed, only.note, only.name) == (("new",), (), None, None)
+
+
+def test_a_live_run_tagging_every_epoch_writes_one_line(base_dir: Path) -> None:
+    with runtel.init(project="p", name="live", base_dir=str(base_dir)) as run:
+        for epoch in range(50):
+            run.log({"loss": 1.0 / (epoch + 1)})
+            run.tags.add("x")
+            run.set_note("training")
+    assert (run.dir / EDITS).read_bytes().count(b"\n") == 2
+    assert list(runtel.Store(base_dir).run(run.id).tags) == ["x"]
+
+
+def test_a_live_run_whose_edits_file_is_full_warns_and_goes_on(
+    base_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with runtel.init(project="p", name="live", base_dir=str(base_dir)) as run:
+        with (run.dir / EDITS).open("wb") as handle:
+            handle.truncate(MAX_EDITS_BYTES + 1)
+        for step in range(3):
+            run.tags.add(f"t{step}")
+            run.log({"loss": float(step)})
+    warned = [r.getMessage() for r in caplog.records if "was not recorded" in r.getMessage()]
+    assert len(warned) == 1 and "limit" in warned[0]
+    assert run._edits.refused == 3
+    stored = runtel.Store(base_dir).run(run.id)
+    assert stored.status == "completed" and stored.summary()["metrics"]["loss"]["count"] == 3
+
+
 # ---------------------------------------------------------------------------------------- delete
 def test_delete_moves_the_run_to_the_trash_listed_nowhere_and_restorable(
     base_dir: Path, capsys: pytest.CaptureFixture[str]
@@ -186,10 +226,57 @@ def test_cli_tag_note_rename_show_in_ls(base_dir: Path, capsys: pytest.CaptureFi
     assert "lr sweep, seed 3" in capsys.readouterr().out
 
 
+def test_show_prints_a_note_and_a_crafted_status_without_terminal_escapes(
+    base_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _run(base_dir)
+    run.set_note("seed 3 \x1b]52;c;cHduZWQ=\x07\x1b[2Jkept")
+    metadata = json.loads((run.dir / "metadata.json").read_text())
+    (run.dir / "metadata.json").write_text(json.dumps({**metadata, "status": "[link=x]\x1b[5mdone"}))
+    capsys.readouterr()
+    assert main(["show", run.id, "--base-dir", str(base_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "note: seed 3 kept" in out and "[link=x]done" in out
+
+
+def test_ls_prints_crafted_metadata_without_terminal_escapes(
+    base_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _run(base_dir)
+    metadata = json.loads((run.dir / "metadata.json").read_text())
+    crafted = {**metadata, "project": "p\x1b]0;title\x07x", "tags": ["t\x1b[2J"]}
+    (run.dir / "metadata.json").write_text(json.dumps(crafted))
+    capsys.readouterr()
+    assert main(["ls", "--base-dir", str(base_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and " px " in out and " t " in out
+
+
 def test_cli_tag_with_base_dir_first(base_dir: Path) -> None:
     run = _run(base_dir)
     assert main(["tag", "--base-dir", str(base_dir), run.id, "-draft", "x"]) == 0
     assert list(runtel.Store(base_dir).run(run.id).tags) == ["x"]
+
+
+def test_a_name_edit_finds_the_renamed_run_and_an_ambiguous_name_is_refused(
+    base_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    older = _run(base_dir, name="r4")
+    renamed = _run(base_dir, name="r11")
+    assert main(["rename", "r11", "r4", "--base-dir", str(base_dir)]) == 0
+    assert runtel.Store(base_dir).run("r4").id == renamed.id  # the latest of the name, not its folder
+    capsys.readouterr()
+    assert main(["tag", "r4", "+picked", "--base-dir", str(base_dir)]) == 1
+    err = capsys.readouterr().err
+    assert older.id in err and renamed.id in err
+    assert "picked" not in runtel.Store(base_dir).run(older.id).tags
+    assert main(["rename", older.id, "r4-old", "--base-dir", str(base_dir)]) == 0
+    assert main(["tag", "r4", "+picked", "--base-dir", str(base_dir)]) == 0
+    assert list(runtel.Store(base_dir).run(renamed.id).tags) == ["draft", "picked"]
+    assert list(runtel.Store(base_dir).run(older.id).tags) == ["draft"]
+    with pytest.raises(RunNotFoundError):
+        runtel.Store(base_dir).run("r11")  # the old name of a renamed run names nothing
 
 
 def test_cli_rm_moves_to_trash_and_says_how_to_restore(
@@ -202,12 +289,34 @@ def test_cli_rm_moves_to_trash_and_says_how_to_restore(
     assert _ls(base_dir, capsys) == []
 
 
-def test_cli_rm_permanent_needs_yes(base_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    run = _run(base_dir)
-    assert main(["rm", run.id, "--permanent", "--base-dir", str(base_dir)]) == 1
-    assert "--yes" in capsys.readouterr().err and run.dir.is_dir()
-    assert main(["rm", run.id, "--permanent", "--yes", "--base-dir", str(base_dir)]) == 0
-    assert not run.dir.exists() and not (base_dir / ".trash").exists()
+def test_cli_rm_yes_deletes_for_good_and_permanent_is_the_same(
+    base_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = _run(base_dir, name="a"), _run(base_dir, name="b")
+    assert main(["rm", first.id, "--yes", "--base-dir", str(base_dir)]) == 0
+    assert "deleted" in capsys.readouterr().out
+    assert main(["rm", second.id, "--permanent", "--base-dir", str(base_dir)]) == 0
+    assert not first.dir.exists() and not second.dir.exists() and not (base_dir / ".trash").exists()
+
+
+def test_cli_tag_reads_options_and_changes_wherever_they_are(
+    base_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _run(base_dir, tags=("draft", "-old"))
+    assert main(["tag", run.id, "+x", f"--base-dir={base_dir}", "-draft"]) == 0
+    assert main(["tag", run.id, "+y", "--base-dir", str(base_dir), "--", "--old", "+-z"]) == 0
+    assert list(runtel.Store(base_dir).run(run.id).tags) == ["x", "y", "-z"]
+    capsys.readouterr()
+    assert main(["tag", run.id, "--colour=red", "--base-dir", str(base_dir)]) == 1
+    assert "unknown option '--colour=red'" in capsys.readouterr().err
+    assert list(runtel.Store(base_dir).run(run.id).tags) == ["x", "y", "-z"]
+
+
+def test_ls_shows_a_tag_holding_a_comma_quoted(base_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _run(base_dir, tags=("a,b", "c"))
+    capsys.readouterr()
+    assert main(["ls", "--base-dir", str(base_dir)]) == 0
+    assert '"a,b",c' in capsys.readouterr().out
 
 
 def test_cli_bad_tag_is_a_clear_error(base_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -102,6 +102,22 @@ def test_live_mlflow_run_gets_its_own_and_other_processes_edits(base_dir: Path, 
     assert list(runtel.Store(base_dir).run(run.id).tags) == ["baseline", "from-cli"]
 
 
+def test_a_live_run_renamed_is_renamed_in_the_store_and_in_mlflow_at_once(
+    base_dir: Path, tmp_path: Path
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exporter = MlflowExporter(uri, "live-rename", artifact_location=str(tmp_path / "artifacts"))
+    with runtel.init(project="p", name="live", base_dir=str(base_dir), exporters=[exporter]) as run:
+        run.log({"loss": 1.0})
+        run.rename("lr3e-4-s3")
+        assert run.name == "lr3e-4-s3"
+        run.flush(exporters=True)
+        assert MlflowClient(uri).get_run(exporter.mlflow_run_id or "").info.run_name == "lr3e-4-s3"
+        assert runtel.Store(base_dir).run("lr3e-4-s3").id == run.id
+    stored = runtel.Store(base_dir).run(run.id)
+    assert (stored.name, stored.metadata["original_name"]) == ("lr3e-4-s3", "live")
+
+
 def test_a_backend_without_tags_exports_an_edited_run_as_before(
     edited: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -110,3 +126,22 @@ def test_a_backend_without_tags_exports_an_edited_run_as_before(
     accumulator = EventAccumulator(str(folder), size_guidance={"scalars": 0})
     accumulator.Reload()
     assert [event.step for event in accumulator.Scalars("train/loss")] == list(range(edited["steps"]))
+
+
+def test_a_tag_too_long_for_wandb_is_left_out_reported_and_the_others_sent(
+    base_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    long, longer = "s" * 65, "e" * 80
+    with runtel.init(project="p", name="tagged", base_dir=str(base_dir), tags=["draft", long]) as run:
+        run.log({"loss": 1.0})
+    runtel.Store(base_dir).run(run.id).tags.update(add=["baseline", longer], remove=["draft"])
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    capsys.readouterr()
+    flags = ["--to", "wandb", "--mode", "offline", "--dir", str(tmp_path), "--json"]
+    assert main(["export", run.id, "--base-dir", str(base_dir), *flags]) == 0
+    (outcome,) = json.loads(capsys.readouterr().out)["runs"]
+    left_out = outcome["adaptations"]["tags_left_out"]
+    assert left_out["count"] == 2 and [e["tag"] for e in left_out["examples"]] == [long, longer]
+    log = read_finished_log(tmp_path, run.id)
+    assert log.run is not None and list(log.run.tags) == ["baseline"]
+    assert list(runtel.Store(base_dir).run(run.id).tags) == [long, "baseline", longer]  # the store keeps all

@@ -79,6 +79,33 @@ def test_a_run_in_a_checkout_holds_commit_branch_remote_and_dirty_flag(
     assert "s3cr3t" not in (run.dir / "environment.json").read_text()
 
 
+def test_a_script_run_from_another_folder_records_the_git_of_its_own_folder(
+    checkout: Path, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "data"
+    elsewhere.mkdir()
+    runs = tmp_path / "runs"
+    (checkout / "launch.py").write_text(
+        "import runtel\n"
+        f"with runtel.init(project='repro', base_dir={str(runs)!r}, capture_environment=True, console=False)"
+        " as run:\n    print(run.id)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(checkout / "launch.py")],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = json.loads((Store(str(runs)).run(done.stdout.strip()).dir / "environment.json").read_text())
+    assert found["cwd"] == str(elsewhere)
+    assert (
+        found["git"]["present"] is True
+        and found["git"]["commit"] == git(checkout, "rev-parse", "HEAD").strip()
+    )
+    assert found["git"]["diff"]["artifact"] == "diff.patch"
+
+
 def test_the_diff_of_staged_and_unstaged_changes_is_a_versioned_artifact(
     checkout: Path, tmp_path: Path
 ) -> None:
@@ -208,6 +235,38 @@ def test_show_reports_a_damaged_environment_file(tmp_path: Path, capsys: pytest.
     report = json.loads(capsys.readouterr().out)
     assert report["environment"] is None
     assert "git" in report["repro_problems"][0] and "not a JSON object" in report["repro_problems"][0]
+
+
+def test_show_prints_no_terminal_escape_from_the_console_or_the_environment(
+    checkout: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with start(tmp_path) as run:
+        pass
+    document = environment(run)
+    document["git"]["commit"] = "\x1b]0;retitled\x07abc"
+    document["git"]["branch"] = "[bold]main\x1b[2J"
+    document["command"] = ["train.py", "\x1b]52;c;cHduZWQ=\x1b\\"]
+    (run.dir / "environment.json").write_text(json.dumps(document))
+    (run.dir / "output.log").write_bytes(
+        b"\x1b]0;title\x07epoch 1\n\x1b[31mred\x1b[0m \xc2\x9b2Jc1\x07\x08 done\r\n"
+        b"  0%|\r 50%|\r100%| 10/10\n"
+    )
+    capsys.readouterr()
+    assert main(["show", run.id, "--base-dir", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert not any(c in out for c in "\x1b\x07\x08\x9b\r"), repr(out)
+    assert "commit abc" in out and "branch [bold]main " in out and "command: train.py " in out
+    assert out.endswith("epoch 1\nred c1 done\n100%| 10/10\n")
+
+
+def test_the_console_tail_splits_on_newlines_only_and_keeps_each_lines_last_redraw(tmp_path: Path) -> None:
+    from runtel.store.repro import console_tail
+
+    (tmp_path / "output.log").write_text(
+        "page\x0cbreak\u2028same line\nloss 1\rloss 0.5\nlast\r\n", newline=""
+    )
+    assert console_tail(tmp_path, 20) == ["page\x0cbreak\u2028same line", "loss 0.5", "last"]
+    assert console_tail(tmp_path, 1) == ["last"]
 
 
 def test_the_package_scan_is_reused_until_an_install_changes_a_path_folder(

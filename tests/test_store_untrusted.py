@@ -126,6 +126,16 @@ def _replace(name: str, content: str) -> Callable[[StoredRun, Path], None]:
     return damage
 
 
+def _fifo(name: str, *, folder: bool = False) -> Callable[[StoredRun, Path], None]:
+    """A FIFO (or a folder) in place of a run file: no reader may wait on it, or treat it as a file."""
+
+    def damage(victim: StoredRun, secret: Path) -> None:
+        (victim.dir / name).unlink(missing_ok=True)
+        (victim.dir / name).mkdir() if folder else os.mkfifo(victim.dir / name)
+
+    return damage
+
+
 def _metadata_symlink(victim: StoredRun, secret: Path) -> None:
     (victim.dir / "metadata.json").unlink()
     (victim.dir / "metadata.json").symlink_to(secret)
@@ -189,6 +199,8 @@ CASES: dict[str, tuple[Callable[[StoredRun, Path], None], bool, str]] = {
         "summary",
     ),
     "hyperparameters a list": (_replace("hyperparameters.json", "[1, 2]"), True, "params"),
+    "hyperparameters a FIFO": (_fifo("hyperparameters.json"), True, "params"),
+    "summary a folder": (_fifo("summary.json", folder=True), True, "summary"),
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -470,6 +471,38 @@ def test_keys_with_dots_and_damaged_files_read_as_missing(base_dir: Path) -> Non
 def test_huge_or_deeply_nested_input_is_a_filter_error(expression: str) -> None:
     with pytest.raises(FilterSyntaxError, match=r"nested too deeply|over the 10,000"):
         compile_where(expression)
+
+
+def test_nesting_over_the_depth_limit_points_at_the_first_level_too_deep() -> None:
+    compile_where("not " * 99 + "True")
+    with pytest.raises(FilterSyntaxError, match="nested too deeply") as caught:
+        compile_where("not " * 100 + "True")
+    assert caught.value.column == 401
+    with pytest.raises(FilterSyntaxError, match="nested too deeply"):
+        compile_where("params." + ".".join(["a"] * 120) + " = 1")
+
+
+def test_a_filter_matched_with_little_stack_left_is_a_filter_error(tmp_path: Path) -> None:
+    with runtel.init(name="r", base_dir=str(tmp_path), system_interval=0) as run:
+        run.log({"loss": 1.0})
+    runs = Store(tmp_path).runs()
+    deep = compile_where("not " * 97 + "-1 = 1")
+
+    def at_depth(left: int) -> None:
+        if left:
+            at_depth(left - 1)
+            return
+        with pytest.raises(FilterSyntaxError, match="nested too deeply"):
+            deep.select(runs)
+        with pytest.raises(FilterSyntaxError, match="nested too deeply"):
+            deep.matches(runs[0])
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(200)
+    try:
+        at_depth(120)
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 _GRAMMAR_BITS = [

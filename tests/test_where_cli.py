@@ -8,6 +8,7 @@ import json
 import math
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -251,3 +252,36 @@ def test_ls_where_names_a_file_it_could_not_read(
         f"unreadable {damaged.dir.name}/: hyperparameters.json is not valid JSON (half-written or damaged, "
         "line 1 column 11) (its fields count as missing in --where/--sort)"
     )
+
+
+class _Counting(io.StringIO):
+    """A sink that keeps only the number of characters and lines written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.chars = self.lines = 0
+
+    def write(self, text: str) -> int:
+        self.chars += len(text)
+        self.lines += text.count("\n")
+        return len(text)
+
+
+def test_dump_holds_one_batch_of_points_as_python_objects_at_a_time(
+    base_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    count = 300_000
+    with runtel.init(name="long", base_dir=str(base_dir), system_interval=0, console=False) as run:
+        for step in range(count):
+            run.log({"loss": 1.0 / (step + 1)}, step=step)
+    sink = _Counting()
+    monkeypatch.setattr(sys, "stdout", sink)
+    tracemalloc.start()
+    try:
+        assert main(["dump", run.id, "loss", "--base-dir", str(base_dir)]) == 0
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sink.lines == count + 1
+    # the arrays read take 7 MiB, the reading about as much again; whole lists of the points: 40+ MiB
+    assert peak < 28 * 2**20, f"peak {peak / 2**20:.1f} MiB for {count:,} points"

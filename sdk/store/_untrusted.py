@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,9 @@ ARRAY: Kind = ("a JSON array", (list,))
 def load_json(path: Where, default: Any = None) -> Any:
     """The parsed document at ``path``; ``default`` when it does not exist; ``StoreCorruptError`` else."""
     try:
-        with open(path, "rb") as handle:
+        with open(path, "rb", opener=_without_waiting) as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise StoreCorruptError(path, None, "is not a plain file (a FIFO or a device)")
             raw = handle.read()
     except FileNotFoundError:
         return default
@@ -37,6 +41,16 @@ def load_json(path: Where, default: Any = None) -> Any:
         raise StoreCorruptError(path, None, "is a folder, not a file") from None
     except OSError as exc:
         raise StoreCorruptError(path, None, f"cannot be read ({exc.strerror})") from exc
+    return parse_json(raw, path)
+
+
+def _without_waiting(path: str, flags: int) -> int:
+    """``open()``'s opener: a FIFO put where a file should be is opened (and refused), never waited on."""
+    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+
+
+def parse_json(raw: bytes, path: Where) -> Any:
+    """The document ``raw`` (the bytes of ``path``); ``StoreCorruptError`` naming the file if invalid."""
     try:
         return json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:

@@ -98,7 +98,7 @@ class Aggregate:
     def group(self, *key: Any) -> Group:
         """The group whose key is ``key`` (one value per ``by`` field); ``KeyError`` naming the keys."""
         for group in self.groups:
-            if group.key == key:
+            if _typed(group.key) == _typed(key):
                 return group
         raise KeyError(f"no group {key!r}; groups: {', '.join(repr(g.key) for g in self.groups)}")
 
@@ -153,7 +153,8 @@ def aggregate(
     if not isinstance(ddof, int) or isinstance(ddof, bool) or ddof < 0:
         raise ConfigError(f"ddof must be a non-negative integer, got {ddof!r}")
     direction = best_direction(metric, mode)
-    members: dict[tuple[Any, ...], list[tuple[StoredRun, Any, Any]]] = {}
+    #: By :func:`_typed` key (True and 1 apart, as in ``where``), with the key the group shows.
+    members: dict[tuple[Any, ...], tuple[tuple[Any, ...], list[tuple[StoredRun, Any, Any]]]] = {}
     skipped: list[SkippedRun] = []
     for run in runs:
         try:
@@ -168,9 +169,10 @@ def aggregate(
         if values.size == 0:
             skipped.append(SkippedRun(run.name, run.id, f"has no points of {metric!r} yet"))
             continue
-        members.setdefault(key, []).append((run, steps, values))
+        members.setdefault(_typed(key), (key, []))[1].append((run, steps, values))
     groups = tuple(
-        _group(key, fields, members[key], chosen_grid, direction, ddof) for key in sorted(members, key=_order)
+        _group(key, fields, runs_of, chosen_grid, direction, ddof)
+        for key, runs_of in sorted(members.values(), key=lambda group: _order(group[0]))
     )
     return Aggregate(metric, fields, direction, ddof, groups, tuple(skipped))
 
@@ -329,6 +331,15 @@ def _checked_grid(grid: Grid) -> FloatArray | int | None:
     if steps.ndim != 1 or steps.size == 0 or not np.isfinite(steps).all():
         raise ConfigError("a grid of steps must be a non-empty, one-dimensional sequence of finite numbers")
     return np.unique(steps)
+
+
+def _typed(value: Any) -> Any:
+    """``value`` with each bool marked: ``True == 1`` in Python, but a flag is not a number."""
+    if isinstance(value, bool):
+        return (bool, value)
+    if isinstance(value, tuple):
+        return (tuple, *(_typed(item) for item in value))
+    return value
 
 
 def _hashable(value: Any) -> Any:

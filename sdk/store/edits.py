@@ -29,7 +29,7 @@ import platform
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +122,22 @@ def make_edit(
     return edit
 
 
+def what_changes(edit: RunEdited, effective: dict[str, Any]) -> RunEdited | None:
+    """``edit`` less what ``effective`` (the run's metadata with its edits) already is, or None when
+    nothing is left: a loop adding the same tag every epoch writes nothing, and never fills the file."""
+    tags = set(effective.get("tags") or ())
+    changes = replace(
+        edit,
+        tags_added=tuple(tag for tag in edit.tags_added if tag not in tags),
+        tags_removed=tuple(tag for tag in edit.tags_removed if tag in tags),
+        note=None if edit.note == effective.get("note") else edit.note,
+        name=None if edit.name == effective.get("name") else edit.name,
+    )
+    if changes.tags_added or changes.tags_removed or changes.note is not None or changes.name is not None:
+        return changes
+    return None
+
+
 def _strings(values: Iterable[str], what: str) -> list[str]:
     if isinstance(values, str):  # "baseline" would otherwise be eight one-letter tags
         return [values]
@@ -199,6 +215,10 @@ def _write_error(exc: OSError, path: Path) -> StoreWriteError:
 _cache: dict[str, tuple[list[int], EditLog]] = {}
 
 
+#: What a never-edited run reads (most runs): one shared, immutable log.
+_NO_EDITS = EditLog()
+
+
 def read_edits(run_dir: Path) -> EditLog:
     """Every valid edit of the run, in order, and what was wrong with each line left out.
 
@@ -208,7 +228,7 @@ def read_edits(run_dir: Path) -> EditLog:
     try:
         info = os.lstat(path)
     except FileNotFoundError:
-        return EditLog()
+        return _NO_EDITS
     except OSError as exc:
         return EditLog((), (f"{EDITS} cannot be read ({exc.strerror})",))
     if not stat.S_ISREG(info.st_mode):

@@ -129,10 +129,13 @@ class StoredRun:
         return delete_run(self.dir.parent, self, permanent=permanent)
 
     def _edit(self, edit: RunEdited) -> None:
-        from runtel.store.edits import append_edit
+        from runtel.store.edits import append_edit, what_changes
 
-        append_edit(self.dir, edit)
         self._use(read_metadata(self.dir))
+        changes = what_changes(edit, self.metadata)
+        if changes is not None:
+            append_edit(self.dir, changes)
+            self._use(read_metadata(self.dir))
 
     @property
     def sweep(self) -> SweepInfo | None:
@@ -343,9 +346,10 @@ class Store:
     def run(self, key: str) -> StoredRun:
         """A run by full id, id prefix (8+ characters), folder name or run name (the latest of that name).
 
-        Ids and names are found from folder names (``<name>_<id8>``), so the cost does not grow with
-        the number of runs; only a key no folder name matches falls back to reading every run. A
-        damaged folder that matches raises :class:`~runtel.errors.StoreCorruptError`.
+        Ids and names are found from folder names (``<name>_<id8>``) and, for names, the folders
+        holding edits (a renamed run keeps its folder); only a key none of those matches falls back
+        to reading every run. A damaged folder that matches raises
+        :class:`~runtel.errors.StoreCorruptError`.
         """
         from runtel.store.scan import lookup
 

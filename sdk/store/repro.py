@@ -121,7 +121,16 @@ def console_tail(run_dir: Path, lines: int = 20) -> list[str]:
         return []
     except OSError as exc:
         raise StoreCorruptError(path, None, f"cannot be read ({exc.strerror})") from exc
-    text = data.decode("utf-8", "replace").splitlines()
+    text = data.decode("utf-8", "replace").split("\n")
+    if text and not text[-1]:
+        text.pop()  # the newline ending the last line
     if size > _TAIL_READ and text:
         text = text[1:]  # the first line read is likely cut
-    return text[-lines:] if lines > 0 else []
+    # a progress bar redraws its line after each ``\r``: what the terminal last showed is the last part
+    return [_last_redraw(line) for line in text[-lines:]] if lines > 0 else []
+
+
+def _last_redraw(line: str) -> str:
+    """The part of ``line`` after its last carriage return (``\r\n`` ends a line, it redraws nothing)."""
+    line = line.removesuffix("\r")
+    return line[line.rfind("\r") + 1 :]

@@ -47,6 +47,8 @@ from runtel.store.query import StoredRun, best_direction, live_status
 STATS = ("last", "min", "max", "best", "count", "last_step")
 #: Longest expression accepted: far beyond any filter a person writes, short of the parser's limits.
 MAX_LENGTH = 10_000
+#: Levels of nested expressions a filter may have (``not not ...``, ``- - ...``, ``params.a.b...``).
+MAX_DEPTH = 100
 #: Fields read from ``metadata.json`` (and ``duration`` from the summary where metadata lacks it).
 FIELDS = ("name", "id", "project", "status", "tags", "start_time", "duration")
 
@@ -124,13 +126,19 @@ class RunFilter:
 
     def matches(self, run: StoredRun) -> bool:
         """Whether ``run`` (from ``Store.runs()`` or ``Store.run()``) satisfies the expression."""
-        return self._test(_Values(run))
+        try:
+            return self._test(_Values(run))
+        except RecursionError:
+            raise _too_deep(_source(self.text)) from None
 
     def select(self, runs: Iterable[StoredRun], unreadable: Unreadable | None = None) -> list[StoredRun]:
         """The runs that match, in the order given; ``unreadable`` (when given) receives each run folder
         whose summary or params the expression needed and could not read, with the reason."""
         test = self._test
-        return [run for run in runs if test(_Values(run, unreadable))]
+        try:
+            return [run for run in runs if test(_Values(run, unreadable))]
+        except RecursionError:  # little stack left where this was called: the filter's depth is refused
+            raise _too_deep(_source(self.text)) from None
 
 
 def compile_where(text: str) -> RunFilter:
@@ -142,10 +150,26 @@ def compile_where(text: str) -> RunFilter:
     """
     source = _source(text)
     tree = _parse(source)
+    _check_depth(source, tree.body)
     try:
         return RunFilter(text, _boolean(source, tree.body))
     except RecursionError:
         raise _too_deep(source) from None
+
+
+def _check_depth(source: _Source, body: ast.expr) -> None:
+    """Refuse expressions nested over :data:`MAX_DEPTH` deep, at the first node too deep: compiling
+    and matching recurse once per level, and must never hit Python's recursion limit."""
+    level: list[ast.AST] = [body]
+    for _ in range(MAX_DEPTH):
+        level = [
+            child for node in level for child in ast.iter_child_nodes(node) if isinstance(child, ast.expr)
+        ]
+        if not level:
+            return
+    raise _refuse(
+        source, level[0], f"nested too deeply (over {MAX_DEPTH} levels of not, signs, brackets or keys)"
+    )
 
 
 _CONDITIONS = frozenset({"=", "==", "!=", "<", "<=", ">", ">="})

@@ -282,9 +282,9 @@ def _register(app: Dash, base: Path, reports: Path | None) -> None:
         shown = data.sort_rows(
             data.filter_rows(
                 [row for row in rows if row["id"] in kept_ids],
-                projects=_strings(projects),
-                statuses=_strings(statuses),
-                tags=_strings(tags),
+                projects=selected_strings(projects),
+                statuses=selected_strings(statuses),
+                tags=selected_strings(tags),
                 name=box.name,
             ),
             key if isinstance(key, str) else "start",
@@ -321,11 +321,11 @@ def _register(app: Dash, base: Path, reports: Path | None) -> None:
     )
     def metric_choices(selected: Any, _: Any, current: Any) -> tuple[Any, Any]:
         names = data.metric_names(listing().resolve(selected))
-        keep = [name for name in _strings(current) if name in names]
+        keep = [name for name in selected_strings(current) if name in names]
         if not keep:
             keep = [name for name in names if not name.startswith("system/")][:2]
         return [{"label": name, "value": name} for name in names], (
-            no_update if keep == _strings(current) else keep
+            no_update if keep == selected_strings(current) else keep
         )
 
     @app.callback(Output("charts", "children"), Input("metrics", "value"))
@@ -339,7 +339,7 @@ def _register(app: Dash, base: Path, reports: Path | None) -> None:
                     dcc.Store(id={"type": "metric-range", "index": name}),
                 ]
             )
-            for name in _strings(metrics)
+            for name in selected_strings(metrics)
         ]
 
     @app.callback(
@@ -395,7 +395,7 @@ def _register(app: Dash, base: Path, reports: Path | None) -> None:
     def best(selected: Any, metrics: Any, _: Any) -> list[Any]:
         from dash import dcc
 
-        values = data.best_values(listing().resolve(selected), _strings(metrics))
+        values = data.best_values(listing().resolve(selected), selected_strings(metrics))
         return [dcc.Graph(figure=_best_figure(metric, items)) for metric, items in values.items()]
 
     @app.callback(
@@ -411,7 +411,8 @@ def _register(app: Dash, base: Path, reports: Path | None) -> None:
         if not runs:
             return no_update, _SELECT_HINT
         try:
-            content = _export_report(base, reports, [run.id for run in runs], _strings(metrics) or None)
+            chosen = selected_strings(metrics) or None
+            content = _export_report(base, reports, [run.id for run in runs], chosen)
         except (*READ_ERRORS, ImportError) as exc:
             return no_update, f"Report not written: {exc}"
         return {"content": content, "filename": "comparison.html", "type": "text/html"}, (
@@ -662,7 +663,7 @@ def _ids_in(search: Any) -> list[str]:
     return [part for item in asked for part in item.split(",") if part]
 
 
-def _strings(value: Any) -> list[str]:
+def selected_strings(value: Any) -> list[str]:
     """A multi-select's value as a list of strings, whatever the browser sent."""
     if isinstance(value, str):
         return [value]

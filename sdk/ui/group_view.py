@@ -22,7 +22,7 @@ from runtel.store.aggregate import RUN_FIELDS, Aggregate, aggregate
 from runtel.store.query import StoredRun
 from runtel.store.scan import READ_ERRORS, scan
 from runtel.ui import data
-from runtel.ui.sweep_view import _dimension
+from runtel.ui.sweep_view import parallel_dimension
 
 if TYPE_CHECKING:
     from dash import Dash
@@ -65,7 +65,7 @@ def section() -> Any:
 def register(app: Dash, base: Path) -> None:
     from dash import Input, Output
 
-    from runtel.ui.app import _strings
+    from runtel.ui.app import selected_strings
 
     scope = [
         Input("selected", "value"),
@@ -84,9 +84,9 @@ def register(app: Dash, base: Path) -> None:
         box = data.filter_box(found.runs, name if isinstance(name, str) else "")
         rows = data.filter_rows(
             (data.run_row(run) for run in box.runs),
-            projects=_strings(projects),
-            statuses=_strings(statuses),
-            tags=_strings(tags),
+            projects=selected_strings(projects),
+            statuses=selected_strings(statuses),
+            tags=selected_strings(tags),
             name=box.name,
         )
         kept = {row["id"] for row in rows}
@@ -121,7 +121,7 @@ def register(app: Dash, base: Path) -> None:
             return [], "Choose a metric to group."
         runs = runs_in_scope(*filters[:5])
         try:
-            result = grouped(runs, metric, _strings(by))
+            result = grouped(runs, metric, selected_strings(by))
         except READ_ERRORS as exc:  # a field the grammar refuses, sent by hand, is a FilterSyntaxError
             return [], f"Not grouped: {exc}"
         shown: Band = "minmax" if band == "minmax" else "std"
@@ -208,7 +208,7 @@ def parcoords_figure(runs: Sequence[StoredRun], result: Aggregate) -> Figure:
     params = [flatten_params(data.params_of(run)) for run in shown]
     keys = param_keys(shown)
     varying = [key for key in keys if len({repr(p.get(key)) for p in params}) > 1] or keys
-    dimensions = [_dimension(key, [p.get(key) for p in params]) for key in varying]
+    dimensions = [parallel_dimension(key, [p.get(key) for p in params]) for key in varying]
     values = [best[run.id] for run in shown]
     dimensions.append({"label": f"best {result.metric}", "values": values})
     figure = go.Figure(

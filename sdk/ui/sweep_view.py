@@ -154,7 +154,9 @@ def parcoords_figure(table: SweepTable) -> Figure:
     import plotly.graph_objects as go
 
     rows = sorted(table.rows, key=lambda row: row["trial"] if isinstance(row["trial"], int) else -1)
-    dimensions = [_dimension(name, [row["params"].get(name) for row in rows]) for name in param_names(rows)]
+    dimensions = [
+        parallel_dimension(name, [row["params"].get(name) for row in rows]) for name in param_names(rows)
+    ]
     dimensions.append(
         {
             "label": "state",
@@ -213,7 +215,7 @@ def objective_figure(table: SweepTable) -> Figure:
     return figure
 
 
-def _dimension(name: str, values: Sequence[Any]) -> dict[str, Any]:
+def parallel_dimension(name: str, values: Sequence[Any]) -> dict[str, Any]:
     """A numeric axis, or a categorical one (values as ticks) for strings and mixed values."""
     if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
         return {"label": name, "values": list(values)}
