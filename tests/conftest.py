@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +88,22 @@ def browser() -> Iterator[Any]:
         chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
+
+
+#: Screenshots of browser tests, for looking at a failure afterwards.
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@contextmanager
+def watched_tab(browser: Any, height: int, screenshot: str | None = None) -> Iterator[Any]:
+    """A fresh tab that fails the test on any server error (HTTP 5xx) it saw; ``screenshot`` names the
+    full-page PNG kept in ``test-artifacts/`` when the tab closes."""
+    tab = browser.new_page(viewport={"width": 1400, "height": height})
+    failures: list[str] = []
+    tab.on("response", lambda response: failures.append(response.url) if response.status >= 500 else None)
+    yield tab
+    if screenshot is not None:
+        ARTIFACTS.mkdir(exist_ok=True)
+        tab.screenshot(path=str(ARTIFACTS / f"ui-{screenshot}.png"), full_page=True)
+    tab.close()
+    assert not failures, f"server errors: {failures}"

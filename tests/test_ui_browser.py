@@ -21,8 +21,8 @@ import pytest
 import runtel
 from runtel.ui import BackgroundServer, create_app
 from runtel.ui.media_data import media_url
+from tests.conftest import watched_tab
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 SPIKE_STEP, SPIKE_VALUE, POINTS = 654_321, 50.0, 1_000_000
 
 
@@ -95,14 +95,8 @@ def ui(store: dict[str, Any]) -> Iterator[str]:
 @pytest.fixture
 def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     """A fresh tab that fails the test on any server error; a screenshot is kept in test-artifacts/."""
-    tab = browser.new_page(viewport={"width": 1400, "height": 1800})
-    failures: list[str] = []
-    tab.on("response", lambda response: failures.append(response.url) if response.status >= 500 else None)
-    yield tab
-    ARTIFACTS.mkdir(exist_ok=True)
-    tab.screenshot(path=str(ARTIFACTS / f"ui-{request.node.name}.png"), full_page=True)
-    tab.close()
-    assert not failures, f"server errors: {failures}"
+    with watched_tab(browser, 1800, screenshot=request.node.name) as tab:
+        yield tab
 
 
 def _served(page: Any, metric: str) -> list[dict[str, Any]]:

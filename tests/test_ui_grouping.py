@@ -15,8 +15,8 @@ import pytest
 import runtel
 from runtel.ui import BackgroundServer, create_app
 from runtel.ui.group_view import MAX_GRID_STEPS, grouped
+from tests.conftest import watched_tab
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 STEPS = 20
 #: lr -> seeds; each seed a run logging ``val/acc`` at steps 0..19 (seed 2 stops at step 9).
 SEEDS = {0.1: (0, 1, 2), 0.01: (0, 1)}
@@ -58,14 +58,8 @@ def ui(base: Path) -> Iterator[str]:
 
 @pytest.fixture
 def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
-    tab = browser.new_page(viewport={"width": 1400, "height": 2600})
-    failures: list[str] = []
-    tab.on("response", lambda response: failures.append(response.url) if response.status >= 500 else None)
-    yield tab
-    ARTIFACTS.mkdir(exist_ok=True)
-    tab.screenshot(path=str(ARTIFACTS / f"ui-{request.node.name}.png"), full_page=True)
-    tab.close()
-    assert not failures, f"server errors: {failures}"
+    with watched_tab(browser, 2600, screenshot=request.node.name) as tab:
+        yield tab
 
 
 def _choose(page: Any, dropdown: str, option: str) -> None:

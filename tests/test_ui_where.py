@@ -12,6 +12,7 @@ import pytest
 import runtel
 from runtel.store.query import Store
 from runtel.ui import BackgroundServer, create_app, data
+from tests.conftest import watched_tab
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +41,10 @@ def ui(base: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def page(browser: Any, ui: str) -> Iterator[Any]:
-    tab = browser.new_page(viewport={"width": 1400, "height": 1200})
-    failures: list[str] = []
-    tab.on("response", lambda response: failures.append(response.url) if response.status >= 500 else None)
-    tab.goto(ui)
-    tab.locator("#runs-table tbody tr").nth(2).wait_for(timeout=15_000)
-    yield tab
-    tab.close()
-    assert not failures, f"server errors: {failures}"
+    with watched_tab(browser, 1200) as tab:
+        tab.goto(ui)
+        tab.locator("#runs-table tbody tr").nth(2).wait_for(timeout=15_000)
+        yield tab
 
 
 def _type(page: Any, text: str) -> None:
