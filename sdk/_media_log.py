@@ -33,8 +33,6 @@ def holds_media(values: tuple[Any, ...]) -> bool:
 class MediaLogging:
     """Mixed into :class:`runtel.Run`; uses its queue, steps and span like ``log`` does."""
 
-    _queue: Any
-    _steps: Iterator[int] | None
     _last_step: int
     _silent: bool
     _span_id: int
@@ -50,7 +48,9 @@ class MediaLogging:
             self, metrics: Mapping[str, Any], step: int | None = None, *, all_ranks: bool = False
         ) -> None: ...
         def _check_open(self) -> None: ...
-        def _continue_steps(self) -> int: ...
+        def _implicit_step(self) -> int: ...
+        def _explicit_step(self, at: int) -> None: ...
+        def _emit(self, record: Any) -> None: ...
         @property
         def step(self) -> int: ...
 
@@ -104,14 +104,9 @@ class MediaLogging:
     def _take_step(self, step: int | None) -> int:
         """The step of a ``log`` call, handed out as ``log`` does (implicit: previous + 1)."""
         if step is None:
-            try:
-                at = next(self._steps)  # type: ignore[arg-type]  # None: TypeError, as in log()
-            except (TypeError, StopIteration):
-                at = self._continue_steps()
-        else:
-            at = check_step(step)
-            self._steps = None
-        self._last_step = at
+            return self._implicit_step()
+        at = check_step(step)
+        self._explicit_step(at)
         return at
 
     def _media_step(self, step: int | None) -> int:
@@ -126,7 +121,7 @@ class MediaLogging:
         nbytes = sum(map(_nbytes, items))
         if os.getpid() == self._owner_pid:  # a forked child's queue drops what it is given
             self._media.reserve(nbytes, self._wake.set)
-        self._queue.append(PendingMedia(name, at, time.time(), self._span_id, items, nbytes))
+        self._emit(PendingMedia(name, at, time.time(), self._span_id, items, nbytes))
 
     def _check_media_name(self, name: object, *, register: bool = True) -> str:
         """A media key: a safe relative name (exporters write files by it) that is no metric's name;

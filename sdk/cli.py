@@ -12,6 +12,7 @@ from functools import partial
 from typing import Any
 
 from runtel import __version__
+from runtel._hotpath import ACCELERATED
 from runtel.cli_commands import open_run, open_store, print_json
 from runtel.cli_commands import register as register_read_commands
 from runtel.cli_dump import register as register_dump
@@ -34,7 +35,8 @@ _EXPORTER_FLAGS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="runtel", description="OpenTelemetry-native experiment tracking.")
-    parser.add_argument("--version", action="version", version=f"runtel {__version__}")
+    hot_path = "C hot path" if ACCELERATED else "pure-Python hot path"
+    parser.add_argument("--version", action="version", version=f"runtel {__version__} ({hot_path})")
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="run a small real training loop logged to the local store")

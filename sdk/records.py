@@ -56,6 +56,10 @@ class MetricPoints:
     times: npt.NDArray[np.float64]
     values: npt.NDArray[np.float64]
     span_ids: npt.NDArray[np.uint64]
+    #: The same points as ``SERIES_DTYPE`` records grouped by series (ascending index, the same
+    #: number of points each, each series' in logging order) and the series' indices, when their
+    #: producer has them (the C hot path): the store then writes them without sorting.
+    grouped: tuple[npt.NDArray[np.void], npt.NDArray[np.int32]] | None = None
     _groups: dict[str, npt.NDArray[np.intp]] | None = field(default=None, init=False, repr=False)
 
     def __len__(self) -> int:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from runtel._adapt import Adapter
+from runtel._order import logging_order
 from runtel.errors import RuntelError, StoreCorruptError
 from runtel.exporters.base import Exporter, ExportResult
 from runtel.records import (
@@ -68,10 +69,12 @@ def records_of(
     _refuse_damaged_series(run, names)
     columns = [run.history(name) for name in names]
     sizes = [steps.size for steps, _, _ in columns]
-    order = np.argsort(np.concatenate([np.empty(0), *[c[1] for c in columns]]), kind="stable")
-    index = np.repeat(np.arange(len(names), dtype=np.int32), sizes)[order]
+    all_times = np.concatenate([np.empty(0), *[c[1] for c in columns]])
+    all_index = np.repeat(np.arange(len(names), dtype=np.int32), sizes)
+    order = logging_order(all_times, all_index)
+    index = all_index[order]
     steps = np.concatenate([np.empty(0, dtype=np.int64), *[c[0] for c in columns]])[order]
-    times = np.concatenate([np.empty(0), *[c[1] for c in columns]])[order]
+    times = all_times[order]
     values = np.concatenate([np.empty(0), *[c[2] for c in columns]])[order]
     spans = np.concatenate([np.empty(0, dtype=np.uint64), *[run.span_ids(name) for name in names]])[order]
 

@@ -40,6 +40,7 @@ from opentelemetry.trace import Status, StatusCode
 from runtel import _health, _memory, _otel, _redact, _switch
 from runtel._dispatch import Dispatcher
 from runtel._histogram import make_histogram
+from runtel._hotpath import ACCELERATED, HotPath, PointsBlock
 from runtel._identity import locate_run
 from runtel._live_edits import LiveEdits
 from runtel._media_log import MediaLogging, holds_media
@@ -58,6 +59,7 @@ from runtel.errors import (
 )
 from runtel.exporters.base import Exporter, TelemetryHooks
 from runtel.records import (
+    SERIES_DTYPE,
     FigureLogged,
     Heartbeat,
     MetricPoints,
@@ -81,8 +83,10 @@ _Call = tuple[int, float, int, tuple[int, ...], tuple[float, ...]]
 #: Points a batch aims at: the flush wakes early once about this many are queued, so each write
 #: stays short and memory is bounded by this window rather than by the run.
 _BATCH_POINTS = 65_536
-#: Bounds of the queued calls that wake the flush early (the count follows the calls' width).
-_WAKE_MIN_CALLS, _WAKE_MAX_CALLS = 1_024, 16_384
+#: Bounds of the queued calls that wake the flush early (the count follows the calls' width). The C
+#: hot path keeps ~36 bytes a point, so one-metric calls may fill a whole batch; the pure-Python
+#: twin queues a tuple of ~300 bytes a call, so it wakes the flush 4x sooner.
+_WAKE_MIN_CALLS, _WAKE_MAX_CALLS = 1_024, 65_536 if ACCELERATED else 16_384
 _NEVER = 2**62  # a wake threshold no queue reaches (tests hold the flush with it)
 #: Batches the store writer may have queued before ``log`` waits for it, and the longest wait.
 _STORE_LAG_BATCHES, _STORE_WAIT_S = 2, 2.0
@@ -90,14 +94,14 @@ _STORE_LAG_BATCHES, _STORE_WAIT_S = 2, 2.0
 #: ``_STORE_WAIT_S``): a loop faster than the flush then holds a few batches (~300 bytes a call),
 #: not a queue growing with the run (a 10,000,000-point run peaked 95 MiB above a short one).
 _BEHIND_CALLS = 2 * _WAKE_MAX_CALLS
-#: Most calls converted into one block of columns; a larger backlog is split into several.
+#: Most queued tuples converted into one block of columns; a larger backlog is split into several.
 _MAX_BATCH_CALLS = _WAKE_MAX_CALLS
 #: Distinct sets of metric names whose series ids are cached for ``log``.
 _MAX_LAYOUTS = 4_096
 _STEP, _TIME, _SPAN, _IDS, _VALUES = (itemgetter(i) for i in range(5))  # fields of a _Call, at C speed
 
 
-class Run(MediaLogging):
+class Run(HotPath, MediaLogging):
     """One training run: a trace, its spans, its metric series, parameters and artifacts.
 
     Create it with :func:`runtel.init`. Use it as a context manager, or call
@@ -124,13 +128,11 @@ class Run(MediaLogging):
         self._settings = settings
         self.project = settings.project
         self._lock = threading.Lock()  # guards the series name table only
-        self._queue: deque[_Call | Record] = deque()
+        self._queue = deque()  # of _Call | Record | PointsBlock
         self._series_ids: dict[str, int] = {}
         self._series_names: list[str] = []
-        #: Implicit steps still to hand out; None after an explicit step (continued lazily from it).
-        self._steps: Iterator[int] | None = _steps_from(0)
         self._last_step = -1
-        self._layouts: dict[tuple[Any, ...], tuple[int, ...]] = {}
+        self._layouts = {}
         self._wake_at = _BATCH_POINTS // 16  # until the first flush has seen how wide calls are
         self._finished = False
         self._user_totals: dict[str, float] = {}
@@ -225,8 +227,7 @@ class Run(MediaLogging):
         self._store = StoreWriter(where.own_dir, backlog_points=settings.store_backlog_points)
         self._store.start(started)  # written before init() returns: the run is visible at once
         self._media = MediaWriter(where.own_dir, self._store)
-        self._last_step = self._store.next_step() - 1
-        self._steps = None
+        self._explicit_step(self._store.next_step() - 1)
         self._dispatcher = Dispatcher(
             self._store,
             exporters if where.job.primary else [],
@@ -282,7 +283,11 @@ class Run(MediaLogging):
         )
 
     # ------------------------------------------------------------------ hot path
-    def log(self, metrics: Mapping[str, Any], step: int | None = None, *, all_ranks: bool = False) -> None:
+    # With the C extension ``log`` is HotPath's: it takes the common case (a dict of str to float or
+    # int, an implicit or int step) itself and hands anything else, unchanged, to ``_log_general``.
+    def _log_general(
+        self, metrics: Mapping[str, Any], step: int | None = None, *, all_ranks: bool = False
+    ) -> None:
         """Record ``metrics`` at ``step`` (default: previous step + 1, starting at 0).
 
         Values: int, float, bool, numpy scalars, one-element tensors; NaN and ±inf are
@@ -315,24 +320,19 @@ class Run(MediaLogging):
         if series is None:
             series = self._layout(keys)
         if step is None:
-            try:
-                at = next(self._steps)  # type: ignore[arg-type]  # None: TypeError, caught; atomic under the GIL
-            except (TypeError, StopIteration):  # after an explicit step, or past the last int64
-                at = self._continue_steps()
-        elif type(step) is int and 0 <= step <= MAX_STEP:
-            at = step
-            self._steps = None
+            at = self._implicit_step()
         else:
-            at = check_step(step)
-            self._steps = None
-        self._last_step = at
+            at = step if type(step) is int and 0 <= step <= MAX_STEP else check_step(step)
+            self._explicit_step(at)
         if self._silent and not all_ranks:
             return
-        queue = self._queue
-        # Tuples of numbers leave the garbage collector's tracking; lists would make it slow down.
-        queue.append((at, time.time(), self._span_id, series, values))
-        if len(queue) >= self._wake_at:
-            self._batch_queued(len(queue))
+        self._queue_call(at, time.time(), self._span_id, series, values)
+        queued = self._queued_calls()
+        if queued >= self._wake_at:
+            self._batch_queued(queued)
+
+    if not ACCELERATED:
+        log = _log_general
 
     def _batch_queued(self, queued: int) -> None:
         """Wake the flush for a batch; wait (bounded) while it has not taken the one before, or while
@@ -340,7 +340,7 @@ class Run(MediaLogging):
         if not self._taken.is_set():  # _BEHIND_CALLS more calls since the wake, none taken yet
             self._flush_waits += 1
             self._taken.wait(_STORE_WAIT_S)
-            self._wake_at = len(self._queue) + _BEHIND_CALLS  # until the flush sets it again
+            self._wake_at = self._queued_calls() + _BEHIND_CALLS  # until the flush sets it again
             return
         self._taken.clear()
         self._wake_at = queued + _BEHIND_CALLS
@@ -349,13 +349,9 @@ class Run(MediaLogging):
             self._store_waits += 1
             self._store_ready.wait(_STORE_WAIT_S)
 
-    def _continue_steps(self) -> int:
-        """The next implicit step after an explicit one; refused once past the largest int64."""
-        with self._lock:
-            steps = self._steps
-            if steps is None:
-                steps = self._steps = _steps_from(self._last_step + 1)
-            at = next(steps, None)
+    def _implicit_step(self) -> int:
+        """The next implicit step, taken; refused once past the largest int64."""
+        at = self._next_step()
         if at is None:
             raise InvalidStepError(
                 f"the implicit step after {MAX_STEP} (the largest int64) does not fit; "
@@ -373,10 +369,8 @@ class Run(MediaLogging):
 
     def _record_sample(self, when: float, values: Mapping[str, float]) -> None:
         """System gauges' readings (on the sampler's thread) as series at the current step."""
-        series_ids = [self._register(name) for name in values]
-        self._queue.append(
-            (self.step, when, self._span_id, tuple(series_ids), tuple(map(float, values.values())))
-        )
+        series_ids = tuple(self._register(name) for name in values)
+        self._queue_call(self.step, when, self._span_id, series_ids, tuple(map(float, values.values())))
 
     def sample_system(self) -> dict[str, float]:
         """Take a system-metrics sample now (recorded in the run too); empty when sampling is off."""
@@ -707,6 +701,7 @@ class Run(MediaLogging):
         self._flush_lock = threading.Lock()
         self._child_warned = False
         self._queue = _ChildQueue(self)
+        self._detached = True
 
     def _dropped_in_child(self) -> None:
         """The first record of a forked child: warn once, then drop silently at the parent's cost."""
@@ -725,10 +720,6 @@ class Run(MediaLogging):
         )
 
     # ------------------------------------------------------------------ background flush
-    def _emit(self, record: Record) -> None:
-        """Queue a non-metric record in order with the points logged before it."""
-        self._queue.append(record)
-
     def _flush_loop(self) -> None:
         """Flush once per interval, counted from the start of the last flush (so a slow write
         does not stretch the gap), and early when ``_wake_at`` calls (about ``_BATCH_POINTS``) wait."""
@@ -785,7 +776,8 @@ class Run(MediaLogging):
             self._dispatcher.submit(retried)
         for name, when, value in _otel.user_points(self._user_reader, self._user_totals):
             self._user_series.add(name)
-            self._queue.append((self.step, when, self._span_id, (self._register(name),), (value,)))
+            self._queue_call(self.step, when, self._span_id, (self._register(name),), (value,))
+        self._take_open_block()  # the points logged so far join the queue, in order
         queue = self._queue
         count = len(queue)
         if not count:
@@ -797,17 +789,23 @@ class Run(MediaLogging):
         names = tuple(self._series_names)  # after popping: every popped call's names are in it
         batch: list[Record] = []
         begin = 0
+        calls = count
         for at in np.flatnonzero(~np.fromiter(map(isinstance, items, repeat(tuple)), bool, count)).tolist():
             _add_points(batch, items[begin:at], names)
             item = items[at]
-            if type(item) is PendingMedia:  # encoded and written here, off the training thread
+            if type(item) is PointsBlock:  # the C hot path's columns, ready as they are
+                batch.append(_block_points(item, names))
+                calls += item.calls - 1
+            elif type(item) is PendingMedia:  # encoded and written here, off the training thread
                 batch.extend(self._media.write(item))
+                calls -= 1
             else:
                 batch.append(item)
+                calls -= 1
             begin = at + 1
         _add_points(batch, items[begin:] if begin else items, names)
         points = sum(len(record) for record in batch if isinstance(record, MetricPoints))
-        width = points / count if points else 1.0
+        width = points / calls if points and calls > 0 else 1.0
         wake_at = min(_WAKE_MAX_CALLS, max(_WAKE_MIN_CALLS, int(_BATCH_POINTS / width)))
         self._wake_at = wake_at
         del items
@@ -853,13 +851,6 @@ class Run(MediaLogging):
                     self._nonfinite_seen.add(name)
 
 
-def _steps_from(start: int) -> Iterator[int]:
-    """Implicit steps ``start, start + 1, ...`` up to the largest int64 (a C-speed iterator)."""
-    if start > MAX_STEP:
-        return iter(())
-    return chain(range(start, MAX_STEP), (MAX_STEP,))
-
-
 def _coerce_values(keys: tuple[Any, ...], values: tuple[Any, ...]) -> tuple[float, ...]:
     """A call's values as float64, exactly, when one of them is not a Python float."""
     return tuple(
@@ -870,6 +861,31 @@ def _coerce_values(keys: tuple[Any, ...], values: tuple[Any, ...]) -> tuple[floa
         else coerce_value(key, value)
         for key, value in zip(keys, values, strict=True)
     )
+
+
+def _block_points(block: PointsBlock, names: tuple[str, ...]) -> MetricPoints:
+    """A block of the C hot path as a batch: views of its records (no copy), grouped ones beside.
+    Read-only: the store and every exporter share them."""
+    records = np.frombuffer(block.records, SERIES_DTYPE)
+    index = np.frombuffer(block.index, np.int32)
+    records.flags.writeable = index.flags.writeable = False
+    return MetricPoints(
+        names=names,
+        index=index,
+        steps=records["step"],
+        times=records["time"],
+        values=records["value"],
+        span_ids=records["span_id"],
+        grouped=None
+        if block.grouped is None or block.series is None
+        else (_read_only(block.grouped, SERIES_DTYPE), _read_only(block.series, np.int32)),
+    )
+
+
+def _read_only(buffer: bytearray, dtype: npt.DTypeLike) -> npt.NDArray[Any]:
+    view: npt.NDArray[Any] = np.frombuffer(buffer, dtype)
+    view.flags.writeable = False
+    return view
 
 
 def _add_points(batch: list[Record], calls: list[_Call], names: tuple[str, ...]) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from runtel._order import logging_order
 from runtel.errors import ArtifactError, ConfigError
 from runtel.importers._source import Pending, SourceRun
 from runtel.records import ArtifactLogged, FigureLogged, MetricPoints, Record, RunStarted, SpanEnded
@@ -141,14 +142,16 @@ def _started(run: SourceRun) -> RunStarted:
 
 
 def _point_batches(run: SourceRun, span_id: np.uint64) -> list[MetricPoints]:
-    """All series as batches in time order (ties keep series order), as a live run's flushes are."""
+    """All series as batches in logging order (:func:`runtel._order.logging_order`), as a live run's
+    flushes are."""
     names = tuple(run.metrics)
     if not names:
         return []
     columns = list(run.metrics.values())
     times = np.concatenate([c.times for c in columns])
-    order = np.argsort(times, kind="stable")
-    index = np.repeat(np.arange(len(names), dtype=np.int32), [c.values.size for c in columns])[order]
+    grouped = np.repeat(np.arange(len(names), dtype=np.int32), [c.values.size for c in columns])
+    order = logging_order(times, grouped)
+    index = grouped[order]
     steps = np.concatenate([c.steps for c in columns])[order]
     values = np.concatenate([c.values for c in columns])[order]
     times = times[order]
