@@ -23,6 +23,7 @@ from runtel.errors import ConfigError, MetricNotFoundError, RunNotFoundError
 from runtel.records import flatten_params
 from runtel.store import _layout
 from runtel.store._blocks import SEGMENTS_FILE
+from runtel.store._gcpause import collector_paused
 from runtel.store._metrics import verify_folder
 from runtel.store._series import CRC_DTYPE, CRC_FILE, RECORD_SIZE, SIDECAR_KEY, SeriesIntegrity
 from runtel.store.query import Store, StoredRun
@@ -130,6 +131,7 @@ def open_store(base_dir: str | None) -> Store:
     return store
 
 
+@collector_paused()
 def list_runs(args: argparse.Namespace) -> int:
     if args.sweep is not None:
         if args.where is not None or args.sort is not None:

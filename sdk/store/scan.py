@@ -26,6 +26,7 @@ from typing import Any
 from runtel.errors import RunNotFoundError, RuntelError, StoreCorruptError
 from runtel.store import _layout
 from runtel.store._events import read_events
+from runtel.store._gcpause import collector_paused
 from runtel.store._metrics import point_counts
 from runtel.store._metrics import problems as series_problems
 from runtel.store._untrusted import finite_number, kind_of, load_object, parse_json
@@ -94,12 +95,13 @@ def scan(base_dir: str | os.PathLike[str]) -> Listing:
     except OSError:
         return listing
     base = Path(base_dir)
-    for name in folders:
-        found = _metadata(f"{base_dir}{os.sep}{name}")
-        if isinstance(found, str):
-            listing.skipped.append(Skipped(name, found))
-        else:
-            listing.runs.append(StoredRun(base / name, found))
+    with collector_paused():
+        for name in folders:
+            found = _metadata(f"{base_dir}{os.sep}{name}")
+            if isinstance(found, str):
+                listing.skipped.append(Skipped(name, found))
+            else:
+                listing.runs.append(StoredRun(base / name, found))
     listing.runs.sort(key=lambda run: finite_number(run.metadata.get("start_time")))
     return listing
 
