@@ -15,10 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rich.markup import escape
-
 from runtel._terminal import plain, plain_row
-from runtel.cli_repro import print_repro, repro_report
 from runtel.errors import ConfigError, MetricNotFoundError, RunNotFoundError
 from runtel.records import flatten_params
 from runtel.store import _layout
@@ -253,6 +250,8 @@ def list_trials(args: argparse.Namespace) -> int:
 
 
 def show_run(args: argparse.Namespace) -> int:
+    from runtel.cli_repro import print_repro, repro_report  # rich's console and git's reader: not for ls
+
     run = open_run(open_store(args.base_dir), args.run)
     card = data.run_card(run)
     summary = summary_of(run)
@@ -550,6 +549,13 @@ def launch_ui(args: argparse.Namespace) -> int:
         allow_edits=args.allow_edits,
     )
     return 0
+
+
+def escape(text: str) -> str:
+    """Rich markup escaped, rich imported on first use: ``runtel ls`` prints no rich table."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 def _console() -> Any:

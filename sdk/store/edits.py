@@ -270,6 +270,11 @@ def read_edits(run_dir: Path) -> EditLog:
     return log
 
 
+def forget_edits() -> None:
+    """Empty the cache of edit logs read (see :func:`runtel.store.scan.forget_reads`)."""
+    _cache.clear()
+
+
 def _parse(raw: bytes, path: str) -> EditLog:
     lines = raw.split(b"\n")
     tail = lines.pop()
@@ -328,7 +333,7 @@ def _quick(line: bytes) -> RunEdited | None:
         for tag in tags:
             if type(tag) is not str:
                 return None
-    return RunEdited(when, tuple(added), tuple(removed), note, name, host, pid, user)
+    return RunEdited(document["time"], tuple(added), tuple(removed), note, name, host, pid, user)
 
 
 def _checked(edit: RunEdited, path: str, number: int) -> RunEdited:
