@@ -8,6 +8,7 @@ compare (``ConfigError``) become a message and exit status 1 in ``runtel.cli.mai
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import re
@@ -581,7 +582,9 @@ def format_number(value: Any, metric: str | None = None) -> str:
     return "—" if value is None else str(value)
 
 
+@functools.lru_cache(maxsize=4096)
 def _unit(metric: str) -> str | None:
+    """Cached: a table of 10,000 runs asks about the same few metrics in every row."""
     from runtel.system import series_unit
 
     return series_unit(metric)

@@ -22,6 +22,7 @@ from runtel.records import RunEdited
 from runtel.store import edits, scan
 from runtel.store._events import parse_line
 from runtel.store._gcpause import collector_paused
+from runtel.store._untrusted import parse_json
 from runtel.store.edits import EDITS
 
 
@@ -223,3 +224,34 @@ def test_runtel_ls_imports_none_of_the_ui_pages_and_the_ui_still_exports_its_api
         "True True BackgroundServer runtel.ui.data",
         "module 'runtel.ui' has no attribute 'nothing'",
     ]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"a": 1}',
+        b' \n{"a": [1, 2.5, null, true]}\r\n\t ',
+        b'{"a": NaN, "b": -Infinity}',
+        b'{"a": 1}\x0b',  # a vertical tab is whitespace to str.isspace, not to JSON
+        b'{"a": 1}\xc2\xa0',  # so is a no-break space
+        b'{"a": 1} {"b": 2}',
+        b'{"a": 1}x',
+        b"\xef\xbb\xbf{}",  # a byte order mark
+        b"",
+        b"   ",
+        b'"text"',
+        b"[1, 2",
+        b'{"a": "\\ud800"}',
+        b"\xff",
+    ],
+)
+def test_parse_json_reads_exactly_what_json_loads_reads_and_names_the_rest(raw: bytes) -> None:
+    try:
+        expected: object = json.loads(raw.decode("utf-8"))
+    except ValueError:
+        expected = runtel.StoreCorruptError
+    try:
+        found: object = parse_json(raw, "x.json")
+    except runtel.StoreCorruptError:
+        found = runtel.StoreCorruptError
+    assert repr(found) == repr(expected)

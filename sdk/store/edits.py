@@ -24,7 +24,6 @@ import contextlib
 import errno
 import functools
 import getpass
-import json
 import os
 import platform
 import stat
@@ -38,6 +37,7 @@ from runtel._values import check_name, encodable
 from runtel.errors import InvalidNameError, InvalidParamError, RuntelError, StoreCorruptError, StoreWriteError
 from runtel.records import RunEdited, edited_tags
 from runtel.store._events import parse_line, to_line
+from runtel.store._untrusted import scan_document
 
 try:
     import fcntl
@@ -294,8 +294,6 @@ def _parse(raw: bytes, path: str) -> EditLog:
     return EditLog(tuple(edits), tuple(problems))
 
 
-_decode = json.JSONDecoder().decode  # str in: skips json.loads' encoding detection
-
 #: The keys of a well-formed ``run_edited`` line; one with any other goes to the full parser.
 _QUICK_KEYS = frozenset({"type", "time", "tags_added", "tags_removed", "note", "name", "host", "pid", "user"})
 _NUMBER = (float, int)
@@ -306,11 +304,13 @@ def _quick(line: bytes) -> RunEdited | None:
     """The edit of a well-formed line, its exact JSON types checked at C speed (a listing of 10,000
     edited runs parses every line), else None: the full parser then names what is wrong."""
     try:
-        document = _decode(line.decode("utf-8"))
-    except ValueError:  # UnicodeDecodeError included
+        text = line.decode("utf-8")
+        document, end = scan_document(text, 0)
+    except (StopIteration, ValueError):  # UnicodeDecodeError included
         return None
     if (
-        type(document) is not dict
+        end != len(text)
+        or type(document) is not dict
         or document.get("type") != "run_edited"
         or not _QUICK_KEYS.issuperset(document)
     ):
