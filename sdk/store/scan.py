@@ -6,7 +6,9 @@ Opening that one folder (:func:`lookup`, ``Store.run``) raises :class:`~runtel.e
 
 Costs: :func:`scan` reads one ``metadata.json`` per folder and :func:`listing_probe` one
 ``summary.json``, each not again while the file is unchanged (cached in the process per file, by
-inode, size and modification time), so a UI refreshing its table re-reads only what changed.
+inode, size and modification time), so a UI refreshing its table re-reads only what changed; the
+cyclic garbage collector is paused meanwhile (:mod:`runtel.store._gcpause`), and a one-shot command
+empties the caches when it ends (:func:`forget_reads`).
 :func:`lookup` finds a run from folder names (``<name>_<id8>``) and reads only the folders that
 match, and those with edits (a renamed run). :func:`problems` is the full damage probe of one
 folder (``runtel show``, the UI's run card).
