@@ -19,6 +19,7 @@ from runtel.cli_dump import register as register_dump
 from runtel.cli_edit import register as register_edit
 from runtel.cli_import import register as register_import
 from runtel.errors import AlreadyExportedError, RuntelError
+from runtel.store.scan import forget_reads
 
 #: CLI flags that become keyword arguments of the chosen exporter's constructor.
 _EXPORTER_FLAGS = {
@@ -87,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail again
         return 1
+    finally:
+        forget_reads()  # what the command listed is of no use to the next one, nor at exit
 
 
 def _demo(args: argparse.Namespace) -> int:

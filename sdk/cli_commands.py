@@ -8,6 +8,7 @@ compare (``ConfigError``) become a message and exit status 1 in ``runtel.cli.mai
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import re
@@ -15,14 +16,12 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rich.markup import escape
-
 from runtel._terminal import plain, plain_row
-from runtel.cli_repro import print_repro, repro_report
 from runtel.errors import ConfigError, MetricNotFoundError, RunNotFoundError
 from runtel.records import flatten_params
 from runtel.store import _layout
 from runtel.store._blocks import SEGMENTS_FILE
+from runtel.store._gcpause import collector_paused
 from runtel.store._metrics import verify_folder
 from runtel.store._series import CRC_DTYPE, CRC_FILE, RECORD_SIZE, SIDECAR_KEY, SeriesIntegrity
 from runtel.store.query import Store, StoredRun
@@ -130,6 +129,7 @@ def open_store(base_dir: str | None) -> Store:
     return store
 
 
+@collector_paused()
 def list_runs(args: argparse.Namespace) -> int:
     if args.sweep is not None:
         if args.where is not None or args.sort is not None:
@@ -251,6 +251,8 @@ def list_trials(args: argparse.Namespace) -> int:
 
 
 def show_run(args: argparse.Namespace) -> int:
+    from runtel.cli_repro import print_repro, repro_report  # rich's console and git's reader: not for ls
+
     run = open_run(open_store(args.base_dir), args.run)
     card = data.run_card(run)
     summary = summary_of(run)
@@ -550,6 +552,13 @@ def launch_ui(args: argparse.Namespace) -> int:
     return 0
 
 
+def escape(text: str) -> str:
+    """Rich markup escaped, rich imported on first use: ``runtel ls`` prints no rich table."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 def _console() -> Any:
     from rich.console import Console
 
@@ -573,7 +582,9 @@ def format_number(value: Any, metric: str | None = None) -> str:
     return "—" if value is None else str(value)
 
 
+@functools.lru_cache(maxsize=4096)
 def _unit(metric: str) -> str | None:
+    """Cached: a table of 10,000 runs asks about the same few metrics in every row."""
     from runtel.system import series_unit
 
     return series_unit(metric)

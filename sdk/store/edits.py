@@ -21,9 +21,9 @@ its path and trust every writer version to take it. Instead, editors alone write
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import getpass
-import json
 import os
 import platform
 import stat
@@ -37,6 +37,7 @@ from runtel._values import check_name, encodable
 from runtel.errors import InvalidNameError, InvalidParamError, RuntelError, StoreCorruptError, StoreWriteError
 from runtel.records import RunEdited, edited_tags
 from runtel.store._events import parse_line, to_line
+from runtel.store._untrusted import scan_document
 
 try:
     import fcntl
@@ -75,6 +76,12 @@ def _checked_tag(tag: str) -> str:
 
 def check_run_name(name: object) -> str:
     """``name`` if it is a usable display name; InvalidNameError naming it otherwise."""
+    return _checked_run_name(name) if type(name) is str else check_name(name, "run")
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked_run_name(name: str) -> str:
+    """A listing checks the name of every renamed run; names repeat (``baseline``), so each once."""
     return check_name(name, "run")
 
 
@@ -217,37 +224,55 @@ _cache: dict[str, tuple[list[int], EditLog]] = {}
 
 #: What a never-edited run reads (most runs): one shared, immutable log.
 _NO_EDITS = EditLog()
+_NOT_PLAIN = EditLog((), (f"{EDITS} is not a plain file (a link or a folder): its edits are not applied",))
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+#: A reader's open: never through a final symbolic link, never blocking on a FIFO.
+_READ = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+_READ |= getattr(os, "O_BINARY", 0)
 
 
 def read_edits(run_dir: Path) -> EditLog:
     """Every valid edit of the run, in order, and what was wrong with each line left out.
 
-    A plain string path: this runs once per folder of a listing, where ``pathlib`` costs more than the read.
+    A plain string path and one ``os.open`` (``O_NOFOLLOW``, never blocking on a FIFO), ``fstat`` and
+    ``os.read``: this runs once per folder of a listing, where ``lstat`` and ``open()`` cost more than
+    the read. Anything but a plain file is refused, its edits not applied.
     """
     path = f"{run_dir}{os.sep}{EDITS}"
     try:
-        info = os.lstat(path)
+        if not _NOFOLLOW and stat.S_ISLNK(os.lstat(path).st_mode):
+            return _NOT_PLAIN
+        descriptor = os.open(path, _READ)
     except FileNotFoundError:
         return _NO_EDITS
     except OSError as exc:
+        if exc.errno == errno.ELOOP and _NOFOLLOW:  # O_NOFOLLOW met a symbolic link
+            return _NOT_PLAIN
         return EditLog((), (f"{EDITS} cannot be read ({exc.strerror})",))
-    if not stat.S_ISREG(info.st_mode):
-        return EditLog((), (f"{EDITS} is not a plain file (a link or a folder): its edits are not applied",))
-    if info.st_size > MAX_EDITS_BYTES:
-        too_big = f"{EDITS} is {info.st_size} bytes, over the {MAX_EDITS_BYTES}-byte limit: not read"
-        return EditLog((), (too_big,))
-    stamp = [info.st_ino, info.st_size, info.st_mtime_ns]
-    cached = _cache.get(path)
-    if cached is not None and cached[0] == stamp:
-        return cached[1]
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(min(info.st_size + 4096, MAX_EDITS_BYTES))  # not a 4 MiB buffer per run
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            return _NOT_PLAIN
+        if info.st_size > MAX_EDITS_BYTES:
+            too_big = f"{EDITS} is {info.st_size} bytes, over the {MAX_EDITS_BYTES}-byte limit: not read"
+            return EditLog((), (too_big,))
+        stamp = [info.st_ino, info.st_size, info.st_mtime_ns]
+        cached = _cache.get(path)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        raw = os.read(descriptor, min(info.st_size + 4096, MAX_EDITS_BYTES))  # not 4 MiB per run
     except OSError as exc:
         return EditLog((), (f"{EDITS} cannot be read ({exc.strerror})",))
+    finally:
+        os.close(descriptor)
     log = _parse(raw, path)
     _cache[path] = (stamp, log)
     return log
+
+
+def forget_edits() -> None:
+    """Empty the cache of edit logs read (see :func:`runtel.store.scan.forget_reads`)."""
+    _cache.clear()
 
 
 def _parse(raw: bytes, path: str) -> EditLog:
@@ -269,48 +294,46 @@ def _parse(raw: bytes, path: str) -> EditLog:
     return EditLog(tuple(edits), tuple(problems))
 
 
-_decode = json.JSONDecoder().decode  # str in: skips json.loads' encoding detection
-
-#: The exact JSON types of a well-formed ``run_edited`` line, checked at C speed before the full parser.
-_QUICK: dict[str, tuple[type, ...]] = {
-    "time": (float, int),
-    "tags_added": (list,),
-    "tags_removed": (list,),
-    "note": (str, type(None)),
-    "name": (str, type(None)),
-    "host": (str,),
-    "pid": (int,),
-    "user": (str, type(None)),
-}
+#: The keys of a well-formed ``run_edited`` line; one with any other goes to the full parser.
+_QUICK_KEYS = frozenset({"type", "time", "tags_added", "tags_removed", "note", "name", "host", "pid", "user"})
+_NUMBER = (float, int)
+_TEXT_OR_NULL = (str, type(None))
 
 
 def _quick(line: bytes) -> RunEdited | None:
-    """The edit of a well-formed line (a listing of 10,000 edited runs parses every one), else None."""
+    """The edit of a well-formed line, its exact JSON types checked at C speed (a listing of 10,000
+    edited runs parses every line), else None: the full parser then names what is wrong."""
     try:
-        document = _decode(line.decode("utf-8"))
-    except ValueError:  # UnicodeDecodeError included
+        text = line.decode("utf-8")
+        document, end = scan_document(text, 0)
+    except (StopIteration, ValueError):  # UnicodeDecodeError included
         return None
-    if type(document) is not dict or document.get("type") != "run_edited" or len(document) > len(_QUICK) + 1:
+    if (
+        end != len(text)
+        or type(document) is not dict
+        or document.get("type") != "run_edited"
+        or not _QUICK_KEYS.issuperset(document)
+    ):
         return None
-    for key, kinds in _QUICK.items():
-        if key in document and type(document[key]) not in kinds:
-            return None
-    added, removed = document.get("tags_added", ()), document.get("tags_removed", ())
-    if "time" not in document:
+    get = document.get
+    when, added, removed = get("time"), get("tags_added", []), get("tags_removed", [])
+    note, name, host, pid, user = get("note"), get("name"), get("host", ""), get("pid", 0), get("user")
+    if (
+        type(when) not in _NUMBER
+        or type(added) is not list
+        or type(removed) is not list
+        or type(note) not in _TEXT_OR_NULL
+        or type(name) not in _TEXT_OR_NULL
+        or type(host) is not str
+        or type(pid) is not int
+        or type(user) not in _TEXT_OR_NULL
+    ):
         return None
-    for tag in (*added, *removed):
-        if type(tag) is not str:
-            return None
-    return RunEdited(
-        time=document["time"],
-        tags_added=tuple(added),
-        tags_removed=tuple(removed),
-        note=document.get("note"),
-        name=document.get("name"),
-        host=document.get("host", ""),
-        pid=document.get("pid", 0),
-        user=document.get("user"),
-    )
+    for tags in (added, removed):
+        for tag in tags:
+            if type(tag) is not str:
+                return None
+    return RunEdited(document["time"], tuple(added), tuple(removed), note, name, host, pid, user)
 
 
 def _checked(edit: RunEdited, path: str, number: int) -> RunEdited:

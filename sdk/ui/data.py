@@ -7,6 +7,7 @@ Series reach the browser downsampled by :func:`minmax_indices` over the visible 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -126,9 +127,11 @@ def best_from_summary(
     return best
 
 
+@functools.lru_cache(maxsize=4096)
 def _watch_rank(name: str) -> int:
     """0 a held-out objective (``val/acc``), 1 another objective (``train/loss``), 2 anything else,
-    3 bookkeeping (``lr``, ``timing/...``, ``epoch``)."""
+    3 bookkeeping (``lr``, ``timing/...``, ``epoch``); cached, as a listing ranks the same few names
+    for every run."""
     lowered = name.lower()
     words = set(re.split(r"[^a-z0-9]+", lowered))
     if words & _BOOKKEEPING or "learning_rate" in lowered:
