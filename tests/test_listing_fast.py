@@ -255,3 +255,25 @@ def test_parse_json_reads_exactly_what_json_loads_reads_and_names_the_rest(raw: 
     except runtel.StoreCorruptError:
         found = runtel.StoreCorruptError
     assert repr(found) == repr(expected)
+
+
+def test_reading_runs_imports_no_run_machinery_and_runtel_still_exports_it() -> None:
+    """``runtel ls`` and ``runtel.Store`` do without the OpenTelemetry SDK and ``runtel.run``;
+    ``runtel.init``, ``runtel.Run`` and the other lazy names load on first use."""
+    code = (
+        "import sys, runtel, runtel.cli\n"
+        "heavy = ('runtel.run', 'runtel.api', 'opentelemetry.sdk.metrics', 'opentelemetry.sdk.trace')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "from runtel import Run, init, finish, available_exporters, current_run, use_run, step_timing\n"
+        "print(Run.__name__, init.__module__, step_timing.__name__, 'runtel.run' in sys.modules)\n"
+        "try:\n"
+        "    runtel.nothing\n"
+        "except AttributeError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == [
+        "[]",
+        "Run runtel.api runtel.step_timing True",
+        "module 'runtel' has no attribute 'nothing'",
+    ]
