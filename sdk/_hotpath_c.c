@@ -7,6 +7,10 @@
  * columns (series index, step, time, value, span id per point). Anything else goes to the
  * Python general path, `_log_general`, which raises the clear errors and handles media.
  *
+ * A full block is handed to the flush as it is (its buffers, no copy), with its points also
+ * grouped by series when every call in it logged the same names, which is what the store writes;
+ * the buffers come back to a small pool once nobody references them any more.
+ *
  * Every step below runs under the interpreter lock without running Python code between reading
  * the run's state and committing a call, so concurrent `log` calls from several threads stay
  * whole and implicit steps stay unique. The pure-Python twin is runtel._hotpath_py.HotPath.
@@ -23,6 +27,8 @@
 /* A block is sealed (queued for the flush) once it holds this many points or calls. */
 #define BLOCK_POINTS 65536
 #define BLOCK_CALLS 65536
+/* Buffers kept for reuse once nobody else holds them (see take_buffer). */
+#define POOL 8
 /* Python ints convert to float64 exactly up to this magnitude. */
 #define MAX_EXACT_INT 9007199254740992LL
 
@@ -96,9 +102,54 @@ typedef struct {
     int32_t block_ids[MAX_WIDTH];
     Py_ssize_t block_width;
     char uniform;
+    /* bytearrays handed out with earlier blocks (owned): reused once their batch is done with */
+    PyObject *pool[POOL];
+    Py_ssize_t pool_next;
 } HotPath;
 
 static PyObject *str_log_general, *str_batch_queued, *str_append, *str_step;
+
+/* A bytearray of `size` bytes: the smallest pooled one nobody else references any more (its batch
+ * was written and exported) that is large enough, else a new one. Reuse spares the allocator's
+ * fresh pages (a page fault each 4 KiB) and the memory the allocator would otherwise keep. */
+static PyObject *
+take_buffer(HotPath *self, Py_ssize_t size)
+{
+    Py_ssize_t best = -1;
+    for (Py_ssize_t i = 0; i < POOL; i++) {
+        PyObject *buf = self->pool[i];
+        if (buf == NULL || Py_REFCNT(buf) != 1 || ((PyByteArrayObject *)buf)->ob_alloc <= size)
+            continue;
+        if (best < 0 || ((PyByteArrayObject *)buf)->ob_alloc < ((PyByteArrayObject *)self->pool[best])->ob_alloc)
+            best = i;
+    }
+    if (best < 0)
+        return PyByteArray_FromStringAndSize(NULL, size);
+    PyObject *buf = self->pool[best];
+    self->pool[best] = NULL;
+    if (PyByteArray_Resize(buf, size) < 0) {
+        Py_DECREF(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+/* Keep a reference to a buffer just handed out, for take_buffer; the oldest kept one is let go. */
+static void
+keep_buffer(HotPath *self, PyObject *buf)
+{
+    for (Py_ssize_t i = 0; i < POOL; i++) {
+        if (self->pool[i] == NULL) {
+            Py_INCREF(buf);
+            self->pool[i] = buf;
+            return;
+        }
+    }
+    Py_ssize_t at = self->pool_next;
+    self->pool_next = (at + 1) % POOL;
+    Py_INCREF(buf);
+    Py_SETREF(self->pool[at], buf);
+}
 
 /* Room for `need` points in the open block. Allocates no object the garbage collector tracks, so
  * no Python code can run here. */
@@ -111,10 +162,10 @@ reserve(HotPath *self, Py_ssize_t need)
     while (cap < need)
         cap *= 2;
     if (self->records_buf == NULL) {
-        self->records_buf = PyByteArray_FromStringAndSize(NULL, cap * (Py_ssize_t)sizeof(Record));
+        self->records_buf = take_buffer(self, cap * (Py_ssize_t)sizeof(Record));
         if (self->records_buf == NULL)
             return -1;
-        self->index_buf = PyByteArray_FromStringAndSize(NULL, cap * (Py_ssize_t)sizeof(int32_t));
+        self->index_buf = take_buffer(self, cap * (Py_ssize_t)sizeof(int32_t));
         if (self->index_buf == NULL) {
             Py_CLEAR(self->records_buf);
             return -1;
@@ -170,7 +221,7 @@ group(HotPath *self, PointsBlock *block, Py_ssize_t n, Py_ssize_t calls)
         Py_INCREF(grouped);
     }
     else {
-        grouped = PyByteArray_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(Record));
+        grouped = take_buffer(self, n * (Py_ssize_t)sizeof(Record));
         if (grouped == NULL) {
             Py_DECREF(series);
             return -1;
@@ -218,6 +269,10 @@ seal(HotPath *self)
         Py_DECREF(block);
         return -1;
     }
+    keep_buffer(self, block->records);
+    keep_buffer(self, block->index);
+    if (block->grouped != NULL && block->grouped != block->records)
+        keep_buffer(self, block->grouped);
     PyObject *done = PyObject_CallMethodOneArg(self->queue, str_append, (PyObject *)block);
     Py_DECREF(block);
     if (done == NULL)
@@ -617,6 +672,8 @@ hot_dealloc(HotPath *self)
     PyTypeObject *type = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     hot_clear(self);
+    for (Py_ssize_t i = 0; i < POOL; i++)
+        Py_CLEAR(self->pool[i]);
     Py_CLEAR(self->records_buf);
     Py_CLEAR(self->index_buf);
     type->tp_free((PyObject *)self);

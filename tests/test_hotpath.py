@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,8 @@ from runtel.errors import (
     InvalidValueError,
     RunFinishedError,
 )
-from runtel.records import SERIES_DTYPE, MetricPoints
+from runtel.exporters.base import Capabilities, ExportResult
+from runtel.records import SERIES_DTYPE, MetricPoints, Record
 from runtel.store.writer import _to_block
 
 PURE = os.environ.get("RUNTEL_PURE_PYTHON", "") not in ("", "0")
@@ -274,3 +276,50 @@ def test_version_says_which_implementation_runs(capsys: pytest.CaptureFixture[st
         main(["--version"])
     said = capsys.readouterr().out
     assert said.endswith("(C hot path)\n" if ACCELERATED else "(pure-Python hot path)\n"), said
+
+
+class _KeepingExporter:
+    """Keeps every batch it is given (so their buffers stay referenced while later blocks are filled)."""
+
+    name = "keeping"
+    capabilities = Capabilities()
+
+    def __init__(self) -> None:
+        self.batches: list[MetricPoints] = []
+
+    def export(self, records: Sequence[Record]) -> ExportResult:
+        self.batches.extend(r for r in records if isinstance(r, MetricPoints))
+        return ExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("exporter", ["keeping every batch", "none"])
+def test_buffers_are_reused_only_once_nobody_holds_their_points(tmp_path: Path, exporter: str) -> None:
+    """Blocks' buffers are pooled and refilled once their batch is written and exported: a batch an
+    exporter still holds keeps its values while dozens of later blocks are filled (none is reused),
+    and without one (every buffer reused many times) the store has every point exactly."""
+    keeping = _KeepingExporter()
+    exporters = [keeping] if exporter != "none" else []
+    run = runtel.init(project="p", base_dir=str(tmp_path), system_interval=0, exporters=exporters)
+    calls = 300_000  # 3,000,000 points: about 46 blocks of 65,536
+    for s in range(calls):
+        run.log({f"m{j}": float(s * 10 + j) for j in range(10)} if s % 1000 else {"m0": float(s * 10)})
+    run_id = run.id
+    run.finish()
+    seen = 0
+    for batch in keeping.batches:
+        names = np.array(batch.names)[batch.index]
+        expected = batch.steps * 10 + np.char.lstrip(names.astype(str), "m").astype(np.int64)
+        assert np.array_equal(batch.values, expected.astype(np.float64))
+        seen += len(batch)
+    stored = Store(str(tmp_path)).run(run_id)
+    if exporters:
+        assert seen == sum(stored.history(name)[0].size for name in stored.metrics())
+    steps, _, values = stored.history("m3")
+    assert steps.size == calls - calls // 1000
+    assert np.array_equal(values, steps * 10.0 + 3)
