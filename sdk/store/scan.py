@@ -384,11 +384,13 @@ def _one_named(base: Path, name: str, runs: list[StoredRun], unique: bool) -> St
 
 
 def _folders(base: Path, wanted: Any) -> list[str]:
+    """Run folders whose names ``wanted`` accepts: one listing of ``base``, filtered by name first (a
+    string test per entry), so only the few candidates are checked further and stat'ed."""
     try:
-        with os.scandir(base) as entries:
-            return sorted(e.name for e in entries if _ID8.fullmatch(e.name) and wanted(e.name) and e.is_dir())
+        names = os.listdir(base)
     except OSError:
         return []
+    return sorted(name for name in filter(wanted, names) if _ID8.fullmatch(name) and (base / name).is_dir())
 
 
 def _open(base: Path, folders: list[str]) -> list[StoredRun]:
