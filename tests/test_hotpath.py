@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +28,9 @@ from runtel.errors import (
     InvalidValueError,
     RunFinishedError,
 )
-from runtel.exporters.base import Capabilities, ExportResult
-from runtel.records import SERIES_DTYPE, MetricPoints, Record
+from runtel.records import SERIES_DTYPE, MetricPoints
 from runtel.store.writer import _to_block
+from tests.test_exporter_isolation import CollectingExporter
 
 PURE = os.environ.get("RUNTEL_PURE_PYTHON", "") not in ("", "0")
 
@@ -278,32 +277,12 @@ def test_version_says_which_implementation_runs(capsys: pytest.CaptureFixture[st
     assert said.endswith("(C hot path)\n" if ACCELERATED else "(pure-Python hot path)\n"), said
 
 
-class _KeepingExporter:
-    """Keeps every batch it is given (so their buffers stay referenced while later blocks are filled)."""
-
-    name = "keeping"
-    capabilities = Capabilities()
-
-    def __init__(self) -> None:
-        self.batches: list[MetricPoints] = []
-
-    def export(self, records: Sequence[Record]) -> ExportResult:
-        self.batches.extend(r for r in records if isinstance(r, MetricPoints))
-        return ExportResult.SUCCESS
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return True
-
-    def shutdown(self) -> None:
-        pass
-
-
 @pytest.mark.parametrize("exporter", ["keeping every batch", "none"])
 def test_buffers_are_reused_only_once_nobody_holds_their_points(tmp_path: Path, exporter: str) -> None:
     """Blocks' buffers are pooled and refilled once their batch is written and exported: a batch an
     exporter still holds keeps its values while dozens of later blocks are filled (none is reused),
     and without one (every buffer reused many times) the store has every point exactly."""
-    keeping = _KeepingExporter()
+    keeping = CollectingExporter()
     exporters = [keeping] if exporter != "none" else []
     run = runtel.init(project="p", base_dir=str(tmp_path), system_interval=0, exporters=exporters)
     calls = 300_000  # 3,000,000 points: about 46 blocks of 65,536
@@ -312,7 +291,7 @@ def test_buffers_are_reused_only_once_nobody_holds_their_points(tmp_path: Path, 
     run_id = run.id
     run.finish()
     seen = 0
-    for batch in keeping.batches:
+    for batch in (record for record in keeping.records if isinstance(record, MetricPoints)):
         names = np.array(batch.names)[batch.index]
         expected = batch.steps * 10 + np.char.lstrip(names.astype(str), "m").astype(np.int64)
         assert np.array_equal(batch.values, expected.astype(np.float64))

@@ -205,25 +205,34 @@ def test_a_disabled_collector_stays_disabled_and_frozen_objects_stay_frozen() ->
         gc.unfreeze()
 
 
-def test_runtel_ls_imports_none_of_the_ui_pages_and_the_ui_still_exports_its_api() -> None:
+@pytest.mark.parametrize(
+    ("package", "absent", "use", "used"),
+    [
+        (  # runtel ls loads no UI page; the UI still exports its API
+            "runtel.ui",
+            ("runtel.ui.app", "runtel.ui.server", "runtel.cli_repro"),
+            "from runtel.ui import BackgroundServer, create_app, serve, data\n"
+            "print(callable(create_app), callable(serve), BackgroundServer.__name__, data.__name__)",
+            "True True BackgroundServer runtel.ui.data",
+        ),
+        (  # reading runs loads no run machinery; runtel.init, Run and the rest load on first use
+            "runtel",
+            ("runtel.run", "runtel.api", "opentelemetry.sdk.metrics", "opentelemetry.sdk.trace"),
+            "from runtel import Run, init, finish, available_exporters, current_run, use_run, step_timing\n"
+            "print(Run.__name__, init.__module__, step_timing.__name__, 'runtel.run' in sys.modules)",
+            "Run runtel.api runtel.step_timing True",
+        ),
+    ],
+)
+def test_runtel_ls_imports_only_what_it_needs_and_lazy_names_still_load(
+    package: str, absent: tuple[str, ...], use: str, used: str
+) -> None:
     code = (
-        "import sys, runtel.cli\n"
-        "pages = ('runtel.ui.app', 'runtel.ui.server', 'runtel.cli_repro')\n"
-        "print(sorted(m for m in pages if m in sys.modules))\n"
-        "from runtel.ui import BackgroundServer, create_app, serve, data\n"
-        "print(callable(create_app), callable(serve), BackgroundServer.__name__, data.__name__)\n"
-        "import runtel.ui\n"
-        "try:\n"
-        "    runtel.ui.nothing\n"
-        "except AttributeError as exc:\n"
-        "    print(exc)\n"
+        f"import sys, runtel, runtel.cli\nprint(sorted(m for m in {absent!r} if m in sys.modules))\n{use}\n"
+        f"import {package}\ntry:\n    {package}.nothing\nexcept AttributeError as exc:\n    print(exc)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.splitlines() == [
-        "[]",
-        "True True BackgroundServer runtel.ui.data",
-        "module 'runtel.ui' has no attribute 'nothing'",
-    ]
+    assert done.stdout.splitlines() == ["[]", used, f"module {package!r} has no attribute 'nothing'"]
 
 
 @pytest.mark.parametrize(
@@ -255,25 +264,3 @@ def test_parse_json_reads_exactly_what_json_loads_reads_and_names_the_rest(raw: 
     except runtel.StoreCorruptError:
         found = runtel.StoreCorruptError
     assert repr(found) == repr(expected)
-
-
-def test_reading_runs_imports_no_run_machinery_and_runtel_still_exports_it() -> None:
-    """``runtel ls`` and ``runtel.Store`` do without the OpenTelemetry SDK and ``runtel.run``;
-    ``runtel.init``, ``runtel.Run`` and the other lazy names load on first use."""
-    code = (
-        "import sys, runtel, runtel.cli\n"
-        "heavy = ('runtel.run', 'runtel.api', 'opentelemetry.sdk.metrics', 'opentelemetry.sdk.trace')\n"
-        "print(sorted(m for m in heavy if m in sys.modules))\n"
-        "from runtel import Run, init, finish, available_exporters, current_run, use_run, step_timing\n"
-        "print(Run.__name__, init.__module__, step_timing.__name__, 'runtel.run' in sys.modules)\n"
-        "try:\n"
-        "    runtel.nothing\n"
-        "except AttributeError as exc:\n"
-        "    print(exc)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.splitlines() == [
-        "[]",
-        "Run runtel.api runtel.step_timing True",
-        "module 'runtel' has no attribute 'nothing'",
-    ]
