@@ -17,6 +17,9 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#error "runtel's store records are little-endian: this host runs the pure-Python hot path"
+#endif
 #include <structmember.h>
 #include <stdint.h>
 #include <string.h>
@@ -171,9 +174,17 @@ reserve(HotPath *self, Py_ssize_t need)
             return -1;
         }
     }
-    else if (PyByteArray_Resize(self->records_buf, cap * (Py_ssize_t)sizeof(Record)) < 0
-             || PyByteArray_Resize(self->index_buf, cap * (Py_ssize_t)sizeof(int32_t)) < 0) {
-        return -1;
+    else {
+        /* Each pointer follows its buffer as soon as it moved: a failed second resize leaves both
+         * valid (the first buffer merely larger than `cap` says). */
+        int failed = PyByteArray_Resize(self->records_buf, cap * (Py_ssize_t)sizeof(Record));
+        self->records = (Record *)PyByteArray_AS_STRING(self->records_buf);
+        if (failed < 0)
+            return -1;
+        failed = PyByteArray_Resize(self->index_buf, cap * (Py_ssize_t)sizeof(int32_t));
+        self->index = (int32_t *)PyByteArray_AS_STRING(self->index_buf);
+        if (failed < 0)
+            return -1;
     }
     self->records = (Record *)PyByteArray_AS_STRING(self->records_buf);
     self->index = (int32_t *)PyByteArray_AS_STRING(self->index_buf);
@@ -238,24 +249,54 @@ group(HotPath *self, PointsBlock *block, Py_ssize_t n, Py_ssize_t calls)
 }
 
 /* The open block as a PointsBlock appended to the queue (nothing when it is empty): its buffers
- * are handed over, not copied. */
+ * are handed over, not copied. On a failure (memory) the open block stays as it was. */
 static int
 seal(HotPath *self)
 {
     Py_ssize_t n = self->n, calls = self->calls;
-    if (n == 0)
+    if (n == 0) {
+        self->calls = 0;
         return 0;
+    }
     if (check_queue(self) < 0)
+        return -1;
+    /* Shrinking to the points held keeps them; the pointers follow in case the memory moved. */
+    int failed = PyByteArray_Resize(self->records_buf, n * (Py_ssize_t)sizeof(Record));
+    self->records = (Record *)PyByteArray_AS_STRING(self->records_buf);
+    if (failed < 0)
+        return -1;
+    self->cap = n;
+    failed = PyByteArray_Resize(self->index_buf, n * (Py_ssize_t)sizeof(int32_t));
+    self->index = (int32_t *)PyByteArray_AS_STRING(self->index_buf);
+    if (failed < 0)
         return -1;
     PointsBlock *block = PyObject_New(PointsBlock, &PointsBlockType);
     if (block == NULL)
         return -1;
+    Py_INCREF(self->records_buf);
+    Py_INCREF(self->index_buf);
     block->records = self->records_buf;
     block->index = self->index_buf;
     block->grouped = NULL;
     block->series = NULL;
     block->calls = calls;
-    self->records_buf = self->index_buf = NULL;
+    if (group(self, block, n, calls) < 0) {
+        Py_DECREF(block);
+        return -1;
+    }
+    PyObject *done = PyObject_CallMethodOneArg(self->queue, str_append, (PyObject *)block);
+    if (done == NULL) {
+        Py_DECREF(block);
+        return -1;
+    }
+    Py_DECREF(done);
+    keep_buffer(self, block->records);
+    keep_buffer(self, block->index);
+    if (block->grouped != NULL && block->grouped != block->records)
+        keep_buffer(self, block->grouped);
+    Py_DECREF(block);
+    Py_CLEAR(self->records_buf);
+    Py_CLEAR(self->index_buf);
     self->records = NULL;
     self->index = NULL;
     self->cap = 0;
@@ -263,21 +304,6 @@ seal(HotPath *self)
     self->calls = 0;
     /* the next block starts about as large as this one was */
     self->next_cap = n < 1024 ? 1024 : n > BLOCK_POINTS ? BLOCK_POINTS + MAX_WIDTH : n + n / 8;
-    if (PyByteArray_Resize(block->records, n * (Py_ssize_t)sizeof(Record)) < 0
-        || PyByteArray_Resize(block->index, n * (Py_ssize_t)sizeof(int32_t)) < 0
-        || group(self, block, n, calls) < 0) {
-        Py_DECREF(block);
-        return -1;
-    }
-    keep_buffer(self, block->records);
-    keep_buffer(self, block->index);
-    if (block->grouped != NULL && block->grouped != block->records)
-        keep_buffer(self, block->grouped);
-    PyObject *done = PyObject_CallMethodOneArg(self->queue, str_append, (PyObject *)block);
-    Py_DECREF(block);
-    if (done == NULL)
-        return -1;
-    Py_DECREF(done);
     return 0;
 }
 
@@ -286,6 +312,10 @@ static int
 commit(HotPath *self, const int32_t *ids, const double *values, Py_ssize_t width, long long at, double when,
        unsigned long long span)
 {
+    if (width == 0) { /* nothing to store: it only counts towards waking the flush */
+        self->pending++;
+        return 0;
+    }
     if (reserve(self, self->n + width) < 0)
         return -1;
     if (self->calls == 0) {
@@ -374,8 +404,15 @@ resolve_layout(HotPath *self, PyObject *metrics, Py_ssize_t width)
         Py_DECREF(keys);
         return 0;
     }
-    PyObject *series = PyDict_GetItemWithError(self->layouts, keys); /* borrowed */
+    /* A name's __eq__ (a str subclass cached by the general path) is Python code and may rebind
+     * _layouts during the lookup: the dict and the tuple found are held while used. */
+    PyObject *layouts = self->layouts;
+    Py_INCREF(layouts);
+    PyObject *series = PyDict_GetItemWithError(layouts, keys);
+    Py_XINCREF(series);
+    Py_DECREF(layouts);
     if (series == NULL || !PyTuple_CheckExact(series) || PyTuple_GET_SIZE(series) != width) {
+        Py_XDECREF(series);
         Py_DECREF(keys);
         return PyErr_Occurred() ? -1 : 0;
     }
@@ -383,11 +420,13 @@ resolve_layout(HotPath *self, PyObject *metrics, Py_ssize_t width)
     for (i = 0; i < width; i++) {
         long id = PyLong_AsLong(PyTuple_GET_ITEM(series, i));
         if (id == -1 && PyErr_Occurred()) {
+            Py_DECREF(series);
             Py_DECREF(keys);
             return -1;
         }
         ids[i] = (int32_t)id;
     }
+    Py_DECREF(series);
     /* No Python code runs from here to the end: the cache is replaced in one piece. */
     PyObject *old[MAX_WIDTH];
     Py_ssize_t old_width = self->width;
@@ -431,6 +470,24 @@ wake_if_due(HotPath *self)
     Py_RETURN_NONE;
 }
 
+/* A dict call's values into `values`: 1 when its names are the cached layout's, 0 when they are
+ * not, -1 when a value is not a float or an exact int (the general path's). No Python code runs. */
+static int
+read_call(HotPath *self, PyObject *metrics, Py_ssize_t width, double *values)
+{
+    int same_layout = width == self->width;
+    Py_ssize_t pos = 0, i = 0;
+    PyObject *key, *value;
+    while (i < width && PyDict_Next(metrics, &pos, &key, &value)) {
+        if (!exact_double(value, &values[i]))
+            return -1;
+        if (same_layout && key != self->keys[i] && !same_text(key, self->keys[i]))
+            same_layout = 0;
+        i++;
+    }
+    return i == width ? same_layout : -1;
+}
+
 PyDoc_STRVAR(log_doc,
 "log($self, metrics, step=None, *, all_ranks=False)\n--\n\n"
 "Record ``metrics`` at ``step`` (default: previous step + 1, starting at 0).\n\n"
@@ -471,21 +528,17 @@ hot_log(HotPath *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
             return general(self, args, nargsf, kwnames);
     }
     double values[MAX_WIDTH];
-    int same_layout = width == self->width;
-    Py_ssize_t pos = 0, i = 0;
-    PyObject *key, *value;
-    while (PyDict_Next(metrics, &pos, &key, &value)) {
-        if (!exact_double(value, &values[i]))
-            return general(self, args, nargsf, kwnames);
-        if (same_layout && key != self->keys[i] && !same_text(key, self->keys[i]))
-            same_layout = 0;
-        i++;
-    }
+    int same_layout = read_call(self, metrics, width, values);
+    if (same_layout < 0)
+        return general(self, args, nargsf, kwnames);
     if (!same_layout) {
         int found = resolve_layout(self, metrics, width); /* may run Python code (allocation, GC) */
         if (found < 0)
             return NULL;
-        if (found == 0)
+        /* That code (a finalizer, another thread) may have changed the dict or finished the run:
+         * the call is read again, against the layout now cached. */
+        if (found == 0 || self->finished || self->silent || self->detached || PyDict_GET_SIZE(metrics) != width
+            || read_call(self, metrics, width, values) != 1)
             return general(self, args, nargsf, kwnames);
     }
     /* From here to commit nothing runs Python code: the step and the points are taken together. */

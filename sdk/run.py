@@ -324,15 +324,27 @@ class Run(HotPath, MediaLogging):
         else:
             at = step if type(step) is int and 0 <= step <= MAX_STEP else check_step(step)
             self._explicit_step(at)
+        self._queue_values(series, values, at, all_ranks)
+
+    if not ACCELERATED:
+        log = _log_general
+
+    def _log_at(self, metrics: Mapping[str, Any], at: int, all_ranks: bool) -> None:
+        """The scalars of a call whose step is already taken (one that also logs media): queued at
+        ``at`` without moving the step again, which another thread may have advanced meanwhile."""
+        keys = tuple(metrics)
+        values = _coerce_values(keys, tuple(metrics.values()))
+        self._queue_values(self._layouts.get(keys) or self._layout(keys), values, at, all_ranks)
+
+    def _queue_values(
+        self, series: tuple[int, ...], values: tuple[float, ...], at: int, all_ranks: bool
+    ) -> None:
         if self._silent and not all_ranks:
             return
         self._queue_call(at, time.time(), self._span_id, series, values)
         queued = self._queued_calls()
         if queued >= self._wake_at:
             self._batch_queued(queued)
-
-    if not ACCELERATED:
-        log = _log_general
 
     def _batch_queued(self, queued: int) -> None:
         """Wake the flush for a batch; wait (bounded) while it has not taken the one before, or while
@@ -866,9 +878,8 @@ def _coerce_values(keys: tuple[Any, ...], values: tuple[Any, ...]) -> tuple[floa
 def _block_points(block: PointsBlock, names: tuple[str, ...]) -> MetricPoints:
     """A block of the C hot path as a batch: views of its records (no copy), grouped ones beside.
     Read-only: the store and every exporter share them."""
-    records = np.frombuffer(block.records, SERIES_DTYPE)
-    index = np.frombuffer(block.index, np.int32)
-    records.flags.writeable = index.flags.writeable = False
+    records = _read_only(block.records, SERIES_DTYPE)
+    index = _read_only(block.index, np.int32)
     return MetricPoints(
         names=names,
         index=index,
@@ -883,8 +894,8 @@ def _block_points(block: PointsBlock, names: tuple[str, ...]) -> MetricPoints:
 
 
 def _read_only(buffer: bytearray, dtype: npt.DTypeLike) -> npt.NDArray[Any]:
-    view: npt.NDArray[Any] = np.frombuffer(buffer, dtype)
-    view.flags.writeable = False
+    """A view that cannot be made writable again (its base is a read-only memoryview)."""
+    view: npt.NDArray[Any] = np.frombuffer(memoryview(buffer).toreadonly(), dtype)
     return view
 
 

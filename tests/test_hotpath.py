@@ -302,3 +302,87 @@ def test_buffers_are_reused_only_once_nobody_holds_their_points(tmp_path: Path, 
     steps, _, values = stored.history("m3")
     assert steps.size == calls - calls // 1000
     assert np.array_equal(values, steps * 10.0 + 3)
+
+
+def test_a_dict_changed_while_its_call_is_read_is_stored_as_one_of_its_states(tmp_path: Path) -> None:
+    """A finalizer run by the garbage collector in the middle of the call (a new layout allocates)
+    replaces a name: the points are the dict before or after, never old values under new names."""
+    import gc
+
+    run = runtel.init(project="p", base_dir=str(tmp_path), system_interval=0)
+    d = {"a": 1.0, "b": 2.0}
+    run.log({"b": 0.0, "c": 0.0}, step=0)
+    run.log({"a": 0.0, "b": 0.0}, step=1)
+    run.log({"x": 0.0}, step=2)
+
+    class Mutator:
+        def __del__(self) -> None:
+            if "a" in d:
+                del d["a"]
+                d["c"] = 99.0
+
+    gc.collect()
+    gc.disable()
+    cycle = Mutator()
+    cycle.self = cycle  # type: ignore[attr-defined]
+    del cycle
+    keep = [(i, -i) for i in range(5000)]  # no free 2-tuples left: the next one allocates (and collects)
+    gc.enable()
+    gc.set_threshold(1)
+    try:
+        run.log(d, step=3)
+    finally:
+        gc.set_threshold(700)
+    del keep
+    run_id = run.id
+    run.finish()
+    stored = Store(str(tmp_path)).run(run_id)
+    at_three = {}
+    for name in ("a", "b", "c"):
+        steps, _, values = stored.history(name)
+        at_three.update((name, v) for s, v in zip(steps.tolist(), values.tolist(), strict=True) if s == 3)
+    assert at_three in ({"a": 1.0, "b": 2.0}, {"b": 2.0, "c": 99.0})
+
+
+def test_a_name_whose_eq_rebinds_the_layout_cache_does_not_crash(tmp_path: Path) -> None:
+    run = runtel.init(project="p", base_dir=str(tmp_path), system_interval=0)
+
+    class Name(str):
+        __hash__ = str.__hash__
+
+        def __eq__(self, other: object) -> bool:
+            run._layouts = {}  # the dict being searched loses its only other reference
+            return str.__eq__(self, other)
+
+    run.log({Name("k"): 1.0})  # the general path caches the layout under this key
+    run.log({"k": 2.0})  # the C path looks "k" up in that cache
+    run_id = run.id
+    run.finish()
+    steps, _, values = Store(str(tmp_path)).run(run_id).history("k")
+    assert steps.tolist() == [0, 1] and values.tolist() == [1.0, 2.0]
+
+
+def test_calls_without_metrics_only_advance_the_step(tmp_path: Path) -> None:
+    run = runtel.init(project="p", base_dir=str(tmp_path), system_interval=0, flush_interval=600)
+    run._wake_at = 2**62  # the flush below takes everything at once
+    run.log({})
+    run.flush()
+    seen: list[MetricPoints] = []
+    real_submit = run._dispatcher.submit
+
+    def spy(records, **kwargs):  # type: ignore[no-untyped-def]
+        seen.extend(r for r in records if isinstance(r, MetricPoints))
+        real_submit(records, **kwargs)
+
+    run._dispatcher.submit = spy  # type: ignore[method-assign]
+    for _ in range(10):
+        run.log({"a": 1.0, "b": 2.0})
+    run.log({})
+    run.flush()
+    run_id = run.id
+    run.finish()
+    assert [len(batch) for batch in seen] == [20]
+    if ACCELERATED:  # the block of the ten calls is grouped by series for the store
+        assert seen[0].grouped is not None and seen[0].grouped[1].tolist() == [0, 1]
+    steps, _, _ = Store(str(tmp_path)).run(run_id).history("a")
+    assert steps.tolist() == list(range(1, 11))
