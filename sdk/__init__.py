@@ -58,6 +58,11 @@ _LAZY = {
 }
 
 
+def __dir__() -> list[str]:
+    """The lazy names too (tab completion, ``help``)."""
+    return sorted(globals().keys() | _LAZY.keys())
+
+
 def __getattr__(name: str) -> Any:
     """A name of :data:`_LAZY`, imported now and kept as a plain attribute of the package."""
     module = _LAZY.get(name)

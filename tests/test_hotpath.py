@@ -266,6 +266,9 @@ def test_logging_order_is_rebuilt_where_times_tie() -> None:
     assert list(zip(index[order].tolist(), steps[order].tolist(), strict=True)) == [
         (0, 2), (1, 2), (0, 0), (1, 0), (0, 1), (1, 1), (0, 9), (0, 3)
     ]  # fmt: skip
+    # a series whose clock went back and then repeated a time keeps its own order
+    order = logging_order(np.array([1.0, 1.0, 0.5, 1.0]), np.zeros(4, np.int32))
+    assert order.tolist() == [2, 0, 1, 3]
 
 
 def test_version_says_which_implementation_runs(capsys: pytest.CaptureFixture[str]) -> None:

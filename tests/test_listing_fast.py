@@ -179,12 +179,44 @@ def test_a_cycle_made_while_paused_is_still_collected_afterwards() -> None:
         gc.collect()  # an explicit collection still runs; the pause only stops automatic ones
         assert collected.is_set()
     with collector_paused():
-        third, fourth = Node(), Node()
-        third.partner, fourth.partner = fourth, third
-        later = weakref.ref(third)
-        del third, fourth
-    gc.collect()  # moved to the oldest generation at the end of the block: found by a full collection
-    assert later() is None and watch() is None
+        cycles = [Node() for _ in range(200)]
+        for node in cycles:
+            node.partner = node
+        later = [weakref.ref(node) for node in cycles]
+        del cycles, node
+    # Left young, as the collector's normal rules would: the next collection of the youngest
+    # generation frees them (moving them to the oldest one would keep them for a full collection,
+    # which a long-lived process may not run for hours).
+    gc.collect(0)
+    assert all(ref() is None for ref in later) and watch() is None
+
+
+def test_a_process_forked_during_a_pause_starts_with_the_collector_on() -> None:
+    """A DataLoader worker forked while a UI thread lists runs: the child has no thread to end the
+    pause, so the fork hook gives it back its collector (and a fresh lock)."""
+    inside, leave = threading.Event(), threading.Event()
+
+    def listing() -> None:
+        with collector_paused():
+            inside.set()
+            leave.wait(10)
+
+    lister = threading.Thread(target=listing)
+    lister.start()
+    try:
+        assert inside.wait(10) and not gc.isenabled()
+        child = os.fork()
+        if child == 0:
+            ok = gc.isenabled()
+            with collector_paused():
+                ok = ok and not gc.isenabled()
+            os._exit(0 if ok and gc.isenabled() else 1)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        leave.set()
+        lister.join()
+    assert gc.isenabled()
 
 
 def test_a_disabled_collector_stays_disabled_and_frozen_objects_stay_frozen() -> None:
@@ -200,7 +232,7 @@ def test_a_disabled_collector_stays_disabled_and_frozen_objects_stay_frozen() ->
         frozen = gc.get_freeze_count()
         with collector_paused():
             pass
-        assert gc.isenabled() and gc.get_freeze_count() >= frozen > 0
+        assert gc.isenabled() and gc.get_freeze_count() == frozen > 0
     finally:
         gc.unfreeze()
 
@@ -264,3 +296,53 @@ def test_parse_json_reads_exactly_what_json_loads_reads_and_names_the_rest(raw: 
     except runtel.StoreCorruptError:
         found = runtel.StoreCorruptError
     assert repr(found) == repr(expected)
+
+
+def test_dir_of_runtel_names_the_lazy_names() -> None:
+    names = dir(runtel)
+    assert {"init", "Run", "finish", "step_timing", "import_runs", "MediaItem", "Store"} <= set(names)
+
+
+def test_a_socket_in_place_of_the_edit_log_is_refused_and_the_run_listed(tmp_path: Path) -> None:
+    import socket
+
+    run = _run(tmp_path, "sock")
+    server = socket.socket(socket.AF_UNIX)
+    try:
+        server.bind(str(run.dir / "edits.jsonl"))
+        listed = runtel.Store(tmp_path).runs()
+        assert [r.name for r in listed] == ["sock"]
+        assert any("not a plain file" in problem for problem in edits.read_edits(run.dir).problems)
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(
+    ("document", "why"),
+    [
+        (b'{"run_id": ' + b"7" * 5000 + b"}", "digits"),
+        (b"[" * 200_000 + b"]" * 200_000, "nesting"),
+    ],
+)
+def test_a_document_too_deep_or_too_long_to_parse_skips_only_its_run(
+    tmp_path: Path, document: bytes, why: str
+) -> None:
+    """A crafted metadata.json (an integer of 5,000 digits, nesting of 200,000 levels) is a damaged
+    run, listed as skipped; every other run is listed."""
+    good, bad = _run(tmp_path, "good"), _run(tmp_path, "bad")
+    (bad.dir / "metadata.json").write_bytes(document)
+    listing = scan.scan(tmp_path)
+    assert [r.name for r in listing.runs] == ["good"], why
+    assert [s.folder for s in listing.skipped] == [bad.dir.name]
+    assert good.dir.exists()
+
+
+def test_an_edit_line_nested_too_deep_is_reported_and_the_others_applied(tmp_path: Path) -> None:
+    run = _run(tmp_path, "deep")
+    with open(run.dir / "edits.jsonl", "ab") as log:
+        log.write(b"[" * 100_000 + b"]" * 100_000 + b"\n")
+    runtel.Store(tmp_path).run(run.id).set_note("still applied")
+    edits.forget_edits()
+    read = edits.read_edits(run.dir)
+    assert read.problems and any("not valid JSON" in problem for problem in read.problems)
+    assert runtel.Store(tmp_path).run(run.id).note == "still applied"

@@ -105,7 +105,7 @@ def parse_line(line: bytes, path: Path, number: int) -> Record:
         document = json.loads(line.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise StoreCorruptError(path, None, f"{where} is not UTF-8 (byte {exc.start})") from exc
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep to parse
         raise StoreCorruptError(path, None, f"{where} is not valid JSON ({exc})") from exc
     if not isinstance(document, dict):
         raise StoreCorruptError(path, None, f"{where} is not a JSON object")

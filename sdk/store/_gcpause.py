@@ -1,17 +1,18 @@
 """The cyclic garbage collector held off while a listing builds its objects.
 
 Listing 10,000 runs allocates a few hundred thousand dicts, lists and strings that all stay alive (the
-caches keep them; no cycle among them becomes garbage), yet every 700 allocations the collector walks
-the young ones, and now and then all of them: a third of the time of ``runtel ls``. Re-enabled as is,
-it would then walk every one of them once more (they all count as young). So the outermost block ends
-by moving what it allocated straight to the oldest generation (``gc.freeze`` then ``gc.unfreeze``, only
-when nothing else in the process froze objects): a cycle among them is still found, by the next full
-collection. Reference counting frees everything as usual throughout.
+caches keep them; no cycle among them becomes garbage), yet every 700 allocations the collector walked
+the young ones, and now and then all of them: a third of the time of ``runtel ls``. The pause is the
+whole process's (``gc.disable``), so it is short and leaves nothing behind: when the last block ends
+the collector runs on by its normal rules, and what was made meanwhile (any thread's cycles
+included) is collected or promoted as usual. A process forked during a pause starts with the
+collector as it was before the pause.
 """
 
 from __future__ import annotations
 
 import gc
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,7 +37,18 @@ def collector_paused() -> Iterator[None]:
         with _lock:
             _depth -= 1
             if _depth == 0 and _was_enabled:
-                if gc.get_freeze_count() == 0:  # someone's frozen objects are theirs to unfreeze
-                    gc.freeze()
-                    gc.unfreeze()
                 gc.enable()
+
+
+def _after_fork_in_child() -> None:
+    """The child has none of the threads whose blocks would end the pause, and maybe a held lock."""
+    global _lock, _depth
+    _lock = threading.Lock()
+    if _depth:
+        _depth = 0
+        if _was_enabled:
+            gc.enable()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

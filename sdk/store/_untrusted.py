@@ -65,7 +65,7 @@ def parse_json(raw: bytes, path: Where) -> Any:
         text = raw.decode("utf-8")
         try:
             document, end = scan_document(text, 0)
-        except (StopIteration, ValueError):
+        except (StopIteration, ValueError, RecursionError):
             pass  # json.loads names what is wrong, below
         else:
             if end == len(text) or not text[end:].strip(_JSON_SPACE):
@@ -76,6 +76,8 @@ def parse_json(raw: bytes, path: Where) -> Any:
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
         raise StoreCorruptError(path, None, f"is not valid JSON (half-written or damaged, {where})") from exc
+    except (ValueError, RecursionError) as exc:  # an integer of thousands of digits; nesting too deep
+        raise StoreCorruptError(path, None, f"is not a JSON document runtel reads ({exc})") from exc
 
 
 def load_object(path: Where) -> dict[str, Any]:

@@ -227,7 +227,15 @@ _NO_EDITS = EditLog()
 _NOT_PLAIN = EditLog((), (f"{EDITS} is not a plain file (a link or a folder): its edits are not applied",))
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 #: A reader's open: never through a final symbolic link, never blocking on a FIFO.
-_READ = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+_READ = (
+    os.O_RDONLY
+    | _NOFOLLOW
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_NOCTTY", 0)  # a terminal device put there never becomes ours
+)
+#: What opening something other than a file can answer: a socket (ENXIO), a device without a driver.
+_NOT_OPENABLE = {errno.ENXIO, errno.ENODEV, getattr(errno, "EOPNOTSUPP", errno.ENXIO)}
 _READ |= getattr(os, "O_BINARY", 0)
 
 
@@ -246,7 +254,7 @@ def read_edits(run_dir: Path) -> EditLog:
     except FileNotFoundError:
         return _NO_EDITS
     except OSError as exc:
-        if exc.errno == errno.ELOOP and _NOFOLLOW:  # O_NOFOLLOW met a symbolic link
+        if (exc.errno == errno.ELOOP and _NOFOLLOW) or exc.errno in _NOT_OPENABLE:  # a link, a socket
             return _NOT_PLAIN
         return EditLog((), (f"{EDITS} cannot be read ({exc.strerror})",))
     try:
@@ -260,7 +268,7 @@ def read_edits(run_dir: Path) -> EditLog:
         cached = _cache.get(path)
         if cached is not None and cached[0] == stamp:
             return cached[1]
-        raw = os.read(descriptor, min(info.st_size + 4096, MAX_EDITS_BYTES))  # not 4 MiB per run
+        raw = _read_all(descriptor, info.st_size, min(info.st_size + 4096, MAX_EDITS_BYTES))
     except OSError as exc:
         return EditLog((), (f"{EDITS} cannot be read ({exc.strerror})",))
     finally:
@@ -268,6 +276,17 @@ def read_edits(run_dir: Path) -> EditLog:
     log = _parse(raw, path)
     _cache[path] = (stamp, log)
     return log
+
+
+def _read_all(descriptor: int, size: int, limit: int) -> bytes:
+    """The file's ``size`` bytes and what it grew since (up to ``limit``): one read on a local disk,
+    more where a network or FUSE file system answers in pieces."""
+    chunks = [os.read(descriptor, limit)]
+    got = len(chunks[0])
+    while chunks[-1] and got < min(size, limit):
+        chunks.append(os.read(descriptor, limit - got))
+        got += len(chunks[-1])
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def forget_edits() -> None:
@@ -306,7 +325,7 @@ def _quick(line: bytes) -> RunEdited | None:
     try:
         text = line.decode("utf-8")
         document, end = scan_document(text, 0)
-    except (StopIteration, ValueError):  # UnicodeDecodeError included
+    except (StopIteration, ValueError, RecursionError):  # UnicodeDecodeError included
         return None
     if (
         end != len(text)

@@ -390,7 +390,9 @@ def _folders(base: Path, wanted: Any) -> list[str]:
         names = os.listdir(base)
     except OSError:
         return []
-    return sorted(name for name in filter(wanted, names) if _ID8.fullmatch(name) and (base / name).is_dir())
+    # os.path.isdir: a candidate that cannot be examined (no permission) is skipped, not raised
+    candidates = (name for name in filter(wanted, names) if _ID8.fullmatch(name))
+    return sorted(name for name in candidates if os.path.isdir(base / name))
 
 
 def _open(base: Path, folders: list[str]) -> list[StoredRun]:
