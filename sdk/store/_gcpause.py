@@ -6,7 +6,8 @@ the young ones, and now and then all of them: a third of the time of ``runtel ls
 whole process's (``gc.disable``), so it is short and leaves nothing behind: when the last block ends
 the collector runs on by its normal rules, and what was made meanwhile (any thread's cycles
 included) is collected or promoted as usual. A process forked during a pause starts with the
-collector as it was before the pause.
+collector as it was before the pause. One race is left: a ``gc.disable()`` another thread makes while
+a listing runs is undone when the listing ends (the collector is put back as it was when it began).
 """
 
 from __future__ import annotations
