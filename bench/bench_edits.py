@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from _common import log, machine_table, md_table
-from bench_runs import clone, template_run, timed
+from bench_runs import clone_runs, template_run, timed
 
 CASES = {
     "Store.runs()": "t = clock(); runs = Store(BASE).runs(); out(len(runs), t)",
@@ -73,10 +73,7 @@ def main() -> int:
         root = Path(scratch)
         template = template_run(root / "template")
         base = root / "many"
-        log(f"cloning {args.runs:,} runs...")
-        started = time.time() - args.runs
-        for i in range(args.runs):
-            clone(template, base, f"run-{i:05d}", started + i)
+        clone_runs(template, base, args.runs)
         env = {**os.environ, "RUNTEL_SYSTEM_INTERVAL": "0"}
         trees = {
             "no edits": os.environ.get("PYTHONPATH", ""),

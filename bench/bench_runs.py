@@ -138,19 +138,32 @@ def edit_every_run(base: Path) -> None:
         run.set_note(f"seed {number}: kept for the comparison")
 
 
-def timed(code: str, env: dict[str, str], trials: int) -> str:
-    """Median wall seconds, and median CPU seconds of the process (what a shared machine blurs least)."""
+def timed_seconds(code: str, env: dict[str, str], trials: int, prelude: str = PRELUDE) -> tuple[float, float]:
+    """Median wall and CPU seconds of ``code`` over ``trials`` fresh processes (``prelude`` first)."""
     wall, cpu = [], []
     for _ in range(trials):
         done = subprocess.run(
-            [sys.executable, "-c", PRELUDE + code], env=env, capture_output=True, text=True, check=False
+            [sys.executable, "-c", prelude + code], env=env, capture_output=True, text=True, check=False
         )
         if done.returncode != 0:
             raise RuntimeError(done.stderr.strip().splitlines()[-1])
         seconds = json.loads(done.stdout.strip().splitlines()[-1])
         wall.append(seconds[0])
         cpu.append(seconds[1])
-    return f"{statistics.median(wall):.3f} s ({statistics.median(cpu):.3f} s CPU)"
+    return statistics.median(wall), statistics.median(cpu)
+
+
+def timed(code: str, env: dict[str, str], trials: int) -> str:
+    """Median wall seconds, and median CPU seconds of the process (what a shared machine blurs least)."""
+    wall, cpu = timed_seconds(code, env, trials)
+    return f"{wall:.3f} s ({cpu:.3f} s CPU)"
+
+
+def clone_runs(template: Path, base: Path, runs: int) -> list[tuple[str, Path]]:
+    """``runs`` clones of ``template`` named ``run-00000``..., started a second apart, oldest first."""
+    log(f"cloning {runs:,} runs...")
+    started = time.time() - runs
+    return [clone(template, base, f"run-{i:05d}", started + i) for i in range(runs)]
 
 
 def main() -> int:
@@ -165,9 +178,7 @@ def main() -> int:
         root = Path(scratch)
         template = template_run(root / "template")
         base, alone, cold = root / "many", root / "alone", root / "cold"
-        log(f"cloning {args.runs:,} runs...")
-        started = time.time() - args.runs
-        ids = [clone(template, base, f"run-{i:05d}", started + i)[0] for i in range(args.runs)]
+        ids = [run_id for run_id, _ in clone_runs(template, base, args.runs)]
         big = with_series(template, base, "big", 1_000_000)
         shutil.copytree(next(base.glob(f"big_{big[:8]}")), alone / f"big_{big[:8]}")
         huge = with_series(template, cold, "huge", args.points)

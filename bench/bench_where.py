@@ -16,15 +16,13 @@ import argparse
 import json
 import os
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from _common import dist_version, log, machine_table, md_table
-from bench_runs import clone, template_run
+from bench_runs import clone_runs, template_run, timed_seconds
 
 TARGET_S = 1.0
 WHERE = "params.optimizer.lr < 1e-3 and metrics['val/acc'].max > 0.9 and 'baseline' in tags"
@@ -93,21 +91,6 @@ def vary(folder: Path, rng: random.Random, i: int) -> None:
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
 
 
-def timed(code: str, env: dict[str, str], trials: int) -> tuple[float, float]:
-    """Median wall and CPU seconds over ``trials`` fresh processes."""
-    wall, cpu = [], []
-    for _ in range(trials):
-        done = subprocess.run(
-            [sys.executable, "-c", PRELUDE + code], env=env, capture_output=True, text=True, check=False
-        )
-        if done.returncode != 0:
-            raise RuntimeError(done.stderr.strip().splitlines()[-1])
-        seconds = json.loads(done.stdout.strip().splitlines()[-1])
-        wall.append(seconds[0])
-        cpu.append(seconds[1])
-    return statistics.median(wall), statistics.median(cpu)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10_000)
@@ -118,10 +101,7 @@ def main() -> int:
         root = Path(scratch)
         template = template_run(root / "template")
         base = root / "many"
-        log(f"cloning {args.runs:,} runs...")
-        started = time.time() - args.runs
-        for i in range(args.runs):
-            _, folder = clone(template, base, f"run-{i:05d}", started + i)
+        for i, (_, folder) in enumerate(clone_runs(template, base, args.runs)):
             vary(folder, rng, i)
         constants = f"BASE = {str(base)!r}\nWHERE = {WHERE!r}\nWIDE = {WIDE!r}\nSORT = {SORT!r}\n"
         env = {**os.environ, "RUNTEL_SYSTEM_INTERVAL": "0"}
@@ -134,7 +114,7 @@ def main() -> int:
         ).stdout.split()[0]
         rows = []
         for case, code in CASES.items():
-            wall, cpu = timed(constants + code, env, args.trials)
+            wall, cpu = timed_seconds(constants + code, env, args.trials, PRELUDE)
             log(f"{case}: {wall:.3f} s ({cpu:.3f} s CPU)")
             timed_target = ("where" in case or "frame" in case) and "second" not in case
             target = f"< {TARGET_S} s" if timed_target else ""

@@ -108,7 +108,7 @@ def test_mlflow_tracker_example_against_a_server_that_is_not_there(monkeypatch: 
     monkeypatch.setenv("RUNTEL_EXPORT_RETRIES", "0")
     monkeypatch.setenv("RUNTEL_EXPORT_TIMEOUT", "5")
 
-    # The seed's own example uses localhost:5000; a port proven closed keeps the test from writing
+    # The seed's own example uses port 5000 on localhost; a port proven closed keeps the test from writing
     # into whatever server happens to listen there.
     tracker = MLflowTracker(project_name="my_project", tracking_uri=f"http://localhost:{closed_port()}")
 
